@@ -1,0 +1,601 @@
+//! Decoding and validation: bytes (or a Parquet row) in, a typed [`Event`] or a
+//! typed [`Reject`] out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ahash::{HashSet, HashSetExt};
+
+use crate::event::{
+    Event, EventTime, Feature, FeatureKind, FeatureValue, Label, LabelEvent, Prediction,
+    PredictionEvent,
+};
+use crate::raw::{RawEvent, RawPrediction, RawTime, Scalar, ScalarMap, Str};
+use crate::reject::Reject;
+
+/// Declared feature kinds per model. A declared feature whose value has the
+/// other kind is refused with [`Reject::FeatureTypeMismatch`].
+#[derive(Debug, Clone, Default)]
+pub struct FeatureSchema {
+    models: HashMap<String, HashMap<String, FeatureKind>>,
+}
+
+impl FeatureSchema {
+    /// Declares the kind of one feature of one model.
+    pub fn declare(&mut self, model: &str, feature: &str, kind: FeatureKind) {
+        self.models
+            .entry(model.to_owned())
+            .or_default()
+            .insert(feature.to_owned(), kind);
+    }
+
+    /// The declared kind of a feature, if any.
+    pub fn kind(&self, model: &str, feature: &str) -> Option<FeatureKind> {
+        self.models.get(model)?.get(feature).copied()
+    }
+
+    fn model(&self, model: &str) -> Option<&HashMap<String, FeatureKind>> {
+        self.models.get(model)
+    }
+}
+
+/// Decoder settings.
+#[derive(Debug, Clone)]
+pub struct DecoderConfig {
+    /// Largest accepted event in bytes.
+    pub max_event_bytes: u64,
+    /// Declared feature kinds.
+    pub schema: FeatureSchema,
+}
+
+impl Default for DecoderConfig {
+    fn default() -> Self {
+        DecoderConfig {
+            max_event_bytes: 1024 * 1024,
+            schema: FeatureSchema::default(),
+        }
+    }
+}
+
+/// Names that recur in every event (model ids, feature and segment names) are
+/// stored once and shared. The number of distinct names kept is bounded so a
+/// producer sending random names cannot grow memory without limit; past the
+/// bound names are still correct, just not shared.
+#[derive(Debug)]
+struct Interner {
+    names: HashSet<Arc<str>>,
+    limit: usize,
+}
+
+impl Interner {
+    fn new(limit: usize) -> Self {
+        Interner {
+            names: HashSet::with_capacity(256),
+            limit,
+        }
+    }
+
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(name) = self.names.get(s) {
+            return Arc::clone(name);
+        }
+        let name: Arc<str> = Arc::from(s);
+        if self.names.len() < self.limit {
+            self.names.insert(Arc::clone(&name));
+        }
+        name
+    }
+}
+
+/// Earliest accepted epoch-millisecond timestamp (1973-03-03). Smaller numbers
+/// are almost always epoch *seconds* sent by mistake.
+const MIN_EPOCH_MS: i64 = 100_000_000_000;
+/// Latest accepted timestamp: 9999-12-31T23:59:59.999Z.
+const MAX_EPOCH_MS: i64 = 253_402_300_799_999;
+
+/// Turns payloads into validated events. One decoder per source thread: it
+/// keeps the interned names.
+#[derive(Debug)]
+pub struct Decoder {
+    config: DecoderConfig,
+    interner: Interner,
+}
+
+impl Decoder {
+    /// A decoder with the given settings.
+    pub fn new(config: DecoderConfig) -> Self {
+        Decoder {
+            config,
+            interner: Interner::new(100_000),
+        }
+    }
+
+    /// Largest accepted payload in bytes.
+    pub fn max_event_bytes(&self) -> u64 {
+        self.config.max_event_bytes
+    }
+
+    /// Decodes one JSON event.
+    pub fn decode_json(&mut self, bytes: &[u8]) -> Result<Event, Reject> {
+        if bytes.len() as u64 > self.config.max_event_bytes {
+            return Err(Reject::Oversized {
+                len: bytes.len() as u64,
+                limit: self.config.max_event_bytes,
+            });
+        }
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            None => return Err(Reject::Empty),
+            Some(b'{') => {}
+            Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
+                // valid JSON that is not an object, or garbage: tell them apart
+                return match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                    Ok(_) => Err(Reject::NotAnObject),
+                    Err(e) => Err(Reject::InvalidJson(e.to_string())),
+                };
+            }
+            Some(_) => {}
+        }
+        let raw: RawEvent<'_> = match serde_json::from_slice(bytes) {
+            Ok(raw) => raw,
+            Err(e) => return Err(json_error(bytes, e)),
+        };
+        self.validate(raw)
+    }
+
+    /// Validates a raw event (from any syntax) into a typed event.
+    pub fn validate(&mut self, raw: RawEvent<'_>) -> Result<Event, Reject> {
+        let event_id = required_str(raw.event_id, "event_id")?;
+        let model_id = required_str(raw.model_id, "model_id")?;
+        let timestamp = parse_time(raw.timestamp.ok_or(Reject::MissingField("timestamp"))?)?;
+        let model_id = self.interner.intern(&model_id);
+        match (raw.prediction, raw.label) {
+            (Some(_), Some(_)) => Err(Reject::AmbiguousKind),
+            (None, None) => Err(Reject::UnknownKind),
+            (None, Some(label)) => Ok(Event::Label(LabelEvent {
+                event_id: event_id.into_owned(),
+                model_id,
+                timestamp,
+                label: parse_label(label)?,
+            })),
+            (Some(prediction), None) => {
+                let model_version = match raw.model_version {
+                    Some(Str(v)) if !v.is_empty() => Some(self.interner.intern(&v)),
+                    _ => None,
+                };
+                let features = self.features(&model_id, raw.features)?;
+                let segments = self.segments(raw.segments)?;
+                Ok(Event::Prediction(PredictionEvent {
+                    event_id: event_id.into_owned(),
+                    model_id,
+                    model_version,
+                    timestamp,
+                    features,
+                    prediction: parse_prediction(prediction)?,
+                    segments,
+                }))
+            }
+        }
+    }
+
+    fn features(
+        &mut self,
+        model_id: &str,
+        raw: Option<ScalarMap<'_>>,
+    ) -> Result<Vec<Feature>, Reject> {
+        let Some(ScalarMap(raw)) = raw else {
+            return Ok(Vec::new());
+        };
+        let declared = self.config.schema.model(model_id);
+        let mut features = Vec::with_capacity(raw.len());
+        for (Str(name), value) in raw {
+            let value = match value {
+                Scalar::Null => FeatureValue::Missing,
+                Scalar::Int(i) => FeatureValue::Numeric(i as f64),
+                // NaN / infinity cannot come from JSON; Parquet exports use NaN for missing
+                Scalar::Float(x) if !x.is_finite() => FeatureValue::Missing,
+                Scalar::Float(x) => FeatureValue::Numeric(x),
+                Scalar::Bool(b) => FeatureValue::Categorical(b.to_string()),
+                Scalar::Str(s) => FeatureValue::Categorical(s.into_owned()),
+            };
+            if let (Some(declared), Some(found)) = (declared, value.kind())
+                && let Some(&expected) = declared.get(name.as_ref())
+                && expected != found
+            {
+                return Err(Reject::FeatureTypeMismatch {
+                    feature: name.into_owned(),
+                    expected,
+                    found,
+                });
+            }
+            let name = self.interner.intern(&name);
+            features.push(Feature { name, value });
+        }
+        check_unique(features.iter().map(|f| &f.name), "features")?;
+        Ok(features)
+    }
+
+    fn segments(&mut self, raw: Option<ScalarMap<'_>>) -> Result<Vec<(Arc<str>, String)>, Reject> {
+        let Some(ScalarMap(raw)) = raw else {
+            return Ok(Vec::new());
+        };
+        let mut segments = Vec::with_capacity(raw.len());
+        for (Str(name), value) in raw {
+            if let Some(value) = value.to_category() {
+                segments.push((self.interner.intern(&name), value));
+            }
+        }
+        check_unique(segments.iter().map(|(n, _)| n), "segments")?;
+        Ok(segments)
+    }
+}
+
+/// Interned names are compared by pointer first; the fallback compares text
+/// (names past the interner's bound are not shared).
+fn check_unique<'a>(
+    names: impl Iterator<Item = &'a Arc<str>> + Clone,
+    what: &str,
+) -> Result<(), Reject> {
+    let names: Vec<&Arc<str>> = names.collect();
+    for (i, a) in names.iter().enumerate() {
+        for b in &names[..i] {
+            if Arc::ptr_eq(a, b) || a == b {
+                return Err(Reject::Duplicate(format!("{what}.{a}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn required_str<'a>(
+    value: Option<Str<'a>>,
+    field: &'static str,
+) -> Result<std::borrow::Cow<'a, str>, Reject> {
+    match value {
+        None => Err(Reject::MissingField(field)),
+        Some(Str(s)) if s.trim().is_empty() => Err(Reject::EmptyField(field)),
+        Some(Str(s)) => Ok(s),
+    }
+}
+
+/// Parses an event time: RFC 3339 text or integer epoch milliseconds.
+pub fn parse_time(raw: RawTime<'_>) -> Result<EventTime, Reject> {
+    let t = match raw {
+        RawTime::Text(Str(s)) => match chrono::DateTime::parse_from_rfc3339(&s) {
+            Ok(dt) => dt.timestamp_millis(),
+            Err(_) => {
+                return Err(Reject::BadTimestamp {
+                    value: format!("{s:?}"),
+                    detail: "not RFC 3339 (e.g. 2026-11-26T12:00:00.123Z)",
+                });
+            }
+        },
+        RawTime::Number(Scalar::Int(ms)) => ms,
+        RawTime::Number(Scalar::Float(x)) => {
+            return Err(Reject::BadTimestamp {
+                value: x.to_string(),
+                detail: "epoch milliseconds must be an integer",
+            });
+        }
+        RawTime::Number(Scalar::Null) => return Err(Reject::MissingField("timestamp")),
+        RawTime::Number(other) => {
+            return Err(Reject::BadTimestamp {
+                value: format!("{other:?}"),
+                detail: "expected an RFC 3339 string or epoch milliseconds",
+            });
+        }
+    };
+    if t < MIN_EPOCH_MS {
+        return Err(Reject::BadTimestamp {
+            value: t.to_string(),
+            detail: "before 1973-03-03: epoch seconds instead of milliseconds?",
+        });
+    }
+    if t > MAX_EPOCH_MS {
+        return Err(Reject::BadTimestamp {
+            value: t.to_string(),
+            detail: "after year 9999",
+        });
+    }
+    Ok(t)
+}
+
+fn parse_label(raw: Scalar<'_>) -> Result<Label, Reject> {
+    match raw {
+        Scalar::Null => Err(Reject::MissingField("label")),
+        Scalar::Int(i) => Ok(Label::Value(i as f64)),
+        Scalar::Float(x) => Ok(Label::Value(x)),
+        Scalar::Bool(b) => Ok(Label::Class(b.to_string())),
+        Scalar::Str(s) if s.is_empty() => Err(Reject::EmptyField("label")),
+        Scalar::Str(s) => Ok(Label::Class(s.into_owned())),
+    }
+}
+
+fn probability(field: String, x: f64) -> Result<f64, Reject> {
+    if (0.0..=1.0).contains(&x) {
+        Ok(x)
+    } else {
+        Err(Reject::OutOfRange {
+            field,
+            value: x,
+            expected: "a probability in [0, 1]",
+        })
+    }
+}
+
+fn parse_prediction(raw: RawPrediction<'_>) -> Result<Prediction, Reject> {
+    let mut out = Prediction {
+        score: raw
+            .score
+            .map(|s| probability("prediction.score".into(), s))
+            .transpose()?,
+        class: raw.class.and_then(|c| c.to_category()),
+        value: raw.value,
+        probabilities: Vec::new(),
+    };
+    if let Some(ScalarMap(probs)) = raw.probabilities {
+        out.probabilities.reserve(probs.len());
+        for (Str(class), p) in probs {
+            let path = || format!("prediction.probabilities.{class}");
+            let p = match p {
+                Scalar::Int(i) => i as f64,
+                Scalar::Float(x) => x,
+                other => {
+                    return Err(Reject::WrongType {
+                        path: path(),
+                        detail: format!("expected a probability, found {other:?}"),
+                    });
+                }
+            };
+            out.probabilities
+                .push((class.to_string(), probability(path(), p)?));
+        }
+    }
+    if out.score.is_none()
+        && out.class.is_none()
+        && out.value.is_none()
+        && out.probabilities.is_empty()
+    {
+        return Err(Reject::EmptyPrediction);
+    }
+    Ok(out)
+}
+
+/// Classifies a serde_json error. Type errors are parsed a second time with
+/// path tracking so the reason names the field (`features.age`); this costs
+/// nothing on the happy path.
+fn json_error(bytes: &[u8], err: serde_json::Error) -> Reject {
+    if !err.is_data() {
+        return Reject::InvalidJson(err.to_string());
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, RawEvent<'_>>(&mut de) {
+        Err(e) => Reject::WrongType {
+            path: e.path().to_string(),
+            detail: e.inner().to_string(),
+        },
+        Ok(_) => Reject::InvalidJson(err.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"event_id":"7c1e","model_id":"churn","model_version":"v12",
+        "timestamp":"2026-11-26T12:00:00.123Z",
+        "features":{"age":42,"plan":"pro","spend":13.5,"country":null,"vip":true},
+        "prediction":{"score":0.83,"class":"1"},"segments":{"region":"eu"}}"#;
+
+    fn decode(s: &str) -> Result<Event, Reject> {
+        Decoder::new(DecoderConfig::default()).decode_json(s.as_bytes())
+    }
+
+    fn code(s: &str) -> &'static str {
+        decode(s).expect_err("should be refused").code()
+    }
+
+    #[test]
+    fn decodes_the_documented_prediction() {
+        let Ok(Event::Prediction(p)) = decode(GOOD) else {
+            panic!("not a prediction")
+        };
+        assert_eq!(p.event_id, "7c1e");
+        assert_eq!(&*p.model_id, "churn");
+        assert_eq!(p.model_version.as_deref(), Some("v12"));
+        assert_eq!(p.timestamp, 1_795_694_400_123);
+        let values: Vec<_> = p
+            .features
+            .iter()
+            .map(|f| (&*f.name, f.value.clone()))
+            .collect();
+        assert_eq!(
+            values,
+            vec![
+                ("age", FeatureValue::Numeric(42.0)),
+                ("plan", FeatureValue::Categorical("pro".into())),
+                ("spend", FeatureValue::Numeric(13.5)),
+                ("country", FeatureValue::Missing),
+                ("vip", FeatureValue::Categorical("true".into())),
+            ]
+        );
+        assert_eq!(p.prediction.score, Some(0.83));
+        assert_eq!(p.prediction.class.as_deref(), Some("1"));
+        assert_eq!(p.segments, vec![(Arc::from("region"), "eu".to_owned())]);
+    }
+
+    #[test]
+    fn decodes_labels_and_epoch_millis() {
+        let Ok(Event::Label(l)) = decode(
+            r#"{"event_id":"7c1e","model_id":"churn","timestamp":1795694400123,"label":"1"}"#,
+        ) else {
+            panic!("not a label")
+        };
+        assert_eq!(l.timestamp, 1_795_694_400_123);
+        assert_eq!(l.label, Label::Class("1".into()));
+        let Ok(Event::Label(l)) =
+            decode(r#"{"event_id":"x","model_id":"eta","timestamp":1795694400123,"label":12.5}"#)
+        else {
+            panic!("not a label")
+        };
+        assert_eq!(l.label, Label::Value(12.5));
+    }
+
+    #[test]
+    fn escaped_strings_are_decoded() {
+        let Ok(Event::Prediction(p)) = decode(
+            r#"{"event_id":"a\"b","model_id":"m","timestamp":1795608000000,"features":{"caf\u00e9":"x\ny"},"prediction":{"value":1}}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(p.event_id, "a\"b");
+        assert_eq!(&*p.features[0].name, "café");
+        assert_eq!(
+            p.features[0].value,
+            FeatureValue::Categorical("x\ny".into())
+        );
+    }
+
+    #[test]
+    fn every_refusal_has_its_reason() {
+        let ts = r#""timestamp":"2026-11-26T12:00:00Z""#;
+        assert_eq!(code(""), "empty");
+        assert_eq!(code("   "), "empty");
+        assert_eq!(code(r#"{"event_id":"a","model_id""#), "invalid_json");
+        assert_eq!(code("not json"), "invalid_json");
+        assert_eq!(code("[1,2]"), "not_an_object");
+        assert_eq!(code("42"), "not_an_object");
+        assert_eq!(
+            code(&format!(r#"{{"model_id":"m",{ts},"label":"1"}}"#)),
+            "missing_field"
+        );
+        assert_eq!(
+            code(&format!(
+                r#"{{"event_id":"","model_id":"m",{ts},"label":"1"}}"#
+            )),
+            "empty_field"
+        );
+        assert_eq!(
+            code(r#"{"event_id":"a","model_id":"m","label":"1"}"#),
+            "missing_field"
+        );
+        assert_eq!(
+            code(&format!(
+                r#"{{"event_id":5,"model_id":"m",{ts},"label":"1"}}"#
+            )),
+            "wrong_type"
+        );
+        assert_eq!(
+            code(r#"{"event_id":"a","model_id":"m","timestamp":"yesterday","label":"1"}"#),
+            "bad_timestamp"
+        );
+        assert_eq!(
+            code(r#"{"event_id":"a","model_id":"m","timestamp":1795608000,"label":"1"}"#),
+            "bad_timestamp"
+        );
+        assert_eq!(
+            code(r#"{"event_id":"a","model_id":"m","timestamp":1.5e12,"label":"1"}"#),
+            "bad_timestamp"
+        );
+        assert_eq!(
+            code(r#"{"event_id":"a","model_id":"m","timestamp":true,"label":"1"}"#),
+            "wrong_type"
+        );
+        assert_eq!(
+            code(&format!(
+                r#"{{"event_id":"a","model_id":"m",{ts},"label":"1","prediction":{{"score":0.1}}}}"#
+            )),
+            "ambiguous_kind"
+        );
+        assert_eq!(
+            code(&format!(r#"{{"event_id":"a","model_id":"m",{ts}}}"#)),
+            "unknown_kind"
+        );
+        assert_eq!(
+            code(&format!(
+                r#"{{"event_id":"a","model_id":"m",{ts},"prediction":{{}}}}"#
+            )),
+            "empty_prediction"
+        );
+        assert_eq!(
+            code(&format!(
+                r#"{{"event_id":"a","model_id":"m",{ts},"prediction":{{"score":1.5}}}}"#
+            )),
+            "out_of_range"
+        );
+        assert_eq!(
+            code(&format!(
+                r#"{{"event_id":"a","model_id":"m",{ts},"features":{{"x":1,"x":2}},"prediction":{{"score":0.5}}}}"#
+            )),
+            "duplicate"
+        );
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        let err = decode(
+            r#"{"event_id":"a","model_id":"m","timestamp":1795608000000,"features":{"age":[1,2]},"prediction":{"score":0.5}}"#,
+        )
+        .expect_err("array feature");
+        let Reject::WrongType { path, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(path, "features.age");
+        let err = decode(
+            r#"{"event_id":"a","model_id":"m","timestamp":1795608000000,"prediction":{"score":"high"}}"#,
+        )
+        .expect_err("string score");
+        assert!(err.to_string().contains("prediction.score"), "{err}");
+    }
+
+    #[test]
+    fn declared_kinds_are_enforced() {
+        let mut schema = FeatureSchema::default();
+        schema.declare("churn", "age", FeatureKind::Numeric);
+        let mut decoder = Decoder::new(DecoderConfig {
+            schema,
+            ..DecoderConfig::default()
+        });
+        let event = |age: &str| {
+            format!(
+                r#"{{"event_id":"a","model_id":"churn","timestamp":1795608000000,"features":{{"age":{age}}},"prediction":{{"score":0.5}}}}"#
+            )
+        };
+        assert!(decoder.decode_json(event("42").as_bytes()).is_ok());
+        assert!(decoder.decode_json(event("null").as_bytes()).is_ok());
+        let err = decoder
+            .decode_json(event(r#""42""#).as_bytes())
+            .expect_err("string age");
+        assert_eq!(
+            err.to_string(),
+            "feature `age` is declared numeric but the event has a categorical value"
+        );
+    }
+
+    #[test]
+    fn oversized_events_are_refused_before_parsing() {
+        let mut decoder = Decoder::new(DecoderConfig {
+            max_event_bytes: 64,
+            ..DecoderConfig::default()
+        });
+        assert_eq!(
+            decoder
+                .decode_json(GOOD.as_bytes())
+                .expect_err("too big")
+                .code(),
+            "oversized"
+        );
+    }
+
+    #[test]
+    fn names_are_interned() {
+        let mut decoder = Decoder::new(DecoderConfig::default());
+        let (Ok(Event::Prediction(a)), Ok(Event::Prediction(b))) = (
+            decoder.decode_json(GOOD.as_bytes()),
+            decoder.decode_json(GOOD.as_bytes()),
+        ) else {
+            panic!()
+        };
+        assert!(Arc::ptr_eq(&a.model_id, &b.model_id));
+        assert!(Arc::ptr_eq(&a.features[0].name, &b.features[0].name));
+    }
+}

@@ -1,0 +1,343 @@
+//! Parquet event files. The columns mirror the JSON event: `event_id`,
+//! `model_id`, `model_version`, `timestamp` (Arrow timestamp of any unit,
+//! Int64 epoch milliseconds, or RFC 3339 text), `features` / `segments` (structs
+//! of scalars), `prediction` (struct of `score`, `class`, `value`,
+//! `probabilities`) and `label`. This is the layout `pyarrow.Table.from_pylist`
+//! gives for a list of JSON events. Other columns are ignored, as unknown JSON
+//! fields are.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch, StructArray};
+use arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+
+use crate::decode::Decoder;
+use crate::error::{Error, Result};
+use crate::raw::{RawEvent, RawPrediction, RawTime, Scalar, ScalarMap, Str};
+use crate::reject::Reject;
+use crate::source::{Position, Record, Rejected, Source};
+
+/// A Parquet file of events.
+pub struct ParquetSource {
+    name: Arc<str>,
+    path: PathBuf,
+    reader: ParquetRecordBatchReader,
+    batch: Option<RecordBatch>,
+    row_in_batch: usize,
+    rows_done: u64,
+    total_rows: u64,
+}
+
+impl std::fmt::Debug for ParquetSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParquetSource")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl ParquetSource {
+    /// Opens a Parquet file.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
+        let total_rows = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+        let reader = builder
+            .with_batch_size(8192)
+            .build()
+            .map_err(|e| Error::parquet(path, e))?;
+        Ok(ParquetSource {
+            name: Arc::from(path.display().to_string()),
+            path: path.to_owned(),
+            reader,
+            batch: None,
+            row_in_batch: 0,
+            rows_done: 0,
+            total_rows,
+        })
+    }
+}
+
+impl Source for ParquetSource {
+    fn next_record(&mut self, decoder: &mut Decoder) -> Result<Option<Record>> {
+        loop {
+            if let Some(batch) = &self.batch
+                && self.row_in_batch < batch.num_rows()
+            {
+                let row = self.row_in_batch;
+                self.row_in_batch += 1;
+                let position = Position::Row {
+                    file: Arc::clone(&self.name),
+                    row: self.rows_done,
+                };
+                self.rows_done += 1;
+                let result = raw_row(batch, row).and_then(|raw| decoder.validate(raw));
+                return Ok(Some(match result {
+                    Ok(event) => Record::Event(event, position),
+                    Err(reason) => {
+                        let original = row_as_json(batch, row);
+                        let len = original.len() as u64;
+                        Record::Rejected(Rejected::new(reason, position, &original, len))
+                    }
+                }));
+            }
+            match self.reader.next() {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(Error::arrow(&self.path, e)),
+                Some(Ok(batch)) => {
+                    self.batch = Some(normalise(batch).map_err(|e| Error::arrow(&self.path, e))?);
+                    self.row_in_batch = 0;
+                }
+            }
+        }
+    }
+
+    fn progress(&self) -> (u64, u64) {
+        (self.rows_done, self.total_rows)
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Casts dictionary-encoded columns (pandas categoricals), at any depth of
+/// structs, to their value type so rows can be read uniformly.
+fn normalise(batch: RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    fn plain(dt: &DataType) -> DataType {
+        match dt {
+            DataType::Dictionary(_, value) => plain(value),
+            DataType::Struct(fields) => DataType::Struct(
+                fields
+                    .iter()
+                    .map(|f| Arc::new(f.as_ref().clone().with_data_type(plain(f.data_type()))))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    let schema = batch.schema();
+    if schema
+        .fields()
+        .iter()
+        .all(|f| plain(f.data_type()) == *f.data_type())
+    {
+        return Ok(batch);
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        let target = plain(field.data_type());
+        columns.push(arrow::compute::cast(column, &target)?);
+        fields.push(field.as_ref().clone().with_data_type(target));
+    }
+    RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)
+}
+
+fn wrong_type(path: &str, dt: &DataType, expected: &str) -> Reject {
+    Reject::WrongType {
+        path: path.to_owned(),
+        detail: format!("column of type {dt}, expected {expected}"),
+    }
+}
+
+/// The value at `row` of a scalar column.
+fn scalar_at<'b>(array: &'b dyn Array, row: usize, path: &str) -> Result<Scalar<'b>, Reject> {
+    if array.is_null(row) {
+        return Ok(Scalar::Null);
+    }
+    let dt = array.data_type();
+    Ok(match dt {
+        DataType::Boolean => Scalar::Bool(array.as_boolean().value(row)),
+        DataType::Int8 => Scalar::Int(array.as_primitive::<Int8Type>().value(row).into()),
+        DataType::Int16 => Scalar::Int(array.as_primitive::<Int16Type>().value(row).into()),
+        DataType::Int32 => Scalar::Int(array.as_primitive::<Int32Type>().value(row).into()),
+        DataType::Int64 => Scalar::Int(array.as_primitive::<Int64Type>().value(row)),
+        DataType::UInt8 => Scalar::Int(array.as_primitive::<UInt8Type>().value(row).into()),
+        DataType::UInt16 => Scalar::Int(array.as_primitive::<UInt16Type>().value(row).into()),
+        DataType::UInt32 => Scalar::Int(array.as_primitive::<UInt32Type>().value(row).into()),
+        DataType::UInt64 => {
+            let v = array.as_primitive::<UInt64Type>().value(row);
+            i64::try_from(v).map_or(Scalar::Float(v as f64), Scalar::Int)
+        }
+        DataType::Float32 => Scalar::Float(array.as_primitive::<Float32Type>().value(row).into()),
+        DataType::Float64 => Scalar::Float(array.as_primitive::<Float64Type>().value(row)),
+        DataType::Utf8 => Scalar::Str(Cow::Borrowed(array.as_string::<i32>().value(row))),
+        DataType::LargeUtf8 => Scalar::Str(Cow::Borrowed(array.as_string::<i64>().value(row))),
+        DataType::Utf8View => Scalar::Str(Cow::Borrowed(array.as_string_view().value(row))),
+        other => return Err(wrong_type(path, other, "a number, string or boolean")),
+    })
+}
+
+fn str_at<'b>(
+    batch: &'b RecordBatch,
+    name: &'static str,
+    row: usize,
+) -> Result<Option<Str<'b>>, Reject> {
+    let Some(column) = batch.column_by_name(name) else {
+        return Ok(None);
+    };
+    match scalar_at(column.as_ref(), row, name)? {
+        Scalar::Null => Ok(None),
+        Scalar::Str(s) => Ok(Some(Str(s))),
+        _ => Err(wrong_type(name, column.data_type(), "a string")),
+    }
+}
+
+fn f64_at(array: Option<&dyn Array>, row: usize, path: &str) -> Result<Option<f64>, Reject> {
+    let Some(array) = array else {
+        return Ok(None);
+    };
+    match scalar_at(array, row, path)? {
+        Scalar::Null => Ok(None),
+        Scalar::Int(i) => Ok(Some(i as f64)),
+        Scalar::Float(x) => Ok(Some(x)),
+        _ => Err(wrong_type(path, array.data_type(), "a number")),
+    }
+}
+
+fn struct_at<'b>(
+    batch: &'b RecordBatch,
+    name: &'static str,
+) -> Result<Option<&'b StructArray>, Reject> {
+    match batch.column_by_name(name) {
+        None => Ok(None),
+        Some(column) => match column.as_struct_opt() {
+            Some(s) => Ok(Some(s)),
+            None => Err(wrong_type(name, column.data_type(), "a struct")),
+        },
+    }
+}
+
+fn scalar_map<'b>(
+    array: &'b StructArray,
+    row: usize,
+    path: &str,
+) -> Result<Option<ScalarMap<'b>>, Reject> {
+    if array.is_null(row) {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(array.num_columns());
+    for (field, child) in array.fields().iter().zip(array.columns()) {
+        let child_path = format!("{path}.{}", field.name());
+        out.push((
+            Str::borrowed(field.name()),
+            scalar_at(child.as_ref(), row, &child_path)?,
+        ));
+    }
+    Ok(Some(ScalarMap(out)))
+}
+
+fn raw_row(batch: &RecordBatch, row: usize) -> Result<RawEvent<'_>, Reject> {
+    let timestamp = match batch.column_by_name("timestamp") {
+        None => None,
+        Some(column) if column.is_null(row) => None,
+        Some(column) => Some(match column.data_type() {
+            DataType::Timestamp(unit, _) => {
+                let ms = match unit {
+                    TimeUnit::Second => column
+                        .as_primitive::<TimestampSecondType>()
+                        .value(row)
+                        .saturating_mul(1000),
+                    TimeUnit::Millisecond => {
+                        column.as_primitive::<TimestampMillisecondType>().value(row)
+                    }
+                    TimeUnit::Microsecond => column
+                        .as_primitive::<TimestampMicrosecondType>()
+                        .value(row)
+                        .div_euclid(1000),
+                    TimeUnit::Nanosecond => column
+                        .as_primitive::<TimestampNanosecondType>()
+                        .value(row)
+                        .div_euclid(1_000_000),
+                };
+                RawTime::Number(Scalar::Int(ms))
+            }
+            _ => match scalar_at(column.as_ref(), row, "timestamp")? {
+                Scalar::Str(s) => RawTime::Text(Str(s)),
+                other => RawTime::Number(other),
+            },
+        }),
+    };
+    let prediction = match struct_at(batch, "prediction")? {
+        Some(p) if !p.is_null(row) => Some(RawPrediction {
+            score: f64_at(
+                p.column_by_name("score").map(|c| c.as_ref()),
+                row,
+                "prediction.score",
+            )?,
+            class: match p.column_by_name("class") {
+                Some(c) => match scalar_at(c.as_ref(), row, "prediction.class")? {
+                    Scalar::Null => None,
+                    other => Some(other),
+                },
+                None => None,
+            },
+            value: f64_at(
+                p.column_by_name("value").map(|c| c.as_ref()),
+                row,
+                "prediction.value",
+            )?,
+            probabilities: match p.column_by_name("probabilities") {
+                Some(c) => match c.as_struct_opt() {
+                    Some(s) => scalar_map(s, row, "prediction.probabilities")?,
+                    None => {
+                        return Err(wrong_type(
+                            "prediction.probabilities",
+                            c.data_type(),
+                            "a struct",
+                        ));
+                    }
+                },
+                None => None,
+            },
+        }),
+        _ => None,
+    };
+    let label = match batch.column_by_name("label") {
+        Some(c) => match scalar_at(c.as_ref(), row, "label")? {
+            Scalar::Null => None,
+            other => Some(other),
+        },
+        None => None,
+    };
+    Ok(RawEvent {
+        event_id: str_at(batch, "event_id", row)?,
+        model_id: str_at(batch, "model_id", row)?,
+        model_version: str_at(batch, "model_version", row)?,
+        timestamp,
+        features: match struct_at(batch, "features")? {
+            Some(f) => scalar_map(f, row, "features")?,
+            None => None,
+        },
+        prediction,
+        segments: match struct_at(batch, "segments")? {
+            Some(s) => scalar_map(s, row, "segments")?,
+            None => None,
+        },
+        label,
+    })
+}
+
+/// The row as one JSON object, for the dead-letter record.
+fn row_as_json(batch: &RecordBatch, row: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut writer = arrow::json::LineDelimitedWriter::new(&mut out);
+    if writer.write(&batch.slice(row, 1)).is_err() || writer.finish().is_err() {
+        return format!("{{\"unprintable_row\":{row}}}").into_bytes();
+    }
+    drop(writer);
+    while out.last() == Some(&b'\n') {
+        out.pop();
+    }
+    out
+}

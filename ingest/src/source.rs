@@ -1,0 +1,349 @@
+//! File sources: JSON Lines (plain or gzip) and Parquet. The format is told by
+//! the file's first bytes, not its name.
+
+use std::cell::Cell;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::decode::Decoder;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::reject::Reject;
+
+/// Where a record came from, precise enough to find it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Position {
+    /// Line `line` (1-based) of a JSON Lines file.
+    Line {
+        /// File path as given.
+        file: Arc<str>,
+        /// 1-based line number.
+        line: u64,
+    },
+    /// Row `row` (0-based) of a Parquet file.
+    Row {
+        /// File path as given.
+        file: Arc<str>,
+        /// 0-based row number.
+        row: u64,
+    },
+    /// Produced in memory (the demo's generator).
+    Generated {
+        /// Sequence number, 0-based.
+        seq: u64,
+    },
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Position::Line { file, line } => write!(f, "{file}:{line}"),
+            Position::Row { file, row } => write!(f, "{file} row {row}"),
+            Position::Generated { seq } => write!(f, "generated #{seq}"),
+        }
+    }
+}
+
+/// An event that was refused, with everything needed to find and replay it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// Why.
+    pub reason: Reject,
+    /// Where it came from.
+    pub position: Position,
+    /// The original bytes (for a Parquet row: the row as JSON), cut at
+    /// [`MAX_KEPT_ORIGINAL`] bytes.
+    pub original: Vec<u8>,
+    /// Length of the original payload before any cut.
+    pub original_len: u64,
+}
+
+/// How much of a rejected payload is kept in its dead-letter record. The
+/// position still finds the whole payload in its file.
+pub const MAX_KEPT_ORIGINAL: usize = 64 * 1024;
+
+impl Rejected {
+    /// A rejection keeping (at most [`MAX_KEPT_ORIGINAL`] bytes of) `original`.
+    pub fn new(reason: Reject, position: Position, original: &[u8], original_len: u64) -> Self {
+        let keep = original.len().min(MAX_KEPT_ORIGINAL);
+        Rejected {
+            reason,
+            position,
+            original: original[..keep].to_vec(),
+            original_len,
+        }
+    }
+}
+
+/// One record read from a source.
+#[derive(Debug)]
+pub enum Record {
+    /// A valid event.
+    Event(Event, Position),
+    /// A refused one.
+    Rejected(Rejected),
+}
+
+/// A finite source of records.
+pub trait Source {
+    /// The next record, or `None` at the end.
+    fn next_record(&mut self, decoder: &mut Decoder) -> Result<Option<Record>>;
+    /// Progress as (done, total) in source-specific units (bytes or rows).
+    fn progress(&self) -> (u64, u64);
+    /// Name for logs and positions.
+    fn name(&self) -> &str;
+}
+
+/// File formats a source can read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    /// JSON Lines, uncompressed.
+    Jsonl,
+    /// JSON Lines, gzip-compressed.
+    JsonlGzip,
+    /// Apache Parquet.
+    Parquet,
+}
+
+/// Tells a file's format from its first bytes.
+pub fn detect_format(path: &Path) -> Result<FileFormat> {
+    let mut magic = [0u8; 4];
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut n = 0;
+    while n < magic.len() {
+        match file.read(&mut magic[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    }
+    Ok(match &magic[..n] {
+        [0x1f, 0x8b, ..] => FileFormat::JsonlGzip,
+        b"PAR1" => FileFormat::Parquet,
+        _ => FileFormat::Jsonl,
+    })
+}
+
+/// Opens a file source of whichever format the file has.
+pub fn open_file(path: &Path) -> Result<Box<dyn Source>> {
+    Ok(match detect_format(path)? {
+        FileFormat::Jsonl | FileFormat::JsonlGzip => Box::new(JsonlSource::open(path)?),
+        FileFormat::Parquet => Box::new(crate::parquet_source::ParquetSource::open(path)?),
+    })
+}
+
+/// Counts bytes read from the underlying file (before decompression), for progress.
+struct Counting<R> {
+    inner: R,
+    count: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// One line, without its line terminator.
+#[derive(Debug)]
+pub struct Line<'a> {
+    /// 1-based line number.
+    pub number: u64,
+    /// The line's bytes, cut at the reader's limit.
+    pub bytes: &'a [u8],
+    /// The full length of the line.
+    pub len: u64,
+}
+
+/// Reads lines while holding at most `limit + 1` bytes of any line in memory,
+/// so a runaway line (10 MB, or a file with no newline) cannot exhaust memory.
+#[derive(Debug)]
+pub struct LineReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    limit: usize,
+    line: u64,
+}
+
+impl<R: BufRead> LineReader<R> {
+    /// Reads lines from `inner`, keeping at most `limit + 1` bytes of each.
+    pub fn new(inner: R, limit: u64) -> Self {
+        LineReader {
+            inner,
+            buf: Vec::with_capacity(4096),
+            limit: usize::try_from(limit).unwrap_or(usize::MAX - 1),
+            line: 0,
+        }
+    }
+
+    /// The next line, or `None` at the end of input.
+    pub fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
+        self.buf.clear();
+        let mut len: u64 = 0;
+        let mut any = false;
+        loop {
+            let available = match self.inner.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if available.is_empty() {
+                if !any {
+                    return Ok(None);
+                }
+                break;
+            }
+            any = true;
+            let (chunk, used, done) = match memchr::memchr(b'\n', available) {
+                Some(i) => (&available[..i], i + 1, true),
+                None => (available, available.len(), false),
+            };
+            len += chunk.len() as u64;
+            let room = (self.limit + 1).saturating_sub(self.buf.len());
+            self.buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            self.inner.consume(used);
+            if done {
+                break;
+            }
+        }
+        if self.buf.last() == Some(&b'\r') && len == self.buf.len() as u64 {
+            self.buf.pop();
+            len -= 1;
+        }
+        self.line += 1;
+        Ok(Some(Line {
+            number: self.line,
+            bytes: &self.buf,
+            len,
+        }))
+    }
+}
+
+/// A JSON Lines file, plain or gzip.
+pub struct JsonlSource {
+    name: Arc<str>,
+    lines: Option<LineReader<Box<dyn BufRead>>>,
+    read: Rc<Cell<u64>>,
+    total: u64,
+    path: PathBuf,
+}
+
+impl fmt::Debug for JsonlSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JsonlSource")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl JsonlSource {
+    /// Opens a JSON Lines file; gzip is detected from the first bytes.
+    pub fn open(path: &Path) -> Result<Self> {
+        let format = detect_format(path)?;
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let read = Rc::new(Cell::new(0));
+        let counting = Counting {
+            inner: file,
+            count: Rc::clone(&read),
+        };
+        let reader: Box<dyn BufRead> = match format {
+            FileFormat::JsonlGzip => Box::new(BufReader::with_capacity(
+                256 * 1024,
+                flate2::read::MultiGzDecoder::new(BufReader::with_capacity(256 * 1024, counting)),
+            )),
+            _ => Box::new(BufReader::with_capacity(256 * 1024, counting)),
+        };
+        Ok(JsonlSource {
+            name: Arc::from(path.display().to_string()),
+            lines: Some(LineReader::new(reader, u64::MAX)),
+            read,
+            total,
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl Source for JsonlSource {
+    fn next_record(&mut self, decoder: &mut Decoder) -> Result<Option<Record>> {
+        let Some(lines) = self.lines.as_mut() else {
+            return Ok(None);
+        };
+        // the line limit follows the decoder's event limit
+        lines.limit = usize::try_from(decoder.max_event_bytes()).unwrap_or(usize::MAX - 1);
+        let line = match lines.next_line() {
+            Ok(Some(line)) => line,
+            Ok(None) => {
+                self.lines = None;
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::io(&self.path, e)),
+        };
+        let position = Position::Line {
+            file: Arc::clone(&self.name),
+            line: line.number,
+        };
+        let result = if line.len > decoder.max_event_bytes() {
+            Err(Reject::Oversized {
+                len: line.len,
+                limit: decoder.max_event_bytes(),
+            })
+        } else {
+            decoder.decode_json(line.bytes)
+        };
+        Ok(Some(match result {
+            Ok(event) => Record::Event(event, position),
+            Err(reason) => Record::Rejected(Rejected::new(reason, position, line.bytes, line.len)),
+        }))
+    }
+
+    fn progress(&self) -> (u64, u64) {
+        (self.read.get(), self.total)
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(input: &[u8], limit: u64) -> Vec<(u64, Vec<u8>, u64)> {
+        let mut r = LineReader::new(io::BufReader::with_capacity(3, input), limit);
+        let mut out = Vec::new();
+        while let Some(l) = r.next_line().expect("in-memory read") {
+            out.push((l.number, l.bytes.to_vec(), l.len));
+        }
+        out
+    }
+
+    #[test]
+    fn splits_lines_and_strips_crlf() {
+        let got = lines(b"ab\r\ncd\n\nlast", 100);
+        assert_eq!(
+            got,
+            vec![
+                (1, b"ab".to_vec(), 2),
+                (2, b"cd".to_vec(), 2),
+                (3, b"".to_vec(), 0),
+                (4, b"last".to_vec(), 4)
+            ]
+        );
+    }
+
+    #[test]
+    fn long_lines_are_cut_but_measured() {
+        let got = lines(b"0123456789\nok\n", 4);
+        assert_eq!(got[0], (1, b"01234".to_vec(), 10));
+        assert_eq!(got[1], (2, b"ok".to_vec(), 2));
+    }
+}
