@@ -1,1 +1,51 @@
-//! placeholder
+//! driftwatch-detectors: event-time windows, the watermark, and the
+//! per-window components (summaries now; drift, data quality and performance
+//! detectors plug in the same way).
+//!
+//! ```text
+//! ingest ─► Event ─► [ WindowSet: assign ─► component states ─► close at watermark ] ─► ClosedWindow (Arrow rows) ─► sql
+//!                          └─► late events refused with Reject::Late ─► dead-letter sink
+//! ```
+//!
+//! A window `[start, end)` of a model version closes when the watermark
+//! (largest event time seen minus the allowed lateness) reaches `end`; its
+//! rows are then final. Each [`Component`] owns its per-window state and its
+//! output table; the window code knows none of them by name.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use driftwatch_detectors::{default_components, WindowSet, WindowSpec};
+//! use driftwatch_ingest::{Decoder, DecoderConfig, Event};
+//!
+//! let mut windows = WindowSet::new(WindowSpec::tumbling(3_600_000).unwrap(), 60_000, default_components());
+//! let mut decoder = Decoder::new(DecoderConfig::default());
+//! let Ok(Event::Prediction(p)) = decoder.decode_json(
+//!     br#"{"event_id":"a","model_id":"churn","timestamp":"2026-11-26T12:00:00Z","features":{"age":42},"prediction":{"score":0.9}}"#)
+//! else { panic!() };
+//! windows.push(&p).unwrap();
+//! let closed = windows.close_all().unwrap();
+//! assert_eq!(closed.len(), 1);
+//! assert_eq!(closed[0].tables[1].0, "feature_summary");
+//! ```
+
+pub mod component;
+pub mod error;
+pub mod summary;
+pub mod window;
+pub mod windows;
+
+use std::sync::Arc;
+
+pub use component::{Component, Components, DynComponent};
+pub use error::{Error, Result};
+pub use summary::{FeatureSummary, WindowSummary};
+pub use window::{Watermark, WindowSpec};
+pub use windows::{ClosedWindow, WindowKey, WindowSet, WindowStats, key_fields};
+
+/// The components every window runs by default.
+pub fn default_components() -> Components {
+    Arc::new([
+        Arc::new(WindowSummary) as Arc<dyn DynComponent>,
+        Arc::new(FeatureSummary),
+    ])
+}

@@ -1,0 +1,100 @@
+//! Per-window components. A component owns a piece of per-window state, folds
+//! prediction events into it, merges partial states, and turns a closed
+//! window's state into rows of its own output table. The window code knows
+//! none of them by name: adding a detector is adding a [`Component`].
+
+use std::any::Any;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use driftwatch_ingest::PredictionEvent;
+
+/// A per-window detector or summary.
+pub trait Component: Send + Sync + 'static {
+    /// Per-window state.
+    type State: Send + 'static;
+
+    /// Name of the output table, e.g. `feature_summary`.
+    fn table(&self) -> &str;
+
+    /// Schema of the component's own columns; the window key columns
+    /// (`model_id`, `model_version`, `window_start`, `window_end`) are added
+    /// in front by the window code.
+    fn schema(&self) -> SchemaRef;
+
+    /// The state of an empty window.
+    fn new_state(&self) -> Self::State;
+
+    /// Folds one prediction into a window's state.
+    fn update(&self, state: &mut Self::State, event: &PredictionEvent);
+
+    /// Merges `other` into `into`, as if `into` had seen `other`'s events too.
+    fn merge(&self, into: &mut Self::State, other: Self::State);
+
+    /// The rows of a closed window (any number, possibly none).
+    fn finish(&self, state: Self::State) -> Result<RecordBatch, ArrowError>;
+}
+
+/// Object-safe view of a [`Component`], so a window can hold a list of them.
+pub trait DynComponent: Send + Sync {
+    /// See [`Component::table`].
+    fn table(&self) -> &str;
+    /// See [`Component::schema`].
+    fn schema(&self) -> SchemaRef;
+    /// See [`Component::new_state`].
+    fn new_state(&self) -> Box<dyn Any + Send>;
+    /// See [`Component::update`].
+    fn update(&self, state: &mut (dyn Any + Send), event: &PredictionEvent);
+    /// See [`Component::merge`].
+    fn merge(&self, into: &mut (dyn Any + Send), other: Box<dyn Any + Send>);
+    /// See [`Component::finish`].
+    fn finish(&self, state: Box<dyn Any + Send>) -> Result<RecordBatch, ArrowError>;
+}
+
+fn wrong_state(table: &str) -> ArrowError {
+    ArrowError::InvalidArgumentError(format!(
+        "internal: state of another component passed to {table}"
+    ))
+}
+
+impl<C: Component> DynComponent for C {
+    fn table(&self) -> &str {
+        Component::table(self)
+    }
+
+    fn schema(&self) -> SchemaRef {
+        Component::schema(self)
+    }
+
+    fn new_state(&self) -> Box<dyn Any + Send> {
+        Box::new(Component::new_state(self))
+    }
+
+    fn update(&self, state: &mut (dyn Any + Send), event: &PredictionEvent) {
+        // the window code pairs each state with the component that made it
+        if let Some(state) = state.downcast_mut::<C::State>() {
+            Component::update(self, state, event);
+        }
+    }
+
+    fn merge(&self, into: &mut (dyn Any + Send), other: Box<dyn Any + Send>) {
+        if let (Some(into), Ok(other)) = (
+            into.downcast_mut::<C::State>(),
+            other.downcast::<C::State>(),
+        ) {
+            Component::merge(self, into, *other);
+        }
+    }
+
+    fn finish(&self, state: Box<dyn Any + Send>) -> Result<RecordBatch, ArrowError> {
+        match state.downcast::<C::State>() {
+            Ok(state) => Component::finish(self, *state),
+            Err(_) => Err(wrong_state(Component::table(self))),
+        }
+    }
+}
+
+/// The components every window runs, shared between windows.
+pub type Components = Arc<[Arc<dyn DynComponent>]>;

@@ -1,0 +1,25 @@
+//! The detectors crate's error type.
+
+/// Result with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong in the detectors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting is invalid (the user's: fix the configuration).
+    #[error("invalid configuration `{key}`: {message}")]
+    Config {
+        /// The configuration key.
+        key: &'static str,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+    /// A component could not build its output rows (internal: a bug).
+    #[error("internal: building rows of `{table}`: {source}")]
+    Output {
+        /// The output table.
+        table: String,
+        /// The cause.
+        source: arrow::error::ArrowError,
+    },
+}

@@ -1,0 +1,342 @@
+//! Exact per-window summaries: how many predictions, what the model output
+//! looked like (`window_summary`), and per feature the count, missing values,
+//! mean, min and max (`feature_summary`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
+use driftwatch_ingest::{EventTime, FeatureValue, PredictionEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::component::Component;
+
+/// Count, sum, min and max of a stream of numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Moments {
+    /// How many numbers.
+    pub count: u64,
+    /// Their sum.
+    pub sum: f64,
+    /// The smallest (`+inf` when empty).
+    pub min: f64,
+    /// The largest (`-inf` when empty).
+    pub max: f64,
+}
+
+impl Default for Moments {
+    fn default() -> Self {
+        Moments {
+            count: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+        }
+    }
+}
+
+impl Moments {
+    /// Adds one number.
+    #[inline]
+    pub fn add(&mut self, x: f64) {
+        self.count += 1;
+        self.sum += x;
+        self.min = self.min.min(x);
+        self.max = self.max.max(x);
+    }
+
+    /// Adds everything `other` saw.
+    pub fn merge(&mut self, other: &Moments) {
+        self.count += other.count;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
+
+    /// The mean, `None` when empty.
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / self.count as f64)
+    }
+
+    fn min_opt(&self) -> Option<f64> {
+        (self.count > 0).then_some(self.min)
+    }
+
+    fn max_opt(&self) -> Option<f64> {
+        (self.count > 0).then_some(self.max)
+    }
+}
+
+fn ts_field(name: &str, nullable: bool) -> Field {
+    Field::new(
+        name,
+        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        nullable,
+    )
+}
+
+/// `window_summary`: one row per window.
+///
+/// | column | meaning |
+/// | --- | --- |
+/// | `events` | predictions in the window |
+/// | `first_event_time`, `last_event_time` | earliest and latest event time |
+/// | `score_count`, `score_mean`, `score_min`, `score_max` | `prediction.score` |
+/// | `value_count`, `value_mean` | `prediction.value` |
+/// | `feature_values`, `missing_values` | feature values sent, and how many of them were `null` |
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WindowSummary;
+
+/// State of [`WindowSummary`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowSummaryState {
+    events: u64,
+    first: EventTime,
+    last: EventTime,
+    score: Moments,
+    value: Moments,
+    feature_values: u64,
+    missing_values: u64,
+}
+
+impl Component for WindowSummary {
+    type State = WindowSummaryState;
+
+    fn table(&self) -> &str {
+        "window_summary"
+    }
+
+    fn schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("events", DataType::UInt64, false),
+            ts_field("first_event_time", true),
+            ts_field("last_event_time", true),
+            Field::new("score_count", DataType::UInt64, false),
+            Field::new("score_mean", DataType::Float64, true),
+            Field::new("score_min", DataType::Float64, true),
+            Field::new("score_max", DataType::Float64, true),
+            Field::new("value_count", DataType::UInt64, false),
+            Field::new("value_mean", DataType::Float64, true),
+            Field::new("feature_values", DataType::UInt64, false),
+            Field::new("missing_values", DataType::UInt64, false),
+        ]))
+    }
+
+    fn new_state(&self) -> Self::State {
+        WindowSummaryState {
+            events: 0,
+            first: EventTime::MAX,
+            last: EventTime::MIN,
+            score: Moments::default(),
+            value: Moments::default(),
+            feature_values: 0,
+            missing_values: 0,
+        }
+    }
+
+    fn update(&self, s: &mut Self::State, event: &PredictionEvent) {
+        s.events += 1;
+        s.first = s.first.min(event.timestamp);
+        s.last = s.last.max(event.timestamp);
+        if let Some(score) = event.prediction.score {
+            s.score.add(score);
+        }
+        if let Some(value) = event.prediction.value {
+            s.value.add(value);
+        }
+        s.feature_values += event.features.len() as u64;
+        s.missing_values += event
+            .features
+            .iter()
+            .filter(|f| matches!(f.value, FeatureValue::Missing))
+            .count() as u64;
+    }
+
+    fn merge(&self, into: &mut Self::State, other: Self::State) {
+        into.events += other.events;
+        into.first = into.first.min(other.first);
+        into.last = into.last.max(other.last);
+        into.score.merge(&other.score);
+        into.value.merge(&other.value);
+        into.feature_values += other.feature_values;
+        into.missing_values += other.missing_values;
+    }
+
+    fn finish(&self, s: Self::State) -> Result<RecordBatch, ArrowError> {
+        let seen = s.events > 0;
+        RecordBatch::try_new(
+            Component::schema(self),
+            vec![
+                Arc::new(UInt64Array::from(vec![s.events])),
+                Arc::new(
+                    TimestampMillisecondArray::from(vec![seen.then_some(s.first)])
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(
+                    TimestampMillisecondArray::from(vec![seen.then_some(s.last)])
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(UInt64Array::from(vec![s.score.count])),
+                Arc::new(Float64Array::from(vec![s.score.mean()])),
+                Arc::new(Float64Array::from(vec![s.score.min_opt()])),
+                Arc::new(Float64Array::from(vec![s.score.max_opt()])),
+                Arc::new(UInt64Array::from(vec![s.value.count])),
+                Arc::new(Float64Array::from(vec![s.value.mean()])),
+                Arc::new(UInt64Array::from(vec![s.feature_values])),
+                Arc::new(UInt64Array::from(vec![s.missing_values])),
+            ],
+        )
+    }
+}
+
+/// `feature_summary`: one row per (window, feature).
+///
+/// | column | meaning |
+/// | --- | --- |
+/// | `feature` | feature name |
+/// | `count` | predictions with a value for the feature |
+/// | `missing` | predictions where it was `null` or absent |
+/// | `numeric`, `categorical` | values of each kind (both non-zero means mixed types) |
+/// | `mean`, `min`, `max` | over the numeric values |
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FeatureSummary;
+
+/// Accumulator of one feature in one window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct FeatureAcc {
+    name: Arc<str>,
+    categorical: u64,
+    nulls: u64,
+    numeric: Moments,
+}
+
+/// State of [`FeatureSummary`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FeatureSummaryState {
+    events: u64,
+    features: Vec<FeatureAcc>,
+    #[serde(skip)]
+    index: HashMap<Arc<str>, usize, ahash::RandomState>,
+}
+
+impl FeatureSummaryState {
+    /// Slot of a feature. Events of one model send their features in the same
+    /// order, so the slot at the same position is tried first, by pointer
+    /// (names are interned by the decoder).
+    #[inline]
+    fn slot(&mut self, position: usize, name: &Arc<str>) -> usize {
+        if let Some(acc) = self.features.get(position)
+            && Arc::ptr_eq(&acc.name, name)
+        {
+            return position;
+        }
+        if self.index.len() != self.features.len() {
+            self.rebuild_index();
+        }
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        let i = self.features.len();
+        self.features.push(FeatureAcc {
+            name: Arc::clone(name),
+            categorical: 0,
+            nulls: 0,
+            numeric: Moments::default(),
+        });
+        self.index.insert(Arc::clone(name), i);
+        i
+    }
+
+    fn rebuild_index(&mut self) {
+        self.index = self
+            .features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (Arc::clone(&f.name), i))
+            .collect();
+    }
+}
+
+impl Component for FeatureSummary {
+    type State = FeatureSummaryState;
+
+    fn table(&self) -> &str {
+        "feature_summary"
+    }
+
+    fn schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("feature", DataType::Utf8, false),
+            Field::new("count", DataType::UInt64, false),
+            Field::new("missing", DataType::UInt64, false),
+            Field::new("numeric", DataType::UInt64, false),
+            Field::new("categorical", DataType::UInt64, false),
+            Field::new("mean", DataType::Float64, true),
+            Field::new("min", DataType::Float64, true),
+            Field::new("max", DataType::Float64, true),
+        ]))
+    }
+
+    fn new_state(&self) -> Self::State {
+        FeatureSummaryState::default()
+    }
+
+    fn update(&self, s: &mut Self::State, event: &PredictionEvent) {
+        s.events += 1;
+        for (position, feature) in event.features.iter().enumerate() {
+            let i = s.slot(position, &feature.name);
+            let acc = &mut s.features[i];
+            match &feature.value {
+                FeatureValue::Numeric(x) => acc.numeric.add(*x),
+                FeatureValue::Categorical(_) => acc.categorical += 1,
+                FeatureValue::Missing => acc.nulls += 1,
+            }
+        }
+    }
+
+    fn merge(&self, into: &mut Self::State, other: Self::State) {
+        into.events += other.events;
+        for acc in other.features {
+            let i = into.slot(usize::MAX, &acc.name);
+            let mine = &mut into.features[i];
+            mine.categorical += acc.categorical;
+            mine.nulls += acc.nulls;
+            mine.numeric.merge(&acc.numeric);
+        }
+    }
+
+    fn finish(&self, mut s: Self::State) -> Result<RecordBatch, ArrowError> {
+        s.features.sort_by(|a, b| a.name.cmp(&b.name));
+        let f = &s.features;
+        let count = |a: &FeatureAcc| a.numeric.count + a.categorical;
+        RecordBatch::try_new(
+            Component::schema(self),
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    f.iter().map(|a| a.name.as_ref()),
+                )),
+                Arc::new(UInt64Array::from_iter_values(f.iter().map(count))),
+                Arc::new(UInt64Array::from_iter_values(
+                    f.iter().map(|a| s.events - count(a)),
+                )),
+                Arc::new(UInt64Array::from_iter_values(
+                    f.iter().map(|a| a.numeric.count),
+                )),
+                Arc::new(UInt64Array::from_iter_values(
+                    f.iter().map(|a| a.categorical),
+                )),
+                Arc::new(Float64Array::from_iter(f.iter().map(|a| a.numeric.mean()))),
+                Arc::new(Float64Array::from_iter(
+                    f.iter().map(|a| a.numeric.min_opt()),
+                )),
+                Arc::new(Float64Array::from_iter(
+                    f.iter().map(|a| a.numeric.max_opt()),
+                )),
+            ],
+        )
+    }
+}

@@ -1,0 +1,253 @@
+//! The set of open windows of every model: assigns predictions to windows,
+//! advances the watermark, refuses late events, and closes windows.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use driftwatch_ingest::{EventTime, PredictionEvent, Reject};
+
+use crate::component::Components;
+use crate::error::{Error, Result};
+use crate::window::{Watermark, WindowSpec};
+
+/// Identifies one window of one model version.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WindowKey {
+    /// Model id.
+    pub model_id: Arc<str>,
+    /// Model version; windows of different versions are kept apart.
+    pub model_version: Option<Arc<str>>,
+    /// Window start (inclusive, ms).
+    pub start: EventTime,
+    /// Window end (exclusive, ms).
+    pub end: EventTime,
+}
+
+/// A window whose results are final.
+#[derive(Debug)]
+pub struct ClosedWindow {
+    /// Which window.
+    pub key: WindowKey,
+    /// Predictions the window holds.
+    pub events: u64,
+    /// One batch per component, in component order, with the key columns first.
+    pub tables: Vec<(String, RecordBatch)>,
+}
+
+struct OpenWindow {
+    events: u64,
+    states: Vec<Box<dyn Any + Send>>,
+}
+
+/// Counters of the window set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WindowStats {
+    /// Predictions assigned to at least one window.
+    pub accepted: u64,
+    /// Predictions refused as late.
+    pub late: u64,
+    /// Windows closed so far.
+    pub closed: u64,
+}
+
+/// All open windows, and the watermark that closes them.
+pub struct WindowSet {
+    spec: WindowSpec,
+    watermark: Watermark,
+    components: Components,
+    open: HashMap<WindowKey, OpenWindow, ahash::RandomState>,
+    /// smallest end among open windows
+    next_close: EventTime,
+    stats: WindowStats,
+}
+
+impl std::fmt::Debug for WindowSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowSet")
+            .field("spec", &self.spec)
+            .field("watermark", &self.watermark)
+            .field("open", &self.open.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+/// The key columns every output table starts with.
+pub fn key_fields() -> Vec<Field> {
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    vec![
+        Field::new("model_id", DataType::Utf8, false),
+        Field::new("model_version", DataType::Utf8, true),
+        Field::new("window_start", ts.clone(), false),
+        Field::new("window_end", ts, false),
+    ]
+}
+
+impl WindowSet {
+    /// Windows of `spec`, closed `lateness_ms` after the largest event time
+    /// passes their end, each running `components`.
+    pub fn new(spec: WindowSpec, lateness_ms: i64, components: Components) -> Self {
+        WindowSet {
+            spec,
+            watermark: Watermark::new(lateness_ms),
+            components,
+            open: HashMap::default(),
+            next_close: EventTime::MAX,
+            stats: WindowStats::default(),
+        }
+    }
+
+    /// The output tables: name and full schema (key columns first).
+    pub fn tables(&self) -> Vec<(String, SchemaRef)> {
+        self.components
+            .iter()
+            .map(|c| {
+                let mut fields = key_fields();
+                fields.extend(c.schema().fields().iter().map(|f| f.as_ref().clone()));
+                (c.table().to_owned(), Arc::new(Schema::new(fields)))
+            })
+            .collect()
+    }
+
+    /// The current watermark.
+    pub fn watermark(&self) -> Option<EventTime> {
+        self.watermark.current()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &WindowStats {
+        &self.stats
+    }
+
+    /// Number of windows open now.
+    pub fn open_windows(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Adds a prediction to every window it belongs to, or refuses it as late
+    /// when all of those windows have closed.
+    pub fn push(&mut self, event: &PredictionEvent) -> Result<(), Reject> {
+        let t = event.timestamp;
+        if let Some(wm) = self.watermark.current() {
+            let window_end = self.spec.last_end(t);
+            if window_end <= wm {
+                self.stats.late += 1;
+                return Err(Reject::Late {
+                    event_time: t,
+                    watermark: wm,
+                    window_end,
+                });
+            }
+        }
+        self.watermark.observe(t);
+        let wm = self.watermark.current().unwrap_or(EventTime::MIN);
+        for (start, end) in self.spec.windows(t) {
+            if end <= wm {
+                // this window of a hopping set has closed; the later ones take the event
+                continue;
+            }
+            let key = WindowKey {
+                model_id: Arc::clone(&event.model_id),
+                model_version: event.model_version.clone(),
+                start,
+                end,
+            };
+            let window = match self.open.get_mut(&key) {
+                Some(w) => w,
+                None => {
+                    self.next_close = self.next_close.min(end);
+                    let states = self.components.iter().map(|c| c.new_state()).collect();
+                    self.open
+                        .entry(key)
+                        .or_insert(OpenWindow { events: 0, states })
+                }
+            };
+            window.events += 1;
+            for (component, state) in self.components.iter().zip(window.states.iter_mut()) {
+                component.update(state.as_mut(), event);
+            }
+        }
+        self.stats.accepted += 1;
+        Ok(())
+    }
+
+    /// Closes every window the watermark has passed, earliest first.
+    pub fn close_ready(&mut self) -> Result<Vec<ClosedWindow>> {
+        match self.watermark.current() {
+            Some(wm) if wm >= self.next_close => self.close_until(wm),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Closes every open window: the end of a finite input.
+    pub fn close_all(&mut self) -> Result<Vec<ClosedWindow>> {
+        self.close_until(EventTime::MAX)
+    }
+
+    fn close_until(&mut self, wm: EventTime) -> Result<Vec<ClosedWindow>> {
+        let mut ready: Vec<WindowKey> = self.open.keys().filter(|k| k.end <= wm).cloned().collect();
+        ready.sort_by(|a, b| {
+            (a.end, a.start, &a.model_id, &a.model_version).cmp(&(
+                b.end,
+                b.start,
+                &b.model_id,
+                &b.model_version,
+            ))
+        });
+        let mut closed = Vec::with_capacity(ready.len());
+        for key in ready {
+            let Some(window) = self.open.remove(&key) else {
+                continue;
+            };
+            closed.push(self.finish(key, window)?);
+        }
+        self.next_close = self
+            .open
+            .keys()
+            .map(|k| k.end)
+            .min()
+            .unwrap_or(EventTime::MAX);
+        self.stats.closed += closed.len() as u64;
+        Ok(closed)
+    }
+
+    fn finish(&self, key: WindowKey, window: OpenWindow) -> Result<ClosedWindow> {
+        let mut tables = Vec::with_capacity(self.components.len());
+        for (component, state) in self.components.iter().zip(window.states) {
+            let batch = component.finish(state).map_err(|source| Error::Output {
+                table: component.table().to_owned(),
+                source,
+            })?;
+            let with_key = prepend_key(&key, &batch).map_err(|source| Error::Output {
+                table: component.table().to_owned(),
+                source,
+            })?;
+            tables.push((component.table().to_owned(), with_key));
+        }
+        Ok(ClosedWindow {
+            key,
+            events: window.events,
+            tables,
+        })
+    }
+}
+
+fn prepend_key(
+    key: &WindowKey,
+    batch: &RecordBatch,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let n = batch.num_rows();
+    let mut fields = key_fields();
+    fields.extend(batch.schema().fields().iter().map(|f| f.as_ref().clone()));
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![key.model_id.as_ref(); n])),
+        Arc::new(StringArray::from(vec![key.model_version.as_deref(); n])),
+        Arc::new(TimestampMillisecondArray::from(vec![key.start; n]).with_timezone("UTC")),
+        Arc::new(TimestampMillisecondArray::from(vec![key.end; n]).with_timezone("UTC")),
+    ];
+    columns.extend(batch.columns().iter().cloned());
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
