@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arrow::array::{
     Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use driftwatch_ingest::{EventTime, FeatureValue, PredictionEvent};
 use serde::{Deserialize, Serialize};
@@ -72,11 +72,7 @@ impl Moments {
 }
 
 fn ts_field(name: &str, nullable: bool) -> Field {
-    Field::new(
-        name,
-        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-        nullable,
-    )
+    Field::new(name, driftwatch_ingest::event::arrow_time_type(), nullable)
 }
 
 /// `window_summary`: one row per window.
@@ -174,11 +170,11 @@ impl Component for WindowSummary {
                 Arc::new(UInt64Array::from(vec![s.events])),
                 Arc::new(
                     TimestampMillisecondArray::from(vec![seen.then_some(s.first)])
-                        .with_timezone("UTC"),
+                        .with_timezone(driftwatch_ingest::event::ARROW_TIMEZONE),
                 ),
                 Arc::new(
                     TimestampMillisecondArray::from(vec![seen.then_some(s.last)])
-                        .with_timezone("UTC"),
+                        .with_timezone(driftwatch_ingest::event::ARROW_TIMEZONE),
                 ),
                 Arc::new(UInt64Array::from(vec![s.score.count])),
                 Arc::new(Float64Array::from(vec![s.score.mean()])),

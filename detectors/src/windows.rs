@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use driftwatch_ingest::{EventTime, PredictionEvent, Reject};
 
 use crate::component::Components;
@@ -77,7 +77,7 @@ impl std::fmt::Debug for WindowSet {
 
 /// The key columns every output table starts with.
 pub fn key_fields() -> Vec<Field> {
-    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    let ts = driftwatch_ingest::event::arrow_time_type();
     vec![
         Field::new("model_id", DataType::Utf8, false),
         Field::new("model_version", DataType::Utf8, true),
@@ -245,8 +245,14 @@ fn prepend_key(
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(vec![key.model_id.as_ref(); n])),
         Arc::new(StringArray::from(vec![key.model_version.as_deref(); n])),
-        Arc::new(TimestampMillisecondArray::from(vec![key.start; n]).with_timezone("UTC")),
-        Arc::new(TimestampMillisecondArray::from(vec![key.end; n]).with_timezone("UTC")),
+        Arc::new(
+            TimestampMillisecondArray::from(vec![key.start; n])
+                .with_timezone(driftwatch_ingest::event::ARROW_TIMEZONE),
+        ),
+        Arc::new(
+            TimestampMillisecondArray::from(vec![key.end; n])
+                .with_timezone(driftwatch_ingest::event::ARROW_TIMEZONE),
+        ),
     ];
     columns.extend(batch.columns().iter().cloned());
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)

@@ -154,3 +154,15 @@ pub fn format_time(t: EventTime) -> String {
         None => format!("{t}ms"),
     }
 }
+
+/// Time zone of every Arrow timestamp column driftwatch writes: UTC, spelled
+/// as an offset so that readers need no time-zone database.
+pub const ARROW_TIMEZONE: &str = "+00:00";
+
+/// The Arrow type of event-time columns: milliseconds, UTC.
+pub fn arrow_time_type() -> arrow::datatypes::DataType {
+    arrow::datatypes::DataType::Timestamp(
+        arrow::datatypes::TimeUnit::Millisecond,
+        Some(ARROW_TIMEZONE.into()),
+    )
+}

@@ -30,6 +30,7 @@ pub mod encode;
 pub mod error;
 pub mod event;
 pub mod parquet_source;
+pub mod parquet_writer;
 pub mod raw;
 pub mod reject;
 pub mod source;
@@ -44,5 +45,6 @@ pub use event::{
     Event, EventTime, Feature, FeatureKind, FeatureValue, Label, LabelEvent, Prediction,
     PredictionEvent, format_time,
 };
+pub use parquet_writer::EventParquetWriter;
 pub use reject::Reject;
 pub use source::{FileFormat, Position, Record, Rejected, Source, detect_format, open_file};

@@ -2,7 +2,8 @@
 //! `model_id`, `model_version`, `timestamp` (Arrow timestamp of any unit,
 //! Int64 epoch milliseconds, or RFC 3339 text), `features` / `segments` (structs
 //! of scalars), `prediction` (struct of `score`, `class`, `value`,
-//! `probabilities`) and `label`. This is the layout `pyarrow.Table.from_pylist`
+//! `probabilities`) and `label` (a class or a number; a file that mixes both
+//! keeps numeric labels in a Float64 `label_value` column). This is the layout `pyarrow.Table.from_pylist`
 //! gives for a list of JSON events. Other columns are ignored, as unknown JSON
 //! fields are.
 
@@ -303,13 +304,18 @@ fn raw_row(batch: &RecordBatch, row: usize) -> Result<RawEvent<'_>, Reject> {
         }),
         _ => None,
     };
-    let label = match batch.column_by_name("label") {
-        Some(c) => match scalar_at(c.as_ref(), row, "label")? {
-            Scalar::Null => None,
-            other => Some(other),
-        },
-        None => None,
-    };
+    // `label` holds a class or a number; a file mixing both kinds keeps the
+    // numbers in `label_value`
+    let mut label = None;
+    for name in ["label", "label_value"] {
+        if let Some(c) = batch.column_by_name(name) {
+            match scalar_at(c.as_ref(), row, name)? {
+                Scalar::Null => {}
+                _ if label.is_some() => return Err(Reject::Duplicate("label".into())),
+                other => label = Some(other),
+            }
+        }
+    }
     Ok(RawEvent {
         event_id: str_at(batch, "event_id", row)?,
         model_id: str_at(batch, "model_id", row)?,

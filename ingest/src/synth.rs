@@ -26,7 +26,8 @@ use rand_distr::{Beta, Distribution, Exp, LogNormal, Normal, Poisson};
 use rand_pcg::Pcg64;
 
 use crate::event::{
-    Event, EventTime, Feature, FeatureValue, Label, LabelEvent, Prediction, PredictionEvent,
+    Event, EventTime, Feature, FeatureKind, FeatureValue, Label, LabelEvent, Prediction,
+    PredictionEvent,
 };
 
 /// Settings of the synthetic stream.
@@ -620,7 +621,8 @@ impl Synth {
         let delay =
             LogNormal::new((2.0f64 * 3600.0 * 1000.0).ln(), 1.5).unwrap_or_else(|_| unreachable!());
         Synth {
-            clock: config.start as f64,
+            // predictions jitter up to two seconds back: start the clock past it
+            clock: (config.start + 2000) as f64,
             config,
             rng,
             models: models(),
@@ -634,6 +636,22 @@ impl Synth {
     /// Ids of the generated models.
     pub fn model_ids(&self) -> Vec<Arc<str>> {
         self.models.iter().map(|m| Arc::clone(&m.id)).collect()
+    }
+
+    /// Every feature of every model with its kind, in a stable order (for
+    /// writing columnar files).
+    pub fn feature_columns(&self) -> Vec<(Arc<str>, FeatureKind)> {
+        let mut out: Vec<(Arc<str>, FeatureKind)> = Vec::new();
+        for spec in self.models.iter().flat_map(|m| &m.features) {
+            let kind = match spec.kind {
+                Kind::Numeric { .. } => FeatureKind::Numeric,
+                Kind::Categorical { .. } => FeatureKind::Categorical,
+            };
+            if !out.iter().any(|(n, _)| *n == spec.name) {
+                out.push((Arc::clone(&spec.name), kind));
+            }
+        }
+        out
     }
 
     /// When drift starts (event time), if it does.

@@ -1,0 +1,191 @@
+//! The subcommands.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use driftwatch_ingest::synth::{Synth, SynthConfig};
+use driftwatch_ingest::{DeadLetterFile, EventParquetWriter, encode_json, format_time, open_file};
+use tracing::info;
+
+use crate::cli::{Command, DemoArgs, GenArgs, ReplayArgs};
+use crate::output::{ConsoleSummary, TableWriters};
+use crate::pipeline::{Pipeline, RunSummary};
+use crate::settings::Settings;
+
+/// Runs one subcommand.
+pub fn run(command: Command, settings: &Settings) -> Result<()> {
+    match command {
+        Command::Replay(args) => replay(args, settings),
+        Command::Demo(args) => demo(args, settings),
+        Command::Gen(args) => gen_file(args),
+    }
+}
+
+/// Builds a pipeline writing dead letters to `dead_letter` and, with `out`,
+/// window results to files.
+fn pipeline(
+    settings: &Settings,
+    out: Option<&Path>,
+    dead_letter: PathBuf,
+    console: Option<ConsoleSummary>,
+) -> Result<Pipeline> {
+    let dlq = DeadLetterFile::open(&dead_letter)
+        .with_context(|| format!("opening dead-letter file {}", dead_letter.display()))?;
+    let mut pipeline = Pipeline::new(
+        settings,
+        Box::new(dlq),
+        dead_letter.display().to_string(),
+        Vec::new(),
+    );
+    if let Some(dir) = out {
+        let writers = TableWriters::create(dir, &pipeline.tables())?;
+        pipeline.add_sink(Box::new(writers));
+    }
+    if let Some(console) = console {
+        pipeline.add_sink(Box::new(console));
+    }
+    Ok(pipeline)
+}
+
+fn default_dead_letter(settings: &Settings, out: Option<&Path>) -> PathBuf {
+    match out {
+        Some(dir) => dir.join("dead-letter.jsonl"),
+        None => settings.data_dir.join("dead-letter.jsonl"),
+    }
+}
+
+fn finish(pipeline: Pipeline, out: Option<&Path>, started: Instant) -> Result<RunSummary> {
+    let summary = pipeline.finish()?;
+    summary.print(started.elapsed());
+    if let Some(dir) = out {
+        summary.write_json(&dir.join("run-summary.json"))?;
+        println!("results: {}", dir.display());
+    }
+    Ok(summary)
+}
+
+fn replay(args: ReplayArgs, settings: &Settings) -> Result<()> {
+    let started = Instant::now();
+    for file in &args.files {
+        if !file.is_file() {
+            anyhow::bail!("{}: no such file", file.display());
+        }
+    }
+    let out = args.out.as_deref();
+    let dead_letter = args
+        .dead_letter
+        .clone()
+        .unwrap_or_else(|| default_dead_letter(settings, out));
+    let console = (!args.quiet).then_some(ConsoleSummary {
+        verbose: args.features,
+    });
+    let mut pipeline = pipeline(settings, out, dead_letter, console)?;
+    for file in &args.files {
+        info!(file = %file.display(), "replaying");
+        let mut source = open_file(file)?;
+        pipeline.run_source(source.as_mut())?;
+    }
+    finish(pipeline, out, started)?;
+    Ok(())
+}
+
+fn demo(args: DemoArgs, settings: &Settings) -> Result<()> {
+    let started = Instant::now();
+    let config = SynthConfig::for_events(args.events, args.seed);
+    let synth = Synth::new(config);
+    println!(
+        "driftwatch demo: {} synthetic events from models {}; drift starts at {}",
+        args.events,
+        synth
+            .model_ids()
+            .iter()
+            .map(|m| m.as_ref())
+            .collect::<Vec<_>>()
+            .join(", "),
+        synth
+            .drift_start()
+            .map(format_time)
+            .unwrap_or_else(|| "never".into()),
+    );
+    println!(
+        "windows: {} ms, allowed lateness {} ms; labels arrive minutes to days after their predictions\n",
+        settings.window.size(),
+        settings.allowed_lateness_ms
+    );
+    let out = args.out.as_deref();
+    let console = ConsoleSummary {
+        verbose: args.features,
+    };
+    let mut pipeline = pipeline(
+        settings,
+        out,
+        default_dead_letter(settings, out),
+        Some(console),
+    )?;
+    let mut buf = Vec::with_capacity(2048);
+    for (seq, event) in synth.take(usize::try_from(args.events)?).enumerate() {
+        buf.clear();
+        encode_json(&event, &mut buf);
+        pipeline.handle_bytes(seq as u64, &buf)?;
+    }
+    finish(pipeline, out, started)?;
+    Ok(())
+}
+
+fn gen_file(args: GenArgs) -> Result<()> {
+    let started = Instant::now();
+    let mut config = SynthConfig::for_events(args.events, args.seed);
+    if args.no_drift {
+        config.drift_after_ms = None;
+    }
+    if !(0.0..=1.0).contains(&args.late_fraction) {
+        anyhow::bail!(
+            "--late-fraction must be between 0 and 1, got {}",
+            args.late_fraction
+        );
+    }
+    config.late_fraction = args.late_fraction;
+    let synth = Synth::new(config);
+    let n = usize::try_from(args.events)?;
+    let name = args.out.to_string_lossy().to_string();
+    if name.ends_with(".parquet") {
+        let mut writer = EventParquetWriter::create(
+            &args.out,
+            synth.feature_columns(),
+            vec![Arc::from("region")],
+        )?;
+        for event in synth.take(n) {
+            writer.write(event)?;
+        }
+        writer.finish()?;
+    } else {
+        let file =
+            File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+        let file = BufWriter::with_capacity(1 << 20, file);
+        let write_all = |out: &mut dyn Write| -> Result<()> {
+            let mut buf = Vec::with_capacity(2048);
+            for event in synth.take(n) {
+                buf.clear();
+                encode_json(&event, &mut buf);
+                buf.push(b'\n');
+                out.write_all(&buf)?;
+            }
+            Ok(())
+        };
+        if name.ends_with(".gz") {
+            let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+            write_all(&mut gz)?;
+            gz.finish()?.flush()?;
+        } else {
+            let mut file = file;
+            write_all(&mut file)?;
+            file.flush()?;
+        }
+    }
+    info!(file = %args.out.display(), events = n, seconds = format!("{:.2}", started.elapsed().as_secs_f64()), "generated");
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! The replay pipeline: records from sources → windows → sinks; refusals →
+//! dead-letter sink. Every record read ends up counted exactly once, as
+//! accepted or as rejected with its reason.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use driftwatch_detectors::{ClosedWindow, WindowSet, default_components};
+use driftwatch_ingest::{
+    DeadLetterSink, Decoder, Event, Position, Record, Rejected, Source, encode_json,
+};
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::output::WindowSink;
+use crate::settings::Settings;
+
+/// Counts per model.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ModelCounts {
+    /// Predictions accepted into windows.
+    pub predictions: u64,
+    /// Labels accepted.
+    pub labels: u64,
+    /// Predictions refused as late.
+    pub late: u64,
+}
+
+/// What a run did; `read == accepted + rejected` always holds.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Records read from the sources.
+    pub read: u64,
+    /// Records accepted (predictions and labels).
+    pub accepted: u64,
+    /// Records refused, all reasons.
+    pub rejected: u64,
+    /// Refusals by reason code.
+    pub rejected_by_reason: BTreeMap<&'static str, u64>,
+    /// Accepted predictions.
+    pub predictions: u64,
+    /// Accepted labels.
+    pub labels: u64,
+    /// Windows closed.
+    pub windows_closed: u64,
+    /// Per model.
+    pub models: BTreeMap<String, ModelCounts>,
+    /// Where the refused records went.
+    pub dead_letter: String,
+}
+
+/// Decoder, windows, dead-letter sink and window sinks, wired together.
+pub struct Pipeline {
+    decoder: Decoder,
+    windows: WindowSet,
+    dead_letter: Box<dyn DeadLetterSink>,
+    sinks: Vec<Box<dyn WindowSink>>,
+    summary: RunSummary,
+    scratch: Vec<u8>,
+}
+
+impl Pipeline {
+    /// A pipeline with the default components over `settings`.
+    pub fn new(
+        settings: &Settings,
+        dead_letter: Box<dyn DeadLetterSink>,
+        dead_letter_name: String,
+        sinks: Vec<Box<dyn WindowSink>>,
+    ) -> Self {
+        Pipeline {
+            decoder: Decoder::new(settings.decoder.clone()),
+            windows: WindowSet::new(
+                settings.window,
+                settings.allowed_lateness_ms,
+                default_components(),
+            ),
+            dead_letter,
+            sinks,
+            summary: RunSummary {
+                dead_letter: dead_letter_name,
+                ..RunSummary::default()
+            },
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The output tables and their schemas.
+    pub fn tables(&self) -> Vec<(String, arrow::datatypes::SchemaRef)> {
+        self.windows.tables()
+    }
+
+    /// Adds window sinks (they must exist before the first window closes).
+    pub fn add_sink(&mut self, sink: Box<dyn WindowSink>) {
+        self.sinks.push(sink);
+    }
+
+    fn reject(&mut self, rejected: &Rejected) -> Result<()> {
+        self.summary.read += 1;
+        self.summary.rejected += 1;
+        *self
+            .summary
+            .rejected_by_reason
+            .entry(rejected.reason.code())
+            .or_default() += 1;
+        self.dead_letter
+            .send(rejected)
+            .context("writing the dead-letter sink; stopping rather than losing the event")?;
+        Ok(())
+    }
+
+    /// Handles one record.
+    pub fn handle(&mut self, record: Record) -> Result<()> {
+        match record {
+            Record::Rejected(rejected) => {
+                if self.summary.rejected < 20 {
+                    warn!(position = %rejected.position, reason = rejected.reason.code(), "event rejected: {}", rejected.reason);
+                }
+                self.reject(&rejected)
+            }
+            Record::Event(Event::Label(label), _) => {
+                self.summary.read += 1;
+                self.summary.accepted += 1;
+                self.summary.labels += 1;
+                self.model(&label.model_id).labels += 1;
+                Ok(())
+            }
+            Record::Event(Event::Prediction(prediction), position) => {
+                match self.windows.push(&prediction) {
+                    Ok(()) => {
+                        self.summary.read += 1;
+                        self.summary.accepted += 1;
+                        self.summary.predictions += 1;
+                        self.model(&prediction.model_id).predictions += 1;
+                        let closed = self.windows.close_ready()?;
+                        self.emit(closed)
+                    }
+                    Err(reason) => {
+                        self.model(&prediction.model_id).late += 1;
+                        self.scratch.clear();
+                        encode_json(&Event::Prediction(prediction), &mut self.scratch);
+                        let len = self.scratch.len() as u64;
+                        let rejected = Rejected::new(reason, position, &self.scratch, len);
+                        self.reject(&rejected)
+                    }
+                }
+            }
+        }
+    }
+
+    fn model(&mut self, id: &str) -> &mut ModelCounts {
+        // look up by &str first: allocating the key on every event would cost more than the count
+        if !self.summary.models.contains_key(id) {
+            self.summary
+                .models
+                .insert(id.to_owned(), ModelCounts::default());
+        }
+        self.summary.models.get_mut(id).expect("inserted above")
+    }
+
+    fn emit(&mut self, closed: Vec<ClosedWindow>) -> Result<()> {
+        for window in &closed {
+            for sink in &mut self.sinks {
+                sink.window(window)?;
+            }
+        }
+        self.summary.windows_closed += closed.len() as u64;
+        Ok(())
+    }
+
+    /// Reads a whole source, with a progress bar when stderr is a terminal.
+    pub fn run_source(&mut self, source: &mut dyn Source) -> Result<()> {
+        let started = Instant::now();
+        let read_before = self.summary.read;
+        let bar = if std::io::stderr().is_terminal() {
+            let (_, total) = source.progress();
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:40}] {percent:>3}% {elapsed_precise} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_message(source.name().to_owned());
+            Some(bar)
+        } else {
+            None
+        };
+        let mut n: u64 = 0;
+        while let Some(record) = source.next_record(&mut self.decoder)? {
+            self.handle(record)?;
+            n += 1;
+            if n.is_multiple_of(8192)
+                && let Some(bar) = &bar
+            {
+                bar.set_position(source.progress().0);
+            }
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        let read = self.summary.read - read_before;
+        let secs = started.elapsed().as_secs_f64();
+        info!(
+            source = source.name(),
+            read,
+            seconds = format!("{secs:.2}"),
+            events_per_second = (read as f64 / secs.max(1e-9)) as u64,
+            "source done"
+        );
+        Ok(())
+    }
+
+    /// Handles one generated payload as if it had been read from a source.
+    pub fn handle_bytes(&mut self, seq: u64, bytes: &[u8]) -> Result<()> {
+        let position = Position::Generated { seq };
+        let record = match self.decoder.decode_json(bytes) {
+            Ok(event) => Record::Event(event, position),
+            Err(reason) => {
+                Record::Rejected(Rejected::new(reason, position, bytes, bytes.len() as u64))
+            }
+        };
+        self.handle(record)
+    }
+
+    /// End of input: closes every window, flushes the sinks, returns the summary.
+    pub fn finish(mut self) -> Result<RunSummary> {
+        let closed = self.windows.close_all()?;
+        self.emit(closed)?;
+        for sink in &mut self.sinks {
+            sink.finish()?;
+        }
+        self.dead_letter
+            .flush()
+            .context("flushing the dead-letter sink")?;
+        debug_assert_eq!(
+            self.summary.read,
+            self.summary.accepted + self.summary.rejected
+        );
+        Ok(self.summary)
+    }
+}
+
+impl RunSummary {
+    /// Prints the summary for people.
+    pub fn print(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        println!();
+        println!(
+            "read {} records in {secs:.2}s ({:.0}/s): accepted {} ({} predictions, {} labels), rejected {}",
+            self.read,
+            self.read as f64 / secs.max(1e-9),
+            self.accepted,
+            self.predictions,
+            self.labels,
+            self.rejected
+        );
+        for (reason, n) in &self.rejected_by_reason {
+            println!("  rejected {reason:<22} {n}");
+        }
+        for (model, c) in &self.models {
+            println!(
+                "  model {model:<10} predictions {:>9}  labels {:>9}  late {:>6}",
+                c.predictions, c.labels, c.late
+            );
+        }
+        println!("windows closed: {}", self.windows_closed);
+        if self.rejected > 0 {
+            println!("dead letters: {}", self.dead_letter);
+        }
+    }
+
+    /// Writes the summary as JSON.
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+}

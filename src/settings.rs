@@ -1,0 +1,412 @@
+//! Layered configuration: defaults in code → TOML file → `DRIFTWATCH__SECTION__KEY`
+//! environment variables (environment wins). The raw, string-typed form is
+//! validated once into [`Settings`], which the rest of the program trusts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use driftwatch_detectors::WindowSpec;
+use driftwatch_ingest::{DecoderConfig, FeatureKind, FeatureSchema};
+use serde::Deserialize;
+
+/// A configuration that could not be loaded, naming the key and what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file or environment could not be read or parsed.
+    #[error("configuration{}: {message}", source_hint(file))]
+    Load {
+        /// The file, if one was given.
+        file: Option<PathBuf>,
+        /// What the loader said.
+        message: String,
+    },
+    /// A key has a value of the wrong form.
+    #[error(
+        "configuration{}: `{key}` = {value:?}: expected {expected}",
+        source_hint(file)
+    )]
+    Invalid {
+        /// The file, if one was given.
+        file: Option<PathBuf>,
+        /// Dotted key, e.g. `window.size`.
+        key: String,
+        /// The value found.
+        value: String,
+        /// What form is expected.
+        expected: String,
+    },
+}
+
+fn source_hint(file: &Option<PathBuf>) -> String {
+    match file {
+        Some(f) => format!(" ({} or DRIFTWATCH__* environment)", f.display()),
+        None => " (DRIFTWATCH__* environment)".to_owned(),
+    }
+}
+
+/// `[window]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWindow {
+    /// `"tumbling"` or `"hopping"`.
+    pub kind: WindowKind,
+    /// Window length, e.g. `"1h"`.
+    pub size: String,
+    /// Distance between window starts (hopping only), e.g. `"15m"`.
+    pub slide: Option<String>,
+    /// How far behind the largest event time the watermark trails.
+    pub allowed_lateness: String,
+}
+
+impl Default for RawWindow {
+    fn default() -> Self {
+        RawWindow {
+            kind: WindowKind::Tumbling,
+            size: "1h".into(),
+            slide: None,
+            allowed_lateness: "5m".into(),
+        }
+    }
+}
+
+/// Window kinds.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowKind {
+    /// Back-to-back windows.
+    Tumbling,
+    /// Overlapping windows, one every `slide`.
+    Hopping,
+}
+
+/// `[ingest]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIngest {
+    /// Largest accepted event, e.g. `"1MiB"`.
+    pub max_event_bytes: String,
+}
+
+impl Default for RawIngest {
+    fn default() -> Self {
+        RawIngest {
+            max_event_bytes: "1MiB".into(),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// `"text"` or `"json"`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `"info"` or `"driftwatch=debug,info"`.
+    pub level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[models.<id>]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawModel {
+    /// Declared feature kinds: `age = "numeric"`, `plan = "categorical"`.
+    pub features: BTreeMap<String, FeatureKind>,
+}
+
+/// The whole configuration as written.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSettings {
+    /// Directory for local state (dead letters by default; checkpoints and history later).
+    pub data_dir: PathBuf,
+    /// Event-time windows.
+    pub window: RawWindow,
+    /// Decoding and validation.
+    pub ingest: RawIngest,
+    /// Logging.
+    pub log: RawLog,
+    /// Per-model settings.
+    pub models: BTreeMap<String, RawModel>,
+}
+
+impl Default for RawSettings {
+    fn default() -> Self {
+        RawSettings {
+            data_dir: PathBuf::from("driftwatch-data"),
+            window: RawWindow::default(),
+            ingest: RawIngest::default(),
+            log: RawLog::default(),
+            models: BTreeMap::new(),
+        }
+    }
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Local state directory.
+    pub data_dir: PathBuf,
+    /// Window shape.
+    pub window: WindowSpec,
+    /// Allowed lateness in ms.
+    pub allowed_lateness_ms: i64,
+    /// Decoder settings.
+    pub decoder: DecoderConfig,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: String,
+}
+
+/// Reads the layers: defaults, then `file` if given, then the environment.
+pub fn load_raw(file: Option<&Path>) -> Result<RawSettings, SettingsError> {
+    load_raw_from(file, std::env::vars())
+}
+
+fn load_raw_from(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<RawSettings, SettingsError> {
+    let load_err = |e: config::ConfigError| SettingsError::Load {
+        file: file.map(Path::to_owned),
+        message: e.to_string(),
+    };
+    let mut builder = config::Config::builder();
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(SettingsError::Load {
+                file: Some(path.to_owned()),
+                message: "file not found".into(),
+            });
+        }
+        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+    }
+    let env: std::collections::HashMap<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("DRIFTWATCH__"))
+        .collect();
+    builder = builder.add_source(
+        config::Environment::with_prefix("DRIFTWATCH")
+            .prefix_separator("__")
+            .separator("__")
+            .source(Some(env)),
+    );
+    builder
+        .build()
+        .map_err(load_err)?
+        .try_deserialize::<RawSettings>()
+        .map_err(load_err)
+}
+
+fn duration_ms(file: Option<&Path>, key: &str, value: &str) -> Result<i64, SettingsError> {
+    humantime::parse_duration(value)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .ok_or_else(|| SettingsError::Invalid {
+            file: file.map(Path::to_owned),
+            key: key.to_owned(),
+            value: value.to_owned(),
+            expected: "a duration such as \"30s\", \"5m\" or \"1h 30m\"".into(),
+        })
+}
+
+impl RawSettings {
+    /// Checks every value and builds the settings the program uses.
+    pub fn validate(self, file: Option<&Path>) -> Result<Settings, SettingsError> {
+        let invalid = |key: &str, value: &str, expected: &str| SettingsError::Invalid {
+            file: file.map(Path::to_owned),
+            key: key.to_owned(),
+            value: value.to_owned(),
+            expected: expected.to_owned(),
+        };
+        let size = duration_ms(file, "window.size", &self.window.size)?;
+        if size == 0 {
+            return Err(invalid(
+                "window.size",
+                &self.window.size,
+                "a positive duration",
+            ));
+        }
+        let window = match (self.window.kind, &self.window.slide) {
+            (WindowKind::Tumbling, None) => WindowSpec::tumbling(size),
+            (WindowKind::Tumbling, Some(slide)) => {
+                return Err(invalid(
+                    "window.slide",
+                    slide,
+                    "no slide for tumbling windows (set window.kind = \"hopping\")",
+                ));
+            }
+            (WindowKind::Hopping, None) => {
+                return Err(invalid(
+                    "window.slide",
+                    "",
+                    "a slide for hopping windows, e.g. \"15m\"",
+                ));
+            }
+            (WindowKind::Hopping, Some(slide)) => {
+                let slide_ms = duration_ms(file, "window.slide", slide)?;
+                if slide_ms == 0 || slide_ms > size {
+                    return Err(invalid(
+                        "window.slide",
+                        slide,
+                        "a positive duration no longer than window.size",
+                    ));
+                }
+                WindowSpec::hopping(size, slide_ms)
+            }
+        }
+        .map_err(|e| invalid("window", &self.window.size, &e.to_string()))?;
+        let allowed_lateness_ms = duration_ms(
+            file,
+            "window.allowed_lateness",
+            &self.window.allowed_lateness,
+        )?;
+        let max_event_bytes = self
+            .ingest
+            .max_event_bytes
+            .parse::<bytesize::ByteSize>()
+            .ok()
+            .map(|b| b.as_u64())
+            .filter(|b| *b >= 64)
+            .ok_or_else(|| {
+                invalid(
+                    "ingest.max_event_bytes",
+                    &self.ingest.max_event_bytes,
+                    "a size of at least 64 bytes such as \"512KiB\" or \"1MiB\"",
+                )
+            })?;
+        let mut schema = FeatureSchema::default();
+        for (model, m) in &self.models {
+            for (feature, kind) in &m.features {
+                schema.declare(model, feature, *kind);
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                &self.log.level,
+                "a level (error, warn, info, debug, trace) or a tracing filter",
+            ));
+        }
+        Ok(Settings {
+            data_dir: self.data_dir,
+            window,
+            allowed_lateness_ms,
+            decoder: DecoderConfig {
+                max_event_bytes,
+                schema,
+            },
+            log_format: self.log.format,
+            log_level: self.log.level,
+        })
+    }
+}
+
+/// Loads and validates the settings.
+pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
+    load_raw(file)?.validate(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new()
+            .suffix(".toml")
+            .tempfile()
+            .expect("temp file");
+        std::io::Write::write_all(&mut f, text.as_bytes()).expect("write");
+        f
+    }
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn example_config_parses_to_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("driftwatch.example.toml");
+        let raw = load_raw_from(Some(&path), no_env()).expect("example parses");
+        let mut expected = RawSettings::default();
+        // the example declares the demo's feature kinds; everything else is default
+        expected.models = raw.models.clone();
+        assert_eq!(raw, expected);
+        assert!(!raw.models.is_empty());
+        raw.validate(Some(&path)).expect("example validates");
+    }
+
+    #[test]
+    fn environment_wins_over_the_file() {
+        let f = write("[window]\nsize = \"2h\"\nallowed_lateness = \"1m\"\n");
+        let env = vec![("DRIFTWATCH__WINDOW__SIZE".to_owned(), "30m".to_owned())];
+        let raw = load_raw_from(Some(f.path()), env).expect("loads");
+        assert_eq!(raw.window.size, "30m");
+        assert_eq!(raw.window.allowed_lateness, "1m");
+        let settings = raw.validate(Some(f.path())).expect("valid");
+        assert_eq!(settings.window.size(), 30 * 60_000);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let f = write("[window]\nsise = \"2h\"\n");
+        let err = load_raw_from(Some(f.path()), no_env()).expect_err("typo");
+        assert!(err.to_string().contains("sise"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_expected_form() {
+        let cases = [
+            ("[window]\nsize = \"soon\"\n", "window.size"),
+            ("[window]\nkind = \"hopping\"\n", "window.slide"),
+            (
+                "[window]\nkind = \"hopping\"\nsize = \"1h\"\nslide = \"2h\"\n",
+                "window.slide",
+            ),
+            ("[window]\nslide = \"5m\"\n", "window.slide"),
+            (
+                "[window]\nallowed_lateness = \"-5m\"\n",
+                "window.allowed_lateness",
+            ),
+            (
+                "[ingest]\nmax_event_bytes = \"lots\"\n",
+                "ingest.max_event_bytes",
+            ),
+        ];
+        for (text, key) in cases {
+            let f = write(text);
+            let err = load_raw_from(Some(f.path()), no_env())
+                .expect("loads")
+                .validate(Some(f.path()))
+                .expect_err(text);
+            assert!(err.to_string().contains(key), "{text}: {err}");
+            assert!(err.to_string().contains("expected"), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn bad_feature_kind_is_refused() {
+        let f = write("[models.churn.features]\nage = \"number\"\n");
+        let err = load_raw_from(Some(f.path()), no_env()).expect_err("bad kind");
+        assert!(err.to_string().contains("number"), "{err}");
+    }
+}
