@@ -75,6 +75,11 @@ impl Interner {
         }
     }
 
+    /// Once full, new names are no longer shared.
+    fn is_full(&self) -> bool {
+        self.names.len() >= self.limit
+    }
+
     fn intern(&mut self, s: &str) -> Arc<str> {
         if let Some(name) = self.names.get(s) {
             return Arc::clone(name);
@@ -99,6 +104,11 @@ const MAX_EPOCH_MS: i64 = 253_402_300_799_999;
 pub struct Decoder {
     config: DecoderConfig,
     interner: Interner,
+    /// Per model (by interned id), the feature names of its last valid event.
+    /// Producers send the same features in the same order, so most names
+    /// are found here by position, without hashing; a list that matches
+    /// entirely was already checked for duplicates.
+    layouts: HashMap<Arc<str>, Vec<Arc<str>>, ahash::RandomState>,
 }
 
 impl Decoder {
@@ -107,6 +117,7 @@ impl Decoder {
         Decoder {
             config,
             interner: Interner::new(100_000),
+            layouts: HashMap::default(),
         }
     }
 
@@ -135,9 +146,20 @@ impl Decoder {
             }
             Some(_) => {}
         }
-        let raw: RawEvent<'_> = match serde_json::from_slice(bytes) {
+        // validating UTF-8 once for the whole payload is cheaper than serde_json
+        // validating every string it reads
+        let text = match std::str::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => {
+                return Err(Reject::InvalidJson(format!(
+                    "not UTF-8: invalid byte at offset {}",
+                    e.valid_up_to()
+                )));
+            }
+        };
+        let raw: RawEvent<'_> = match serde_json::from_str(text) {
             Ok(raw) => raw,
-            Err(e) => return Err(json_error(bytes, e)),
+            Err(e) => return Err(json_error(text, e)),
         };
         self.validate(raw)
     }
@@ -179,23 +201,27 @@ impl Decoder {
 
     fn features(
         &mut self,
-        model_id: &str,
+        model_id: &Arc<str>,
         raw: Option<ScalarMap<'_>>,
     ) -> Result<Vec<Feature>, Reject> {
         let Some(ScalarMap(raw)) = raw else {
             return Ok(Vec::new());
         };
         let declared = self.config.schema.model(model_id);
+        let layout = self.layouts.get(model_id);
+        let mut same_layout = layout.is_some_and(|l| l.len() == raw.len());
         let mut features = Vec::with_capacity(raw.len());
-        for (Str(name), value) in raw {
+        for (position, (Str(name), value)) in raw.into_iter().enumerate() {
             let value = match value {
                 Scalar::Null => FeatureValue::Missing,
                 Scalar::Int(i) => FeatureValue::Numeric(i as f64),
                 // NaN / infinity cannot come from JSON; Parquet exports use NaN for missing
                 Scalar::Float(x) if !x.is_finite() => FeatureValue::Missing,
                 Scalar::Float(x) => FeatureValue::Numeric(x),
-                Scalar::Bool(b) => FeatureValue::Categorical(b.to_string()),
-                Scalar::Str(s) => FeatureValue::Categorical(s.into_owned()),
+                Scalar::Bool(b) => {
+                    FeatureValue::Categorical(if b { "true" } else { "false" }.into())
+                }
+                Scalar::Str(s) => FeatureValue::Categorical(s.as_ref().into()),
             };
             if let (Some(declared), Some(found)) = (declared, value.kind())
                 && let Some(&expected) = declared.get(name.as_ref())
@@ -207,10 +233,26 @@ impl Decoder {
                     found,
                 });
             }
-            let name = self.interner.intern(&name);
+            let name = match layout.and_then(|l| l.get(position)) {
+                Some(known) if **known == *name => Arc::clone(known),
+                _ => {
+                    same_layout = false;
+                    self.interner.intern(&name)
+                }
+            };
             features.push(Feature { name, value });
         }
-        check_unique(features.iter().map(|f| &f.name), "features")?;
+        if !same_layout {
+            check_unique(
+                features.iter().map(|f| &f.name),
+                !self.interner.is_full(),
+                "features",
+            )?;
+            if self.layouts.len() < 10_000 || self.layouts.contains_key(model_id) {
+                let names = features.iter().map(|f| Arc::clone(&f.name)).collect();
+                self.layouts.insert(Arc::clone(model_id), names);
+            }
+        }
         Ok(features)
     }
 
@@ -224,22 +266,38 @@ impl Decoder {
                 segments.push((self.interner.intern(&name), value));
             }
         }
-        check_unique(segments.iter().map(|(n, _)| n), "segments")?;
+        check_unique(
+            segments.iter().map(|(n, _)| n),
+            !self.interner.is_full(),
+            "segments",
+        )?;
         Ok(segments)
     }
 }
 
-/// Interned names are compared by pointer first; the fallback compares text
-/// (names past the interner's bound are not shared).
+/// Refuses a name that appears twice. While the interner shares every name,
+/// equal names are the same allocation, so comparing addresses suffices;
+/// past its bound the names are compared as text.
 fn check_unique<'a>(
-    names: impl Iterator<Item = &'a Arc<str>> + Clone,
+    names: impl Iterator<Item = &'a Arc<str>>,
+    all_interned: bool,
     what: &str,
 ) -> Result<(), Reject> {
-    let names: Vec<&Arc<str>> = names.collect();
-    for (i, a) in names.iter().enumerate() {
-        for b in &names[..i] {
-            if Arc::ptr_eq(a, b) || a == b {
-                return Err(Reject::Duplicate(format!("{what}.{a}")));
+    let duplicate = |name: &str| Err(Reject::Duplicate(format!("{what}.{name}")));
+    if all_interned {
+        let mut addresses: Vec<(*const u8, &Arc<str>)> = names.map(|n| (n.as_ptr(), n)).collect();
+        addresses.sort_unstable_by_key(|(p, _)| *p);
+        for pair in addresses.windows(2) {
+            if pair[0].0 == pair[1].0 {
+                return duplicate(pair[0].1);
+            }
+        }
+    } else {
+        let mut sorted: Vec<&Arc<str>> = names.collect();
+        sorted.sort_unstable();
+        for pair in sorted.windows(2) {
+            if pair[0] == pair[1] {
+                return duplicate(pair[0]);
             }
         }
     }
@@ -363,11 +421,11 @@ fn parse_prediction(raw: RawPrediction<'_>) -> Result<Prediction, Reject> {
 /// Classifies a serde_json error. Type errors are parsed a second time with
 /// path tracking so the reason names the field (`features.age`); this costs
 /// nothing on the happy path.
-fn json_error(bytes: &[u8], err: serde_json::Error) -> Reject {
+fn json_error(text: &str, err: serde_json::Error) -> Reject {
     if !err.is_data() {
         return Reject::InvalidJson(err.to_string());
     }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let mut de = serde_json::Deserializer::from_str(text);
     match serde_path_to_error::deserialize::<_, RawEvent<'_>>(&mut de) {
         Err(e) => Reject::WrongType {
             path: e.path().to_string(),

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 /// Event time in milliseconds since the Unix epoch (UTC).
@@ -69,8 +70,9 @@ pub struct Feature {
 pub enum FeatureValue {
     /// A finite number.
     Numeric(f64),
-    /// A category. JSON booleans become `"true"` / `"false"`.
-    Categorical(String),
+    /// A category. JSON booleans become `"true"` / `"false"`. Categories of
+    /// up to 24 bytes are stored inline, without an allocation.
+    Categorical(CompactString),
     /// `null`: the producer sent the feature without a value.
     Missing,
 }

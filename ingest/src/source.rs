@@ -1,13 +1,12 @@
 //! File sources: JSON Lines (plain or gzip) and Parquet. The format is told by
 //! the file's first bytes, not its name.
 
-use std::cell::Cell;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
@@ -140,14 +139,103 @@ pub fn open_file(path: &Path) -> Result<Box<dyn Source>> {
 /// Counts bytes read from the underlying file (before decompression), for progress.
 struct Counting<R> {
     inner: R,
-    count: Rc<Cell<u64>>,
+    count: Arc<AtomicU64>,
 }
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.count.set(self.count.get() + n as u64);
+        self.count.fetch_add(n as u64, AtomicOrdering::Relaxed);
         Ok(n)
+    }
+}
+
+const CHUNK: usize = 1 << 20;
+
+/// Reads (and decompresses) on a thread of its own, handing over 1 MiB
+/// chunks through a bounded channel, so that the thread that decodes and
+/// windows events spends no time in `read` system calls or in gzip.
+struct ReadAhead {
+    chunks: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl ReadAhead {
+    fn spawn(mut inner: Box<dyn Read + Send>, name: &str) -> io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        std::thread::Builder::new()
+            .name(format!("read {name}"))
+            .spawn(move || {
+                loop {
+                    let mut chunk = vec![0u8; CHUNK];
+                    let mut filled = 0;
+                    let result = loop {
+                        if filled == CHUNK {
+                            break Ok(());
+                        }
+                        match inner.read(&mut chunk[filled..]) {
+                            Ok(0) => break Ok(()),
+                            Ok(n) => filled += n,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => break Err(e),
+                        }
+                    };
+                    chunk.truncate(filled);
+                    let last = filled < CHUNK || result.is_err();
+                    // a closed channel means the reader was dropped: stop
+                    if filled > 0 && tx.send(Ok(chunk)).is_err() {
+                        return;
+                    }
+                    if let Err(e) = result {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                    if last {
+                        return;
+                    }
+                }
+            })?;
+        Ok(ReadAhead {
+            chunks: rx,
+            current: Vec::new(),
+            pos: 0,
+            done: false,
+        })
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for ReadAhead {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.pos >= self.current.len() && !self.done {
+            match self.chunks.recv() {
+                Ok(Ok(chunk)) => {
+                    self.current = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => self.done = true,
+            }
+        }
+        Ok(&self.current[self.pos.min(self.current.len())..])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos += amt;
     }
 }
 
@@ -170,6 +258,8 @@ pub struct LineReader<R> {
     buf: Vec<u8>,
     limit: usize,
     line: u64,
+    /// bytes of the line lent out by the fast path, consumed on the next call
+    pending: usize,
 }
 
 impl<R: BufRead> LineReader<R> {
@@ -180,11 +270,41 @@ impl<R: BufRead> LineReader<R> {
             buf: Vec::with_capacity(4096),
             limit: usize::try_from(limit).unwrap_or(usize::MAX - 1),
             line: 0,
+            pending: 0,
         }
     }
 
     /// The next line, or `None` at the end of input.
     pub fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
+        if self.pending > 0 {
+            self.inner.consume(self.pending);
+            self.pending = 0;
+        }
+        // fast path: the whole line is in the reader's buffer; lend it from
+        // there and consume it on the next call
+        let found = loop {
+            match self.inner.fill_buf() {
+                Ok(available) => break memchr::memchr(b'\n', available),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        if let Some(i) = found
+            && i <= self.limit
+        {
+            self.pending = i + 1;
+            self.line += 1;
+            let available = self.inner.fill_buf()?;
+            let mut bytes = &available[..i];
+            if let [rest @ .., b'\r'] = bytes {
+                bytes = rest;
+            }
+            return Ok(Some(Line {
+                number: self.line,
+                bytes,
+                len: bytes.len() as u64,
+            }));
+        }
         self.buf.clear();
         let mut len: u64 = 0;
         let mut any = false;
@@ -230,7 +350,7 @@ impl<R: BufRead> LineReader<R> {
 pub struct JsonlSource {
     name: Arc<str>,
     lines: Option<LineReader<Box<dyn BufRead>>>,
-    read: Rc<Cell<u64>>,
+    read: Arc<AtomicU64>,
     total: u64,
     path: PathBuf,
 }
@@ -249,18 +369,20 @@ impl JsonlSource {
         let format = detect_format(path)?;
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let total = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let read = Rc::new(Cell::new(0));
+        let read = Arc::new(AtomicU64::new(0));
         let counting = Counting {
             inner: file,
-            count: Rc::clone(&read),
+            count: Arc::clone(&read),
         };
-        let reader: Box<dyn BufRead> = match format {
-            FileFormat::JsonlGzip => Box::new(BufReader::with_capacity(
-                256 * 1024,
-                flate2::read::MultiGzDecoder::new(BufReader::with_capacity(256 * 1024, counting)),
+        let inner: Box<dyn Read + Send> = match format {
+            FileFormat::JsonlGzip => Box::new(flate2::read::MultiGzDecoder::new(
+                BufReader::with_capacity(256 * 1024, counting),
             )),
-            _ => Box::new(BufReader::with_capacity(256 * 1024, counting)),
+            _ => Box::new(counting),
         };
+        let reader: Box<dyn BufRead> = Box::new(
+            ReadAhead::spawn(inner, &path.display().to_string()).map_err(|e| Error::io(path, e))?,
+        );
         Ok(JsonlSource {
             name: Arc::from(path.display().to_string()),
             lines: Some(LineReader::new(reader, u64::MAX)),
@@ -305,7 +427,7 @@ impl Source for JsonlSource {
     }
 
     fn progress(&self) -> (u64, u64) {
-        (self.read.get(), self.total)
+        (self.read.load(AtomicOrdering::Relaxed), self.total)
     }
 
     fn name(&self) -> &str {

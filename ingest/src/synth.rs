@@ -703,7 +703,7 @@ impl Synth {
                             Change::NewCategory(name, share) if rng.random_bool(*share) => name,
                             _ => categories[pick(rng, weights)],
                         };
-                        FeatureValue::Categorical(category.to_owned())
+                        FeatureValue::Categorical(category.into())
                     }
                 }
             };
