@@ -151,14 +151,18 @@ impl WindowSink for ConsoleSummary {
             if let Some(mean) = f64_at(s, "value_mean", 0) {
                 line.push_str(&format!("  value μ {mean:.2}"));
             }
-            if let (Some(values), Some(missing)) = (
-                u64_at(s, "feature_values", 0),
-                u64_at(s, "missing_values", 0),
-            ) && values > 0
-            {
+        }
+        if let Some(f) = table(w, "feature_summary") {
+            let (mut present, mut missing) = (0, 0);
+            for row in 0..f.num_rows() {
+                present += u64_at(f, "count", row).unwrap_or(0);
+                missing += u64_at(f, "missing", row).unwrap_or(0);
+            }
+            if present + missing > 0 {
                 line.push_str(&format!(
-                    "  missing {:.2}%",
-                    100.0 * missing as f64 / values as f64
+                    "  features {}  missing {:.2}%",
+                    f.num_rows(),
+                    100.0 * missing as f64 / (present + missing) as f64
                 ));
             }
         }

@@ -83,7 +83,6 @@ fn ts_field(name: &str, nullable: bool) -> Field {
 /// | `first_event_time`, `last_event_time` | earliest and latest event time |
 /// | `score_count`, `score_mean`, `score_min`, `score_max` | `prediction.score` |
 /// | `value_count`, `value_mean` | `prediction.value` |
-/// | `feature_values`, `missing_values` | feature values sent, and how many of them were `null` |
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WindowSummary;
 
@@ -95,8 +94,6 @@ pub struct WindowSummaryState {
     last: EventTime,
     score: Moments,
     value: Moments,
-    feature_values: u64,
-    missing_values: u64,
 }
 
 impl Component for WindowSummary {
@@ -117,8 +114,6 @@ impl Component for WindowSummary {
             Field::new("score_max", DataType::Float64, true),
             Field::new("value_count", DataType::UInt64, false),
             Field::new("value_mean", DataType::Float64, true),
-            Field::new("feature_values", DataType::UInt64, false),
-            Field::new("missing_values", DataType::UInt64, false),
         ]))
     }
 
@@ -129,8 +124,6 @@ impl Component for WindowSummary {
             last: EventTime::MIN,
             score: Moments::default(),
             value: Moments::default(),
-            feature_values: 0,
-            missing_values: 0,
         }
     }
 
@@ -144,12 +137,6 @@ impl Component for WindowSummary {
         if let Some(value) = event.prediction.value {
             s.value.add(value);
         }
-        s.feature_values += event.features.len() as u64;
-        s.missing_values += event
-            .features
-            .iter()
-            .filter(|f| matches!(f.value, FeatureValue::Missing))
-            .count() as u64;
     }
 
     fn merge(&self, into: &mut Self::State, other: Self::State) {
@@ -158,8 +145,6 @@ impl Component for WindowSummary {
         into.last = into.last.max(other.last);
         into.score.merge(&other.score);
         into.value.merge(&other.value);
-        into.feature_values += other.feature_values;
-        into.missing_values += other.missing_values;
     }
 
     fn finish(&self, s: Self::State) -> Result<RecordBatch, ArrowError> {
@@ -182,8 +167,6 @@ impl Component for WindowSummary {
                 Arc::new(Float64Array::from(vec![s.score.max_opt()])),
                 Arc::new(UInt64Array::from(vec![s.value.count])),
                 Arc::new(Float64Array::from(vec![s.value.mean()])),
-                Arc::new(UInt64Array::from(vec![s.feature_values])),
-                Arc::new(UInt64Array::from(vec![s.missing_values])),
             ],
         )
     }

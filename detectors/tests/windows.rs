@@ -262,7 +262,7 @@ proptest! {
         ws.merge(&mut left, right);
         let (one, merged) = (finish_rows(&ws, whole), finish_rows(&ws, left));
         prop_assert_eq!(u64_col(&one, "events"), u64_col(&merged, "events"));
-        prop_assert_eq!(u64_col(&one, "missing_values"), u64_col(&merged, "missing_values"));
+        prop_assert_eq!(u64_col(&one, "score_count"), u64_col(&merged, "score_count"));
     }
 }
 

@@ -5,7 +5,8 @@
 //! `probabilities`) and `label` (a class or a number; a file that mixes both
 //! keeps numeric labels in a Float64 `label_value` column). This is the layout `pyarrow.Table.from_pylist`
 //! gives for a list of JSON events. Other columns are ignored, as unknown JSON
-//! fields are.
+//! fields are. A null feature or segment is treated as absent: in a columnar
+//! file the two cannot be told apart (both count as missing in a window).
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -229,6 +230,12 @@ fn scalar_map<'b>(
     }
     let mut out = Vec::with_capacity(array.num_columns());
     for (field, child) in array.fields().iter().zip(array.columns()) {
+        // a file holding several models has every model's columns; a null is
+        // indistinguishable from a feature the event does not have, so it is
+        // left out (it still counts as missing in the window)
+        if child.is_null(row) {
+            continue;
+        }
         let child_path = format!("{path}.{}", field.name());
         out.push((
             Str::borrowed(field.name()),

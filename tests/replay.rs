@@ -1,0 +1,345 @@
+//! End-to-end tests of the `driftwatch` binary: generate, replay, demo, and
+//! what happens to bad input.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn driftwatch(args: &[&str], cwd: &Path) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .env_remove("DRIFTWATCH_CONFIG")
+        .output()
+        .expect("run driftwatch");
+    if !out.status.success() {
+        eprintln!("stdout:\n{}", String::from_utf8_lossy(&out.stdout));
+        eprintln!("stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    out
+}
+
+fn ok(args: &[&str], cwd: &Path) -> String {
+    let out = driftwatch(args, cwd);
+    assert!(out.status.success(), "driftwatch {args:?} failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json")
+}
+
+fn jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("read")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn malformed_lines_go_to_the_dead_letter_file_and_good_lines_all_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.jsonl");
+    ok(
+        &[
+            "gen",
+            "--events",
+            "2000",
+            "--out",
+            p(&events),
+            "--late-fraction",
+            "0",
+        ],
+        dir.path(),
+    );
+    let good: Vec<String> = std::fs::read_to_string(&events)
+        .expect("read")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let huge = format!(
+        r#"{{"event_id":"big","model_id":"churn","timestamp":"2026-11-01T01:00:00Z","features":{{"blob":"{}"}},"prediction":{{"score":0.5}}}}"#,
+        "x".repeat(10 * 1024 * 1024)
+    );
+    // (line content, expected reason)
+    let bad: Vec<(Vec<u8>, &str)> = vec![
+        (br#"{"event_id":"t1","model_id":"churn","timestamp":"2026-11-01T01:00:00Z","features":{"#.to_vec(), "invalid_json"),
+        (br#"{"event_id":"w1","model_id":"churn","timestamp":"2026-11-01T01:00:00Z","features":{"age":[1]},"prediction":{"score":0.5}}"#.to_vec(), "wrong_type"),
+        (br#"{"event_id":"w2","model_id":"churn","timestamp":"2026-11-01T01:00:00Z","prediction":{"score":"high"}}"#.to_vec(), "wrong_type"),
+        (br#"{"model_id":"churn","timestamp":"2026-11-01T01:00:00Z","prediction":{"score":0.5}}"#.to_vec(), "missing_field"),
+        (br#"{"event_id":"b1","model_id":"churn","timestamp":"01/11/2026 01:00","prediction":{"score":0.5}}"#.to_vec(), "bad_timestamp"),
+        (br#"{"event_id":"b2","model_id":"churn","timestamp":1793494800,"label":"1"}"#.to_vec(), "bad_timestamp"),
+        (huge.into_bytes(), "oversized"),
+        (b"".to_vec(), "empty"),
+        (b"[1,2,3]".to_vec(), "not_an_object"),
+        (b"{\"event_id\":\"\xff\xfe\",\"model_id\":\"churn\"}".to_vec(), "invalid_json"),
+    ];
+    // interleave: a bad line after every 150 good ones
+    let mut file = std::fs::File::create(&events).expect("create");
+    let mut expected_bad_lines = BTreeMap::new();
+    let mut line = 0u64;
+    let mut bad_iter = bad.iter();
+    for (i, g) in good.iter().enumerate() {
+        if i % 150 == 75
+            && let Some((content, reason)) = bad_iter.next()
+        {
+            file.write_all(content).expect("write");
+            file.write_all(b"\n").expect("write");
+            line += 1;
+            expected_bad_lines.insert(line, *reason);
+        }
+        file.write_all(g.as_bytes()).expect("write");
+        file.write_all(b"\n").expect("write");
+        line += 1;
+    }
+    assert!(bad_iter.next().is_none(), "every bad line written");
+    drop(file);
+
+    let out = dir.path().join("out");
+    ok(&["replay", p(&events), "--out", p(&out), "-q"], dir.path());
+    let summary = read_json(&out.join("run-summary.json"));
+    assert_eq!(summary["read"], line);
+    assert_eq!(summary["accepted"], good.len() as u64);
+    assert_eq!(summary["rejected"], bad.len() as u64);
+    let dead = jsonl(&out.join("dead-letter.jsonl"));
+    assert_eq!(dead.len(), bad.len());
+    for record in &dead {
+        let n = record["line"].as_u64().expect("line number");
+        assert_eq!(
+            record["reason"], expected_bad_lines[&n],
+            "line {n}: {record}"
+        );
+        assert!(
+            record["source"]
+                .as_str()
+                .expect("source")
+                .ends_with("events.jsonl")
+        );
+        assert!(!record["detail"].as_str().expect("detail").is_empty());
+    }
+    let oversized = dead
+        .iter()
+        .find(|r| r["reason"] == "oversized")
+        .expect("oversized record");
+    assert!(oversized["original_len"].as_u64().expect("len") > 10 * 1024 * 1024);
+    assert_eq!(oversized["original_truncated"], true);
+    let typed = dead
+        .iter()
+        .find(|r| {
+            r["original"]
+                .as_str()
+                .is_some_and(|o| o.contains("\"age\":[1]"))
+        })
+        .expect("array feature record");
+    assert!(
+        typed["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("features.age"),
+        "{typed}"
+    );
+    // the accepted events' windows hold every accepted prediction
+    let windows = jsonl(&out.join("window_summary.jsonl"));
+    let in_windows: u64 = windows
+        .iter()
+        .map(|w| w["events"].as_u64().expect("events"))
+        .sum();
+    assert_eq!(
+        in_windows,
+        summary["predictions"].as_u64().expect("predictions")
+    );
+}
+
+fn replay_tables(input: &Path, out: &Path, cwd: &Path) -> (Value, String, String) {
+    ok(&["replay", p(input), "--out", p(out), "-q"], cwd);
+    (
+        read_json(&out.join("run-summary.json")),
+        std::fs::read_to_string(out.join("window_summary.jsonl")).expect("windows"),
+        std::fs::read_to_string(out.join("feature_summary.jsonl")).expect("features"),
+    )
+}
+
+/// The same stream as JSONL, gzip JSONL and Parquet gives identical results.
+#[test]
+fn jsonl_gzip_and_parquet_replay_to_the_same_windows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut results = Vec::new();
+    for name in ["e.jsonl", "e.jsonl.gz", "e.parquet"] {
+        let file = dir.path().join(name);
+        ok(
+            &["gen", "--events", "30000", "--seed", "7", "--out", p(&file)],
+            dir.path(),
+        );
+        let out = dir.path().join(format!("out-{name}"));
+        results.push(replay_tables(&file, &out, dir.path()));
+    }
+    let (summary, windows, features) = &results[0];
+    assert_eq!(summary["read"], 30000);
+    assert!(summary["labels"].as_u64().expect("labels") > 5000);
+    for (s, w, f) in &results[1..] {
+        let mut s = s.clone();
+        s["dead_letter"] = summary["dead_letter"].clone();
+        assert_eq!(&s, summary);
+        assert_eq!(w, windows);
+        assert_eq!(f, features);
+    }
+    // and the Parquet output holds the same rows as the JSONL output
+    let parquet = dir
+        .path()
+        .join("out-e.jsonl")
+        .join("feature_summary.parquet");
+    let rows: usize = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(parquet).expect("open"),
+    )
+    .expect("parquet")
+    .build()
+    .expect("reader")
+    .map(|b| b.expect("batch").num_rows())
+    .sum();
+    assert_eq!(rows, features.lines().count());
+}
+
+/// Done-when of the foundation: a 1,000,000-event file replays with
+/// accepted + rejected = lines, and every late prediction is in the dead letters.
+#[test]
+fn a_million_events_are_all_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("1m.jsonl.gz");
+    ok(
+        &["gen", "--events", "1000000", "--out", p(&file)],
+        dir.path(),
+    );
+    let out = dir.path().join("out");
+    ok(&["replay", p(&file), "--out", p(&out), "-q"], dir.path());
+    let summary = read_json(&out.join("run-summary.json"));
+    let num = |k: &str| summary[k].as_u64().unwrap_or_else(|| panic!("{k}"));
+    assert_eq!(num("read"), 1_000_000);
+    assert_eq!(num("accepted") + num("rejected"), 1_000_000);
+    assert_eq!(num("predictions") + num("labels"), num("accepted"));
+    let late = summary["rejected_by_reason"]["late_event"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(
+        late,
+        num("rejected"),
+        "only late events are refused in a generated file"
+    );
+    assert!(late > 0, "the generator sends some predictions late");
+    let dead = std::fs::read_to_string(out.join("dead-letter.jsonl")).expect("dead letters");
+    assert_eq!(dead.lines().count() as u64, late);
+    let windows = jsonl(&out.join("window_summary.jsonl"));
+    let in_windows: u64 = windows
+        .iter()
+        .map(|w| w["events"].as_u64().expect("events"))
+        .sum();
+    assert_eq!(in_windows, num("predictions"));
+}
+
+#[test]
+fn demo_prints_windows_for_every_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stdout = ok(&["demo", "--events", "30000"], dir.path());
+    for model in ["churn", "fraud", "eta"] {
+        let lines = stdout.lines().filter(|l| l.starts_with(model)).count();
+        assert!(lines >= 5, "{model}: {lines} window lines in\n{stdout}");
+    }
+    assert!(stdout.contains("read 30000 records"), "{stdout}");
+}
+
+#[test]
+fn hopping_windows_from_the_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("e.jsonl");
+    ok(
+        &[
+            "gen",
+            "--events",
+            "20000",
+            "--out",
+            p(&file),
+            "--late-fraction",
+            "0",
+        ],
+        dir.path(),
+    );
+    let out = dir.path().join("out");
+    let status = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["replay", p(&file), "--out", p(&out), "-q"])
+        .env("DRIFTWATCH__WINDOW__KIND", "hopping")
+        .env("DRIFTWATCH__WINDOW__SIZE", "2h")
+        .env("DRIFTWATCH__WINDOW__SLIDE", "30m")
+        .env("DRIFTWATCH__WINDOW__ALLOWED_LATENESS", "10m")
+        .output()
+        .expect("run");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let summary = read_json(&out.join("run-summary.json"));
+    let windows = jsonl(&out.join("window_summary.jsonl"));
+    let in_windows: u64 = windows
+        .iter()
+        .map(|w| w["events"].as_u64().expect("events"))
+        .sum();
+    // every prediction is in 4 windows, less those whose earliest windows had closed
+    let predictions = summary["predictions"].as_u64().expect("predictions");
+    assert!(
+        in_windows <= 4 * predictions && in_windows >= 4 * predictions - 100,
+        "{in_windows} vs {predictions}"
+    );
+    let first = &windows[0];
+    assert_eq!(
+        chrono_ms(&first["window_end"]) - chrono_ms(&first["window_start"]),
+        2 * 3_600_000
+    );
+}
+
+fn chrono_ms(v: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().expect("timestamp text"))
+        .expect("RFC 3339")
+        .timestamp_millis()
+}
+
+#[test]
+fn bad_configuration_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[window]\nsize = \"soon\"\n").expect("write");
+    let out = driftwatch(
+        &["--config", p(&config), "demo", "--events", "10"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("window.size") && err.contains("bad.toml"),
+        "{err}"
+    );
+
+    std::fs::write(&config, "[windows]\nsize = \"1h\"\n").expect("write");
+    let out = driftwatch(
+        &["--config", p(&config), "demo", "--events", "10"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("windows"));
+}
+
+#[test]
+fn a_missing_input_file_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing: PathBuf = dir.path().join("nope.jsonl");
+    let out = driftwatch(&["replay", p(&missing)], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope.jsonl"));
+}
