@@ -347,9 +347,11 @@ mod tests {
     fn example_config_parses_to_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("driftwatch.example.toml");
         let raw = load_raw_from(Some(&path), no_env()).expect("example parses");
-        let mut expected = RawSettings::default();
         // the example declares the demo's feature kinds; everything else is default
-        expected.models = raw.models.clone();
+        let expected = RawSettings {
+            models: raw.models.clone(),
+            ..RawSettings::default()
+        };
         assert_eq!(raw, expected);
         assert!(!raw.models.is_empty());
         raw.validate(Some(&path)).expect("example validates");

@@ -1,6 +1,8 @@
 //! End-to-end tests of the `driftwatch` binary: generate, replay, demo, and
 //! what happens to bad input.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

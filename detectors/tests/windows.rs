@@ -1,6 +1,8 @@
 //! Window set behaviour: assignment, lateness, closing, and summaries checked
 //! against a direct computation over the same events.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -134,8 +136,9 @@ fn feature_summary_matches_direct_computation() {
     let events = predictions(30_000, 4);
     let spec = WindowSpec::tumbling(2 * HOUR).unwrap();
     let mut windows = WindowSet::new(spec, 3 * HOUR, default_components());
-    let mut expected: BTreeMap<(String, i64, String), (u64, u64, u64, u64, f64, f64, f64)> =
-        BTreeMap::new();
+    type Key = (String, i64, String);
+    type Acc = (u64, u64, u64, u64, f64, f64, f64);
+    let mut expected: BTreeMap<Key, Acc> = BTreeMap::new();
     let mut per_window: HashMap<(String, i64), u64> = HashMap::new();
     for e in &events {
         windows.push(e).expect("no event is 3 h late");

@@ -1,6 +1,8 @@
 //! Property: every event the generator makes encodes to JSON that decodes
 //! back to the same event.
 
+#![allow(clippy::unwrap_used)]
+
 use driftwatch_ingest::synth::{Synth, SynthConfig};
 use driftwatch_ingest::{Decoder, DecoderConfig, encode_json};
 use proptest::prelude::*;
