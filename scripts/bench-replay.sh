@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# End-to-end replay benchmark: decode + windowing throughput and peak RSS.
+#
+#   scripts/bench-replay.sh [EVENTS]        (default 1000000)
+#
+# Generates EVENTS synthetic events (seed 42) once, replays them three times
+# with the release build, and prints events/s and peak RSS of each run. It
+# also replays a tenth of the file to show that memory does not grow with
+# the number of events. Needs GNU time (/usr/bin/time, Debian package `time`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EVENTS="${1:-1000000}"
+WORK="${BENCH_DIR:-${TMPDIR:-/tmp}/driftwatch-bench}"
+mkdir -p "$WORK"
+[ -x /usr/bin/time ] || { echo "needs /usr/bin/time: apt-get install time" >&2; exit 1; }
+
+cargo build --release --quiet
+BIN=target/release/driftwatch
+[ -n "${CARGO_TARGET_DIR:-}" ] && BIN="$CARGO_TARGET_DIR/release/driftwatch"
+
+FILE="$WORK/events-$EVENTS.jsonl"
+[ -f "$FILE" ] || "$BIN" gen --events "$EVENTS" --out "$FILE"
+SMALL="$WORK/events-$((EVENTS / 10)).jsonl"
+[ -f "$SMALL" ] || "$BIN" gen --events "$((EVENTS / 10))" --out "$SMALL"
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "file: $FILE ($(du -h "$FILE" | cut -f1))"
+run() {
+  local file=$1
+  /usr/bin/time -f "%e %U %S %M" -o "$WORK/time.txt" \
+    "$BIN" replay "$file" -q --dead-letter "$WORK/dead-letter.jsonl" >"$WORK/out.txt" 2>/dev/null
+  read -r wall user sys rss <"$WORK/time.txt"
+  local records
+  records=$(grep -oE '^read [0-9]+' "$WORK/out.txt" | cut -d' ' -f2)
+  awk -v n="$records" -v w="$wall" -v u="$user" -v s="$sys" -v r="$rss" 'BEGIN {
+    printf "  %9d events  wall %6.2fs  %9.0f events/s (wall)  %9.0f events/s per CPU-second  peak RSS %6.1f MiB\n",
+      n, w, n / w, n / (u + s), r / 1024 }'
+}
+for i in 1 2 3; do run "$FILE"; done
+echo "a tenth of the events:"
+run "$SMALL"
