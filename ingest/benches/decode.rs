@@ -34,7 +34,12 @@ fn decode(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(bytes as u64));
     group.bench_function("json_bytes", |b| {
         let mut decoder = Decoder::new(DecoderConfig::default());
-        b.iter(|| lines.iter().filter(|l| decoder.decode_json(l).is_ok()).count())
+        b.iter(|| {
+            lines
+                .iter()
+                .filter(|l| decoder.decode_json(l).is_ok())
+                .count()
+        })
     });
     group.finish();
 }

@@ -328,6 +328,8 @@ pub fn parse_time(raw: RawTime<'_>) -> Result<EventTime, Reject> {
             }
         },
         RawTime::Number(Scalar::Int(ms)) => ms,
+        // 1.7e12 is an integer written as a float (JavaScript producers do this)
+        RawTime::Number(Scalar::Float(x)) if x.fract() == 0.0 && x.abs() < 1e16 => x as i64,
         RawTime::Number(Scalar::Float(x)) => {
             return Err(Reject::BadTimestamp {
                 value: x.to_string(),
@@ -551,7 +553,7 @@ mod tests {
             "bad_timestamp"
         );
         assert_eq!(
-            code(r#"{"event_id":"a","model_id":"m","timestamp":1.5e12,"label":"1"}"#),
+            code(r#"{"event_id":"a","model_id":"m","timestamp":1795694400000.5,"label":"1"}"#),
             "bad_timestamp"
         );
         assert_eq!(
