@@ -4,18 +4,15 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use driftwatch_detectors::{WindowSet, WindowSpec, default_components};
+use driftwatch_ingest::PredictionEvent;
 use driftwatch_ingest::synth::{Synth, SynthConfig};
-use driftwatch_ingest::{Event, PredictionEvent};
 
 fn predictions(n: usize) -> Vec<PredictionEvent> {
     Synth::new(SynthConfig {
         late_fraction: 0.0,
         ..SynthConfig::default()
     })
-    .filter_map(|e| match e {
-        Event::Prediction(p) => Some(p),
-        Event::Label(_) => None,
-    })
+    .predictions()
     .take(n)
     .collect()
 }

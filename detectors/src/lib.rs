@@ -30,6 +30,7 @@
 
 pub mod component;
 pub mod error;
+pub mod sketch;
 pub mod summary;
 pub mod window;
 pub mod windows;

@@ -12,7 +12,7 @@ use driftwatch_detectors::{
     Component, FeatureSummary, WindowSet, WindowSpec, WindowSummary, default_components,
 };
 use driftwatch_ingest::synth::{Synth, SynthConfig};
-use driftwatch_ingest::{Event, FeatureValue, PredictionEvent, Reject};
+use driftwatch_ingest::{FeatureValue, PredictionEvent, Reject};
 use proptest::prelude::*;
 
 const HOUR: i64 = 3_600_000;
@@ -22,10 +22,7 @@ fn predictions(n: usize, seed: u64) -> Vec<PredictionEvent> {
         seed,
         ..SynthConfig::default()
     })
-    .filter_map(|e| match e {
-        Event::Prediction(p) => Some(p),
-        Event::Label(_) => None,
-    })
+    .predictions()
     .take(n)
     .collect()
 }

@@ -633,6 +633,15 @@ impl Synth {
         }
     }
 
+    /// Only the predictions of the stream (tests and benchmarks that drive
+    /// the detectors directly).
+    pub fn predictions(self) -> impl Iterator<Item = PredictionEvent> {
+        self.filter_map(|e| match e {
+            Event::Prediction(p) => Some(p),
+            Event::Label(_) => None,
+        })
+    }
+
     /// Ids of the generated models.
     pub fn model_ids(&self) -> Vec<Arc<str>> {
         self.models.iter().map(|m| Arc::clone(&m.id)).collect()

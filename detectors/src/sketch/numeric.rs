@@ -1,0 +1,333 @@
+//! [`NumericSketch`]: the distribution of a numeric feature in bounded memory.
+
+use serde::{Deserialize, Serialize};
+use tdigest::{Centroid, TDigest};
+
+/// Default t-digest compression (largest number of centroids kept).
+pub const DEFAULT_COMPRESSION: usize = 200;
+
+/// Numeric values are counted exactly while a feature has at most this many
+/// distinct values (counts, flags, ratings), which keeps CDFs of discrete
+/// features exact; past it only the t-digest is kept.
+pub const DEFAULT_MAX_EXACT: usize = 256;
+
+/// The distribution of one numeric feature in one window.
+///
+/// Keeps exactly: count, min, max, mean and variance (Welford, merged with
+/// Chan's formula), and the value counts while there are at most
+/// `max_exact` distinct values. Approximately: a t-digest for quantiles and
+/// the CDF. Memory is bounded by the compression and `max_exact`, whatever the
+/// number of values. Sketches merge: partial sketches of partitions or
+/// instances give the figures of one sketch over all the values.
+#[derive(Debug, Clone)]
+pub struct NumericSketch {
+    digest: TDigest,
+    count: u64,
+    mean: f64,
+    m2: f64,
+    min: f64,
+    max: f64,
+    /// sorted (value, count) while the feature has few distinct values
+    exact: Option<Vec<(f64, u64)>>,
+    max_exact: usize,
+}
+
+impl Default for NumericSketch {
+    fn default() -> Self {
+        Self::new(DEFAULT_COMPRESSION, DEFAULT_MAX_EXACT)
+    }
+}
+
+impl PartialEq for NumericSketch {
+    fn eq(&self, other: &Self) -> bool {
+        self.snapshot() == other.snapshot()
+    }
+}
+
+impl NumericSketch {
+    /// An empty sketch with this t-digest compression and bound on exact values.
+    pub fn new(compression: usize, max_exact: usize) -> Self {
+        NumericSketch {
+            digest: TDigest::new_with_size(compression.max(10)),
+            count: 0,
+            mean: 0.0,
+            m2: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            exact: Some(Vec::new()),
+            max_exact,
+        }
+    }
+
+    /// Adds one value. Non-finite values are ignored (the decoder never makes them).
+    #[inline]
+    pub fn add(&mut self, x: f64) {
+        if !x.is_finite() {
+            return;
+        }
+        // -0.0 and 0.0 are one value (total_cmp would keep them apart)
+        let x = x + 0.0;
+        self.count += 1;
+        let delta = x - self.mean;
+        self.mean += delta / self.count as f64;
+        self.m2 += delta * (x - self.mean);
+        self.min = self.min.min(x);
+        self.max = self.max.max(x);
+        self.digest.push(x);
+        if let Some(exact) = &mut self.exact {
+            match exact.binary_search_by(|(v, _)| v.total_cmp(&x)) {
+                Ok(i) => exact[i].1 += 1,
+                Err(_) if exact.len() >= self.max_exact => self.exact = None,
+                Err(i) => exact.insert(i, (x, 1)),
+            }
+        }
+    }
+
+    /// Adds everything `other` saw.
+    pub fn merge(&mut self, other: &NumericSketch) {
+        if other.count == 0 {
+            return;
+        }
+        let (n1, n2) = (self.count as f64, other.count as f64);
+        let n = n1 + n2;
+        let delta = other.mean - self.mean;
+        self.mean += delta * n2 / n;
+        self.m2 += other.m2 + delta * delta * n1 * n2 / n;
+        self.count += other.count;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.exact = match (self.exact.take(), &other.exact) {
+            (Some(mine), Some(theirs)) => merge_counts(mine, theirs, self.max_exact),
+            _ => None,
+        };
+        let mut mine = std::mem::replace(&mut self.digest, TDigest::new_with_size(10));
+        mine.flush();
+        let mut theirs = other.digest.clone();
+        theirs.flush();
+        self.digest = TDigest::merge_digests(vec![mine, theirs]);
+    }
+
+    /// Number of values.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Exact mean; `None` when empty.
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then_some(self.mean)
+    }
+
+    /// Exact population variance; `None` when empty.
+    pub fn variance(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.m2 / self.count as f64)
+    }
+
+    /// Exact population standard deviation.
+    pub fn std_dev(&self) -> Option<f64> {
+        self.variance().map(f64::sqrt)
+    }
+
+    /// Smallest value.
+    pub fn min(&self) -> Option<f64> {
+        (self.count > 0).then_some(self.min)
+    }
+
+    /// Largest value.
+    pub fn max(&self) -> Option<f64> {
+        (self.count > 0).then_some(self.max)
+    }
+
+    /// The exact value counts, when the feature had few distinct values.
+    pub fn exact_counts(&self) -> Option<&[(f64, u64)]> {
+        self.exact.as_deref()
+    }
+
+    /// A read-only view for queries (folds buffered values into the digest).
+    pub fn view(&self) -> SketchView {
+        let mut digest = self.digest.clone();
+        digest.flush();
+        SketchView {
+            digest,
+            exact: self.exact.clone(),
+            count: self.count,
+        }
+    }
+
+    /// The serialisable state (exact: restoring gives the same sketch).
+    pub fn snapshot(&self) -> NumericSnapshot {
+        let mut digest = self.digest.clone();
+        digest.flush();
+        NumericSnapshot {
+            compression: digest.max_size(),
+            max_exact: self.max_exact,
+            count: self.count,
+            mean: self.mean,
+            m2: self.m2,
+            min: self.min,
+            max: self.max,
+            exact: self.exact.clone(),
+            centroids: digest
+                .centroids()
+                .iter()
+                .map(|c| (c.mean(), c.weight()))
+                .collect(),
+            digest_sum: digest.sum(),
+        }
+    }
+
+    /// Rebuilds a sketch from its snapshot.
+    pub fn restore(s: &NumericSnapshot) -> Self {
+        let centroids = s
+            .centroids
+            .iter()
+            .map(|&(m, w)| Centroid::new(m, w))
+            .collect();
+        let (min, max) = if s.count > 0 {
+            (Some(s.min), Some(s.max))
+        } else {
+            (None, None)
+        };
+        NumericSketch {
+            digest: TDigest::new(
+                centroids,
+                s.digest_sum,
+                s.count as f64,
+                max,
+                min,
+                s.compression.max(10),
+            ),
+            count: s.count,
+            mean: s.mean,
+            m2: s.m2,
+            min: s.min,
+            max: s.max,
+            exact: s.exact.clone(),
+            max_exact: s.max_exact,
+        }
+    }
+}
+
+fn merge_counts(
+    mine: Vec<(f64, u64)>,
+    theirs: &[(f64, u64)],
+    bound: usize,
+) -> Option<Vec<(f64, u64)>> {
+    let mut out = Vec::with_capacity(mine.len() + theirs.len());
+    let (mut i, mut j) = (0, 0);
+    while i < mine.len() || j < theirs.len() {
+        let next = match (mine.get(i), theirs.get(j)) {
+            (Some(a), Some(b)) => match a.0.total_cmp(&b.0) {
+                std::cmp::Ordering::Less => {
+                    i += 1;
+                    *a
+                }
+                std::cmp::Ordering::Greater => {
+                    j += 1;
+                    *b
+                }
+                std::cmp::Ordering::Equal => {
+                    i += 1;
+                    j += 1;
+                    (a.0, a.1 + b.1)
+                }
+            },
+            (Some(a), None) => {
+                i += 1;
+                *a
+            }
+            (None, Some(b)) => {
+                j += 1;
+                *b
+            }
+            (None, None) => break,
+        };
+        out.push(next);
+        if out.len() > bound {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+/// The serialisable state of a [`NumericSketch`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NumericSnapshot {
+    compression: usize,
+    max_exact: usize,
+    count: u64,
+    mean: f64,
+    m2: f64,
+    min: f64,
+    max: f64,
+    exact: Option<Vec<(f64, u64)>>,
+    centroids: Vec<(f64, f64)>,
+    digest_sum: f64,
+}
+
+/// Quantile and CDF queries over a sketch.
+#[derive(Debug, Clone)]
+pub struct SketchView {
+    digest: TDigest,
+    exact: Option<Vec<(f64, u64)>>,
+    count: u64,
+}
+
+impl SketchView {
+    /// Number of values.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The exact value counts, when the feature had few distinct values.
+    pub fn exact(&self) -> Option<&[(f64, u64)]> {
+        self.exact.as_deref()
+    }
+
+    /// Share of values ≤ `x` (right-continuous, like an empirical CDF).
+    pub fn cdf(&self, x: f64) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        if let Some(exact) = &self.exact {
+            let below: u64 = exact
+                .iter()
+                .take_while(|(v, _)| *v <= x)
+                .map(|(_, c)| c)
+                .sum();
+            return below as f64 / self.count as f64;
+        }
+        self.digest.estimate_rank(x).unwrap_or(0.0)
+    }
+
+    /// The `q`-quantile (`q` in [0, 1]).
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        if let Some(exact) = &self.exact {
+            // smallest value whose CDF reaches q (inverse of the empirical CDF)
+            let target = (q.clamp(0.0, 1.0) * self.count as f64).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (v, c) in exact {
+                seen += c;
+                if seen >= target {
+                    return Some(*v);
+                }
+            }
+            return exact.last().map(|(v, _)| *v);
+        }
+        self.digest.estimate_quantile(q.clamp(0.0, 1.0))
+    }
+
+    /// Points where the CDF can change: the exact values, or the centroid
+    /// means with min and max.
+    pub fn support(&self) -> Vec<f64> {
+        if let Some(exact) = &self.exact {
+            return exact.iter().map(|(v, _)| *v).collect();
+        }
+        let mut points: Vec<f64> = self.digest.centroids().iter().map(|c| c.mean()).collect();
+        points.extend(self.digest.min());
+        points.extend(self.digest.max());
+        points
+    }
+}

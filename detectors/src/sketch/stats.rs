@@ -1,0 +1,225 @@
+//! Drift statistics between a reference sketch and a current one.
+//!
+//! Definitions (the oracle fixtures compute the same ones from raw samples):
+//!
+//! - **KS distance** D = sup |F_ref(x) − F_cur(x)| over right-continuous CDFs.
+//! - **Wasserstein-1** W = ∫ |F_ref(x) − F_cur(x)| dx; *normalised* W / sd_ref
+//!   (population standard deviation of the reference).
+//! - **PSI** on `bins` reference-quantile bins: edges are the reference's
+//!   `i/bins` quantiles (i = 1 … bins−1, duplicates dropped), bins are
+//!   right-closed `(e_{i-1}, e_i]`; PSI = Σ (c − r) ln(c / r) with both shares
+//!   floored at [`PSI_EPSILON`] so that an empty bin gives a large but finite value.
+//! - **Jensen–Shannon distance** on the same bins (or categories): the square
+//!   root of the JS divergence with base-2 logarithms, so it lies in [0, 1].
+//! - **Chi-squared** (categories): the 2 × k contingency test of homogeneity
+//!   between reference and current counts (no continuity correction), with its
+//!   p-value from the χ² distribution with k − 1 degrees of freedom.
+
+use std::collections::BTreeMap;
+
+use statrs::distribution::{ChiSquared, ContinuousCDF};
+
+use super::categorical::CategoricalSketch;
+use super::numeric::SketchView;
+
+/// Floor for bin shares in PSI (documented smoothing of empty bins).
+pub const PSI_EPSILON: f64 = 1e-4;
+
+/// Drift of a numeric feature.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NumericDrift {
+    /// Kolmogorov–Smirnov distance.
+    pub ks: f64,
+    /// Wasserstein-1 distance in the feature's units.
+    pub wasserstein: f64,
+    /// Wasserstein-1 divided by the reference standard deviation (`None` when it is 0).
+    pub wasserstein_norm: Option<f64>,
+    /// Population stability index on reference-quantile bins.
+    pub psi: f64,
+    /// Jensen–Shannon distance on the same bins.
+    pub js: f64,
+}
+
+/// Drift of a categorical feature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CategoricalDrift {
+    /// Chi-squared statistic of the 2 × k contingency table.
+    pub chi2: f64,
+    /// Its degrees of freedom (k − 1).
+    pub dof: u64,
+    /// Its p-value.
+    pub p_value: f64,
+    /// Population stability index over categories.
+    pub psi: f64,
+    /// Jensen–Shannon distance over categories.
+    pub js: f64,
+    /// Share of current values in categories the reference never saw.
+    pub unseen_share: f64,
+    /// Reference categories absent from the current window.
+    pub vanished: u64,
+}
+
+/// Points where to evaluate both CDFs: every support point of either, and
+/// a quantile grid of each, sorted and unique.
+fn grid(reference: &SketchView, current: &SketchView) -> Vec<f64> {
+    let mut points = reference.support();
+    points.extend(current.support());
+    if reference.exact().is_none() || current.exact().is_none() {
+        for i in 0..=1000 {
+            let q = i as f64 / 1000.0;
+            points.extend(reference.quantile(q));
+            points.extend(current.quantile(q));
+        }
+    }
+    points.retain(|x| x.is_finite());
+    points.sort_by(f64::total_cmp);
+    points.dedup();
+    points
+}
+
+/// Shares of `view` in the right-closed bins defined by `edges`.
+fn bin_shares(view: &SketchView, edges: &[f64]) -> Vec<f64> {
+    let mut shares = Vec::with_capacity(edges.len() + 1);
+    let mut below = 0.0;
+    for e in edges {
+        let f = view.cdf(*e);
+        shares.push((f - below).max(0.0));
+        below = f.max(below);
+    }
+    shares.push((1.0 - below).max(0.0));
+    shares
+}
+
+/// PSI between two share vectors, shares floored at [`PSI_EPSILON`].
+pub fn psi(reference: &[f64], current: &[f64]) -> f64 {
+    reference
+        .iter()
+        .zip(current)
+        .map(|(r, c)| {
+            let (r, c) = (r.max(PSI_EPSILON), c.max(PSI_EPSILON));
+            (c - r) * (c / r).ln()
+        })
+        .sum()
+}
+
+/// Jensen–Shannon distance (base 2) between two share vectors.
+pub fn js_distance(reference: &[f64], current: &[f64]) -> f64 {
+    let (sr, sc): (f64, f64) = (reference.iter().sum(), current.iter().sum());
+    if sr <= 0.0 || sc <= 0.0 {
+        return 0.0;
+    }
+    let mut divergence = 0.0;
+    for (r, c) in reference.iter().zip(current) {
+        let (p, q) = (r / sr, c / sc);
+        let m = (p + q) / 2.0;
+        if p > 0.0 {
+            divergence += 0.5 * p * (p / m).log2();
+        }
+        if q > 0.0 {
+            divergence += 0.5 * q * (q / m).log2();
+        }
+    }
+    divergence.max(0.0).sqrt()
+}
+
+/// Drift of a numeric feature from `reference` to `current`, with PSI and JS
+/// on `bins` reference-quantile bins. `None` when either side is empty.
+pub fn numeric_drift(
+    reference: &SketchView,
+    reference_sd: f64,
+    current: &SketchView,
+    bins: usize,
+) -> Option<NumericDrift> {
+    if reference.count() == 0 || current.count() == 0 {
+        return None;
+    }
+    let points = grid(reference, current);
+    let mut ks: f64 = 0.0;
+    let mut wasserstein = 0.0;
+    for (i, x) in points.iter().enumerate() {
+        ks = ks.max((reference.cdf(*x) - current.cdf(*x)).abs());
+        if let Some(next) = points.get(i + 1) {
+            // the CDFs are steps (exact) or piecewise linear (t-digest): the
+            // midpoint gives the step's value, or the midpoint rule
+            let mid = (x + next) / 2.0;
+            wasserstein += (reference.cdf(mid) - current.cdf(mid)).abs() * (next - x);
+        }
+    }
+    let mut edges: Vec<f64> = (1..bins.max(2))
+        .filter_map(|i| reference.quantile(i as f64 / bins.max(2) as f64))
+        .collect();
+    edges.dedup();
+    let (r, c) = (bin_shares(reference, &edges), bin_shares(current, &edges));
+    Some(NumericDrift {
+        ks,
+        wasserstein,
+        wasserstein_norm: (reference_sd > 0.0).then(|| wasserstein / reference_sd),
+        psi: psi(&r, &c),
+        js: js_distance(&r, &c),
+    })
+}
+
+/// Drift of a categorical feature from `reference` to `current`. A saturated
+/// sketch's `other` bucket is compared as one more category.
+pub fn categorical_drift(
+    reference: &CategoricalSketch,
+    current: &CategoricalSketch,
+) -> Option<CategoricalDrift> {
+    if reference.is_empty() || current.is_empty() {
+        return None;
+    }
+    const OTHER: &str = "\u{0}other";
+    let (ref_counts, ref_other) = reference.frequencies();
+    let (cur_counts, cur_other) = current.frequencies();
+    let mut table: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for (k, c) in &ref_counts {
+        table.entry(k).or_default().0 += c;
+    }
+    for (k, c) in &cur_counts {
+        table.entry(k).or_default().1 += c;
+    }
+    if ref_other + cur_other > 0 {
+        let e = table.entry(OTHER).or_default();
+        e.0 += ref_other;
+        e.1 += cur_other;
+    }
+    let (n_ref, n_cur) = (reference.total() as f64, current.total() as f64);
+    let n = n_ref + n_cur;
+    let mut chi2 = 0.0;
+    let (mut r_shares, mut c_shares) = (Vec::new(), Vec::new());
+    let (mut unseen, mut vanished) = (0u64, 0u64);
+    for (k, (r, c)) in &table {
+        let column = (r + c) as f64;
+        for (observed, row) in [(*r as f64, n_ref), (*c as f64, n_cur)] {
+            let expected = row * column / n;
+            if expected > 0.0 {
+                chi2 += (observed - expected).powi(2) / expected;
+            }
+        }
+        r_shares.push(*r as f64 / n_ref);
+        c_shares.push(*c as f64 / n_cur);
+        if *r == 0 && *k != OTHER {
+            unseen += c;
+        }
+        if *c == 0 && *k != OTHER {
+            vanished += 1;
+        }
+    }
+    let dof = table.len().saturating_sub(1) as u64;
+    let p_value = if dof == 0 {
+        1.0
+    } else {
+        ChiSquared::new(dof as f64)
+            .map(|d| d.sf(chi2))
+            .unwrap_or(f64::NAN)
+    };
+    Some(CategoricalDrift {
+        chi2,
+        dof,
+        p_value,
+        psi: psi(&r_shares, &c_shares),
+        js: js_distance(&r_shares, &c_shares),
+        unseen_share: unseen as f64 / n_cur,
+        vanished,
+    })
+}
