@@ -166,7 +166,47 @@ impl WindowSink for ConsoleSummary {
                 ));
             }
         }
+        if let Some(d) = table(w, "drift_summary") {
+            let reference = d
+                .column_by_name("is_reference")
+                .and_then(|c| c.as_boolean_opt())
+                .is_some_and(|c| c.value(0));
+            if reference {
+                line.push_str("  [reference]");
+            } else if let (Some(n), Some(k)) = (
+                u64_at(d, "features_compared", 0),
+                u64_at(d, "features_drifted", 0),
+            ) {
+                line.push_str(&format!("  drifted {k}/{n}"));
+            }
+        }
         println!("{line}");
+        if let Some(f) = table(w, "feature_drift") {
+            let names = f.column_by_name("feature").map(|c| c.as_string::<i32>());
+            let levels = f.column_by_name("level").map(|c| c.as_string::<i32>());
+            if let (Some(names), Some(levels)) = (names, levels) {
+                let mut drifted = Vec::new();
+                for row in 0..f.num_rows() {
+                    if levels.value(row) != "drift" {
+                        continue;
+                    }
+                    let stat = match (
+                        f64_at(f, "wasserstein_norm", row),
+                        f64_at(f, "unseen_share", row),
+                        f64_at(f, "js", row),
+                    ) {
+                        (Some(w), _, _) => format!("W/sd {w:.2}"),
+                        (None, Some(u), _) if u > 0.0 => format!("unseen {:.0}%", 100.0 * u),
+                        (None, _, Some(js)) => format!("JS {js:.2}"),
+                        _ => String::new(),
+                    };
+                    drifted.push(format!("{} ({stat})", names.value(row)));
+                }
+                if !drifted.is_empty() {
+                    println!("    drift: {}", drifted.join(", "));
+                }
+            }
+        }
         if self.verbose
             && let Some(f) = table(w, "feature_summary")
         {

@@ -7,9 +7,17 @@ use rand_distr::{Distribution, LogNormal};
 
 fn sketches(c: &mut Criterion) {
     let mut rng = rand_pcg::Pcg64::seed_from_u64(7);
-    let continuous: Vec<f64> = LogNormal::new(3.0, 1.0).expect("valid").sample_iter(&mut rng).take(1_000_000).collect();
-    let counts: Vec<f64> = (0..1_000_000).map(|_| f64::from(rng.random_range(0..20u32))).collect();
-    let categories: Vec<String> = (0..1_000_000).map(|_| format!("c{}", rng.random_range(0..12u32))).collect();
+    let continuous: Vec<f64> = LogNormal::new(3.0, 1.0)
+        .expect("valid")
+        .sample_iter(&mut rng)
+        .take(1_000_000)
+        .collect();
+    let counts: Vec<f64> = (0..1_000_000)
+        .map(|_| f64::from(rng.random_range(0..20u32)))
+        .collect();
+    let categories: Vec<String> = (0..1_000_000)
+        .map(|_| format!("c{}", rng.random_range(0..12u32)))
+        .collect();
 
     let mut group = c.benchmark_group("sketch");
     group.throughput(Throughput::Elements(1_000_000));

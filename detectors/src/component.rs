@@ -11,18 +11,18 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use driftwatch_ingest::PredictionEvent;
 
+use crate::windows::WindowKey;
+
 /// A per-window detector or summary.
 pub trait Component: Send + Sync + 'static {
     /// Per-window state.
     type State: Send + 'static;
 
-    /// Name of the output table, e.g. `feature_summary`.
-    fn table(&self) -> &str;
-
-    /// Schema of the component's own columns; the window key columns
-    /// (`model_id`, `model_version`, `window_start`, `window_end`) are added
-    /// in front by the window code.
-    fn schema(&self) -> SchemaRef;
+    /// The output tables: name (e.g. `feature_summary`) and the schema of the
+    /// component's own columns; the window key columns (`model_id`,
+    /// `model_version`, `window_start`, `window_end`) are added in front by
+    /// the window code.
+    fn tables(&self) -> Vec<(String, SchemaRef)>;
 
     /// The state of an empty window.
     fn new_state(&self) -> Self::State;
@@ -33,16 +33,15 @@ pub trait Component: Send + Sync + 'static {
     /// Merges `other` into `into`, as if `into` had seen `other`'s events too.
     fn merge(&self, into: &mut Self::State, other: Self::State);
 
-    /// The rows of a closed window (any number, possibly none).
-    fn finish(&self, state: Self::State) -> Result<RecordBatch, ArrowError>;
+    /// The rows of a closed window: one batch per table, in the order of
+    /// [`tables`](Component::tables), each with any number of rows.
+    fn finish(&self, key: &WindowKey, state: Self::State) -> Result<Vec<RecordBatch>, ArrowError>;
 }
 
 /// Object-safe view of a [`Component`], so a window can hold a list of them.
 pub trait DynComponent: Send + Sync {
-    /// See [`Component::table`].
-    fn table(&self) -> &str;
-    /// See [`Component::schema`].
-    fn schema(&self) -> SchemaRef;
+    /// See [`Component::tables`].
+    fn tables(&self) -> Vec<(String, SchemaRef)>;
     /// See [`Component::new_state`].
     fn new_state(&self) -> Box<dyn Any + Send>;
     /// See [`Component::update`].
@@ -50,7 +49,11 @@ pub trait DynComponent: Send + Sync {
     /// See [`Component::merge`].
     fn merge(&self, into: &mut (dyn Any + Send), other: Box<dyn Any + Send>);
     /// See [`Component::finish`].
-    fn finish(&self, state: Box<dyn Any + Send>) -> Result<RecordBatch, ArrowError>;
+    fn finish(
+        &self,
+        key: &WindowKey,
+        state: Box<dyn Any + Send>,
+    ) -> Result<Vec<RecordBatch>, ArrowError>;
 }
 
 fn wrong_state(table: &str) -> ArrowError {
@@ -60,12 +63,8 @@ fn wrong_state(table: &str) -> ArrowError {
 }
 
 impl<C: Component> DynComponent for C {
-    fn table(&self) -> &str {
-        Component::table(self)
-    }
-
-    fn schema(&self) -> SchemaRef {
-        Component::schema(self)
+    fn tables(&self) -> Vec<(String, SchemaRef)> {
+        Component::tables(self)
     }
 
     fn new_state(&self) -> Box<dyn Any + Send> {
@@ -88,10 +87,14 @@ impl<C: Component> DynComponent for C {
         }
     }
 
-    fn finish(&self, state: Box<dyn Any + Send>) -> Result<RecordBatch, ArrowError> {
+    fn finish(
+        &self,
+        key: &WindowKey,
+        state: Box<dyn Any + Send>,
+    ) -> Result<Vec<RecordBatch>, ArrowError> {
         match state.downcast::<C::State>() {
-            Ok(state) => Component::finish(self, *state),
-            Err(_) => Err(wrong_state(Component::table(self))),
+            Ok(state) => Component::finish(self, key, *state),
+            Err(_) => Err(wrong_state(std::any::type_name::<C>())),
         }
     }
 }

@@ -29,6 +29,7 @@
 //! ```
 
 pub mod component;
+pub mod drift;
 pub mod error;
 pub mod sketch;
 pub mod summary;
@@ -38,15 +39,25 @@ pub mod windows;
 use std::sync::Arc;
 
 pub use component::{Component, Components, DynComponent};
+pub use drift::{DriftConfig, DriftDetector, Level, Thresholds};
 pub use error::{Error, Result};
 pub use summary::{FeatureSummary, WindowSummary};
 pub use window::{Watermark, WindowSpec};
 pub use windows::{ClosedWindow, WindowKey, WindowSet, WindowStats, key_fields};
 
-/// The components every window runs by default.
+/// The components every window runs by default: the summaries and the drift
+/// detector with default settings.
 pub fn default_components() -> Components {
+    let drift = DriftDetector::new(DriftConfig::default())
+        .unwrap_or_else(|_| unreachable!("the default drift settings are valid"));
+    components(drift)
+}
+
+/// The summaries and the given drift detector.
+pub fn components(drift: DriftDetector) -> Components {
     Arc::new([
         Arc::new(WindowSummary) as Arc<dyn DynComponent>,
         Arc::new(FeatureSummary),
+        Arc::new(drift),
     ])
 }

@@ -14,6 +14,7 @@ use driftwatch_ingest::{EventTime, FeatureValue, PredictionEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::component::Component;
+use crate::windows::WindowKey;
 
 /// Count, sum, min and max of a stream of numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -75,6 +76,20 @@ fn ts_field(name: &str, nullable: bool) -> Field {
     Field::new(name, driftwatch_ingest::event::arrow_time_type(), nullable)
 }
 
+fn window_summary_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("events", DataType::UInt64, false),
+        ts_field("first_event_time", true),
+        ts_field("last_event_time", true),
+        Field::new("score_count", DataType::UInt64, false),
+        Field::new("score_mean", DataType::Float64, true),
+        Field::new("score_min", DataType::Float64, true),
+        Field::new("score_max", DataType::Float64, true),
+        Field::new("value_count", DataType::UInt64, false),
+        Field::new("value_mean", DataType::Float64, true),
+    ]))
+}
+
 /// `window_summary`: one row per window.
 ///
 /// | column | meaning |
@@ -99,22 +114,8 @@ pub struct WindowSummaryState {
 impl Component for WindowSummary {
     type State = WindowSummaryState;
 
-    fn table(&self) -> &str {
-        "window_summary"
-    }
-
-    fn schema(&self) -> SchemaRef {
-        Arc::new(Schema::new(vec![
-            Field::new("events", DataType::UInt64, false),
-            ts_field("first_event_time", true),
-            ts_field("last_event_time", true),
-            Field::new("score_count", DataType::UInt64, false),
-            Field::new("score_mean", DataType::Float64, true),
-            Field::new("score_min", DataType::Float64, true),
-            Field::new("score_max", DataType::Float64, true),
-            Field::new("value_count", DataType::UInt64, false),
-            Field::new("value_mean", DataType::Float64, true),
-        ]))
+    fn tables(&self) -> Vec<(String, SchemaRef)> {
+        vec![("window_summary".into(), window_summary_schema())]
     }
 
     fn new_state(&self) -> Self::State {
@@ -147,10 +148,10 @@ impl Component for WindowSummary {
         into.value.merge(&other.value);
     }
 
-    fn finish(&self, s: Self::State) -> Result<RecordBatch, ArrowError> {
+    fn finish(&self, _key: &WindowKey, s: Self::State) -> Result<Vec<RecordBatch>, ArrowError> {
         let seen = s.events > 0;
         RecordBatch::try_new(
-            Component::schema(self),
+            window_summary_schema(),
             vec![
                 Arc::new(UInt64Array::from(vec![s.events])),
                 Arc::new(
@@ -169,7 +170,21 @@ impl Component for WindowSummary {
                 Arc::new(Float64Array::from(vec![s.value.mean()])),
             ],
         )
+        .map(|b| vec![b])
     }
+}
+
+fn feature_summary_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("feature", DataType::Utf8, false),
+        Field::new("count", DataType::UInt64, false),
+        Field::new("missing", DataType::UInt64, false),
+        Field::new("numeric", DataType::UInt64, false),
+        Field::new("categorical", DataType::UInt64, false),
+        Field::new("mean", DataType::Float64, true),
+        Field::new("min", DataType::Float64, true),
+        Field::new("max", DataType::Float64, true),
+    ]))
 }
 
 /// `feature_summary`: one row per (window, feature).
@@ -243,21 +258,8 @@ impl FeatureSummaryState {
 impl Component for FeatureSummary {
     type State = FeatureSummaryState;
 
-    fn table(&self) -> &str {
-        "feature_summary"
-    }
-
-    fn schema(&self) -> SchemaRef {
-        Arc::new(Schema::new(vec![
-            Field::new("feature", DataType::Utf8, false),
-            Field::new("count", DataType::UInt64, false),
-            Field::new("missing", DataType::UInt64, false),
-            Field::new("numeric", DataType::UInt64, false),
-            Field::new("categorical", DataType::UInt64, false),
-            Field::new("mean", DataType::Float64, true),
-            Field::new("min", DataType::Float64, true),
-            Field::new("max", DataType::Float64, true),
-        ]))
+    fn tables(&self) -> Vec<(String, SchemaRef)> {
+        vec![("feature_summary".into(), feature_summary_schema())]
     }
 
     fn new_state(&self) -> Self::State {
@@ -288,12 +290,12 @@ impl Component for FeatureSummary {
         }
     }
 
-    fn finish(&self, mut s: Self::State) -> Result<RecordBatch, ArrowError> {
+    fn finish(&self, _key: &WindowKey, mut s: Self::State) -> Result<Vec<RecordBatch>, ArrowError> {
         s.features.sort_by(|a, b| a.name.cmp(&b.name));
         let f = &s.features;
         let count = |a: &FeatureAcc| a.numeric.count + a.categorical;
         RecordBatch::try_new(
-            Component::schema(self),
+            feature_summary_schema(),
             vec![
                 Arc::new(StringArray::from_iter_values(
                     f.iter().map(|a| a.name.as_ref()),
@@ -317,5 +319,6 @@ impl Component for FeatureSummary {
                 )),
             ],
         )
+        .map(|b| vec![b])
     }
 }

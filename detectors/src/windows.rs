@@ -104,10 +104,11 @@ impl WindowSet {
     pub fn tables(&self) -> Vec<(String, SchemaRef)> {
         self.components
             .iter()
-            .map(|c| {
+            .flat_map(|c| c.tables())
+            .map(|(name, schema)| {
                 let mut fields = key_fields();
-                fields.extend(c.schema().fields().iter().map(|f| f.as_ref().clone()));
-                (c.table().to_owned(), Arc::new(Schema::new(fields)))
+                fields.extend(schema.fields().iter().map(|f| f.as_ref().clone()));
+                (name, Arc::new(Schema::new(fields)))
             })
             .collect()
     }
@@ -217,15 +218,24 @@ impl WindowSet {
     fn finish(&self, key: WindowKey, window: OpenWindow) -> Result<ClosedWindow> {
         let mut tables = Vec::with_capacity(self.components.len());
         for (component, state) in self.components.iter().zip(window.states) {
-            let batch = component.finish(state).map_err(|source| Error::Output {
-                table: component.table().to_owned(),
+            let names = component.tables();
+            let output = |source| Error::Output {
+                table: names
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 source,
-            })?;
-            let with_key = prepend_key(&key, &batch).map_err(|source| Error::Output {
-                table: component.table().to_owned(),
-                source,
-            })?;
-            tables.push((component.table().to_owned(), with_key));
+            };
+            let batches = component.finish(&key, state).map_err(output)?;
+            if batches.len() != names.len() {
+                return Err(output(arrow::error::ArrowError::InvalidArgumentError(
+                    format!("{} batches for {} tables", batches.len(), names.len()),
+                )));
+            }
+            for ((name, _), batch) in names.iter().zip(batches) {
+                tables.push((name.clone(), prepend_key(&key, &batch).map_err(output)?));
+            }
         }
         Ok(ClosedWindow {
             key,

@@ -223,7 +223,13 @@ fn feature_summary_matches_direct_computation() {
 }
 
 fn finish_rows<C: Component>(c: &C, state: C::State) -> RecordBatch {
-    c.finish(state).expect("rows")
+    let key = driftwatch_detectors::WindowKey {
+        model_id: Arc::from("m"),
+        model_version: None,
+        start: 0,
+        end: 1,
+    };
+    c.finish(&key, state).expect("rows").remove(0)
 }
 
 proptest! {
