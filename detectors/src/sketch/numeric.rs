@@ -146,11 +146,7 @@ impl NumericSketch {
     pub fn view(&self) -> SketchView {
         let mut digest = self.digest.clone();
         digest.flush();
-        SketchView {
-            digest,
-            exact: self.exact.clone(),
-            count: self.count,
-        }
+        SketchView::new(&digest, self.exact.clone(), self.count)
     }
 
     /// The serialisable state (exact: restoring gives the same sketch).
@@ -264,15 +260,52 @@ pub struct NumericSnapshot {
     digest_sum: f64,
 }
 
-/// Quantile and CDF queries over a sketch.
+/// Quantile and CDF queries over a sketch, each in O(log n).
+///
+/// With exact counts the CDF is the empirical step function. Otherwise it is
+/// the t-digest's piecewise-linear CDF through the knots (min, 0),
+/// (centroid mean, share of weight before it plus half its own), (max, 1) —
+/// the interpolation of `TDigest::estimate_rank` — and quantiles are its inverse.
 #[derive(Debug, Clone)]
 pub struct SketchView {
-    digest: TDigest,
+    /// knot positions and CDF values (digest), or values and cumulative shares (exact)
+    xs: Vec<f64>,
+    fs: Vec<f64>,
     exact: Option<Vec<(f64, u64)>>,
     count: u64,
 }
 
 impl SketchView {
+    fn new(digest: &TDigest, exact: Option<Vec<(f64, u64)>>, count: u64) -> Self {
+        let (mut xs, mut fs) = (Vec::new(), Vec::new());
+        if let Some(counts) = &exact {
+            let mut seen = 0;
+            for (v, c) in counts {
+                seen += c;
+                xs.push(*v);
+                fs.push(seen as f64 / count.max(1) as f64);
+            }
+        } else if let (Some(min), Some(max)) = (digest.min(), digest.max()) {
+            let total = digest.count();
+            xs.push(min);
+            fs.push(0.0);
+            let mut before = 0.0;
+            for c in digest.centroids() {
+                xs.push(c.mean());
+                fs.push(((before + c.weight() / 2.0) / total).clamp(0.0, 1.0));
+                before += c.weight();
+            }
+            xs.push(max);
+            fs.push(1.0);
+        }
+        SketchView {
+            xs,
+            fs,
+            exact,
+            count,
+        }
+    }
+
     /// Number of values.
     pub fn count(&self) -> u64 {
         self.count
@@ -283,51 +316,57 @@ impl SketchView {
         self.exact.as_deref()
     }
 
-    /// Share of values ≤ `x` (right-continuous, like an empirical CDF).
+    /// Share of values ≤ `x`.
     pub fn cdf(&self, x: f64) -> f64 {
-        if self.count == 0 {
+        if self.xs.is_empty() {
             return 0.0;
         }
-        if let Some(exact) = &self.exact {
-            let below: u64 = exact
-                .iter()
-                .take_while(|(v, _)| *v <= x)
-                .map(|(_, c)| c)
-                .sum();
-            return below as f64 / self.count as f64;
+        // number of knots at or below x
+        let i = self.xs.partition_point(|v| *v <= x);
+        if self.exact.is_some() {
+            return if i == 0 { 0.0 } else { self.fs[i - 1] };
         }
-        self.digest.estimate_rank(x).unwrap_or(0.0)
+        let last = self.xs.len() - 1;
+        if i == 0 {
+            return 0.0;
+        }
+        if i > last {
+            return 1.0;
+        }
+        let (x0, x1, f0, f1) = (self.xs[i - 1], self.xs[i], self.fs[i - 1], self.fs[i]);
+        if x1 > x0 {
+            f0 + (x - x0) / (x1 - x0) * (f1 - f0)
+        } else {
+            f1
+        }
     }
 
-    /// The `q`-quantile (`q` in [0, 1]).
+    /// The `q`-quantile (`q` in [0, 1]): the smallest value whose CDF reaches `q`.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        if self.count == 0 {
+        if self.xs.is_empty() {
             return None;
         }
-        if let Some(exact) = &self.exact {
-            // smallest value whose CDF reaches q (inverse of the empirical CDF)
-            let target = (q.clamp(0.0, 1.0) * self.count as f64).ceil().max(1.0) as u64;
-            let mut seen = 0;
-            for (v, c) in exact {
-                seen += c;
-                if seen >= target {
-                    return Some(*v);
-                }
-            }
-            return exact.last().map(|(v, _)| *v);
+        let q = q.clamp(0.0, 1.0);
+        // first knot whose CDF reaches q
+        let i = self.fs.partition_point(|f| *f < q).min(self.xs.len() - 1);
+        if self.exact.is_some() || i == 0 {
+            return Some(self.xs[i]);
         }
-        self.digest.estimate_quantile(q.clamp(0.0, 1.0))
+        let (x0, x1, f0, f1) = (self.xs[i - 1], self.xs[i], self.fs[i - 1], self.fs[i]);
+        Some(if f1 > f0 {
+            x0 + (q - f0) / (f1 - f0) * (x1 - x0)
+        } else {
+            x1
+        })
     }
 
-    /// Points where the CDF can change: the exact values, or the centroid
-    /// means with min and max.
+    /// Whether the CDF is a step function (exact counts).
+    pub fn is_step(&self) -> bool {
+        self.exact.is_some()
+    }
+
+    /// Points where the CDF changes slope or steps.
     pub fn support(&self) -> Vec<f64> {
-        if let Some(exact) = &self.exact {
-            return exact.iter().map(|(v, _)| *v).collect();
-        }
-        let mut points: Vec<f64> = self.digest.centroids().iter().map(|c| c.mean()).collect();
-        points.extend(self.digest.min());
-        points.extend(self.digest.max());
-        points
+        self.xs.clone()
     }
 }
