@@ -73,12 +73,32 @@ impl NumericSketch {
         self.m2 += delta * (x - self.mean);
         self.min = self.min.min(x);
         self.max = self.max.max(x);
-        self.digest.push(x);
-        if let Some(exact) = &mut self.exact {
-            match exact.binary_search_by(|(v, _)| v.total_cmp(&x)) {
-                Ok(i) => exact[i].1 += 1,
-                Err(_) if exact.len() >= self.max_exact => self.exact = None,
-                Err(i) => exact.insert(i, (x, 1)),
+        // while the values are few, only their counts are kept; the t-digest
+        // takes over (seeded with those counts) when they become too many
+        let Some(exact) = &mut self.exact else {
+            self.digest.push(x);
+            return;
+        };
+        match exact.binary_search_by(|(v, _)| v.total_cmp(&x)) {
+            Ok(i) => exact[i].1 += 1,
+            Err(i) if exact.len() < self.max_exact => exact.insert(i, (x, 1)),
+            Err(_) => {
+                self.digest = digest_from_counts(exact, self.digest.max_size());
+                self.exact = None;
+                self.digest.push(x);
+            }
+        }
+    }
+
+    /// The t-digest of everything seen, flushed (built from the counts while
+    /// they are exact).
+    fn flushed_digest(&self) -> TDigest {
+        match &self.exact {
+            Some(counts) => digest_from_counts(counts, self.digest.max_size()),
+            None => {
+                let mut digest = self.digest.clone();
+                digest.flush();
+                digest
             }
         }
     }
@@ -88,6 +108,7 @@ impl NumericSketch {
         if other.count == 0 {
             return;
         }
+        let (mine, theirs) = (self.flushed_digest(), other.flushed_digest());
         let (n1, n2) = (self.count as f64, other.count as f64);
         let n = n1 + n2;
         let delta = other.mean - self.mean;
@@ -96,14 +117,15 @@ impl NumericSketch {
         self.count += other.count;
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
-        self.exact = match (self.exact.take(), &other.exact) {
-            (Some(mine), Some(theirs)) => merge_counts(mine, theirs, self.max_exact),
-            _ => None,
-        };
-        let mut mine = std::mem::replace(&mut self.digest, TDigest::new_with_size(10));
-        mine.flush();
-        let mut theirs = other.digest.clone();
-        theirs.flush();
+        let size = self.digest.max_size();
+        if let (Some(a), Some(b)) = (self.exact.take(), &other.exact)
+            && let Some(counts) = merge_counts(a, b, self.max_exact)
+        {
+            self.exact = Some(counts);
+            self.digest = TDigest::new_with_size(size);
+            return;
+        }
+        self.exact = None;
         self.digest = TDigest::merge_digests(vec![mine, theirs]);
     }
 
@@ -144,9 +166,10 @@ impl NumericSketch {
 
     /// A read-only view for queries (folds buffered values into the digest).
     pub fn view(&self) -> SketchView {
-        let mut digest = self.digest.clone();
-        digest.flush();
-        SketchView::new(&digest, self.exact.clone(), self.count)
+        match &self.exact {
+            Some(_) => SketchView::new(&self.digest, self.exact.clone(), self.count),
+            None => SketchView::new(&self.flushed_digest(), None, self.count),
+        }
     }
 
     /// The serialisable state (exact: restoring gives the same sketch).
@@ -178,7 +201,9 @@ impl NumericSketch {
             .iter()
             .map(|&(m, w)| Centroid::new(m, w))
             .collect();
-        let (min, max) = if s.count > 0 {
+        // the digest is empty while the counts are exact
+        let weight: f64 = s.centroids.iter().map(|(_, w)| w).sum();
+        let (min, max) = if weight > 0.0 {
             (Some(s.min), Some(s.max))
         } else {
             (None, None)
@@ -187,7 +212,7 @@ impl NumericSketch {
             digest: TDigest::new(
                 centroids,
                 s.digest_sum,
-                s.count as f64,
+                weight,
                 max,
                 min,
                 s.compression.max(10),
@@ -201,6 +226,21 @@ impl NumericSketch {
             max_exact: s.max_exact,
         }
     }
+}
+
+/// A t-digest holding exact value counts as centroids.
+fn digest_from_counts(counts: &[(f64, u64)], size: usize) -> TDigest {
+    if counts.is_empty() {
+        return TDigest::new_with_size(size);
+    }
+    let centroids = counts
+        .iter()
+        .map(|&(v, c)| Centroid::new(v, c as f64))
+        .collect();
+    let count: u64 = counts.iter().map(|(_, c)| c).sum();
+    let sum: f64 = counts.iter().map(|&(v, c)| v * c as f64).sum();
+    let (min, max) = (counts[0].0, counts[counts.len() - 1].0);
+    TDigest::new(centroids, sum, count as f64, Some(max), Some(min), size)
 }
 
 fn merge_counts(
