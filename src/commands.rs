@@ -40,7 +40,7 @@ fn pipeline(
         Box::new(dlq),
         dead_letter.display().to_string(),
         Vec::new(),
-    );
+    )?;
     if let Some(dir) = out {
         let writers = TableWriters::create(dir, &pipeline.tables())?;
         pipeline.add_sink(Box::new(writers));

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use driftwatch_detectors::{ClosedWindow, WindowSet, default_components};
+use driftwatch_detectors::{
+    ClosedWindow, DriftDetector, WindowSet, components, summary_components,
+};
 use driftwatch_ingest::{
     DeadLetterSink, Decoder, Event, Position, Record, Rejected, Source, encode_json,
 };
@@ -69,14 +71,14 @@ impl Pipeline {
         dead_letter: Box<dyn DeadLetterSink>,
         dead_letter_name: String,
         sinks: Vec<Box<dyn WindowSink>>,
-    ) -> Self {
-        Pipeline {
+    ) -> Result<Self> {
+        let parts = match &settings.drift {
+            Some(config) => components(DriftDetector::new(config.clone())?),
+            None => summary_components(),
+        };
+        Ok(Pipeline {
             decoder: Decoder::new(settings.decoder.clone()),
-            windows: WindowSet::new(
-                settings.window,
-                settings.allowed_lateness_ms,
-                default_components(),
-            ),
+            windows: WindowSet::new(settings.window, settings.allowed_lateness_ms, parts),
             dead_letter,
             sinks,
             summary: RunSummary {
@@ -84,7 +86,7 @@ impl Pipeline {
                 ..RunSummary::default()
             },
             scratch: Vec::new(),
-        }
+        })
     }
 
     /// The output tables and their schemas.

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use driftwatch_detectors::WindowSpec;
+use driftwatch_detectors::{DriftConfig, Thresholds, WindowSpec};
 use driftwatch_ingest::{DecoderConfig, FeatureKind, FeatureSchema};
 use serde::Deserialize;
 
@@ -124,12 +124,93 @@ pub enum LogFormat {
     Json,
 }
 
+/// Drift thresholds as written; a missing key takes the value of the level above.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawThresholds {
+    /// See [`Thresholds`].
+    pub wasserstein_warning: Option<f64>,
+    /// See [`Thresholds`].
+    pub wasserstein_drift: Option<f64>,
+    /// See [`Thresholds`].
+    pub psi_warning: Option<f64>,
+    /// See [`Thresholds`].
+    pub psi_drift: Option<f64>,
+    /// See [`Thresholds`].
+    pub js_warning: Option<f64>,
+    /// See [`Thresholds`].
+    pub js_drift: Option<f64>,
+    /// See [`Thresholds`].
+    pub unseen_warning: Option<f64>,
+    /// See [`Thresholds`].
+    pub unseen_drift: Option<f64>,
+}
+
+impl RawThresholds {
+    fn over(&self, base: Thresholds) -> Thresholds {
+        Thresholds {
+            wasserstein_warning: self.wasserstein_warning.unwrap_or(base.wasserstein_warning),
+            wasserstein_drift: self.wasserstein_drift.unwrap_or(base.wasserstein_drift),
+            psi_warning: self.psi_warning.unwrap_or(base.psi_warning),
+            psi_drift: self.psi_drift.unwrap_or(base.psi_drift),
+            js_warning: self.js_warning.unwrap_or(base.js_warning),
+            js_drift: self.js_drift.unwrap_or(base.js_drift),
+            unseen_warning: self.unseen_warning.unwrap_or(base.unseen_warning),
+            unseen_drift: self.unseen_drift.unwrap_or(base.unseen_drift),
+        }
+    }
+}
+
+/// `[drift]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDrift {
+    /// Run the drift and data-quality detector.
+    pub enabled: bool,
+    /// Reference-quantile bins for PSI and JS.
+    pub bins: usize,
+    /// t-digest compression.
+    pub compression: usize,
+    /// Distinct numeric values counted exactly.
+    pub max_exact_values: usize,
+    /// Categories counted per feature.
+    pub max_categories: usize,
+    /// Default thresholds.
+    pub thresholds: RawThresholds,
+}
+
+impl Default for RawDrift {
+    fn default() -> Self {
+        let d = DriftConfig::default();
+        RawDrift {
+            enabled: true,
+            bins: d.bins,
+            compression: d.compression,
+            max_exact_values: d.max_exact,
+            max_categories: d.max_categories,
+            thresholds: RawThresholds::default(),
+        }
+    }
+}
+
+/// `[models.<id>.drift]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawModelDrift {
+    /// Thresholds of this model's features.
+    pub thresholds: RawThresholds,
+    /// Thresholds of single features (`prediction.score` for the output).
+    pub features: BTreeMap<String, RawThresholds>,
+}
+
 /// `[models.<id>]`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawModel {
     /// Declared feature kinds: `age = "numeric"`, `plan = "categorical"`.
     pub features: BTreeMap<String, FeatureKind>,
+    /// Drift thresholds of this model.
+    pub drift: RawModelDrift,
 }
 
 /// The whole configuration as written.
@@ -144,6 +225,8 @@ pub struct RawSettings {
     pub ingest: RawIngest,
     /// Logging.
     pub log: RawLog,
+    /// Drift and data-quality detector.
+    pub drift: RawDrift,
     /// Per-model settings.
     pub models: BTreeMap<String, RawModel>,
 }
@@ -155,6 +238,7 @@ impl Default for RawSettings {
             window: RawWindow::default(),
             ingest: RawIngest::default(),
             log: RawLog::default(),
+            drift: RawDrift::default(),
             models: BTreeMap::new(),
         }
     }
@@ -175,6 +259,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
+    /// Drift detector settings; `None` when disabled.
+    pub drift: Option<DriftConfig>,
 }
 
 /// Reads the layers: defaults, then `file` if given, then the environment.
@@ -307,7 +393,56 @@ impl RawSettings {
                 "a level (error, warn, info, debug, trace) or a tracing filter",
             ));
         }
+        let drift = if self.drift.enabled {
+            let defaults = self.drift.thresholds.over(Thresholds::default());
+            let check = |key: String, t: Thresholds| {
+                t.validate("thresholds")
+                    .map_err(|e| SettingsError::Invalid {
+                        file: file.map(Path::to_owned),
+                        key,
+                        value: e.to_string(),
+                        expected: "non-negative thresholds, each warning at most its drift level"
+                            .into(),
+                    })
+            };
+            check("drift.thresholds".into(), defaults)?;
+            let mut config = DriftConfig {
+                bins: self.drift.bins,
+                compression: self.drift.compression,
+                max_exact: self.drift.max_exact_values,
+                max_categories: self.drift.max_categories,
+                thresholds: defaults,
+                ..DriftConfig::default()
+            };
+            for (model, m) in &self.models {
+                let model_t = m.drift.thresholds.over(defaults);
+                if m.drift.thresholds != RawThresholds::default() {
+                    check(format!("models.{model}.drift.thresholds"), model_t)?;
+                    config.model_thresholds.insert(model.clone(), model_t);
+                }
+                for (feature, raw) in &m.drift.features {
+                    let t = raw.over(model_t);
+                    check(format!("models.{model}.drift.features.{feature}"), t)?;
+                    config
+                        .feature_thresholds
+                        .insert((model.clone(), feature.clone()), t);
+                }
+            }
+            config.validate().map_err(|e| SettingsError::Invalid {
+                file: file.map(Path::to_owned),
+                key: match &e {
+                    driftwatch_detectors::Error::Config { key, .. } => (*key).to_owned(),
+                    _ => "drift".into(),
+                },
+                value: e.to_string(),
+                expected: "see driftwatch.example.toml".into(),
+            })?;
+            Some(config)
+        } else {
+            None
+        };
         Ok(Settings {
+            drift,
             data_dir: self.data_dir,
             window,
             allowed_lateness_ms,
@@ -348,13 +483,19 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("driftwatch.example.toml");
         let raw = load_raw_from(Some(&path), no_env()).expect("example parses");
         // the example declares the demo's feature kinds; everything else is default
+        // (and spells out the default thresholds, checked after validation)
         let expected = RawSettings {
             models: raw.models.clone(),
+            drift: RawDrift {
+                thresholds: raw.drift.thresholds,
+                ..RawDrift::default()
+            },
             ..RawSettings::default()
         };
         assert_eq!(raw, expected);
         assert!(!raw.models.is_empty());
-        raw.validate(Some(&path)).expect("example validates");
+        let settings = raw.validate(Some(&path)).expect("example validates");
+        assert_eq!(settings.drift, Some(DriftConfig::default()));
     }
 
     #[test]
@@ -403,6 +544,39 @@ mod tests {
             assert!(err.to_string().contains(key), "{text}: {err}");
             assert!(err.to_string().contains("expected"), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn thresholds_layer_default_model_feature() {
+        let f = write(
+            "[drift.thresholds]\npsi_drift = 0.3\n[models.churn.drift.thresholds]\njs_drift = 0.2\n\
+             [models.churn.drift.features.age]\nwasserstein_drift = 0.5\n",
+        );
+        let settings = load_raw_from(Some(f.path()), no_env())
+            .expect("loads")
+            .validate(Some(f.path()))
+            .expect("valid");
+        let drift = settings.drift.expect("enabled by default");
+        let detector = driftwatch_detectors::DriftDetector::new(drift).expect("valid");
+        let age = detector.thresholds("churn", "age");
+        assert_eq!(
+            (age.psi_drift, age.js_drift, age.wasserstein_drift),
+            (0.3, 0.2, 0.5)
+        );
+        let plan = detector.thresholds("churn", "plan");
+        assert_eq!(
+            (plan.psi_drift, plan.js_drift, plan.wasserstein_drift),
+            (0.3, 0.2, 0.1)
+        );
+        let other = detector.thresholds("fraud", "age");
+        assert_eq!((other.psi_drift, other.js_drift), (0.3, 0.1));
+    }
+
+    #[test]
+    fn unknown_detector_keys_are_refused() {
+        let f = write("[drift]\nks_threshold = 0.1\n");
+        let err = load_raw_from(Some(f.path()), no_env()).expect_err("unknown key");
+        assert!(err.to_string().contains("ks_threshold"), "{err}");
     }
 
     #[test]

@@ -116,8 +116,12 @@ pub struct DriftConfig {
     pub max_categories: usize,
     /// Default thresholds.
     pub thresholds: Thresholds,
-    /// Per-feature thresholds, by feature name (`prediction.score` for the output).
-    pub feature_thresholds: HashMap<String, Thresholds>,
+    /// Per-model thresholds, by model id.
+    pub model_thresholds: HashMap<String, Thresholds>,
+    /// Per-feature thresholds, by (model id, feature name); the model's
+    /// outputs are the features `prediction.score`, `prediction.value`,
+    /// `prediction.class`.
+    pub feature_thresholds: HashMap<(String, String), Thresholds>,
 }
 
 impl Default for DriftConfig {
@@ -128,6 +132,7 @@ impl Default for DriftConfig {
             max_exact: crate::sketch::numeric::DEFAULT_MAX_EXACT,
             max_categories: crate::sketch::categorical::DEFAULT_MAX_CATEGORIES,
             thresholds: Thresholds::default(),
+            model_thresholds: HashMap::new(),
             feature_thresholds: HashMap::new(),
         }
     }
@@ -155,8 +160,11 @@ impl DriftConfig {
             });
         }
         self.thresholds.validate("drift.thresholds")?;
+        for t in self.model_thresholds.values() {
+            t.validate("models.<id>.drift.thresholds")?;
+        }
         for t in self.feature_thresholds.values() {
-            t.validate("drift.features")?;
+            t.validate("models.<id>.drift.features.<name>")?;
         }
         Ok(())
     }
@@ -299,12 +307,14 @@ impl DriftDetector {
             .cloned()
     }
 
-    fn thresholds(&self, feature: &str) -> Thresholds {
-        self.config
-            .feature_thresholds
-            .get(feature)
+    /// Thresholds of a feature: its own, else its model's, else the defaults.
+    pub fn thresholds(&self, model: &str, feature: &str) -> Thresholds {
+        let c = &self.config;
+        c.feature_thresholds
+            .get(&(model.to_owned(), feature.to_owned()))
+            .or_else(|| c.model_thresholds.get(model))
             .copied()
-            .unwrap_or(self.config.thresholds)
+            .unwrap_or(c.thresholds)
     }
 
     fn slot<'s>(
@@ -335,12 +345,13 @@ impl DriftDetector {
     /// reference sketches to its current ones.
     pub fn compare(
         &self,
+        model: &str,
         name: &str,
         kind: FeatureKind,
         reference: &FeatureSketches,
         current: &FeatureSketches,
     ) -> Compared {
-        let t = self.thresholds(name);
+        let t = self.thresholds(model, name);
         match kind {
             FeatureKind::Numeric => {
                 let (nr, nc) = (
@@ -577,7 +588,9 @@ impl Component for DriftDetector {
                 (None, _, _) => (Compared::default(), "reference"),
                 (Some(_), None, _) => (Compared::default(), "new_feature"),
                 (Some(_), Some(_), _) if count == 0 => (Compared::default(), "vanished_feature"),
-                (Some(_), Some((k, r)), _) => (self.compare(name, *k, r, current), "ok"),
+                (Some(_), Some((k, r)), _) => {
+                    (self.compare(&key.model_id, name, *k, r, current), "ok")
+                }
             };
             let level = compared_row.level;
             if let Some(l) = level {

@@ -53,6 +53,14 @@ pub fn default_components() -> Components {
     components(drift)
 }
 
+/// Only the summaries (drift detection switched off).
+pub fn summary_components() -> Components {
+    Arc::new([
+        Arc::new(WindowSummary) as Arc<dyn DynComponent>,
+        Arc::new(FeatureSummary),
+    ])
+}
+
 /// The summaries and the given drift detector.
 pub fn components(drift: DriftDetector) -> Components {
     Arc::new([

@@ -157,7 +157,7 @@ fn no_drift_stream_raises_fewer_than_one_percent_flags() {
     for w in 0..100 {
         let current = window(&mut rng);
         for (i, (name, kind)) in features.iter().enumerate() {
-            let verdict = detector.compare(name, *kind, &reference[i], &current[i]);
+            let verdict = detector.compare("m", name, *kind, &reference[i], &current[i]);
             pairs += 1;
             if verdict.level == Some(Level::Drift) {
                 flagged.push((w, *name, verdict));
