@@ -108,7 +108,16 @@ impl NumericSketch {
         if other.count == 0 {
             return;
         }
-        let (mine, theirs) = (self.flushed_digest(), other.flushed_digest());
+        let size = self.digest.max_size();
+        let mine = match &self.exact {
+            Some(counts) => digest_from_counts(counts, size),
+            None => {
+                let mut digest = std::mem::replace(&mut self.digest, TDigest::new_with_size(size));
+                digest.flush();
+                digest
+            }
+        };
+        let theirs = other.flushed_digest();
         let (n1, n2) = (self.count as f64, other.count as f64);
         let n = n1 + n2;
         let delta = other.mean - self.mean;
@@ -117,7 +126,6 @@ impl NumericSketch {
         self.count += other.count;
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
-        let size = self.digest.max_size();
         if let (Some(a), Some(b)) = (self.exact.take(), &other.exact)
             && let Some(counts) = merge_counts(a, b, self.max_exact)
         {
