@@ -30,6 +30,38 @@ pub enum Command {
     Demo(DemoArgs),
     /// Writes a synthetic event file (JSONL, `.gz` for gzip, `.parquet` for Parquet).
     Gen(GenArgs),
+    /// Reference profiles the drift detector compares windows with.
+    #[command(subcommand)]
+    Reference(ReferenceCommand),
+}
+
+/// `driftwatch reference`.
+#[derive(Debug, Subcommand)]
+pub enum ReferenceCommand {
+    /// Builds a model (version)'s reference from event files, e.g. the
+    /// training set or a recorded production period, and stores it in the data directory.
+    Build {
+        /// Event files (JSONL, JSONL.gz, Parquet); only the model's predictions are used.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Model id.
+        #[arg(long)]
+        model: String,
+        /// Model version; without it the profile serves every version that has none of its own.
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Lists the stored reference profiles.
+    List,
+    /// Shows one profile feature by feature.
+    Show {
+        /// Model id.
+        #[arg(long)]
+        model: String,
+        /// Model version.
+        #[arg(long)]
+        version: Option<String>,
+    },
 }
 
 /// `driftwatch replay`.

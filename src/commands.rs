@@ -11,7 +11,7 @@ use driftwatch_ingest::synth::{Synth, SynthConfig};
 use driftwatch_ingest::{DeadLetterFile, EventParquetWriter, encode_json, format_time, open_file};
 use tracing::info;
 
-use crate::cli::{Command, DemoArgs, GenArgs, ReplayArgs};
+use crate::cli::{Command, DemoArgs, GenArgs, ReferenceCommand, ReplayArgs};
 use crate::output::{ConsoleSummary, TableWriters};
 use crate::pipeline::{Pipeline, RunSummary};
 use crate::settings::Settings;
@@ -22,6 +22,15 @@ pub fn run(command: Command, settings: &Settings) -> Result<()> {
         Command::Replay(args) => replay(args, settings),
         Command::Demo(args) => demo(args, settings),
         Command::Gen(args) => gen_file(args),
+        Command::Reference(ReferenceCommand::Build {
+            files,
+            model,
+            version,
+        }) => crate::reference::build(settings, &files, &model, version.as_deref()).map(|_| ()),
+        Command::Reference(ReferenceCommand::List) => crate::reference::list(settings),
+        Command::Reference(ReferenceCommand::Show { model, version }) => {
+            crate::reference::show(settings, &model, version.as_deref())
+        }
     }
 }
 

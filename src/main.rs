@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod output;
 mod pipeline;
+mod reference;
 mod settings;
 mod telemetry;
 
@@ -13,6 +14,15 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // `driftwatch … | head` closes stdout early: stop quietly, as a process
+    // killed by SIGPIPE would, instead of reporting a panic
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.payload_as_str().is_some_and(|m| m.contains("Broken pipe")) {
+            std::process::exit(141);
+        }
+        default_hook(info)
+    }));
     let cli = cli::Cli::parse();
     let settings = match settings::load(cli.config.as_deref()) {
         Ok(s) => s,

@@ -73,7 +73,11 @@ impl Pipeline {
         sinks: Vec<Box<dyn WindowSink>>,
     ) -> Result<Self> {
         let parts = match &settings.drift {
-            Some(config) => components(DriftDetector::new(config.clone())?),
+            Some(config) => {
+                let detector = DriftDetector::new(config.clone())?;
+                crate::reference::load_into(settings, &detector)?;
+                components(detector)
+            }
             None => summary_components(),
         };
         Ok(Pipeline {

@@ -345,3 +345,90 @@ fn a_missing_input_file_is_an_error_not_a_panic() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope.jsonl"));
 }
+
+/// A reference built from training data replaces the first-window reference:
+/// the first window is compared with it, and the injected drift is found.
+#[test]
+fn reference_profile_from_training_data_is_used() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let train = dir.path().join("train.jsonl");
+    let live = dir.path().join("live.jsonl");
+    ok(
+        &[
+            "gen",
+            "--events",
+            "40000",
+            "--no-drift",
+            "--seed",
+            "3",
+            "--out",
+            p(&train),
+        ],
+        dir.path(),
+    );
+    ok(
+        &["gen", "--events", "60000", "--seed", "4", "--out", p(&live)],
+        dir.path(),
+    );
+    let built = ok(
+        &[
+            "reference",
+            "build",
+            p(&train),
+            "--model",
+            "churn",
+            "--version",
+            "v12",
+        ],
+        dir.path(),
+    );
+    assert!(built.contains("reference for churn v12"), "{built}");
+    let listed = ok(&["reference", "list"], dir.path());
+    assert!(
+        listed.contains("churn") && listed.contains("v12"),
+        "{listed}"
+    );
+    let shown = ok(
+        &["reference", "show", "--model", "churn", "--version", "v12"],
+        dir.path(),
+    );
+    assert!(
+        shown.contains("tenure_months") && shown.contains("plan"),
+        "{shown}"
+    );
+
+    let out = dir.path().join("out");
+    ok(&["replay", p(&live), "--out", p(&out), "-q"], dir.path());
+    let summaries = jsonl(&out.join("drift_summary.jsonl"));
+    let first_churn = summaries
+        .iter()
+        .find(|r| r["model_id"] == "churn")
+        .expect("churn windows");
+    assert_eq!(
+        first_churn["is_reference"], false,
+        "churn compared with the stored profile"
+    );
+    let first_fraud = summaries
+        .iter()
+        .find(|r| r["model_id"] == "fraud")
+        .expect("fraud windows");
+    assert_eq!(
+        first_fraud["is_reference"], true,
+        "fraud has no stored profile"
+    );
+    let drift = jsonl(&out.join("feature_drift.jsonl"));
+    let tenure_drifted = drift.iter().any(|r| {
+        r["model_id"] == "churn" && r["feature"] == "tenure_months" && r["level"] == "drift"
+    });
+    assert!(
+        tenure_drifted,
+        "the injected shift of tenure_months is flagged"
+    );
+
+    let err = driftwatch(
+        &["reference", "build", p(&train), "--model", "nosuch"],
+        dir.path(),
+    );
+    assert_eq!(err.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&err.stderr).contains("no prediction of model nosuch"));
+}

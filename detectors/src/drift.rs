@@ -267,6 +267,136 @@ pub struct Profile {
     pub features: BTreeMap<String, (FeatureKind, FeatureSketches)>,
 }
 
+impl Profile {
+    /// The profile of everything a window state (or a training file folded
+    /// into one) has seen.
+    pub fn from_state(state: &DriftState, span: (EventTime, EventTime)) -> Self {
+        Profile {
+            span,
+            events: state.events,
+            features: state
+                .features
+                .iter()
+                .filter_map(|(n, s)| s.majority_kind().map(|k| (n.to_string(), (k, s.clone()))))
+                .collect(),
+        }
+    }
+
+    /// The serialisable form.
+    pub fn to_stored(
+        &self,
+        model_id: &str,
+        model_version: Option<&str>,
+        source: &str,
+    ) -> StoredProfile {
+        StoredProfile {
+            format: 1,
+            model_id: model_id.to_owned(),
+            model_version: model_version.map(str::to_owned),
+            source: source.to_owned(),
+            span: self.span,
+            events: self.events,
+            features: self
+                .features
+                .iter()
+                .map(|(name, (kind, s))| StoredFeature {
+                    name: name.clone(),
+                    kind: *kind,
+                    numeric: s.numeric.snapshot(),
+                    categorical: s.categorical.clone(),
+                    nulls: s.nulls,
+                })
+                .collect(),
+        }
+    }
+
+    /// Rebuilds a profile from its stored form.
+    pub fn from_stored(stored: &StoredProfile) -> Self {
+        Profile {
+            span: stored.span,
+            events: stored.events,
+            features: stored
+                .features
+                .iter()
+                .map(|f| {
+                    let sketches = FeatureSketches {
+                        numeric: NumericSketch::restore(&f.numeric),
+                        categorical: f.categorical.clone(),
+                        nulls: f.nulls,
+                    };
+                    (f.name.clone(), (f.kind, sketches))
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A reference profile as stored in the data directory.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredProfile {
+    /// Format version of this structure.
+    pub format: u32,
+    /// Model id.
+    pub model_id: String,
+    /// Model version, if the profile is for one.
+    pub model_version: Option<String>,
+    /// Where it was built from (file names, or a window).
+    pub source: String,
+    /// Earliest and latest event time it covers.
+    pub span: (EventTime, EventTime),
+    /// Predictions it holds.
+    pub events: u64,
+    /// Per feature.
+    pub features: Vec<StoredFeature>,
+}
+
+/// One feature of a [`StoredProfile`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredFeature {
+    /// Feature name.
+    pub name: String,
+    /// Its kind in the reference.
+    pub kind: FeatureKind,
+    /// Numeric values.
+    pub numeric: crate::sketch::NumericSnapshot,
+    /// Categorical values.
+    pub categorical: CategoricalSketch,
+    /// Nulls.
+    pub nulls: u64,
+}
+
+impl StoredProfile {
+    /// Writes the profile (postcard, exact) to `path`, atomically.
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        let io = |e: std::io::Error| Error::Io {
+            path: path.to_owned(),
+            source: e,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let bytes = postcard::to_stdvec(self).map_err(|e| Error::Decode {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// Reads a profile written by [`save`](Self::save).
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::Io {
+            path: path.to_owned(),
+            source: e,
+        })?;
+        postcard::from_bytes(&bytes).map_err(|e| Error::Decode {
+            path: path.to_owned(),
+            message: format!("not a driftwatch reference profile: {e}"),
+        })
+    }
+}
+
 type ModelKey = (Arc<str>, Option<Arc<str>>);
 
 /// The drift and data-quality detector (tables `feature_drift`,
@@ -301,9 +431,12 @@ impl DriftDetector {
         }
     }
 
+    /// The reference of a window: its model version's, else its model's
+    /// version-less profile.
     fn reference(&self, key: &WindowKey) -> Option<Arc<Profile>> {
         let refs = self.references.lock().ok()?;
         refs.get(&(Arc::clone(&key.model_id), key.model_version.clone()))
+            .or_else(|| refs.get(&(Arc::clone(&key.model_id), None)))
             .cloned()
     }
 
@@ -546,17 +679,7 @@ impl Component for DriftDetector {
             Some(r) => Some(r),
             None => {
                 // the first window of a model version becomes its reference
-                let profile = Profile {
-                    span: (key.start, key.end),
-                    events: state.events,
-                    features: state
-                        .features
-                        .iter()
-                        .filter_map(|(n, s)| {
-                            s.majority_kind().map(|k| (n.to_string(), (k, s.clone())))
-                        })
-                        .collect(),
-                };
+                let profile = Profile::from_state(&state, (key.start, key.end));
                 self.set_reference(&key.model_id, key.model_version.as_deref(), profile);
                 None
             }

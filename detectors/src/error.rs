@@ -14,6 +14,22 @@ pub enum Error {
         /// What is wrong and what is expected.
         message: String,
     },
+    /// A file could not be read or written (external).
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A stored file could not be decoded (user: not the expected file).
+    #[error("{}: {message}", path.display())]
+    Decode {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A component could not build its output rows (internal: a bug).
     #[error("internal: building rows of `{table}`: {source}")]
     Output {

@@ -1,0 +1,215 @@
+//! Reference profiles in the data directory: built from training data,
+//! listed, shown, and loaded into the drift detector at start-up.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use driftwatch_detectors::drift::{Profile, StoredProfile};
+use driftwatch_detectors::{Component, DriftDetector};
+use driftwatch_ingest::{Decoder, Event, EventTime, FeatureKind, Record, format_time, open_file};
+use tracing::info;
+
+use crate::settings::Settings;
+
+/// Where the profiles live.
+pub fn dir(settings: &Settings) -> PathBuf {
+    settings.data_dir.join("references")
+}
+
+fn file_name(part: &str) -> String {
+    part.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The file of a model version's profile (`_any` for a profile of every version).
+pub fn path(settings: &Settings, model: &str, version: Option<&str>) -> PathBuf {
+    dir(settings).join(file_name(model)).join(format!(
+        "{}.profile",
+        version.map_or("_any".to_owned(), file_name)
+    ))
+}
+
+/// Every stored profile, sorted by path.
+pub fn all(settings: &Settings) -> Result<Vec<(PathBuf, StoredProfile)>> {
+    let root = dir(settings);
+    let mut out = Vec::new();
+    if !root.is_dir() {
+        return Ok(out);
+    }
+    let mut paths = Vec::new();
+    for model in std::fs::read_dir(&root).with_context(|| format!("reading {}", root.display()))? {
+        let model = model?.path();
+        if model.is_dir() {
+            for file in std::fs::read_dir(&model)? {
+                let file = file?.path();
+                if file.extension().is_some_and(|e| e == "profile") {
+                    paths.push(file);
+                }
+            }
+        }
+    }
+    paths.sort();
+    for p in paths {
+        let stored = StoredProfile::load(&p)?;
+        out.push((p, stored));
+    }
+    Ok(out)
+}
+
+/// Loads every stored profile into the detector.
+pub fn load_into(settings: &Settings, detector: &DriftDetector) -> Result<usize> {
+    let profiles = all(settings)?;
+    for (p, stored) in &profiles {
+        info!(profile = %p.display(), model = %stored.model_id, version = stored.model_version.as_deref().unwrap_or("any"), "reference loaded");
+        detector.set_reference(
+            &stored.model_id,
+            stored.model_version.as_deref(),
+            Profile::from_stored(stored),
+        );
+    }
+    Ok(profiles.len())
+}
+
+/// Builds a model version's profile from event files (predictions of other
+/// models or versions, and labels, are skipped).
+pub fn build(
+    settings: &Settings,
+    files: &[PathBuf],
+    model: &str,
+    version: Option<&str>,
+) -> Result<PathBuf> {
+    let config = settings.drift.clone().unwrap_or_default();
+    let detector = DriftDetector::new(config)?;
+    let mut state = detector.new_state();
+    let mut decoder = Decoder::new(settings.decoder.clone());
+    let (mut read, mut used, mut rejected) = (0u64, 0u64, 0u64);
+    let (mut first, mut last) = (EventTime::MAX, EventTime::MIN);
+    for file in files {
+        let mut source = open_file(file)?;
+        while let Some(record) = source.next_record(&mut decoder)? {
+            read += 1;
+            match record {
+                Record::Event(Event::Prediction(p), _)
+                    if &*p.model_id == model
+                        && (version.is_none() || p.model_version.as_deref() == version) =>
+                {
+                    used += 1;
+                    first = first.min(p.timestamp);
+                    last = last.max(p.timestamp);
+                    detector.update(&mut state, &p);
+                }
+                Record::Event(..) => {}
+                Record::Rejected(_) => rejected += 1,
+            }
+        }
+    }
+    if used == 0 {
+        bail!(
+            "no prediction of model {model}{} in {} records ({rejected} rejected)",
+            version.map(|v| format!(" version {v}")).unwrap_or_default(),
+            read
+        );
+    }
+    let profile = Profile::from_state(&state, (first, last));
+    let source: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let stored = profile.to_stored(model, version, &source.join(", "));
+    let target = path(settings, model, version);
+    stored.save(&target)?;
+    println!(
+        "reference for {model} {}: {used} predictions of {read} records ({rejected} rejected), {} features → {}",
+        version.unwrap_or("(any version)"),
+        stored.features.len(),
+        target.display()
+    );
+    Ok(target)
+}
+
+/// Prints the stored profiles, one line each.
+pub fn list(settings: &Settings) -> Result<()> {
+    let profiles = all(settings)?;
+    if profiles.is_empty() {
+        println!("no reference profiles in {}", dir(settings).display());
+    }
+    for (p, s) in profiles {
+        println!(
+            "{:<10} {:<8} {:>9} predictions  {:>3} features  {} → {}  from {}  ({})",
+            s.model_id,
+            s.model_version.as_deref().unwrap_or("any"),
+            s.events,
+            s.features.len(),
+            format_time(s.span.0),
+            format_time(s.span.1),
+            s.source,
+            p.display()
+        );
+    }
+    Ok(())
+}
+
+/// Prints one profile feature by feature.
+pub fn show(settings: &Settings, model: &str, version: Option<&str>) -> Result<()> {
+    let p = path(settings, model, version);
+    if !p.is_file() {
+        bail!(
+            "no reference profile for {model} {} ({})",
+            version.unwrap_or("(any version)"),
+            p.display()
+        );
+    }
+    let stored = StoredProfile::load(&p)?;
+    let profile = Profile::from_stored(&stored);
+    println!(
+        "{} {}: {} predictions, {} → {}, from {}",
+        stored.model_id,
+        stored.model_version.as_deref().unwrap_or("(any version)"),
+        stored.events,
+        format_time(stored.span.0),
+        format_time(stored.span.1),
+        stored.source
+    );
+    for (name, (kind, s)) in &profile.features {
+        match kind {
+            FeatureKind::Numeric => {
+                let v = s.numeric.view();
+                let q = |x: f64| v.quantile(x).map_or("-".into(), |q| format!("{q:.4}"));
+                println!(
+                    "  {name:<24} numeric      n {:>9}  mean {:>12.4}  sd {:>10.4}  min {}  p50 {}  max {}",
+                    s.numeric.count(),
+                    s.numeric.mean().unwrap_or(f64::NAN),
+                    s.numeric.std_dev().unwrap_or(f64::NAN),
+                    q(0.0),
+                    q(0.5),
+                    q(1.0)
+                );
+            }
+            FeatureKind::Categorical => {
+                let (mut counts, other) = s.categorical.frequencies();
+                counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+                let top: Vec<String> = counts
+                    .iter()
+                    .take(6)
+                    .map(|(k, c)| format!("{k} {c}"))
+                    .collect();
+                println!(
+                    "  {name:<24} categorical  n {:>9}  {} categories{}: {}",
+                    s.categorical.total(),
+                    counts.len(),
+                    if other > 0 {
+                        format!(" (+{other} other)")
+                    } else {
+                        String::new()
+                    },
+                    top.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
