@@ -18,7 +18,10 @@ fn main() -> ExitCode {
     // killed by SIGPIPE would, instead of reporting a panic
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if info.payload_as_str().is_some_and(|m| m.contains("Broken pipe")) {
+        if info
+            .payload_as_str()
+            .is_some_and(|m| m.contains("Broken pipe"))
+        {
             std::process::exit(141);
         }
         default_hook(info)

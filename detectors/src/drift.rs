@@ -19,7 +19,8 @@ use driftwatch_ingest::{EventTime, FeatureKind, FeatureValue, PredictionEvent};
 use crate::component::Component;
 use crate::error::{Error, Result};
 use crate::sketch::{
-    CategoricalSketch, NumericSketch, categorical_drift, numeric_drift, stats::PSI_EPSILON,
+    CategoricalSketch, NumericSketch, SketchView, categorical_drift, numeric_drift,
+    stats::PSI_EPSILON,
 };
 use crate::windows::WindowKey;
 
@@ -211,6 +212,9 @@ pub struct FeatureSketches {
     pub categorical: CategoricalSketch,
     /// `null` values.
     pub nulls: u64,
+    /// The numeric query view, computed once for a reference (which never
+    /// changes) instead of at every window it is compared with.
+    view: Option<SketchView>,
 }
 
 impl FeatureSketches {
@@ -220,6 +224,7 @@ impl FeatureSketches {
             numeric: NumericSketch::new(config.compression, config.max_exact),
             categorical: CategoricalSketch::new(config.max_categories),
             nulls: 0,
+            view: None,
         }
     }
 
@@ -277,7 +282,13 @@ impl Profile {
             features: state
                 .features
                 .iter()
-                .filter_map(|(n, s)| s.majority_kind().map(|k| (n.to_string(), (k, s.clone()))))
+                .filter_map(|(n, s)| {
+                    s.majority_kind().map(|k| {
+                        let mut sketches = s.clone();
+                        sketches.view = Some(s.numeric.view());
+                        (n.to_string(), (k, sketches))
+                    })
+                })
                 .collect(),
         }
     }
@@ -319,8 +330,10 @@ impl Profile {
                 .features
                 .iter()
                 .map(|f| {
+                    let numeric = NumericSketch::restore(&f.numeric);
                     let sketches = FeatureSketches {
-                        numeric: NumericSketch::restore(&f.numeric),
+                        view: Some(numeric.view()),
+                        numeric,
                         categorical: f.categorical.clone(),
                         nulls: f.nulls,
                     };
@@ -492,8 +505,16 @@ impl DriftDetector {
                     current.numeric.count() as f64,
                 );
                 let sd = reference.numeric.std_dev().unwrap_or(0.0);
+                let owned;
+                let reference_view = match &reference.view {
+                    Some(v) => v,
+                    None => {
+                        owned = reference.numeric.view();
+                        &owned
+                    }
+                };
                 let Some(d) = numeric_drift(
-                    &reference.numeric.view(),
+                    reference_view,
                     sd,
                     &current.numeric.view(),
                     self.config.bins,

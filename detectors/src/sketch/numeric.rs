@@ -1,5 +1,7 @@
 //! [`NumericSketch`]: the distribution of a numeric feature in bounded memory.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use tdigest::{Centroid, TDigest};
 
@@ -28,8 +30,20 @@ pub struct NumericSketch {
     min: f64,
     max: f64,
     /// sorted (value, count) while the feature has few distinct values
-    exact: Option<Vec<(f64, u64)>>,
+    /// value bits → count while the feature has few distinct values
+    exact: Option<ExactCounts>,
     max_exact: usize,
+}
+
+type ExactCounts = HashMap<u64, u64, ahash::RandomState>;
+
+fn sorted(counts: &ExactCounts) -> Vec<(f64, u64)> {
+    let mut v: Vec<(f64, u64)> = counts
+        .iter()
+        .map(|(b, c)| (f64::from_bits(*b), *c))
+        .collect();
+    v.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+    v
 }
 
 impl Default for NumericSketch {
@@ -54,7 +68,7 @@ impl NumericSketch {
             m2: 0.0,
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
-            exact: Some(Vec::new()),
+            exact: Some(ExactCounts::default()),
             max_exact,
         }
     }
@@ -79,14 +93,14 @@ impl NumericSketch {
             self.digest.push(x);
             return;
         };
-        match exact.binary_search_by(|(v, _)| v.total_cmp(&x)) {
-            Ok(i) => exact[i].1 += 1,
-            Err(i) if exact.len() < self.max_exact => exact.insert(i, (x, 1)),
-            Err(_) => {
-                self.digest = digest_from_counts(exact, self.digest.max_size());
-                self.exact = None;
-                self.digest.push(x);
-            }
+        if let Some(c) = exact.get_mut(&x.to_bits()) {
+            *c += 1;
+        } else if exact.len() < self.max_exact {
+            exact.insert(x.to_bits(), 1);
+        } else {
+            self.digest = digest_from_counts(&sorted(exact), self.digest.max_size());
+            self.exact = None;
+            self.digest.push(x);
         }
     }
 
@@ -94,7 +108,7 @@ impl NumericSketch {
     /// they are exact).
     fn flushed_digest(&self) -> TDigest {
         match &self.exact {
-            Some(counts) => digest_from_counts(counts, self.digest.max_size()),
+            Some(counts) => digest_from_counts(&sorted(counts), self.digest.max_size()),
             None => {
                 let mut digest = self.digest.clone();
                 digest.flush();
@@ -110,7 +124,7 @@ impl NumericSketch {
         }
         let size = self.digest.max_size();
         let mine = match &self.exact {
-            Some(counts) => digest_from_counts(counts, size),
+            Some(counts) => digest_from_counts(&sorted(counts), size),
             None => {
                 let mut digest = std::mem::replace(&mut self.digest, TDigest::new_with_size(size));
                 digest.flush();
@@ -127,9 +141,9 @@ impl NumericSketch {
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
         if let (Some(a), Some(b)) = (self.exact.take(), &other.exact)
-            && let Some(counts) = merge_counts(a, b, self.max_exact)
+            && let Some(counts) = merge_counts(sorted(&a), &sorted(b), self.max_exact)
         {
-            self.exact = Some(counts);
+            self.exact = Some(counts.iter().map(|(v, c)| (v.to_bits(), *c)).collect());
             self.digest = TDigest::new_with_size(size);
             return;
         }
@@ -168,14 +182,14 @@ impl NumericSketch {
     }
 
     /// The exact value counts, when the feature had few distinct values.
-    pub fn exact_counts(&self) -> Option<&[(f64, u64)]> {
-        self.exact.as_deref()
+    pub fn exact_counts(&self) -> Option<Vec<(f64, u64)>> {
+        self.exact.as_ref().map(sorted)
     }
 
     /// A read-only view for queries (folds buffered values into the digest).
     pub fn view(&self) -> SketchView {
         match &self.exact {
-            Some(_) => SketchView::new(&self.digest, self.exact.clone(), self.count),
+            Some(counts) => SketchView::new(&self.digest, Some(sorted(counts)), self.count),
             None => SketchView::new(&self.flushed_digest(), None, self.count),
         }
     }
@@ -192,7 +206,7 @@ impl NumericSketch {
             m2: self.m2,
             min: self.min,
             max: self.max,
-            exact: self.exact.clone(),
+            exact: self.exact.as_ref().map(sorted),
             centroids: digest
                 .centroids()
                 .iter()
@@ -230,7 +244,10 @@ impl NumericSketch {
             m2: s.m2,
             min: s.min,
             max: s.max,
-            exact: s.exact.clone(),
+            exact: s
+                .exact
+                .as_ref()
+                .map(|v| v.iter().map(|(x, c)| (x.to_bits(), *c)).collect()),
             max_exact: s.max_exact,
         }
     }
@@ -366,19 +383,31 @@ impl SketchView {
 
     /// Share of values ≤ `x`.
     pub fn cdf(&self, x: f64) -> f64 {
-        if self.xs.is_empty() {
+        self.cdf_at(self.xs.partition_point(|v| *v <= x), x)
+    }
+
+    /// The CDF at each of `points` (ascending), in one pass.
+    pub fn cdf_sorted(&self, points: &[f64]) -> Vec<f64> {
+        let mut out = Vec::with_capacity(points.len());
+        let mut i = 0;
+        for &x in points {
+            while i < self.xs.len() && self.xs[i] <= x {
+                i += 1;
+            }
+            out.push(self.cdf_at(i, x));
+        }
+        out
+    }
+
+    /// The CDF at `x`, given the number `i` of knots at or below `x`.
+    fn cdf_at(&self, i: usize, x: f64) -> f64 {
+        if self.xs.is_empty() || i == 0 {
             return 0.0;
         }
-        // number of knots at or below x
-        let i = self.xs.partition_point(|v| *v <= x);
         if self.exact.is_some() {
-            return if i == 0 { 0.0 } else { self.fs[i - 1] };
+            return self.fs[i - 1];
         }
-        let last = self.xs.len() - 1;
-        if i == 0 {
-            return 0.0;
-        }
-        if i > last {
+        if i >= self.xs.len() {
             return 1.0;
         }
         let (x0, x1, f0, f1) = (self.xs[i - 1], self.xs[i], self.fs[i - 1], self.fs[i]);

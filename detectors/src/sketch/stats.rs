@@ -139,26 +139,19 @@ pub fn numeric_drift(
         return None;
     }
     let points = knots(reference, current);
+    let (a, b) = (reference.cdf_sorted(&points), current.cdf_sorted(&points));
     let mut ks: f64 = 0.0;
     let mut wasserstein = 0.0;
-    for (i, x) in points.iter().enumerate() {
-        let (a0, b0) = (reference.cdf(*x), current.cdf(*x));
+    for i in 0..points.len() {
+        let (a0, b0) = (a[i], b[i]);
         ks = ks.max((a0 - b0).abs());
-        if let Some(next) = points.get(i + 1) {
+        if i + 1 < points.len() {
             // values just below the next knot: a step CDF keeps its value,
             // a linear one reaches the next knot's (it is continuous)
-            let a1 = if reference.is_step() {
-                a0
-            } else {
-                reference.cdf(*next)
-            };
-            let b1 = if current.is_step() {
-                b0
-            } else {
-                current.cdf(*next)
-            };
+            let a1 = if reference.is_step() { a0 } else { a[i + 1] };
+            let b1 = if current.is_step() { b0 } else { b[i + 1] };
             ks = ks.max((a1 - b1).abs());
-            wasserstein += abs_integral(a0 - b0, a1 - b1, next - x);
+            wasserstein += abs_integral(a0 - b0, a1 - b1, points[i + 1] - points[i]);
         }
     }
     let mut edges: Vec<f64> = (1..bins.max(2))
