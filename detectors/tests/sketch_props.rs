@@ -130,3 +130,52 @@ fn discrete_step(view: &driftwatch_detectors::sketch::SketchView, x: f64) -> f64
         None => 0.0,
     }
 }
+
+/// Memory is bounded by the sketch, not the data: the state after 10 million
+/// values is no larger than after 100,000 (categorical: 1 million vs 10,000).
+#[test]
+fn sketch_state_does_not_grow_with_the_number_of_values() {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, LogNormal};
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(5);
+    let dist = LogNormal::new(2.0, 1.0).unwrap();
+    let names: Vec<String> = (0..5000).map(|i| format!("c{i}")).collect();
+    let size = |n: usize, rng: &mut rand_pcg::Pcg64| {
+        let mut numeric = NumericSketch::default();
+        let mut categorical = CategoricalSketch::new(100);
+        for _ in 0..n {
+            numeric.add(dist.sample(rng));
+        }
+        // a high-cardinality feature (5,000 categories, capacity 100) is the
+        // slow case of the heavy-hitters sketch: a tenth of the values suffice
+        for i in 0..n / 10 {
+            categorical.add(&names[i % names.len()]);
+        }
+        assert_eq!(
+            categorical.len(),
+            100,
+            "categories tracked stay at the capacity"
+        );
+        (
+            postcard::to_stdvec(&numeric.snapshot()).unwrap().len(),
+            postcard::to_stdvec(&categorical).unwrap().len(),
+        )
+    };
+    let small = size(100_000, &mut rng);
+    let large = size(10_000_000, &mut rng);
+    assert!(
+        large.0 <= small.0 + small.0 / 10,
+        "numeric state {} bytes for 10M vs {} for 100k",
+        large.0,
+        small.0
+    );
+    // (counts are varints: 100 times larger counts take a few more bytes each)
+    assert!(
+        large.1 <= small.1 * 3 / 2,
+        "categorical state {} bytes for 10M vs {} for 100k",
+        large.1,
+        small.1
+    );
+    // and the bound is small: a few KiB per (window, feature)
+    assert!(large.0 < 16 * 1024 && large.1 < 16 * 1024, "{large:?}");
+}
