@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use driftwatch_detectors::{DriftConfig, Thresholds, WindowSpec};
+use driftwatch_detectors::{Decision, DriftConfig, Thresholds, WindowSpec};
 use driftwatch_ingest::{DecoderConfig, FeatureKind, FeatureSchema};
 use serde::Deserialize;
 
@@ -161,12 +161,28 @@ impl RawThresholds {
     }
 }
 
+/// Drift decision modes as written.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawDecision {
+    /// Effect sizes against thresholds.
+    EffectSize,
+    /// p-values (small windows).
+    PValue,
+}
+
 /// `[drift]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawDrift {
     /// Run the drift and data-quality detector.
     pub enabled: bool,
+    /// `"effect_size"` or `"p_value"`.
+    pub decision: RawDecision,
+    /// p-value decision: warning below this.
+    pub p_value_warning: f64,
+    /// p-value decision: drift below this.
+    pub p_value_drift: f64,
     /// Reference-quantile bins for PSI and JS.
     pub bins: usize,
     /// t-digest compression.
@@ -184,6 +200,9 @@ impl Default for RawDrift {
         let d = DriftConfig::default();
         RawDrift {
             enabled: true,
+            decision: RawDecision::EffectSize,
+            p_value_warning: d.p_value_warning,
+            p_value_drift: d.p_value_drift,
             bins: d.bins,
             compression: d.compression,
             max_exact_values: d.max_exact,
@@ -407,6 +426,12 @@ impl RawSettings {
             };
             check("drift.thresholds".into(), defaults)?;
             let mut config = DriftConfig {
+                decision: match self.drift.decision {
+                    RawDecision::EffectSize => Decision::EffectSize,
+                    RawDecision::PValue => Decision::PValue,
+                },
+                p_value_warning: self.drift.p_value_warning,
+                p_value_drift: self.drift.p_value_drift,
                 bins: self.drift.bins,
                 compression: self.drift.compression,
                 max_exact: self.drift.max_exact_values,

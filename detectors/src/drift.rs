@@ -104,9 +104,27 @@ impl Thresholds {
     }
 }
 
+/// How the drift level is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Decision {
+    /// Effect sizes against thresholds (the default: p-values become tiny
+    /// in large windows whatever the effect).
+    #[default]
+    EffectSize,
+    /// p-values (KS for numeric, chi-squared for categorical features):
+    /// for small windows, where effect sizes are noisy.
+    PValue,
+}
+
 /// Settings of the drift detector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DriftConfig {
+    /// Effect sizes or p-values.
+    pub decision: Decision,
+    /// p-value below which a feature is at `warning` (p-value decision).
+    pub p_value_warning: f64,
+    /// p-value below which a feature is at `drift` (p-value decision).
+    pub p_value_drift: f64,
     /// Reference-quantile bins for PSI and JS of numeric features.
     pub bins: usize,
     /// t-digest compression.
@@ -128,6 +146,9 @@ pub struct DriftConfig {
 impl Default for DriftConfig {
     fn default() -> Self {
         DriftConfig {
+            decision: Decision::EffectSize,
+            p_value_warning: 0.05,
+            p_value_drift: 0.01,
             bins: 10,
             compression: crate::sketch::numeric::DEFAULT_COMPRESSION,
             max_exact: crate::sketch::numeric::DEFAULT_MAX_EXACT,
@@ -158,6 +179,18 @@ impl DriftConfig {
             return Err(Error::Config {
                 key: "drift.max_categories",
                 message: "must be at least 1".into(),
+            });
+        }
+        if !(0.0 < self.p_value_drift
+            && self.p_value_drift <= self.p_value_warning
+            && self.p_value_warning < 1.0)
+        {
+            return Err(Error::Config {
+                key: "drift.p_value_drift",
+                message: format!(
+                    "need 0 < p_value_drift <= p_value_warning < 1, got {} and {}",
+                    self.p_value_drift, self.p_value_warning
+                ),
             });
         }
         self.thresholds.validate("drift.thresholds")?;
@@ -487,6 +520,17 @@ impl DriftDetector {
         &mut state.features[i].1
     }
 
+    /// The level under the configured decision: the effect-size level, or
+    /// the level the p-value gives.
+    fn decide(&self, by_effect: Level, p_value: f64) -> Level {
+        match self.config.decision {
+            Decision::EffectSize => by_effect,
+            Decision::PValue if p_value < self.config.p_value_drift => Level::Drift,
+            Decision::PValue if p_value < self.config.p_value_warning => Level::Warning,
+            Decision::PValue => Level::Ok,
+        }
+    }
+
     /// Drift level and statistics of one feature of kind `kind`, from its
     /// reference sketches to its current ones.
     pub fn compare(
@@ -537,9 +581,11 @@ impl DriftDetector {
                     t.psi_drift,
                     NOISE_FACTOR * (bins - 1.0) * noise * noise + PSI_EPSILON,
                 );
+                let by_effect = w.max(p);
                 Compared {
-                    level: Some(w.max(p)),
+                    level: Some(self.decide(by_effect, d.ks_p_value)),
                     ks: Some(d.ks),
+                    p_value: Some(d.ks_p_value),
                     wasserstein: Some(d.wasserstein),
                     wasserstein_norm: d.wasserstein_norm,
                     psi: Some(d.psi),
@@ -564,7 +610,7 @@ impl DriftDetector {
                     .max(level(d.psi, t.psi_warning, t.psi_drift, psi_floor))
                     .max(level(d.unseen_share, t.unseen_warning, t.unseen_drift, 0.0));
                 Compared {
-                    level: Some(l),
+                    level: Some(self.decide(l, d.p_value)),
                     psi: Some(d.psi),
                     js: Some(d.js),
                     chi2: Some(d.chi2),

@@ -39,7 +39,7 @@ pub mod windows;
 use std::sync::Arc;
 
 pub use component::{Component, Components, DynComponent};
-pub use drift::{DriftConfig, DriftDetector, Level, Thresholds};
+pub use drift::{Decision, DriftConfig, DriftDetector, Level, Thresholds};
 pub use error::{Error, Result};
 pub use summary::{FeatureSummary, WindowSummary};
 pub use window::{Watermark, WindowSpec};

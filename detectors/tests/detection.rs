@@ -201,3 +201,50 @@ fn invalid_drift_settings_name_the_key() {
             .contains("js_warning")
     );
 }
+
+/// The p-value decision flags a 0.5 sd shift in windows of 300 values, and
+/// is quiet on same-distribution windows most of the time.
+#[test]
+fn p_value_decision_for_small_windows() {
+    use driftwatch_detectors::Decision;
+    let config = DriftConfig {
+        decision: Decision::PValue,
+        ..DriftConfig::default()
+    };
+    let detector = DriftDetector::new(config.clone()).unwrap();
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(11);
+    let normal = Normal::new(0.0, 1.0).unwrap();
+    let sketch = |shift: f64, rng: &mut rand_pcg::Pcg64| {
+        let mut s = FeatureSketches::new(&config);
+        for _ in 0..300 {
+            s.add(&FeatureValue::Numeric(normal.sample(rng) + shift));
+        }
+        s
+    };
+    let reference = sketch(0.0, &mut rng);
+    let (mut shifted_flags, mut quiet_flags) = (0, 0);
+    for _ in 0..50 {
+        let shifted = detector.compare(
+            "m",
+            "x",
+            FeatureKind::Numeric,
+            &reference,
+            &sketch(0.5, &mut rng),
+        );
+        shifted_flags += usize::from(shifted.level == Some(Level::Drift));
+        let same = detector.compare(
+            "m",
+            "x",
+            FeatureKind::Numeric,
+            &reference,
+            &sketch(0.0, &mut rng),
+        );
+        quiet_flags += usize::from(same.level == Some(Level::Drift));
+        assert!(same.p_value.is_some());
+    }
+    assert!(
+        shifted_flags >= 45,
+        "shift flagged in {shifted_flags} of 50"
+    );
+    assert!(quiet_flags <= 5, "no shift flagged in {quiet_flags} of 50");
+}
