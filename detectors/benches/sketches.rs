@@ -43,6 +43,16 @@ fn sketches(c: &mut Criterion) {
             s.total()
         })
     });
+    let ids: Vec<String> = (0..1_000_000)
+        .map(|_| format!("u{}", rng.random_range(0..200_000u32)))
+        .collect();
+    group.bench_function("categorical_add_high_cardinality", |b| {
+        b.iter(|| {
+            let mut s = CategoricalSketch::default();
+            ids.iter().for_each(|x| s.add(x));
+            s.total()
+        })
+    });
     group.finish();
 
     let parts: Vec<NumericSketch> = continuous

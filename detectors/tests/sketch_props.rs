@@ -132,7 +132,7 @@ fn discrete_step(view: &driftwatch_detectors::sketch::SketchView, x: f64) -> f64
 }
 
 /// Memory is bounded by the sketch, not the data: the state after 10 million
-/// values is no larger than after 100,000 (categorical: 1 million vs 10,000).
+/// values is no larger than after 100,000.
 #[test]
 fn sketch_state_does_not_grow_with_the_number_of_values() {
     use rand::SeedableRng;
@@ -146,15 +146,12 @@ fn sketch_state_does_not_grow_with_the_number_of_values() {
         for _ in 0..n {
             numeric.add(dist.sample(rng));
         }
-        // a high-cardinality feature (5,000 categories, capacity 100) is the
-        // slow case of the heavy-hitters sketch: a tenth of the values suffice
-        for i in 0..n / 10 {
+        for i in 0..n {
             categorical.add(&names[i % names.len()]);
         }
-        assert_eq!(
-            categorical.len(),
-            100,
-            "categories tracked stay at the capacity"
+        assert!(
+            categorical.len() <= 200,
+            "categories tracked stay within twice the capacity"
         );
         (
             postcard::to_stdvec(&numeric.snapshot()).unwrap().len(),

@@ -8,27 +8,32 @@ use serde::{Deserialize, Serialize};
 /// Default number of categories counted per feature.
 pub const DEFAULT_MAX_CATEGORIES: usize = 1000;
 
-/// A category counter: `count` over-estimates the true count by at most `error`.
+/// A category counter. `count` occurrences were seen while the category was
+/// tracked; before that it may have had up to `error` more that were pruned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counter {
-    /// Counted occurrences (an upper bound once the sketch is saturated).
+    /// Occurrences counted (a lower bound of the true count).
     pub count: u64,
-    /// Largest possible over-count.
+    /// Largest number of occurrences that may have been pruned earlier.
     pub error: u64,
 }
 
 /// Frequencies of the categories of one feature in one window.
 ///
 /// Exact while the feature has at most `capacity` distinct categories. Past
-/// that it becomes a space-saving heavy-hitters sketch: a new category takes
-/// the place of the least frequent one, inheriting its count as error. The
-/// frequent categories stay accurate; what the counters cannot vouch for is
-/// reported as an `other` bucket.
+/// that it prunes in batches (lossy counting): when `2 × capacity` categories
+/// are tracked, only the `capacity` most frequent are kept, and a category
+/// seen afterwards may have lost up to the largest pruned count. The frequent
+/// categories stay accurate; what the counters cannot vouch for is reported
+/// as an `other` bucket. Each value costs O(1) amortised, however many
+/// distinct categories a feature has (ids, free text).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CategoricalSketch {
     counts: HashMap<CompactString, Counter>,
     total: u64,
     capacity: usize,
+    /// largest count ever pruned; 0 while the sketch is exact
+    pruned: u64,
     saturated: bool,
 }
 
@@ -39,12 +44,13 @@ impl Default for CategoricalSketch {
 }
 
 impl CategoricalSketch {
-    /// An empty sketch counting up to `capacity` categories.
+    /// An empty sketch counting up to `capacity` categories exactly.
     pub fn new(capacity: usize) -> Self {
         CategoricalSketch {
             counts: HashMap::new(),
             total: 0,
             capacity: capacity.max(1),
+            pruned: 0,
             saturated: false,
         }
     }
@@ -56,65 +62,69 @@ impl CategoricalSketch {
             c.count += 1;
             return;
         }
-        if self.counts.len() < self.capacity {
-            self.counts
-                .insert(value.into(), Counter { count: 1, error: 0 });
-            return;
+        if self.counts.len() >= 2 * self.capacity {
+            self.prune();
         }
-        self.saturated = true;
-        if let Some((victim, min)) = self.min_counter() {
-            self.counts.remove(&victim);
-            self.counts.insert(
-                value.into(),
-                Counter {
-                    count: min + 1,
-                    error: min,
-                },
-            );
-        }
+        self.counts.insert(
+            value.into(),
+            Counter {
+                count: 1,
+                error: self.pruned,
+            },
+        );
     }
 
-    fn min_counter(&self) -> Option<(CompactString, u64)> {
-        self.counts
+    /// Keeps the `capacity` most frequent categories.
+    fn prune(&mut self) {
+        if self.counts.len() <= self.capacity {
+            return;
+        }
+        let mut all: Vec<(CompactString, Counter)> = self.counts.drain().collect();
+        all.sort_unstable_by(|a, b| b.1.count.cmp(&a.1.count).then_with(|| a.0.cmp(&b.0)));
+        let largest_dropped = all[self.capacity..]
             .iter()
-            .min_by(|a, b| a.1.count.cmp(&b.1.count).then_with(|| b.0.cmp(a.0)))
-            .map(|(k, c)| (k.clone(), c.count))
+            .map(|(_, c)| c.count + c.error)
+            .max()
+            .unwrap_or(0);
+        self.pruned = self.pruned.max(largest_dropped);
+        all.truncate(self.capacity);
+        self.counts = all.into_iter().collect();
+        self.saturated = true;
     }
 
     /// Adds everything `other` saw.
     pub fn merge(&mut self, other: &CategoricalSketch) {
-        // a category one side does not track may have up to that side's
-        // smallest count (zero when that side is exact)
-        let floor = |s: &CategoricalSketch| {
-            if s.saturated {
-                s.counts.values().map(|c| c.count).min().unwrap_or(0)
-            } else {
-                0
-            }
-        };
-        let (mine_floor, their_floor) = (floor(self), floor(other));
+        // a category one side does not track may have had up to that side's
+        // largest pruned count there
         for (k, c) in self.counts.iter_mut() {
             if !other.counts.contains_key(k) {
-                c.count += their_floor;
-                c.error += their_floor;
+                c.error += other.pruned;
             }
         }
         for (k, c) in &other.counts {
-            let entry = self.counts.entry(k.clone()).or_insert(Counter {
-                count: mine_floor,
-                error: mine_floor,
-            });
-            entry.count += c.count;
-            entry.error += c.error;
+            match self.counts.get_mut(k) {
+                Some(mine) => {
+                    mine.count += c.count;
+                    mine.error += c.error;
+                }
+                None => {
+                    self.counts.insert(
+                        k.clone(),
+                        Counter {
+                            count: c.count,
+                            error: c.error + self.pruned,
+                        },
+                    );
+                }
+            }
         }
         self.total += other.total;
+        self.pruned += other.pruned;
         self.saturated |= other.saturated;
-        if self.counts.len() > self.capacity {
-            let mut all: Vec<(CompactString, Counter)> = self.counts.drain().collect();
-            all.sort_by(|a, b| b.1.count.cmp(&a.1.count).then_with(|| a.0.cmp(&b.0)));
-            all.truncate(self.capacity);
-            self.counts = all.into_iter().collect();
-            self.saturated = true;
+        if self.counts.len() > 2 * self.capacity
+            || (self.saturated && self.counts.len() > self.capacity)
+        {
+            self.prune();
         }
     }
 
@@ -128,7 +138,7 @@ impl CategoricalSketch {
         !self.saturated
     }
 
-    /// Distinct categories tracked.
+    /// Distinct categories tracked (at most twice the capacity).
     pub fn len(&self) -> usize {
         self.counts.len()
     }
@@ -143,14 +153,14 @@ impl CategoricalSketch {
         self.counts.get(value).copied()
     }
 
-    /// Guaranteed counts per category (`count - error`), sorted by category,
-    /// and the `other` bucket: the values the counters cannot vouch for.
-    /// The counts and `other` add up to [`total`](Self::total).
+    /// Guaranteed counts per category, sorted by category, and the `other`
+    /// bucket: the values the counters cannot vouch for. The counts and
+    /// `other` add up to [`total`](Self::total).
     pub fn frequencies(&self) -> (Vec<(&str, u64)>, u64) {
         let mut out: Vec<(&str, u64)> = self
             .counts
             .iter()
-            .map(|(k, c)| (k.as_str(), c.count - c.error))
+            .map(|(k, c)| (k.as_str(), c.count))
             .collect();
         out.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let vouched: u64 = out.iter().map(|(_, c)| c).sum();
