@@ -50,6 +50,15 @@ pub enum ReferenceCommand {
         /// Model version; without it the profile serves every version that has none of its own.
         #[arg(long)]
         version: Option<String>,
+        /// Only predictions at or after this event time (RFC 3339): a chosen production window.
+        #[arg(long)]
+        from: Option<String>,
+        /// Only predictions before this event time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only the first N matching predictions (e.g. the first N after a deploy).
+        #[arg(long)]
+        first: Option<u64>,
     },
     /// Lists the stored reference profiles.
     List,

@@ -26,7 +26,15 @@ pub fn run(command: Command, settings: &Settings) -> Result<()> {
             files,
             model,
             version,
-        }) => crate::reference::build(settings, &files, &model, version.as_deref()).map(|_| ()),
+            from,
+            until,
+            first,
+        }) => {
+            let selection =
+                crate::reference::Selection::parse(from.as_deref(), until.as_deref(), first)?;
+            crate::reference::build(settings, &files, &model, version.as_deref(), &selection)
+                .map(|_| ())
+        }
         Command::Reference(ReferenceCommand::List) => crate::reference::list(settings),
         Command::Reference(ReferenceCommand::Show { model, version }) => {
             crate::reference::show(settings, &model, version.as_deref())

@@ -77,13 +77,73 @@ pub fn load_into(settings: &Settings, detector: &DriftDetector) -> Result<usize>
     Ok(profiles.len())
 }
 
-/// Builds a model version's profile from event files (predictions of other
-/// models or versions, and labels, are skipped).
+/// Which predictions of the files go into a profile.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    from: Option<EventTime>,
+    until: Option<EventTime>,
+    first: Option<u64>,
+}
+
+impl Selection {
+    /// From the command line's `--from`, `--until` (RFC 3339) and `--first`.
+    pub fn parse(from: Option<&str>, until: Option<&str>, first: Option<u64>) -> Result<Self> {
+        let time = |flag: &str, s: Option<&str>| -> Result<Option<EventTime>> {
+            s.map(|s| {
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .map(|t| t.timestamp_millis())
+                    .with_context(|| {
+                        format!(
+                            "{flag} {s:?}: expected an RFC 3339 time such as 2026-11-01T00:00:00Z"
+                        )
+                    })
+            })
+            .transpose()
+        };
+        let selection = Selection {
+            from: time("--from", from)?,
+            until: time("--until", until)?,
+            first,
+        };
+        if let (Some(f), Some(u)) = (selection.from, selection.until)
+            && f >= u
+        {
+            bail!("--from must be before --until");
+        }
+        Ok(selection)
+    }
+
+    fn contains(&self, t: EventTime) -> bool {
+        self.from.is_none_or(|f| t >= f) && self.until.is_none_or(|u| t < u)
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(f) = self.from {
+            parts.push(format!("from {}", format_time(f)));
+        }
+        if let Some(u) = self.until {
+            parts.push(format!("until {}", format_time(u)));
+        }
+        if let Some(n) = self.first {
+            parts.push(format!("first {n}"));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join(", "))
+        }
+    }
+}
+
+/// Builds a model version's profile from the selected predictions of event
+/// files (predictions of other models or versions, and labels, are skipped).
 pub fn build(
     settings: &Settings,
     files: &[PathBuf],
     model: &str,
     version: Option<&str>,
+    selection: &Selection,
 ) -> Result<PathBuf> {
     let config = settings.drift.clone().unwrap_or_default();
     let detector = DriftDetector::new(config)?;
@@ -98,7 +158,9 @@ pub fn build(
             match record {
                 Record::Event(Event::Prediction(p), _)
                     if &*p.model_id == model
-                        && (version.is_none() || p.model_version.as_deref() == version) =>
+                        && (version.is_none() || p.model_version.as_deref() == version)
+                        && selection.contains(p.timestamp)
+                        && selection.first.is_none_or(|n| used < n) =>
                 {
                     used += 1;
                     first = first.min(p.timestamp);
@@ -119,7 +181,11 @@ pub fn build(
     }
     let profile = Profile::from_state(&state, (first, last));
     let source: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-    let stored = profile.to_stored(model, version, &source.join(", "));
+    let stored = profile.to_stored(
+        model,
+        version,
+        &format!("{}{}", source.join(", "), selection.describe()),
+    );
     let target = path(settings, model, version);
     stored.save(&target)?;
     println!(

@@ -425,6 +425,48 @@ fn reference_profile_from_training_data_is_used() {
         "the injected shift of tenure_months is flagged"
     );
 
+    // a chosen production window: the first 500 predictions of fraud after 01:00
+    let window = ok(
+        &[
+            "reference",
+            "build",
+            p(&live),
+            "--model",
+            "fraud",
+            "--version",
+            "v3",
+            "--from",
+            "2026-11-01T01:00:00Z",
+            "--until",
+            "2026-11-01T05:00:00Z",
+            "--first",
+            "500",
+        ],
+        dir.path(),
+    );
+    assert!(
+        window.contains("reference for fraud v3: 500 predictions"),
+        "{window}"
+    );
+    let listed = ok(&["reference", "list"], dir.path());
+    assert!(
+        listed.contains("from 2026-11-01T01:00:00.000Z, until 2026-11-01T05:00:00.000Z, first 500"),
+        "{listed}"
+    );
+    let bad = driftwatch(
+        &[
+            "reference",
+            "build",
+            p(&live),
+            "--model",
+            "fraud",
+            "--from",
+            "yesterday",
+        ],
+        dir.path(),
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--from \"yesterday\""));
+
     let err = driftwatch(
         &["reference", "build", p(&train), "--model", "nosuch"],
         dir.path(),
