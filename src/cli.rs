@@ -59,6 +59,10 @@ pub enum ReferenceCommand {
         /// Only the first N matching predictions (e.g. the first N after a deploy).
         #[arg(long)]
         first: Option<u64>,
+        /// The files are plain feature tables (JSONL objects of feature values,
+        /// or Parquet columns of features), e.g. a training set.
+        #[arg(long, conflicts_with_all = ["from", "until"])]
+        table: bool,
     },
     /// Lists the stored reference profiles.
     List,

@@ -29,9 +29,14 @@ pub fn run(command: Command, settings: &Settings) -> Result<()> {
             from,
             until,
             first,
+            table,
         }) => {
-            let selection =
-                crate::reference::Selection::parse(from.as_deref(), until.as_deref(), first)?;
+            let selection = crate::reference::Selection::parse(
+                from.as_deref(),
+                until.as_deref(),
+                first,
+                table,
+            )?;
             crate::reference::build(settings, &files, &model, version.as_deref(), &selection)
                 .map(|_| ())
         }

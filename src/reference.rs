@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use driftwatch_detectors::drift::{Profile, StoredProfile};
 use driftwatch_detectors::{Component, DriftDetector};
-use driftwatch_ingest::{Decoder, Event, EventTime, FeatureKind, Record, format_time, open_file};
+use driftwatch_ingest::{
+    Decoder, Event, EventTime, FeatureKind, Record, format_time, open_file, open_table_file,
+};
 use tracing::info;
 
 use crate::settings::Settings;
@@ -83,11 +85,18 @@ pub struct Selection {
     from: Option<EventTime>,
     until: Option<EventTime>,
     first: Option<u64>,
+    /// the files are plain feature tables
+    table: bool,
 }
 
 impl Selection {
-    /// From the command line's `--from`, `--until` (RFC 3339) and `--first`.
-    pub fn parse(from: Option<&str>, until: Option<&str>, first: Option<u64>) -> Result<Self> {
+    /// From the command line's `--from`, `--until` (RFC 3339), `--first` and `--table`.
+    pub fn parse(
+        from: Option<&str>,
+        until: Option<&str>,
+        first: Option<u64>,
+        table: bool,
+    ) -> Result<Self> {
         let time = |flag: &str, s: Option<&str>| -> Result<Option<EventTime>> {
             s.map(|s| {
                 chrono::DateTime::parse_from_rfc3339(s)
@@ -104,6 +113,7 @@ impl Selection {
             from: time("--from", from)?,
             until: time("--until", until)?,
             first,
+            table,
         };
         if let (Some(f), Some(u)) = (selection.from, selection.until)
             && f >= u
@@ -127,6 +137,9 @@ impl Selection {
         }
         if let Some(n) = self.first {
             parts.push(format!("first {n}"));
+        }
+        if self.table {
+            parts.push("feature table".to_owned());
         }
         if parts.is_empty() {
             String::new()
@@ -152,7 +165,11 @@ pub fn build(
     let (mut read, mut used, mut rejected) = (0u64, 0u64, 0u64);
     let (mut first, mut last) = (EventTime::MAX, EventTime::MIN);
     for file in files {
-        let mut source = open_file(file)?;
+        let mut source = if selection.table {
+            open_table_file(file, model, version)?
+        } else {
+            open_file(file)?
+        };
         while let Some(record) = source.next_record(&mut decoder)? {
             read += 1;
             match record {

@@ -474,3 +474,101 @@ fn reference_profile_from_training_data_is_used() {
     assert_eq!(err.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&err.stderr).contains("no prediction of model nosuch"));
 }
+
+/// Plain feature tables (no event fields), JSON Lines and Parquet, build
+/// reference profiles; a bad row is counted, not fatal.
+#[test]
+fn reference_profile_from_a_plain_feature_table() {
+    use std::sync::Arc;
+
+    use arrow::array::{Float64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jsonl = dir.path().join("train.jsonl");
+    let mut text = String::new();
+    for i in 0..1000 {
+        let plan = ["free", "pro", "team"][i % 3];
+        text.push_str(&format!(
+            "{{\"tenure_months\": {}, \"plan\": \"{plan}\"}}\n",
+            10 + i % 40
+        ));
+    }
+    text.push_str("{\"tenure_months\": [1, 2]}\n");
+    std::fs::write(&jsonl, text).expect("write");
+    let built = ok(
+        &[
+            "reference",
+            "build",
+            p(&jsonl),
+            "--table",
+            "--model",
+            "churn",
+            "--version",
+            "v12",
+        ],
+        dir.path(),
+    );
+    assert!(
+        built.contains("1000 predictions of 1001 records (1 rejected)"),
+        "{built}"
+    );
+    let shown = ok(
+        &["reference", "show", "--model", "churn", "--version", "v12"],
+        dir.path(),
+    );
+    assert!(
+        shown.contains("tenure_months") && shown.contains("numeric"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("plan") && shown.contains("3 categories"),
+        "{shown}"
+    );
+
+    let parquet = dir.path().join("train.parquet");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("amount", DataType::Float64, true),
+        Field::new("mcc", DataType::Utf8, true),
+    ]));
+    let amounts: Vec<f64> = (0..500).map(|i| f64::from(i) * 1.5).collect();
+    let mccs: Vec<&str> = (0..500)
+        .map(|i| if i % 2 == 0 { "5411" } else { "5812" })
+        .collect();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Float64Array::from(amounts)),
+            Arc::new(StringArray::from(mccs)),
+        ],
+    )
+    .expect("batch");
+    let mut writer = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&parquet).expect("create"),
+        schema,
+        None,
+    )
+    .expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+    let built = ok(
+        &[
+            "reference",
+            "build",
+            p(&parquet),
+            "--table",
+            "--model",
+            "fraud",
+        ],
+        dir.path(),
+    );
+    assert!(
+        built.contains("500 predictions of 500 records (0 rejected), 2 features"),
+        "{built}"
+    );
+    let listed = ok(&["reference", "list"], dir.path());
+    assert!(
+        listed.contains("fraud") && listed.contains("feature table"),
+        "{listed}"
+    );
+}

@@ -164,6 +164,69 @@ impl Decoder {
         self.validate(raw)
     }
 
+    /// Decodes one row of a plain feature table (a JSON object of feature
+    /// values, no event fields) as a prediction of `model`, for building
+    /// reference profiles from training data. The event has id `row-N`, time
+    /// 0 and no model output.
+    pub fn decode_table_json(
+        &mut self,
+        bytes: &[u8],
+        model: &str,
+        version: Option<&str>,
+        row: u64,
+    ) -> Result<Event, Reject> {
+        if bytes.len() as u64 > self.config.max_event_bytes {
+            return Err(Reject::Oversized {
+                len: bytes.len() as u64,
+                limit: self.config.max_event_bytes,
+            });
+        }
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            Reject::InvalidJson(format!(
+                "not UTF-8: invalid byte at offset {}",
+                e.valid_up_to()
+            ))
+        })?;
+        match text.trim_start().as_bytes().first() {
+            None => return Err(Reject::Empty),
+            Some(b'{') => {}
+            Some(_) => return Err(Reject::NotAnObject),
+        }
+        let features: ScalarMap<'_> = serde_json::from_str(text).map_err(|e| {
+            if e.is_data() {
+                Reject::WrongType {
+                    path: "features".into(),
+                    detail: e.to_string(),
+                }
+            } else {
+                Reject::InvalidJson(e.to_string())
+            }
+        })?;
+        self.table_row(features, model, version, row)
+    }
+
+    /// A plain feature-table row as a prediction of `model` (see
+    /// [`decode_table_json`](Self::decode_table_json)).
+    pub fn table_row(
+        &mut self,
+        features: ScalarMap<'_>,
+        model: &str,
+        version: Option<&str>,
+        row: u64,
+    ) -> Result<Event, Reject> {
+        let model_id = self.interner.intern(model);
+        let features = self.features(&model_id, Some(features))?;
+        Ok(Event::Prediction(PredictionEvent {
+            event_id: format!("row-{row}"),
+            model_version: version.map(|v| self.interner.intern(v)),
+            model_id,
+            timestamp: 0,
+            features,
+            prediction: Prediction::default(),
+            segments: Vec::new(),
+        }))
+    }
+
     /// Validates a raw event (from any syntax) into a typed event.
     pub fn validate(&mut self, raw: RawEvent<'_>) -> Result<Event, Reject> {
         let event_id = required_str(raw.event_id, "event_id")?;

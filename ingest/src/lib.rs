@@ -47,4 +47,6 @@ pub use event::{
 };
 pub use parquet_writer::EventParquetWriter;
 pub use reject::Reject;
-pub use source::{FileFormat, Position, Record, Rejected, Source, detect_format, open_file};
+pub use source::{
+    FileFormat, Position, Record, Rejected, Source, detect_format, open_file, open_table_file,
+};

@@ -30,6 +30,10 @@ use crate::source::{Position, Record, Rejected, Source};
 /// A Parquet file of events.
 pub struct ParquetSource {
     name: Arc<str>,
+    /// `Some((model, version))`: a plain feature table read as that model's predictions
+    table: Option<(String, Option<String>)>,
+    /// the current batch as one struct column (feature tables)
+    rows: Option<StructArray>,
     path: PathBuf,
     reader: ParquetRecordBatchReader,
     batch: Option<RecordBatch>,
@@ -59,6 +63,8 @@ impl ParquetSource {
             .map_err(|e| Error::parquet(path, e))?;
         Ok(ParquetSource {
             name: Arc::from(path.display().to_string()),
+            table: None,
+            rows: None,
             path: path.to_owned(),
             reader,
             batch: None,
@@ -66,6 +72,14 @@ impl ParquetSource {
             rows_done: 0,
             total_rows,
         })
+    }
+}
+
+impl ParquetSource {
+    /// Reads the file as a plain feature table of `model` (see
+    /// [`crate::source::open_table_file`]).
+    pub(crate) fn set_table(&mut self, table: Option<(String, Option<String>)>) {
+        self.table = table;
     }
 }
 
@@ -82,7 +96,18 @@ impl Source for ParquetSource {
                     row: self.rows_done,
                 };
                 self.rows_done += 1;
-                let result = raw_row(batch, row).and_then(|raw| decoder.validate(raw));
+                let result = match (&self.table, &self.rows) {
+                    (Some((model, version)), Some(rows)) => scalar_map(rows, row, "features")
+                        .and_then(|f| {
+                            decoder.table_row(
+                                f.unwrap_or_default(),
+                                model,
+                                version.as_deref(),
+                                position_row(&position),
+                            )
+                        }),
+                    _ => raw_row(batch, row).and_then(|raw| decoder.validate(raw)),
+                };
                 return Ok(Some(match result {
                     Ok(event) => Record::Event(event, position),
                     Err(reason) => {
@@ -96,7 +121,11 @@ impl Source for ParquetSource {
                 None => return Ok(None),
                 Some(Err(e)) => return Err(Error::arrow(&self.path, e)),
                 Some(Ok(batch)) => {
-                    self.batch = Some(normalise(batch).map_err(|e| Error::arrow(&self.path, e))?);
+                    let batch = normalise(batch).map_err(|e| Error::arrow(&self.path, e))?;
+                    if self.table.is_some() {
+                        self.rows = Some(StructArray::from(batch.clone()));
+                    }
+                    self.batch = Some(batch);
                     self.row_in_batch = 0;
                 }
             }
@@ -109,6 +138,13 @@ impl Source for ParquetSource {
 
     fn name(&self) -> &str {
         &self.name
+    }
+}
+
+fn position_row(position: &Position) -> u64 {
+    match position {
+        Position::Row { row, .. } => *row,
+        _ => 0,
     }
 }
 

@@ -128,6 +128,25 @@ pub fn detect_format(path: &Path) -> Result<FileFormat> {
     })
 }
 
+/// Opens a plain feature table (JSON Lines objects of feature values, or a
+/// Parquet file whose columns are features) as predictions of `model`:
+/// training data for a reference profile.
+pub fn open_table_file(path: &Path, model: &str, version: Option<&str>) -> Result<Box<dyn Source>> {
+    let table = Some((model.to_owned(), version.map(str::to_owned)));
+    Ok(match detect_format(path)? {
+        FileFormat::Jsonl | FileFormat::JsonlGzip => {
+            let mut source = JsonlSource::open(path)?;
+            source.table = table;
+            Box::new(source)
+        }
+        FileFormat::Parquet => {
+            let mut source = crate::parquet_source::ParquetSource::open(path)?;
+            source.set_table(table);
+            Box::new(source)
+        }
+    })
+}
+
 /// Opens a file source of whichever format the file has.
 pub fn open_file(path: &Path) -> Result<Box<dyn Source>> {
     Ok(match detect_format(path)? {
@@ -349,6 +368,8 @@ impl<R: BufRead> LineReader<R> {
 /// A JSON Lines file, plain or gzip.
 pub struct JsonlSource {
     name: Arc<str>,
+    /// `Some((model, version))`: a plain feature table read as that model's predictions
+    table: Option<(String, Option<String>)>,
     lines: Option<LineReader<Box<dyn BufRead>>>,
     read: Arc<AtomicU64>,
     total: u64,
@@ -385,6 +406,7 @@ impl JsonlSource {
         );
         Ok(JsonlSource {
             name: Arc::from(path.display().to_string()),
+            table: None,
             lines: Some(LineReader::new(reader, u64::MAX)),
             read,
             total,
@@ -417,6 +439,8 @@ impl Source for JsonlSource {
                 len: line.len,
                 limit: decoder.max_event_bytes(),
             })
+        } else if let Some((model, version)) = &self.table {
+            decoder.decode_table_json(line.bytes, model, version.as_deref(), line.number)
         } else {
             decoder.decode_json(line.bytes)
         };
