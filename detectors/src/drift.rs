@@ -720,16 +720,13 @@ impl Component for DriftDetector {
         let n = event.features.len();
         let p = &event.prediction;
         if let Some(score) = p.score {
-            let name = Arc::clone(&self.score);
-            self.slot(state, n, &name).numeric.add(score);
+            self.slot(state, n, &self.score).numeric.add(score);
         }
         if let Some(value) = p.value {
-            let name = Arc::clone(&self.value);
-            self.slot(state, n + 1, &name).numeric.add(value);
+            self.slot(state, n + 1, &self.value).numeric.add(value);
         }
         if let Some(class) = &p.class {
-            let name = Arc::clone(&self.class);
-            self.slot(state, n + 2, &name).categorical.add(class);
+            self.slot(state, n + 2, &self.class).categorical.add(class);
         }
     }
 

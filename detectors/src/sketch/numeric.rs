@@ -15,7 +15,8 @@ pub const DEFAULT_MAX_EXACT: usize = 256;
 
 /// The distribution of one numeric feature in one window.
 ///
-/// Keeps exactly: count, min, max, mean and variance (Welford, merged with
+/// Keeps exactly: count, min, max, mean and variance (sums shifted by the
+/// first value, which need no division per value; merged with
 /// Chan's formula), and the value counts while there are at most
 /// `max_exact` distinct values. Approximately: a t-digest for quantiles and
 /// the CDF. Memory is bounded by the compression and `max_exact`, whatever the
@@ -25,11 +26,12 @@ pub const DEFAULT_MAX_EXACT: usize = 256;
 pub struct NumericSketch {
     digest: TDigest,
     count: u64,
-    mean: f64,
-    m2: f64,
+    /// first value seen; the sums below are of `x - shift`
+    shift: f64,
+    s1: f64,
+    s2: f64,
     min: f64,
     max: f64,
-    /// sorted (value, count) while the feature has few distinct values
     /// value bits → count while the feature has few distinct values
     exact: Option<ExactCounts>,
     max_exact: usize,
@@ -64,8 +66,9 @@ impl NumericSketch {
         NumericSketch {
             digest: TDigest::new_with_size(compression.max(10)),
             count: 0,
-            mean: 0.0,
-            m2: 0.0,
+            shift: 0.0,
+            s1: 0.0,
+            s2: 0.0,
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
             exact: Some(ExactCounts::default()),
@@ -82,9 +85,12 @@ impl NumericSketch {
         // -0.0 and 0.0 are one value (total_cmp would keep them apart)
         let x = x + 0.0;
         self.count += 1;
-        let delta = x - self.mean;
-        self.mean += delta / self.count as f64;
-        self.m2 += delta * (x - self.mean);
+        if self.count == 1 {
+            self.shift = x;
+        }
+        let d = x - self.shift;
+        self.s1 += d;
+        self.s2 += d * d;
         self.min = self.min.min(x);
         self.max = self.max.max(x);
         // while the values are few, only their counts are kept; the t-digest
@@ -134,9 +140,15 @@ impl NumericSketch {
         let theirs = other.flushed_digest();
         let (n1, n2) = (self.count as f64, other.count as f64);
         let n = n1 + n2;
-        let delta = other.mean - self.mean;
-        self.mean += delta * n2 / n;
-        self.m2 += other.m2 + delta * delta * n1 * n2 / n;
+        let ((mean1, m2_1), (mean2, m2_2)) = (self.moments(), other.moments());
+        let delta = mean2 - mean1;
+        let mean = mean1 + delta * n2 / n;
+        let m2 = m2_1 + m2_2 + delta * delta * n1 * n2 / n;
+        if self.count == 0 {
+            self.shift = other.shift;
+        }
+        self.s1 = n * (mean - self.shift);
+        self.s2 = m2 + self.s1 * self.s1 / n;
         self.count += other.count;
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
@@ -156,14 +168,26 @@ impl NumericSketch {
         self.count
     }
 
+    /// Mean and sum of squared deviations from it (0, 0 when empty).
+    fn moments(&self) -> (f64, f64) {
+        if self.count == 0 {
+            return (0.0, 0.0);
+        }
+        let n = self.count as f64;
+        (
+            self.shift + self.s1 / n,
+            (self.s2 - self.s1 * self.s1 / n).max(0.0),
+        )
+    }
+
     /// Exact mean; `None` when empty.
     pub fn mean(&self) -> Option<f64> {
-        (self.count > 0).then_some(self.mean)
+        (self.count > 0).then(|| self.moments().0)
     }
 
     /// Exact population variance; `None` when empty.
     pub fn variance(&self) -> Option<f64> {
-        (self.count > 0).then(|| self.m2 / self.count as f64)
+        (self.count > 0).then(|| self.moments().1 / self.count as f64)
     }
 
     /// Exact population standard deviation.
@@ -202,8 +226,8 @@ impl NumericSketch {
             compression: digest.max_size(),
             max_exact: self.max_exact,
             count: self.count,
-            mean: self.mean,
-            m2: self.m2,
+            mean: self.moments().0,
+            m2: self.moments().1,
             min: self.min,
             max: self.max,
             exact: self.exact.as_ref().map(sorted),
@@ -240,8 +264,9 @@ impl NumericSketch {
                 s.compression.max(10),
             ),
             count: s.count,
-            mean: s.mean,
-            m2: s.m2,
+            shift: s.mean,
+            s1: 0.0,
+            s2: s.m2,
             min: s.min,
             max: s.max,
             exact: s
