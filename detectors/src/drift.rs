@@ -22,6 +22,7 @@ use crate::sketch::{
     CategoricalSketch, NumericSketch, SketchView, categorical_drift, numeric_drift,
     stats::PSI_EPSILON,
 };
+use crate::slots::FeatureSlots;
 use crate::windows::WindowKey;
 
 /// How far above its chance level a statistic must be before it counts: the
@@ -290,8 +291,7 @@ impl FeatureSketches {
 #[derive(Debug, Clone, Default)]
 pub struct DriftState {
     events: u64,
-    features: Vec<(Arc<str>, FeatureSketches)>,
-    index: HashMap<Arc<str>, usize, ahash::RandomState>,
+    features: FeatureSlots<FeatureSketches>,
 }
 
 /// The reference of a model version: its features' sketches and kinds.
@@ -496,30 +496,6 @@ impl DriftDetector {
             .unwrap_or(c.thresholds)
     }
 
-    fn slot<'s>(
-        &self,
-        state: &'s mut DriftState,
-        position: usize,
-        name: &Arc<str>,
-    ) -> &'s mut FeatureSketches {
-        let i = match state.features.get(position) {
-            Some((n, _)) if Arc::ptr_eq(n, name) => position,
-            _ => match state.index.get(name) {
-                Some(&i) => i,
-                None => {
-                    state
-                        .features
-                        .push((Arc::clone(name), FeatureSketches::new(&self.config)));
-                    state
-                        .index
-                        .insert(Arc::clone(name), state.features.len() - 1);
-                    state.features.len() - 1
-                }
-            },
-        };
-        &mut state.features[i].1
-    }
-
     /// The level under the configured decision: the effect-size level, or
     /// the level the p-value gives.
     fn decide(&self, by_effect: Level, p_value: f64) -> Level {
@@ -712,28 +688,45 @@ impl Component for DriftDetector {
     }
 
     fn update(&self, state: &mut Self::State, event: &PredictionEvent) {
+        let new = || FeatureSketches::new(&self.config);
         state.events += 1;
         for (position, feature) in event.features.iter().enumerate() {
-            self.slot(state, position, &feature.name)
+            state
+                .features
+                .get_or_insert_with(position, &feature.name, new)
                 .add(&feature.value);
         }
         let n = event.features.len();
         let p = &event.prediction;
         if let Some(score) = p.score {
-            self.slot(state, n, &self.score).numeric.add(score);
+            state
+                .features
+                .get_or_insert_with(n, &self.score, new)
+                .numeric
+                .add(score);
         }
         if let Some(value) = p.value {
-            self.slot(state, n + 1, &self.value).numeric.add(value);
+            state
+                .features
+                .get_or_insert_with(n + 1, &self.value, new)
+                .numeric
+                .add(value);
         }
         if let Some(class) = &p.class {
-            self.slot(state, n + 2, &self.class).categorical.add(class);
+            state
+                .features
+                .get_or_insert_with(n + 2, &self.class, new)
+                .categorical
+                .add(class);
         }
     }
 
     fn merge(&self, into: &mut Self::State, other: Self::State) {
         into.events += other.events;
         for (name, sketches) in other.features {
-            let s = self.slot(into, usize::MAX, &name);
+            let s = into
+                .features
+                .get_or_insert_with(usize::MAX, &name, || FeatureSketches::new(&self.config));
             s.merge(&sketches);
         }
     }

@@ -2,7 +2,6 @@
 //! looked like (`window_summary`), and per feature the count, missing values,
 //! mean, min and max (`feature_summary`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -14,6 +13,7 @@ use driftwatch_ingest::{EventTime, FeatureValue, PredictionEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::component::Component;
+use crate::slots::FeatureSlots;
 use crate::windows::WindowKey;
 
 /// Count, sum, min and max of a stream of numbers.
@@ -200,9 +200,8 @@ fn feature_summary_schema() -> SchemaRef {
 pub struct FeatureSummary;
 
 /// Accumulator of one feature in one window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct FeatureAcc {
-    name: Arc<str>,
     categorical: u64,
     nulls: u64,
     numeric: Moments,
@@ -212,47 +211,7 @@ struct FeatureAcc {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FeatureSummaryState {
     events: u64,
-    features: Vec<FeatureAcc>,
-    #[serde(skip)]
-    index: HashMap<Arc<str>, usize, ahash::RandomState>,
-}
-
-impl FeatureSummaryState {
-    /// Slot of a feature. Events of one model send their features in the same
-    /// order, so the slot at the same position is tried first, by pointer
-    /// (names are interned by the decoder).
-    #[inline]
-    fn slot(&mut self, position: usize, name: &Arc<str>) -> usize {
-        if let Some(acc) = self.features.get(position)
-            && Arc::ptr_eq(&acc.name, name)
-        {
-            return position;
-        }
-        if self.index.len() != self.features.len() {
-            self.rebuild_index();
-        }
-        if let Some(&i) = self.index.get(name) {
-            return i;
-        }
-        let i = self.features.len();
-        self.features.push(FeatureAcc {
-            name: Arc::clone(name),
-            categorical: 0,
-            nulls: 0,
-            numeric: Moments::default(),
-        });
-        self.index.insert(Arc::clone(name), i);
-        i
-    }
-
-    fn rebuild_index(&mut self) {
-        self.index = self
-            .features
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (Arc::clone(&f.name), i))
-            .collect();
-    }
+    features: FeatureSlots<FeatureAcc>,
 }
 
 impl Component for FeatureSummary {
@@ -269,8 +228,9 @@ impl Component for FeatureSummary {
     fn update(&self, s: &mut Self::State, event: &PredictionEvent) {
         s.events += 1;
         for (position, feature) in event.features.iter().enumerate() {
-            let i = s.slot(position, &feature.name);
-            let acc = &mut s.features[i];
+            let acc = s
+                .features
+                .get_or_insert_with(position, &feature.name, FeatureAcc::default);
             match &feature.value {
                 FeatureValue::Numeric(x) => acc.numeric.add(*x),
                 FeatureValue::Categorical(_) => acc.categorical += 1,
@@ -281,41 +241,46 @@ impl Component for FeatureSummary {
 
     fn merge(&self, into: &mut Self::State, other: Self::State) {
         into.events += other.events;
-        for acc in other.features {
-            let i = into.slot(usize::MAX, &acc.name);
-            let mine = &mut into.features[i];
+        for (name, acc) in other.features {
+            let mine = into
+                .features
+                .get_or_insert_with(usize::MAX, &name, FeatureAcc::default);
             mine.categorical += acc.categorical;
             mine.nulls += acc.nulls;
             mine.numeric.merge(&acc.numeric);
         }
     }
 
-    fn finish(&self, _key: &WindowKey, mut s: Self::State) -> Result<Vec<RecordBatch>, ArrowError> {
-        s.features.sort_by(|a, b| a.name.cmp(&b.name));
-        let f = &s.features;
+    fn finish(&self, _key: &WindowKey, s: Self::State) -> Result<Vec<RecordBatch>, ArrowError> {
+        let mut f: Vec<(Arc<str>, FeatureAcc)> = s.features.into_iter().collect();
+        f.sort_by(|a, b| a.0.cmp(&b.0));
         let count = |a: &FeatureAcc| a.numeric.count + a.categorical;
         RecordBatch::try_new(
             feature_summary_schema(),
             vec![
                 Arc::new(StringArray::from_iter_values(
-                    f.iter().map(|a| a.name.as_ref()),
-                )),
-                Arc::new(UInt64Array::from_iter_values(f.iter().map(count))),
-                Arc::new(UInt64Array::from_iter_values(
-                    f.iter().map(|a| s.events - count(a)),
+                    f.iter().map(|(n, _)| n.as_ref()),
                 )),
                 Arc::new(UInt64Array::from_iter_values(
-                    f.iter().map(|a| a.numeric.count),
+                    f.iter().map(|(_, a)| count(a)),
                 )),
                 Arc::new(UInt64Array::from_iter_values(
-                    f.iter().map(|a| a.categorical),
+                    f.iter().map(|(_, a)| s.events - count(a)),
                 )),
-                Arc::new(Float64Array::from_iter(f.iter().map(|a| a.numeric.mean()))),
-                Arc::new(Float64Array::from_iter(
-                    f.iter().map(|a| a.numeric.min_opt()),
+                Arc::new(UInt64Array::from_iter_values(
+                    f.iter().map(|(_, a)| a.numeric.count),
+                )),
+                Arc::new(UInt64Array::from_iter_values(
+                    f.iter().map(|(_, a)| a.categorical),
                 )),
                 Arc::new(Float64Array::from_iter(
-                    f.iter().map(|a| a.numeric.max_opt()),
+                    f.iter().map(|(_, a)| a.numeric.mean()),
+                )),
+                Arc::new(Float64Array::from_iter(
+                    f.iter().map(|(_, a)| a.numeric.min_opt()),
+                )),
+                Arc::new(Float64Array::from_iter(
+                    f.iter().map(|(_, a)| a.numeric.max_opt()),
                 )),
             ],
         )
