@@ -238,7 +238,7 @@ fn level(value: f64, warning: f64, drift: f64, floor: f64) -> Level {
 }
 
 /// Sketches of one feature in one window.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FeatureSketches {
     /// Numeric values.
     pub numeric: NumericSketch,
@@ -248,6 +248,7 @@ pub struct FeatureSketches {
     pub nulls: u64,
     /// The numeric query view, computed once for a reference (which never
     /// changes) instead of at every window it is compared with.
+    #[serde(skip)]
     view: Option<SketchView>,
 }
 
@@ -288,7 +289,7 @@ impl FeatureSketches {
 }
 
 /// Per-window state: a sketch per feature and per model output.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct DriftState {
     events: u64,
     features: FeatureSlots<FeatureSketches>,
@@ -334,7 +335,7 @@ impl Profile {
         source: &str,
     ) -> StoredProfile {
         StoredProfile {
-            format: 1,
+            format: PROFILE_FORMAT,
             model_id: model_id.to_owned(),
             model_version: model_version.map(str::to_owned),
             source: source.to_owned(),
@@ -376,6 +377,10 @@ impl Profile {
         }
     }
 }
+
+/// Format of [`StoredProfile`] this build writes and reads (2: exact
+/// numeric sketch state).
+pub const PROFILE_FORMAT: u32 = 2;
 
 /// A reference profile as stored in the data directory.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -436,10 +441,22 @@ impl StoredProfile {
             path: path.to_owned(),
             source: e,
         })?;
-        postcard::from_bytes(&bytes).map_err(|e| Error::Decode {
+        let not_profile = |e: postcard::Error| Error::Decode {
             path: path.to_owned(),
             message: format!("not a driftwatch reference profile: {e}"),
-        })
+        };
+        // the format number comes first: an older profile is named as such
+        let (format, _) = postcard::take_from_bytes::<u32>(&bytes).map_err(not_profile)?;
+        if format != PROFILE_FORMAT {
+            return Err(Error::Decode {
+                path: path.to_owned(),
+                message: format!(
+                    "reference profile format {format}, this build reads format {PROFILE_FORMAT}: \
+                     build it again with `driftwatch reference build`"
+                ),
+            });
+        }
+        postcard::from_bytes(&bytes).map_err(not_profile)
     }
 }
 
@@ -451,6 +468,9 @@ type ModelKey = (Arc<str>, Option<Arc<str>>);
 pub struct DriftDetector {
     config: DriftConfig,
     references: Mutex<HashMap<ModelKey, Arc<Profile>>>,
+    /// model versions whose reference was taken from their first window
+    /// (checkpointed; the others come from files)
+    learned: Mutex<Vec<ModelKey>>,
     score: Arc<str>,
     value: Arc<str>,
     class: Arc<str>,
@@ -463,6 +483,7 @@ impl DriftDetector {
         Ok(DriftDetector {
             config,
             references: Mutex::new(HashMap::new()),
+            learned: Mutex::new(Vec::new()),
             score: Arc::from("prediction.score"),
             value: Arc::from("prediction.value"),
             class: Arc::from("prediction.class"),
@@ -731,6 +752,48 @@ impl Component for DriftDetector {
         }
     }
 
+    fn save_learned(&self) -> std::result::Result<Vec<u8>, String> {
+        let learned = self.learned.lock().map_err(|e| e.to_string())?;
+        let refs = self.references.lock().map_err(|e| e.to_string())?;
+        let profiles: Vec<StoredProfile> = learned
+            .iter()
+            .filter_map(|k| {
+                let p = refs.get(k)?;
+                Some(p.to_stored(&k.0, k.1.as_deref(), "first window"))
+            })
+            .collect();
+        postcard::to_stdvec(&profiles).map_err(|e| e.to_string())
+    }
+
+    fn load_learned(&self, bytes: &[u8]) -> std::result::Result<(), String> {
+        let profiles: Vec<StoredProfile> =
+            postcard::from_bytes(bytes).map_err(|e| format!("learned references: {e}"))?;
+        for p in profiles {
+            let key = (
+                Arc::from(p.model_id.as_str()),
+                p.model_version.as_deref().map(Arc::from),
+            );
+            if self
+                .references
+                .lock()
+                .map_err(|e| e.to_string())?
+                .contains_key(&key)
+            {
+                // a profile loaded from the data directory takes precedence
+                continue;
+            }
+            self.set_reference(
+                &p.model_id,
+                p.model_version.as_deref(),
+                Profile::from_stored(&p),
+            );
+            if let Ok(mut learned) = self.learned.lock() {
+                learned.push(key);
+            }
+        }
+        Ok(())
+    }
+
     fn finish(&self, key: &WindowKey, state: Self::State) -> Result<Vec<RecordBatch>, ArrowError> {
         let reference = match self.reference(key) {
             Some(r) => Some(r),
@@ -738,6 +801,9 @@ impl Component for DriftDetector {
                 // the first window of a model version becomes its reference
                 let profile = Profile::from_state(&state, (key.start, key.end));
                 self.set_reference(&key.model_id, key.model_version.as_deref(), profile);
+                if let Ok(mut learned) = self.learned.lock() {
+                    learned.push((Arc::clone(&key.model_id), key.model_version.clone()));
+                }
                 None
             }
         };

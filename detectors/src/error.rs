@@ -30,6 +30,10 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A checkpoint of window state could not be written or read (internal,
+    /// or a checkpoint from another build or configuration).
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// A component could not build its output rows (internal: a bug).
     #[error("internal: building rows of `{table}`: {source}")]
     Output {

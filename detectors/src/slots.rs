@@ -55,7 +55,15 @@ impl<T> FeatureSlots<T> {
                         .collect();
                 }
                 match self.index.get(name) {
-                    Some(&i) => i,
+                    Some(&i) => {
+                        // take the event's allocation of the name (after a
+                        // restore the stored one is a copy), so that the
+                        // next lookup at this position is by pointer
+                        if !Arc::ptr_eq(&self.items[i].0, name) {
+                            self.items[i].0 = Arc::clone(name);
+                        }
+                        i
+                    }
                     None => {
                         self.items.push((Arc::clone(name), make()));
                         self.index.insert(Arc::clone(name), self.items.len() - 1);

@@ -81,7 +81,7 @@ impl WindowSpec {
 }
 
 /// Largest event time seen minus the allowed lateness. It never goes back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Watermark {
     max_seen: Option<EventTime>,
     lateness: i64,

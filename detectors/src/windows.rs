@@ -43,7 +43,7 @@ struct OpenWindow {
 }
 
 /// Counters of the window set.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WindowStats {
     /// Predictions assigned to at least one window.
     pub accepted: u64,
@@ -73,6 +73,38 @@ impl std::fmt::Debug for WindowSet {
             .field("stats", &self.stats)
             .finish()
     }
+}
+
+/// Format of [`WindowSet::snapshot`].
+const SNAPSHOT_FORMAT: u32 = 1;
+
+/// The serialised form of a [`WindowSet`]'s state.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Snapshot {
+    format: u32,
+    /// window spec and lateness, to refuse a checkpoint written with others
+    setup: String,
+    /// output tables of each component, to refuse a checkpoint written
+    /// with other components
+    tables: Vec<Vec<String>>,
+    watermark: Watermark,
+    stats: WindowStats,
+    /// open windows, by key
+    open: Vec<SnapshotWindow>,
+    /// per component, what it learned across windows
+    learned: Vec<Vec<u8>>,
+}
+
+/// One open window in a [`Snapshot`].
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotWindow {
+    model_id: String,
+    model_version: Option<String>,
+    start: EventTime,
+    end: EventTime,
+    events: u64,
+    /// one state per component
+    states: Vec<Vec<u8>>,
 }
 
 /// The key columns every output table starts with.
@@ -126,6 +158,118 @@ impl WindowSet {
     /// Number of windows open now.
     pub fn open_windows(&self) -> usize {
         self.open.len()
+    }
+
+    /// The whole state (open windows with every component's state, the
+    /// watermark, counters, and what components learned), serialised for a
+    /// checkpoint. [`restore`](Self::restore) on a set built with the same
+    /// spec and components continues exactly where this one stood.
+    pub fn snapshot(&self) -> Result<Vec<u8>> {
+        let mut keys: Vec<&WindowKey> = self.open.keys().collect();
+        keys.sort();
+        let mut open = Vec::with_capacity(keys.len());
+        for key in keys {
+            let window = &self.open[key];
+            let states = self
+                .components
+                .iter()
+                .zip(&window.states)
+                .map(|(c, s)| c.save_state(s.as_ref()))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(Error::Checkpoint)?;
+            open.push(SnapshotWindow {
+                model_id: key.model_id.to_string(),
+                model_version: key.model_version.as_deref().map(str::to_owned),
+                start: key.start,
+                end: key.end,
+                events: window.events,
+                states,
+            });
+        }
+        let learned = self
+            .components
+            .iter()
+            .map(|c| c.save_learned())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(Error::Checkpoint)?;
+        let snapshot = Snapshot {
+            format: SNAPSHOT_FORMAT,
+            setup: self.setup(),
+            tables: self.component_tables(),
+            watermark: self.watermark,
+            stats: self.stats.clone(),
+            open,
+            learned,
+        };
+        postcard::to_stdvec(&snapshot).map_err(|e| Error::Checkpoint(e.to_string()))
+    }
+
+    /// Replaces this set's state with a [`snapshot`](Self::snapshot).
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        let s: Snapshot = postcard::from_bytes(bytes)
+            .map_err(|e| Error::Checkpoint(format!("window state unreadable: {e}")))?;
+        if s.format != SNAPSHOT_FORMAT {
+            return Err(Error::Checkpoint(format!(
+                "window state format {}, this build reads {SNAPSHOT_FORMAT}",
+                s.format
+            )));
+        }
+        if s.setup != self.setup() {
+            return Err(Error::Checkpoint(format!(
+                "window state written for {}, now configured {}",
+                s.setup,
+                self.setup()
+            )));
+        }
+        if s.tables != self.component_tables() {
+            return Err(Error::Checkpoint(format!(
+                "window state written with components {:?}, now configured {:?}",
+                s.tables,
+                self.component_tables()
+            )));
+        }
+        let mut open = HashMap::default();
+        for w in s.open {
+            let states = self
+                .components
+                .iter()
+                .zip(&w.states)
+                .map(|(c, b)| c.load_state(b))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::Checkpoint(format!("window state of {}: {e}", w.model_id)))?;
+            let key = WindowKey {
+                model_id: Arc::from(w.model_id),
+                model_version: w.model_version.map(Arc::from),
+                start: w.start,
+                end: w.end,
+            };
+            open.insert(
+                key,
+                OpenWindow {
+                    events: w.events,
+                    states,
+                },
+            );
+        }
+        for (c, bytes) in self.components.iter().zip(&s.learned) {
+            c.load_learned(bytes).map_err(Error::Checkpoint)?;
+        }
+        self.next_close = open.keys().map(|k| k.end).min().unwrap_or(EventTime::MAX);
+        self.open = open;
+        self.watermark = s.watermark;
+        self.stats = s.stats;
+        Ok(())
+    }
+
+    fn setup(&self) -> String {
+        format!("{:?}, lateness {} ms", self.spec, self.watermark.lateness())
+    }
+
+    fn component_tables(&self) -> Vec<Vec<String>> {
+        self.components
+            .iter()
+            .map(|c| c.tables().into_iter().map(|(n, _)| n).collect())
+            .collect()
     }
 
     /// Adds a prediction to every window it belongs to, or refuses it as late

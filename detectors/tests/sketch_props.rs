@@ -71,6 +71,22 @@ proptest! {
     }
 
     #[test]
+    fn a_restored_sketch_goes_on_exactly_like_the_original(
+        values in prop::collection::vec(-1e3f64..1e3, 1..5000),
+        cut in 0.0f64..1.0,
+    ) {
+        // continuous values: past the exact counts, with a part-filled buffer
+        let cut = (values.len() as f64 * cut) as usize;
+        let whole = sketch(&values);
+        let bytes = postcard::to_stdvec(&sketch(&values[..cut])).unwrap();
+        let mut resumed: NumericSketch = postcard::from_bytes(&bytes).unwrap();
+        for &x in &values[cut..] {
+            resumed.add(x);
+        }
+        prop_assert_eq!(resumed.snapshot(), whole.snapshot());
+    }
+
+    #[test]
     fn categorical_merge_is_exact_below_capacity(
         values in prop::collection::vec(0u8..40, 0..2000),
         cut in 0usize..2000,

@@ -13,6 +13,10 @@ pub const DEFAULT_COMPRESSION: usize = 200;
 /// features exact; past it only the t-digest is kept.
 pub const DEFAULT_MAX_EXACT: usize = 256;
 
+/// Values are buffered and folded into the t-digest in sorted batches of
+/// this many times the compression.
+const PENDING_FACTOR: usize = 5;
+
 /// The distribution of one numeric feature in one window.
 ///
 /// Keeps exactly: count, min, max, mean and variance (sums shifted by the
@@ -22,9 +26,14 @@ pub const DEFAULT_MAX_EXACT: usize = 256;
 /// the CDF. Memory is bounded by the compression and `max_exact`, whatever the
 /// number of values. Sketches merge: partial sketches of partitions or
 /// instances give the figures of one sketch over all the values.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(into = "NumericSnapshot", from = "NumericSnapshot")]
 pub struct NumericSketch {
+    /// compressed values (never holds a buffer of its own)
     digest: TDigest,
+    /// values not yet folded into the digest, in arrival order; kept here
+    /// rather than in the digest so that a snapshot holds them exactly
+    pending: Vec<f64>,
     count: u64,
     /// first value seen; the sums below are of `x - shift`
     shift: f64,
@@ -65,6 +74,7 @@ impl NumericSketch {
     pub fn new(compression: usize, max_exact: usize) -> Self {
         NumericSketch {
             digest: TDigest::new_with_size(compression.max(10)),
+            pending: Vec::new(),
             count: 0,
             shift: 0.0,
             s1: 0.0,
@@ -96,7 +106,7 @@ impl NumericSketch {
         // while the values are few, only their counts are kept; the t-digest
         // takes over (seeded with those counts) when they become too many
         let Some(exact) = &mut self.exact else {
-            self.digest.push(x);
+            self.push_pending(x);
             return;
         };
         if let Some(c) = exact.get_mut(&x.to_bits()) {
@@ -106,7 +116,25 @@ impl NumericSketch {
         } else {
             self.digest = digest_from_counts(&sorted(exact), self.digest.max_size());
             self.exact = None;
-            self.digest.push(x);
+            self.push_pending(x);
+        }
+    }
+
+    /// Buffers a value for the digest, folding the buffer in (sorted, in one
+    /// pass) when it holds five times the compression.
+    #[inline]
+    fn push_pending(&mut self, x: f64) {
+        self.pending.push(x);
+        if self.pending.len() >= PENDING_FACTOR * self.digest.max_size() {
+            self.fold_pending();
+        }
+    }
+
+    fn fold_pending(&mut self) {
+        if !self.pending.is_empty() {
+            let mut values = std::mem::take(&mut self.pending);
+            values.sort_unstable_by(f64::total_cmp);
+            self.digest = self.digest.merge_sorted(values);
         }
     }
 
@@ -115,11 +143,8 @@ impl NumericSketch {
     fn flushed_digest(&self) -> TDigest {
         match &self.exact {
             Some(counts) => digest_from_counts(&sorted(counts), self.digest.max_size()),
-            None => {
-                let mut digest = self.digest.clone();
-                digest.flush();
-                digest
-            }
+            None if self.pending.is_empty() => self.digest.clone(),
+            None => self.digest.merge_unsorted(self.pending.clone()),
         }
     }
 
@@ -132,9 +157,8 @@ impl NumericSketch {
         let mine = match &self.exact {
             Some(counts) => digest_from_counts(&sorted(counts), size),
             None => {
-                let mut digest = std::mem::replace(&mut self.digest, TDigest::new_with_size(size));
-                digest.flush();
-                digest
+                self.fold_pending();
+                std::mem::replace(&mut self.digest, TDigest::new_with_size(size))
             }
         };
         let theirs = other.flushed_digest();
@@ -218,25 +242,31 @@ impl NumericSketch {
         }
     }
 
-    /// The serialisable state (exact: restoring gives the same sketch).
+    /// The serialisable state, exact: a restored sketch is bit for bit the
+    /// one snapshotted and goes on to give the same figures for the same
+    /// values (checkpoints rely on it).
     pub fn snapshot(&self) -> NumericSnapshot {
-        let mut digest = self.digest.clone();
-        digest.flush();
         NumericSnapshot {
-            compression: digest.max_size(),
+            compression: self.digest.max_size(),
             max_exact: self.max_exact,
             count: self.count,
-            mean: self.moments().0,
-            m2: self.moments().1,
+            shift: self.shift,
+            s1: self.s1,
+            s2: self.s2,
             min: self.min,
             max: self.max,
             exact: self.exact.as_ref().map(sorted),
-            centroids: digest
+            centroids: self
+                .digest
                 .centroids()
                 .iter()
                 .map(|c| (c.mean(), c.weight()))
                 .collect(),
-            digest_sum: digest.sum(),
+            digest_sum: self.digest.sum(),
+            digest_count: self.digest.count(),
+            digest_min: self.digest.min(),
+            digest_max: self.digest.max(),
+            pending: self.pending.clone(),
         }
     }
 
@@ -247,26 +277,20 @@ impl NumericSketch {
             .iter()
             .map(|&(m, w)| Centroid::new(m, w))
             .collect();
-        // the digest is empty while the counts are exact
-        let weight: f64 = s.centroids.iter().map(|(_, w)| w).sum();
-        let (min, max) = if weight > 0.0 {
-            (Some(s.min), Some(s.max))
-        } else {
-            (None, None)
-        };
         NumericSketch {
             digest: TDigest::new(
                 centroids,
                 s.digest_sum,
-                weight,
-                max,
-                min,
+                s.digest_count,
+                s.digest_max,
+                s.digest_min,
                 s.compression.max(10),
             ),
+            pending: s.pending.clone(),
             count: s.count,
-            shift: s.mean,
-            s1: 0.0,
-            s2: s.m2,
+            shift: s.shift,
+            s1: s.s1,
+            s2: s.s2,
             min: s.min,
             max: s.max,
             exact: s
@@ -275,6 +299,18 @@ impl NumericSketch {
                 .map(|v| v.iter().map(|(x, c)| (x.to_bits(), *c)).collect()),
             max_exact: s.max_exact,
         }
+    }
+}
+
+impl From<NumericSketch> for NumericSnapshot {
+    fn from(s: NumericSketch) -> Self {
+        s.snapshot()
+    }
+}
+
+impl From<NumericSnapshot> for NumericSketch {
+    fn from(s: NumericSnapshot) -> Self {
+        NumericSketch::restore(&s)
     }
 }
 
@@ -341,13 +377,18 @@ pub struct NumericSnapshot {
     compression: usize,
     max_exact: usize,
     count: u64,
-    mean: f64,
-    m2: f64,
+    shift: f64,
+    s1: f64,
+    s2: f64,
     min: f64,
     max: f64,
     exact: Option<Vec<(f64, u64)>>,
     centroids: Vec<(f64, f64)>,
     digest_sum: f64,
+    digest_count: f64,
+    digest_min: Option<f64>,
+    digest_max: Option<f64>,
+    pending: Vec<f64>,
 }
 
 /// Quantile and CDF queries over a sketch, each in O(log n).
