@@ -30,6 +30,14 @@ pub enum Command {
     Demo(DemoArgs),
     /// Writes a synthetic event file (JSONL, `.gz` for gzip, `.parquet` for Parquet).
     Gen(GenArgs),
+    /// Runs the service: consumes the Kafka topics of `[kafka]`, checkpoints
+    /// its state in the data directory, writes each closed window to
+    /// DATA_DIR/windows.
+    #[cfg(feature = "kafka")]
+    Run(RunArgs),
+    /// Publishes an event file to a Kafka topic, keyed by model_id.
+    #[cfg(feature = "kafka")]
+    Produce(ProduceArgs),
     /// Reference profiles the drift detector compares windows with.
     #[command(subcommand)]
     Reference(ReferenceCommand),
@@ -75,6 +83,28 @@ pub enum ReferenceCommand {
         #[arg(long)]
         version: Option<String>,
     },
+}
+
+/// `driftwatch run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Stop once every assigned partition is read to its end (closing all
+    /// windows): a backfill from Kafka.
+    #[arg(long)]
+    pub exit_at_end: bool,
+}
+
+/// `driftwatch produce`.
+#[derive(Debug, clap::Args)]
+pub struct ProduceArgs {
+    /// Event file: JSON Lines (plain or gzip; lines sent as they are) or Parquet.
+    pub file: PathBuf,
+    /// Topic to publish to.
+    #[arg(long)]
+    pub topic: String,
+    /// Brokers (overrides `kafka.brokers`).
+    #[arg(long)]
+    pub brokers: Option<String>,
 }
 
 /// `driftwatch replay`.

@@ -22,6 +22,10 @@ pub fn run(command: Command, settings: &Settings) -> Result<()> {
         Command::Replay(args) => replay(args, settings),
         Command::Demo(args) => demo(args, settings),
         Command::Gen(args) => gen_file(args),
+        #[cfg(feature = "kafka")]
+        Command::Run(args) => run_service(&args, settings),
+        #[cfg(feature = "kafka")]
+        Command::Produce(args) => produce(&args, settings),
         Command::Reference(ReferenceCommand::Build {
             files,
             model,
@@ -45,6 +49,42 @@ pub fn run(command: Command, settings: &Settings) -> Result<()> {
             crate::reference::show(settings, &model, version.as_deref())
         }
     }
+}
+
+#[cfg(feature = "kafka")]
+fn run_service(args: &crate::cli::RunArgs, settings: &Settings) -> Result<()> {
+    let started = Instant::now();
+    let options = crate::service::RunOptions {
+        exit_at_end: args.exit_at_end,
+    };
+    let summary = crate::service::run(settings, &options)?;
+    summary.print(started.elapsed());
+    let path = settings.data_dir.join("run-summary.json");
+    summary.write_json(&path)?;
+    println!("summary: {}", path.display());
+    Ok(())
+}
+
+#[cfg(feature = "kafka")]
+fn produce(args: &crate::cli::ProduceArgs, settings: &Settings) -> Result<()> {
+    let mut kafka = settings.kafka.clone();
+    if let Some(brokers) = &args.brokers {
+        kafka.brokers = brokers.clone();
+    }
+    let started = Instant::now();
+    let produced = driftwatch_ingest::kafka::produce_file(&kafka, &args.file, &args.topic, |n| {
+        info!(messages = n, "producing");
+    })
+    .with_context(|| format!("publishing {} to {}", args.file.display(), args.topic))?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "produced {} messages to {} in {secs:.2}s ({:.0}/s); {} lines did not decode and were sent without a key",
+        produced.messages,
+        args.topic,
+        produced.messages as f64 / secs.max(1e-9),
+        produced.undecodable
+    );
+    Ok(())
 }
 
 /// Builds a pipeline writing dead letters to `dead_letter` and, with `out`,

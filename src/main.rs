@@ -1,11 +1,14 @@
 //! The `driftwatch` binary: wiring only. Parse the command line, load and
 //! validate settings, set up logging, build the pipeline, run, exit.
 
+mod checkpoint;
 mod cli;
 mod commands;
 mod output;
 mod pipeline;
 mod reference;
+#[cfg(feature = "kafka")]
+mod service;
 mod settings;
 mod telemetry;
 

@@ -229,3 +229,68 @@ impl WindowSink for ConsoleSummary {
         Ok(())
     }
 }
+
+/// One JSON file per closed window, `DIR/<model>/<start>_<end>[_<version>].json`,
+/// written atomically (temporary file, fsync, rename). Writing a window again
+/// — the service re-reading events after a restart — replaces its file with
+/// the same content, so the directory holds every window exactly once.
+#[derive(Debug)]
+pub struct WindowFiles {
+    dir: PathBuf,
+}
+
+impl WindowFiles {
+    /// Window files under `dir`.
+    pub fn new(dir: &Path) -> Self {
+        WindowFiles {
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn path(&self, window: &ClosedWindow) -> PathBuf {
+        let k = &window.key;
+        let mut name = format!("{}_{}", k.start, k.end);
+        if let Some(v) = &k.model_version {
+            name.push('_');
+            name.push_str(&sanitise(v));
+        }
+        name.push_str(".json");
+        self.dir.join(sanitise(&k.model_id)).join(name)
+    }
+}
+
+/// A name safe as one path component.
+fn sanitise(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '.' => c,
+            _ => '_',
+        })
+        .collect()
+}
+
+impl WindowSink for WindowFiles {
+    fn window(&mut self, window: &ClosedWindow) -> Result<()> {
+        let k = &window.key;
+        let mut tables = serde_json::Map::new();
+        for (name, batch) in &window.tables {
+            let mut rows = arrow::json::ArrayWriter::new(Vec::new());
+            rows.write(batch)?;
+            rows.finish()?;
+            let rows: serde_json::Value = serde_json::from_slice(&rows.into_inner())
+                .unwrap_or(serde_json::Value::Array(Vec::new()));
+            tables.insert(name.clone(), rows);
+        }
+        let doc = serde_json::json!({
+            "model_id": k.model_id.as_ref(),
+            "model_version": k.model_version.as_deref(),
+            "window_start": format_time(k.start),
+            "window_end": format_time(k.end),
+            "events": window.events,
+            "tables": tables,
+        });
+        let path = self.path(window);
+        let bytes = serde_json::to_vec_pretty(&doc)?;
+        crate::checkpoint::write_atomically(&path, &bytes)
+    }
+}

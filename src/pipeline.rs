@@ -14,14 +14,14 @@ use driftwatch_detectors::{
 use driftwatch_ingest::{
     DeadLetterSink, Decoder, Event, Position, Record, Rejected, Source, encode_json,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::output::WindowSink;
 use crate::settings::Settings;
 
 /// Counts per model.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ModelCounts {
     /// Predictions accepted into windows.
     pub predictions: u64,
@@ -32,7 +32,7 @@ pub struct ModelCounts {
 }
 
 /// What a run did; `read == accepted + rejected` always holds.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RunSummary {
     /// Records read from the sources.
     pub read: u64,
@@ -41,7 +41,7 @@ pub struct RunSummary {
     /// Records refused, all reasons.
     pub rejected: u64,
     /// Refusals by reason code.
-    pub rejected_by_reason: BTreeMap<&'static str, u64>,
+    pub rejected_by_reason: BTreeMap<String, u64>,
     /// Accepted predictions.
     pub predictions: u64,
     /// Accepted labels.
@@ -58,8 +58,8 @@ pub struct RunSummary {
 pub struct Pipeline {
     decoder: Decoder,
     windows: WindowSet,
-    dead_letter: Box<dyn DeadLetterSink>,
-    sinks: Vec<Box<dyn WindowSink>>,
+    dead_letter: Box<dyn DeadLetterSink + Send>,
+    sinks: Vec<Box<dyn WindowSink + Send>>,
     summary: RunSummary,
     scratch: Vec<u8>,
 }
@@ -68,9 +68,9 @@ impl Pipeline {
     /// A pipeline with the default components over `settings`.
     pub fn new(
         settings: &Settings,
-        dead_letter: Box<dyn DeadLetterSink>,
+        dead_letter: Box<dyn DeadLetterSink + Send>,
         dead_letter_name: String,
-        sinks: Vec<Box<dyn WindowSink>>,
+        sinks: Vec<Box<dyn WindowSink + Send>>,
     ) -> Result<Self> {
         let parts = match &settings.drift {
             Some(config) => {
@@ -99,7 +99,7 @@ impl Pipeline {
     }
 
     /// Adds window sinks (they must exist before the first window closes).
-    pub fn add_sink(&mut self, sink: Box<dyn WindowSink>) {
+    pub fn add_sink(&mut self, sink: Box<dyn WindowSink + Send>) {
         self.sinks.push(sink);
     }
 
@@ -109,7 +109,7 @@ impl Pipeline {
         *self
             .summary
             .rejected_by_reason
-            .entry(rejected.reason.code())
+            .entry(rejected.reason.code().to_owned())
             .or_default() += 1;
         self.dead_letter
             .send(rejected)
@@ -232,6 +232,49 @@ impl Pipeline {
         self.handle(record)
     }
 
+    /// Closes every open window now (the end of a bounded run), keeping the
+    /// pipeline usable.
+    pub fn close_all(&mut self) -> Result<()> {
+        let closed = self.windows.close_all()?;
+        self.emit(closed)
+    }
+
+    /// The decoder, for sources that decode records themselves.
+    pub fn decoder(&mut self) -> &mut driftwatch_ingest::Decoder {
+        &mut self.decoder
+    }
+
+    /// Counters so far.
+    pub fn summary(&self) -> &RunSummary {
+        &self.summary
+    }
+
+    /// Makes the refused events durable (before a checkpoint counts them).
+    pub fn flush_dead_letters(&mut self) -> Result<()> {
+        self.dead_letter
+            .flush()
+            .context("flushing the dead-letter sink")
+    }
+
+    /// The state to checkpoint: window state and counters.
+    pub fn snapshot(&self) -> Result<PipelineState> {
+        Ok(PipelineState {
+            windows: self.windows.snapshot()?,
+            summary: self.summary.clone(),
+        })
+    }
+
+    /// Continues from a [`snapshot`](Self::snapshot).
+    pub fn restore(&mut self, state: PipelineState) -> Result<()> {
+        self.windows.restore(&state.windows)?;
+        let dead_letter = std::mem::take(&mut self.summary.dead_letter);
+        self.summary = RunSummary {
+            dead_letter,
+            ..state.summary
+        };
+        Ok(())
+    }
+
     /// End of input: closes every window, flushes the sinks, returns the summary.
     pub fn finish(mut self) -> Result<RunSummary> {
         let closed = self.windows.close_all()?;
@@ -250,7 +293,35 @@ impl Pipeline {
     }
 }
 
+/// A pipeline's checkpointed state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PipelineState {
+    /// [`WindowSet::snapshot`].
+    pub windows: Vec<u8>,
+    /// Counters.
+    pub summary: RunSummary,
+}
+
 impl RunSummary {
+    /// Adds another run's counts (of other partitions) to these.
+    pub fn add(&mut self, other: &RunSummary) {
+        self.read += other.read;
+        self.accepted += other.accepted;
+        self.rejected += other.rejected;
+        for (reason, n) in &other.rejected_by_reason {
+            *self.rejected_by_reason.entry(reason.clone()).or_default() += n;
+        }
+        self.predictions += other.predictions;
+        self.labels += other.labels;
+        self.windows_closed += other.windows_closed;
+        for (model, c) in &other.models {
+            let mine = self.models.entry(model.clone()).or_default();
+            mine.predictions += c.predictions;
+            mine.labels += c.labels;
+            mine.late += c.late;
+        }
+    }
+
     /// Prints the summary for people.
     pub fn print(&self, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();

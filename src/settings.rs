@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use driftwatch_detectors::{Decision, DriftConfig, Thresholds, WindowSpec};
+use driftwatch_ingest::KafkaConfig;
 use driftwatch_ingest::{DecoderConfig, FeatureKind, FeatureSchema};
 use serde::Deserialize;
 
@@ -91,6 +92,25 @@ impl Default for RawIngest {
     fn default() -> Self {
         RawIngest {
             max_event_bytes: "1MiB".into(),
+        }
+    }
+}
+
+/// `[checkpoint]`: how often the service makes its state durable.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCheckpoint {
+    /// At most this long between checkpoints, e.g. `"10s"`.
+    pub interval: String,
+    /// At most this many records (per partition) between checkpoints.
+    pub events: u64,
+}
+
+impl Default for RawCheckpoint {
+    fn default() -> Self {
+        RawCheckpoint {
+            interval: "10s".into(),
+            events: 100_000,
         }
     }
 }
@@ -248,6 +268,10 @@ pub struct RawSettings {
     pub drift: RawDrift,
     /// Per-model settings.
     pub models: BTreeMap<String, RawModel>,
+    /// Kafka source and dead-letter topic (`driftwatch run`, `produce`).
+    pub kafka: KafkaConfig,
+    /// Checkpoints of the service.
+    pub checkpoint: RawCheckpoint,
 }
 
 impl Default for RawSettings {
@@ -259,6 +283,8 @@ impl Default for RawSettings {
             log: RawLog::default(),
             drift: RawDrift::default(),
             models: BTreeMap::new(),
+            kafka: KafkaConfig::default(),
+            checkpoint: RawCheckpoint::default(),
         }
     }
 }
@@ -280,6 +306,12 @@ pub struct Settings {
     pub log_level: String,
     /// Drift detector settings; `None` when disabled.
     pub drift: Option<DriftConfig>,
+    /// Kafka settings.
+    pub kafka: KafkaConfig,
+    /// Largest time between checkpoints (ms).
+    pub checkpoint_interval_ms: i64,
+    /// Largest number of records per partition between checkpoints.
+    pub checkpoint_events: u64,
 }
 
 /// Reads the layers: defaults, then `file` if given, then the environment.
@@ -466,7 +498,50 @@ impl RawSettings {
         } else {
             None
         };
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(invalid(
+                "kafka.brokers",
+                "",
+                "a comma-separated host:port list",
+            ));
+        }
+        if self.kafka.group_id.trim().is_empty() {
+            return Err(invalid("kafka.group_id", "", "a consumer group name"));
+        }
+        if self.kafka.topics.is_empty() || self.kafka.topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(invalid(
+                "kafka.topics",
+                &format!("{:?}", self.kafka.topics),
+                "one or more topic names, e.g. [\"predictions\", \"labels\"]",
+            ));
+        }
+        if self.kafka.topics.contains(&self.kafka.dead_letter_topic) {
+            return Err(invalid(
+                "kafka.dead_letter_topic",
+                &self.kafka.dead_letter_topic,
+                "a topic that is not consumed (kafka.topics)",
+            ));
+        }
+        let checkpoint_interval_ms =
+            duration_ms(file, "checkpoint.interval", &self.checkpoint.interval)?;
+        if checkpoint_interval_ms == 0 {
+            return Err(invalid(
+                "checkpoint.interval",
+                &self.checkpoint.interval,
+                "a positive duration",
+            ));
+        }
+        if self.checkpoint.events == 0 {
+            return Err(invalid(
+                "checkpoint.events",
+                "0",
+                "a positive number of records",
+            ));
+        }
         Ok(Settings {
+            kafka: self.kafka,
+            checkpoint_interval_ms,
+            checkpoint_events: self.checkpoint.events,
             drift,
             data_dir: self.data_dir,
             window,

@@ -29,6 +29,10 @@ struct Entry<'a> {
     line: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     row: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partition: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<i64>,
     original: std::borrow::Cow<'a, str>,
     /// false when `original` is not valid UTF-8 and was written lossily
     original_utf8: bool,
@@ -77,10 +81,19 @@ impl DeadLetterFile {
 
 impl DeadLetterSink for DeadLetterFile {
     fn send(&mut self, rejected: &Rejected) -> Result<()> {
+        let (mut partition, mut offset) = (None, None);
         let (source, line, row) = match &rejected.position {
             Position::Line { file, line } => (file.as_ref(), Some(*line), None),
             Position::Row { file, row } => (file.as_ref(), None, Some(*row)),
             Position::Generated { seq } => ("generated", None, Some(*seq)),
+            Position::Kafka {
+                topic,
+                partition: p,
+                offset: o,
+            } => {
+                (partition, offset) = (Some(*p), Some(*o));
+                (topic.as_ref(), None, None)
+            }
         };
         let (original, original_utf8) = match std::str::from_utf8(&rejected.original) {
             Ok(s) => (std::borrow::Cow::Borrowed(s), true),
@@ -92,6 +105,8 @@ impl DeadLetterSink for DeadLetterFile {
             source,
             line,
             row,
+            partition,
+            offset,
             original,
             original_utf8,
             original_len: rejected.original_len,

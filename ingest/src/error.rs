@@ -35,6 +35,9 @@ pub enum Error {
         /// The cause.
         source: arrow::error::ArrowError,
     },
+    /// Talking to Kafka failed (external: broker, network, settings).
+    #[error("kafka: {0}")]
+    Kafka(String),
 }
 
 impl Error {

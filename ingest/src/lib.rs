@@ -29,6 +29,9 @@ pub mod decode;
 pub mod encode;
 pub mod error;
 pub mod event;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+pub mod kafka_config;
 pub mod parquet_source;
 pub mod parquet_writer;
 pub mod raw;
@@ -45,6 +48,7 @@ pub use event::{
     Event, EventTime, Feature, FeatureKind, FeatureValue, Label, LabelEvent, Prediction,
     PredictionEvent, format_time,
 };
+pub use kafka_config::KafkaConfig;
 pub use parquet_writer::EventParquetWriter;
 pub use reject::Reject;
 pub use source::{

@@ -78,6 +78,17 @@ pub enum Reject {
     /// A feature or segment name appears twice in one event.
     #[error("`{0}` appears twice in the event")]
     Duplicate(String),
+    /// A Kafka message without a key: the key must be the `model_id`.
+    #[error("message has no key; the key must be the event's model_id")]
+    MissingKey,
+    /// A Kafka message whose key is not its event's `model_id`.
+    #[error("message key {key:?} is not the event's model_id {model_id:?}")]
+    KeyMismatch {
+        /// The message key.
+        key: String,
+        /// The event's model.
+        model_id: String,
+    },
     /// The event arrived after every window it belongs to had closed.
     #[error(
         "late event: event time {} is before the watermark {} (window ended {})",
@@ -114,6 +125,8 @@ impl Reject {
             Reject::FeatureTypeMismatch { .. } => "feature_type_mismatch",
             Reject::Duplicate(_) => "duplicate",
             Reject::Late { .. } => "late_event",
+            Reject::MissingKey => "missing_key",
+            Reject::KeyMismatch { .. } => "key_mismatch",
         }
     }
 }

@@ -35,6 +35,15 @@ pub enum Position {
         /// Sequence number, 0-based.
         seq: u64,
     },
+    /// A Kafka message.
+    Kafka {
+        /// Topic.
+        topic: Arc<str>,
+        /// Partition.
+        partition: i32,
+        /// Offset in the partition.
+        offset: i64,
+    },
 }
 
 impl fmt::Display for Position {
@@ -43,6 +52,11 @@ impl fmt::Display for Position {
             Position::Line { file, line } => write!(f, "{file}:{line}"),
             Position::Row { file, row } => write!(f, "{file} row {row}"),
             Position::Generated { seq } => write!(f, "generated #{seq}"),
+            Position::Kafka {
+                topic,
+                partition,
+                offset,
+            } => write!(f, "{topic}/{partition}@{offset}"),
         }
     }
 }
@@ -287,7 +301,9 @@ impl<R: BufRead> LineReader<R> {
         LineReader {
             inner,
             buf: Vec::with_capacity(4096),
-            limit: usize::try_from(limit).unwrap_or(usize::MAX - 1),
+            limit: usize::try_from(limit)
+                .unwrap_or(usize::MAX)
+                .min(usize::MAX - 1),
             line: 0,
             pending: 0,
         }
@@ -384,26 +400,39 @@ impl fmt::Debug for JsonlSource {
     }
 }
 
+/// Opens a JSON Lines file (gzip told by its first bytes) for reading
+/// ahead on a thread of its own; `read` counts the file's bytes consumed.
+fn open_lines(path: &Path, read: &Arc<AtomicU64>) -> Result<Box<dyn BufRead>> {
+    let format = detect_format(path)?;
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let counting = Counting {
+        inner: file,
+        count: Arc::clone(read),
+    };
+    let inner: Box<dyn Read + Send> = match format {
+        FileFormat::JsonlGzip => Box::new(flate2::read::MultiGzDecoder::new(
+            BufReader::with_capacity(256 * 1024, counting),
+        )),
+        _ => Box::new(counting),
+    };
+    Ok(Box::new(
+        ReadAhead::spawn(inner, &path.display().to_string()).map_err(|e| Error::io(path, e))?,
+    ))
+}
+
+/// The lines of a JSON Lines file (plain or gzip) as bytes, for tools that
+/// pass events on without decoding them.
+pub fn raw_lines(path: &Path) -> Result<LineReader<Box<dyn BufRead>>> {
+    let read = Arc::new(AtomicU64::new(0));
+    Ok(LineReader::new(open_lines(path, &read)?, u64::MAX))
+}
+
 impl JsonlSource {
     /// Opens a JSON Lines file; gzip is detected from the first bytes.
     pub fn open(path: &Path) -> Result<Self> {
-        let format = detect_format(path)?;
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let read = Arc::new(AtomicU64::new(0));
-        let counting = Counting {
-            inner: file,
-            count: Arc::clone(&read),
-        };
-        let inner: Box<dyn Read + Send> = match format {
-            FileFormat::JsonlGzip => Box::new(flate2::read::MultiGzDecoder::new(
-                BufReader::with_capacity(256 * 1024, counting),
-            )),
-            _ => Box::new(counting),
-        };
-        let reader: Box<dyn BufRead> = Box::new(
-            ReadAhead::spawn(inner, &path.display().to_string()).map_err(|e| Error::io(path, e))?,
-        );
+        let reader = open_lines(path, &read)?;
         Ok(JsonlSource {
             name: Arc::from(path.display().to_string()),
             table: None,

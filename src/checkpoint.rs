@@ -1,0 +1,123 @@
+//! Checkpoints: a partition's whole state (window state, counters, and the
+//! source offsets it reflects) in one file, written atomically.
+//!
+//! A checkpoint is the unit of exactly-once: its state counts exactly the
+//! records before its offsets. The service commits those offsets to Kafka
+//! only after the file is durable, and on start skips records before them.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::PipelineState;
+
+/// Format of [`PartitionCheckpoint`] files.
+const FORMAT: u32 = 1;
+
+/// The checkpointed state of one partition number (the same partition of
+/// every consumed topic: a model's predictions and labels meet there).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionCheckpoint {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// Partition number.
+    pub partition: i32,
+    /// Per topic, the offset of the next record to read.
+    pub offsets: BTreeMap<String, i64>,
+    /// The pipeline's state after every record before `offsets`.
+    pub state: PipelineState,
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old file or
+/// the new one: a temporary file, fsync, rename, fsync of the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let mut file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    drop(file);
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))?;
+    Ok(())
+}
+
+/// The checkpoint files of one consumer group.
+#[derive(Debug, Clone)]
+pub struct CheckpointDir {
+    dir: PathBuf,
+}
+
+impl CheckpointDir {
+    /// `DATA_DIR/checkpoints/<group>`.
+    pub fn new(data_dir: &Path, group: &str) -> Self {
+        let group: String = group
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        CheckpointDir {
+            dir: data_dir.join("checkpoints").join(group),
+        }
+    }
+
+    fn path(&self, partition: i32) -> PathBuf {
+        self.dir.join(format!("partition-{partition}.ckpt"))
+    }
+
+    /// Makes a partition's state durable.
+    pub fn save(
+        &self,
+        partition: i32,
+        offsets: &BTreeMap<String, i64>,
+        state: PipelineState,
+    ) -> Result<()> {
+        let checkpoint = PartitionCheckpoint {
+            format: FORMAT,
+            partition,
+            offsets: offsets.clone(),
+            state,
+        };
+        let bytes = postcard::to_stdvec(&checkpoint).context("encoding a checkpoint")?;
+        write_atomically(&self.path(partition), &bytes)
+    }
+
+    /// A partition's last checkpoint, if it has one.
+    pub fn load(&self, partition: i32) -> Result<Option<PartitionCheckpoint>> {
+        let path = self.path(partition);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let checkpoint: PartitionCheckpoint = postcard::from_bytes(&bytes)
+            .with_context(|| format!("{}: not a driftwatch checkpoint", path.display()))?;
+        if checkpoint.format != FORMAT || checkpoint.partition != partition {
+            bail!(
+                "{}: checkpoint format {} of partition {}, expected format {FORMAT} of partition {partition}",
+                path.display(),
+                checkpoint.format,
+                checkpoint.partition
+            );
+        }
+        Ok(Some(checkpoint))
+    }
+}

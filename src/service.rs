@@ -1,0 +1,387 @@
+//! `driftwatch run`: the pipeline fed from Kafka, with exactly-once state.
+//!
+//! State is kept per partition number: the same partition of every consumed
+//! topic (predictions and labels are keyed by `model_id` and have the same
+//! partition count, so a model's events meet there). Each partition has its
+//! own pipeline — decoder, windows and watermark, counters — and its own
+//! checkpoint file holding that state together with the offsets it reflects.
+//!
+//! - A record is applied only if its offset is at or past the partition's
+//!   checkpointed offset for its topic; records before it are already in
+//!   the state (re-read after a crash between checkpoint and commit).
+//! - Checkpoints are written every `checkpoint.events` records or
+//!   `checkpoint.interval`, after the dead letters are durable; the offsets
+//!   are committed to Kafka only after the checkpoint is.
+//! - On revocation a partition is checkpointed, committed and released; on
+//!   assignment its checkpoint (written by this or another instance sharing
+//!   the data directory) is loaded.
+//! - Closed windows are written one file per window, so re-emitting a window
+//!   after a restart replaces its file with the same content.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use driftwatch_ingest::kafka::{DeadLetterTopic, record_from_message};
+use driftwatch_ingest::{DeadLetterFile, DeadLetterSink, Rejected};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{info, warn};
+
+use crate::checkpoint::CheckpointDir;
+use crate::output::WindowFiles;
+use crate::pipeline::{Pipeline, RunSummary};
+use crate::settings::Settings;
+
+/// How `run` behaves.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Stop once every assigned partition has been read to its end: close
+    /// all windows, checkpoint, commit, exit (backfills, tests).
+    pub exit_at_end: bool,
+}
+
+/// One dead-letter sink shared by the partitions' pipelines.
+#[derive(Clone)]
+struct SharedDeadLetter(Arc<Mutex<Box<dyn DeadLetterSink + Send>>>);
+
+impl SharedDeadLetter {
+    fn lock(&self) -> driftwatch_ingest::Result<MutexGuard<'_, Box<dyn DeadLetterSink + Send>>> {
+        self.0
+            .lock()
+            .map_err(|_| driftwatch_ingest::Error::Kafka("dead-letter sink poisoned".into()))
+    }
+}
+
+impl DeadLetterSink for SharedDeadLetter {
+    fn send(&mut self, rejected: &Rejected) -> driftwatch_ingest::Result<()> {
+        self.lock()?.send(rejected)
+    }
+
+    fn flush(&mut self) -> driftwatch_ingest::Result<()> {
+        self.lock()?.flush()
+    }
+}
+
+struct Partition {
+    pipeline: Pipeline,
+    /// per topic, the offset of the next record to apply
+    offsets: BTreeMap<String, i64>,
+    since_checkpoint: u64,
+}
+
+struct State {
+    settings: Settings,
+    checkpoints: CheckpointDir,
+    dead_letter: SharedDeadLetter,
+    dead_letter_name: String,
+    partitions: BTreeMap<i32, Partition>,
+    assigned: BTreeSet<(String, i32)>,
+    /// an error inside a rebalance callback, for the poll loop to report
+    error: Option<anyhow::Error>,
+    last_checkpoint: Instant,
+}
+
+impl State {
+    fn open_partition(&mut self, partition: i32) -> Result<()> {
+        if self.partitions.contains_key(&partition) {
+            return Ok(());
+        }
+        let mut pipeline = Pipeline::new(
+            &self.settings,
+            Box::new(self.dead_letter.clone()),
+            self.dead_letter_name.clone(),
+            vec![Box::new(WindowFiles::new(
+                &self.settings.data_dir.join("windows"),
+            ))],
+        )?;
+        let mut offsets = BTreeMap::new();
+        if let Some(checkpoint) = self.checkpoints.load(partition)? {
+            pipeline.restore(checkpoint.state)?;
+            offsets = checkpoint.offsets;
+            info!(partition, ?offsets, "partition resumed from its checkpoint");
+        } else {
+            info!(
+                partition,
+                "partition assigned, no checkpoint: starting fresh"
+            );
+        }
+        self.partitions.insert(
+            partition,
+            Partition {
+                pipeline,
+                offsets,
+                since_checkpoint: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// Checkpoints `partition` and returns the offsets to commit.
+    fn checkpoint(&mut self, partition: i32, tpl: &mut TopicPartitionList) -> Result<()> {
+        let Some(p) = self.partitions.get_mut(&partition) else {
+            return Ok(());
+        };
+        p.pipeline.flush_dead_letters()?;
+        self.checkpoints
+            .save(partition, &p.offsets, p.pipeline.snapshot()?)?;
+        p.since_checkpoint = 0;
+        for (topic, offset) in &p.offsets {
+            tpl.add_partition_offset(topic, partition, Offset::Offset(*offset))?;
+        }
+        Ok(())
+    }
+
+    fn checkpoint_all(&mut self) -> Result<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        for p in partitions {
+            self.checkpoint(p, &mut tpl)?;
+        }
+        self.last_checkpoint = Instant::now();
+        Ok(tpl)
+    }
+
+    fn due(&self) -> bool {
+        let events = self.settings.checkpoint_events;
+        self.partitions
+            .values()
+            .any(|p| p.since_checkpoint >= events)
+            || (self.last_checkpoint.elapsed().as_millis() as i64
+                >= self.settings.checkpoint_interval_ms
+                && self.partitions.values().any(|p| p.since_checkpoint > 0))
+    }
+
+    fn summary(&self) -> RunSummary {
+        let mut total = RunSummary {
+            dead_letter: self.dead_letter_name.clone(),
+            ..RunSummary::default()
+        };
+        for p in self.partitions.values() {
+            total.add(p.pipeline.summary());
+        }
+        total
+    }
+}
+
+struct Rebalancer {
+    state: Arc<Mutex<State>>,
+}
+
+impl Rebalancer {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+}
+
+impl ClientContext for Rebalancer {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error {
+            // the end of a partition is reported as an error; it is not one
+            KafkaError::PartitionEOF(_) => tracing::debug!(reason, "end of partition"),
+            other => warn!(error = %other, reason, "Kafka client error"),
+        }
+    }
+}
+
+impl ConsumerContext for Rebalancer {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            return;
+        };
+        let mut state = self.lock();
+        let partitions: BTreeSet<i32> = revoked.elements().iter().map(|e| e.partition()).collect();
+        let mut tpl = TopicPartitionList::new();
+        for p in &partitions {
+            if let Err(e) = state.checkpoint(*p, &mut tpl) {
+                state
+                    .error
+                    .get_or_insert(e.context(format!("checkpointing revoked partition {p}")));
+                return;
+            }
+            state.partitions.remove(p);
+        }
+        for e in revoked.elements() {
+            state
+                .assigned
+                .remove(&(e.topic().to_owned(), e.partition()));
+        }
+        if tpl.count() > 0
+            && let Err(e) = consumer.commit(&tpl, CommitMode::Sync)
+        {
+            // the checkpoint is durable: the next owner skips what it holds
+            warn!(error = %e, "committing offsets of revoked partitions failed");
+        }
+        info!(?partitions, "partitions revoked, checkpointed and released");
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let mut state = self.lock();
+        match rebalance {
+            Rebalance::Assign(assigned) => {
+                for e in assigned.elements() {
+                    state.assigned.insert((e.topic().to_owned(), e.partition()));
+                    if let Err(err) = state.open_partition(e.partition()) {
+                        state.error.get_or_insert(
+                            err.context(format!("opening partition {}", e.partition())),
+                        );
+                    }
+                }
+                info!(assigned = ?state.assigned, "partitions assigned");
+            }
+            Rebalance::Error(e) => warn!(error = %e, "rebalance failed"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+/// Consumes the configured topics until stopped (or, with
+/// [`RunOptions::exit_at_end`], until every assigned partition is read).
+pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
+    let kafka = &settings.kafka;
+    let (dead_letter, dead_letter_name): (Box<dyn DeadLetterSink + Send>, String) =
+        if kafka.dead_letter_topic.is_empty() {
+            let path = settings.data_dir.join("dead-letter.jsonl");
+            (
+                Box::new(DeadLetterFile::open(&path)?),
+                path.display().to_string(),
+            )
+        } else {
+            (
+                Box::new(DeadLetterTopic::new(kafka)?),
+                format!("kafka topic {}", kafka.dead_letter_topic),
+            )
+        };
+    let state = Arc::new(Mutex::new(State {
+        settings: settings.clone(),
+        checkpoints: CheckpointDir::new(&settings.data_dir, &kafka.group_id),
+        dead_letter: SharedDeadLetter(Arc::new(Mutex::new(dead_letter))),
+        dead_letter_name,
+        partitions: BTreeMap::new(),
+        assigned: BTreeSet::new(),
+        error: None,
+        last_checkpoint: Instant::now(),
+    }));
+    let context = Rebalancer {
+        state: Arc::clone(&state),
+    };
+    let consumer: BaseConsumer<Rebalancer> = kafka
+        .consumer_config()
+        .create_with_context(context)
+        .context("creating the Kafka consumer")?;
+    let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .with_context(|| format!("subscribing to {topics:?}"))?;
+    info!(brokers = %kafka.brokers, group = %kafka.group_id, ?topics, "consuming");
+    let names: HashMap<String, Arc<str>> = kafka
+        .topics
+        .iter()
+        .map(|t| (t.clone(), Arc::from(t.as_str())))
+        .collect();
+    let mut check_end = false;
+    let mut outage: Option<Instant> = None;
+    loop {
+        let polled = consumer.poll(Duration::from_millis(250));
+        match polled {
+            None => check_end = true,
+            Some(Err(KafkaError::PartitionEOF(_))) => check_end = true,
+            Some(Err(e)) => {
+                // transport errors: librdkafka reconnects by itself; report
+                // the outage once and keep polling (poll waits, no spinning)
+                if outage.is_none() {
+                    warn!(error = %e, "Kafka error; waiting for the broker");
+                    outage = Some(Instant::now());
+                }
+            }
+            Some(Ok(message)) => {
+                if let Some(since) = outage.take() {
+                    info!(
+                        seconds = since.elapsed().as_secs(),
+                        "consuming again after an outage"
+                    );
+                }
+                let mut state = lock(&state);
+                let topic = names
+                    .get(message.topic())
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from(message.topic()));
+                let Some(p) = state.partitions.get_mut(&message.partition()) else {
+                    warn!(topic = %topic, partition = message.partition(), "message of a partition not assigned here; skipped");
+                    continue;
+                };
+                let next = p.offsets.get(topic.as_ref()).copied().unwrap_or(0);
+                if message.offset() >= next {
+                    let record = record_from_message(p.pipeline.decoder(), &topic, &message);
+                    p.pipeline.handle(record)?;
+                    p.offsets.insert(topic.to_string(), message.offset() + 1);
+                    p.since_checkpoint += 1;
+                }
+            }
+        }
+        let mut state = lock(&state);
+        if let Some(e) = state.error.take() {
+            return Err(e);
+        }
+        if state.due() {
+            let tpl = state.checkpoint_all()?;
+            drop(state);
+            if tpl.count() > 0
+                && let Err(e) = consumer.commit(&tpl, CommitMode::Async)
+            {
+                warn!(error = %e, "committing offsets failed (the checkpoint holds them)");
+            }
+            continue;
+        }
+        if options.exit_at_end && check_end && !state.assigned.is_empty() {
+            check_end = false;
+            if at_end(&consumer, &state)? {
+                for p in state.partitions.values_mut() {
+                    p.pipeline.close_all()?;
+                }
+                let tpl = state.checkpoint_all()?;
+                let summary = state.summary();
+                drop(state);
+                if tpl.count() > 0 {
+                    consumer
+                        .commit(&tpl, CommitMode::Sync)
+                        .context("committing the final offsets")?;
+                }
+                info!("every assigned partition read to its end");
+                return Ok(summary);
+            }
+        }
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // a panic while holding the lock ends the process anyway
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether every assigned partition has been applied up to its high watermark.
+fn at_end(consumer: &BaseConsumer<Rebalancer>, state: &State) -> Result<bool> {
+    for (topic, partition) in &state.assigned {
+        let Ok((low, high)) = consumer.fetch_watermarks(topic, *partition, Duration::from_secs(5))
+        else {
+            // broker away: not known to be at the end; asked again later
+            return Ok(false);
+        };
+        let next = state
+            .partitions
+            .get(partition)
+            .and_then(|p| p.offsets.get(topic))
+            .copied()
+            .unwrap_or(low);
+        if next < high {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}

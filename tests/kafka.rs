@@ -1,0 +1,300 @@
+//! `driftwatch run` and `driftwatch produce` against a real Kafka-protocol
+//! broker (Tansu, SQLite storage) over TCP: exact counts, crashes, poison
+//! messages.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Broker, python};
+use serde_json::Value;
+
+fn driftwatch(args: &[&str], config: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_driftwatch"));
+    cmd.arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("DRIFTWATCH__LOG__LEVEL", "warn");
+    cmd
+}
+
+fn ok(mut cmd: Command) -> Output {
+    let out = cmd.output().unwrap();
+    if !out.status.success() {
+        eprintln!("stdout:\n{}", String::from_utf8_lossy(&out.stdout));
+        eprintln!("stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+        panic!("{cmd:?} failed: {}", out.status);
+    }
+    out
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// A configuration for one service instance: its data directory, group and
+/// topics on `broker`; 30 min windows so that there are many.
+fn config(dir: &Path, broker: &Broker, group: &str, topics: &[&str]) -> PathBuf {
+    let data = dir.join(format!("data-{group}"));
+    let path = dir.join(format!("{group}.toml"));
+    let topics: Vec<String> = topics.iter().map(|t| format!("\"{t}\"")).collect();
+    std::fs::write(
+        &path,
+        format!(
+            r#"data_dir = "{data}"
+
+[window]
+size = "30m"
+allowed_lateness = "10m"
+
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+topics = [{topics}]
+dead_letter_topic = "dead-letters"
+
+[kafka.consumer_properties]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "1000"
+
+[checkpoint]
+events = 20000
+interval = "2s"
+"#,
+            data = data.display(),
+            brokers = broker.addr,
+            topics = topics.join(", "),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn generate(dir: &Path, events: u64) -> PathBuf {
+    let file = dir.join(format!("events-{events}.jsonl"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_driftwatch"));
+    cmd.args(["gen", "--events", &events.to_string(), "--out", p(&file)]);
+    ok(cmd);
+    file
+}
+
+/// Predictions and labels in an event file.
+fn count_kinds(file: &Path) -> (u64, u64) {
+    let (mut predictions, mut labels) = (0, 0);
+    for line in BufReader::new(std::fs::File::open(file).unwrap()).lines() {
+        let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if v.get("label").is_some() {
+            labels += 1;
+        } else {
+            predictions += 1;
+        }
+    }
+    (predictions, labels)
+}
+
+/// Every window file under `DATA/windows`, by relative path, parsed.
+fn windows(config: &Path) -> BTreeMap<String, Value> {
+    let text = std::fs::read_to_string(config).unwrap();
+    let data = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data_dir = \""))
+        .unwrap()
+        .trim_end_matches('"');
+    let root = Path::new(data).join("windows");
+    let mut out = BTreeMap::new();
+    for model in std::fs::read_dir(&root).unwrap() {
+        let model = model.unwrap().path();
+        for file in std::fs::read_dir(&model).unwrap() {
+            let file = file.unwrap().path();
+            if file.extension().is_some_and(|e| e == "json") {
+                let rel = file.strip_prefix(&root).unwrap().display().to_string();
+                let v: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap())
+                    .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+                out.insert(rel, v);
+            }
+        }
+    }
+    out
+}
+
+fn run_summary(config: &Path) -> Value {
+    let text = std::fs::read_to_string(config).unwrap();
+    let data = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data_dir = \""))
+        .unwrap()
+        .trim_end_matches('"');
+    serde_json::from_str(
+        &std::fs::read_to_string(Path::new(data).join("run-summary.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+fn window_events(windows: &BTreeMap<String, Value>) -> u64 {
+    windows
+        .values()
+        .map(|w| w["events"].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn a_million_events_from_a_python_producer_and_driftwatch_produce_count_exactly() {
+    let broker = Broker::start();
+    broker.create_topic("events", 4);
+    broker.create_topic("dead-letters", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let file = generate(dir.path(), 1_000_000);
+    let (predictions, labels) = count_kinds(&file);
+
+    // first half by the third-party client, second half by driftwatch
+    let half = file.with_extension("second-half.jsonl");
+    {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let rest: Vec<&str> = text.lines().skip(500_000).collect();
+        std::fs::write(&half, rest.join("\n") + "\n").unwrap();
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/produce.py");
+    let mut py = python();
+    py.arg(&script)
+        .args([&broker.addr, "events", p(&file), "0", "500000"]);
+    let out = ok(py);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "500000");
+
+    let cfg = config(dir.path(), &broker, "g1", &["events"]);
+    ok(driftwatch(
+        &["produce", p(&half), "--topic", "events"],
+        &cfg,
+    ));
+    assert_eq!(broker.count("events"), 1_000_000);
+
+    ok(driftwatch(&["run", "--exit-at-end"], &cfg));
+    let summary = run_summary(&cfg);
+    let late = summary["rejected_by_reason"]["late_event"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(summary["read"], 1_000_000, "{summary}");
+    assert_eq!(summary["labels"], labels, "{summary}");
+    assert_eq!(
+        summary["predictions"].as_u64().unwrap() + late,
+        predictions,
+        "{summary}"
+    );
+    assert_eq!(summary["rejected"].as_u64().unwrap(), late, "{summary}");
+    let windows = windows(&cfg);
+    assert_eq!(
+        window_events(&windows),
+        summary["predictions"].as_u64().unwrap()
+    );
+    assert_eq!(
+        windows.len() as u64,
+        summary["windows_closed"].as_u64().unwrap()
+    );
+    // late predictions are on the dead-letter topic
+    assert_eq!(broker.count("dead-letters"), late as i64);
+}
+
+/// Starts the service and SIGKILLs it after `after`; true if it finished first.
+fn run_and_kill(cfg: &Path, after: Duration) -> bool {
+    let mut child: Child = driftwatch(&["run", "--exit-at-end"], cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + after;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "service failed: {status}");
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    false
+}
+
+#[test]
+fn killed_at_random_points_the_service_ends_with_the_results_of_an_uninterrupted_run() {
+    let broker = Broker::start();
+    broker.create_topic("predictions", 3);
+    broker.create_topic("labels", 3);
+    broker.create_topic("dead-letters", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let file = generate(dir.path(), 500_000);
+    // predictions and labels on their own topics, as services publish them
+    let (pred_file, label_file) = (dir.path().join("p.jsonl"), dir.path().join("l.jsonl"));
+    {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let (mut preds, mut labs) = (String::new(), String::new());
+        for line in text.lines() {
+            let out = if line.contains("\"label\":") {
+                &mut labs
+            } else {
+                &mut preds
+            };
+            out.push_str(line);
+            out.push('\n');
+        }
+        std::fs::write(&pred_file, preds).unwrap();
+        std::fs::write(&label_file, labs).unwrap();
+    }
+    let topics = ["predictions", "labels"];
+    let whole = config(dir.path(), &broker, "whole", &topics);
+    ok(driftwatch(
+        &["produce", p(&pred_file), "--topic", "predictions"],
+        &whole,
+    ));
+    ok(driftwatch(
+        &["produce", p(&label_file), "--topic", "labels"],
+        &whole,
+    ));
+
+    ok(driftwatch(&["run", "--exit-at-end"], &whole));
+    let expected = windows(&whole);
+    assert!(expected.len() > 100);
+
+    let crashed = config(dir.path(), &broker, "crashed", &topics);
+    // kill points spread over the run (seconds), from a fixed seed
+    let mut kills = 0;
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut done = false;
+    while !done {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let after = if kills < 4 {
+            Duration::from_millis(2_000 + seed % 6_000)
+        } else {
+            Duration::from_secs(600)
+        };
+        done = run_and_kill(&crashed, after);
+        if !done {
+            kills += 1;
+        }
+    }
+    assert!(kills >= 3, "only {kills} kills before the run finished");
+    let got = windows(&crashed);
+    assert_eq!(got.len(), expected.len());
+    for (name, window) in &expected {
+        assert_eq!(got.get(name), Some(window), "window {name} differs");
+    }
+    let (a, b) = (run_summary(&whole), run_summary(&crashed));
+    for key in [
+        "read",
+        "accepted",
+        "rejected",
+        "predictions",
+        "labels",
+        "windows_closed",
+        "models",
+    ] {
+        assert_eq!(a[key], b[key], "{key}: {a} vs {b}");
+    }
+}
