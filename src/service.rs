@@ -37,6 +37,30 @@ use crate::output::WindowFiles;
 use crate::pipeline::{Pipeline, RunSummary};
 use crate::settings::Settings;
 
+/// Ingest figures of the service, written to `DATA_DIR/metrics.json` every
+/// few seconds (and served by the HTTP API to come).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IngestMetrics {
+    /// Records consumed (and applied) by the partitions held now, since
+    /// their state began.
+    pub consumed: u64,
+    /// Of those, accepted.
+    pub accepted: u64,
+    /// Of those, refused.
+    pub rejected: u64,
+    /// Refusals by reason code.
+    pub rejected_by_reason: BTreeMap<String, u64>,
+    /// Partitions held by this instance.
+    pub partitions: Vec<i32>,
+    /// Records not yet applied, per `topic/partition` (empty while the
+    /// broker does not answer).
+    pub lag: BTreeMap<String, i64>,
+    /// Seconds since the last checkpoint.
+    pub checkpoint_age_seconds: f64,
+    /// Seconds the broker has not answered, while it does not.
+    pub broker_unreachable_seconds: Option<f64>,
+}
+
 /// How `run` behaves.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -156,6 +180,24 @@ impl State {
                 && self.partitions.values().any(|p| p.since_checkpoint > 0))
     }
 
+    fn metrics(
+        &self,
+        lag: Option<&BTreeMap<String, i64>>,
+        outage: Option<Instant>,
+    ) -> IngestMetrics {
+        let summary = self.summary();
+        IngestMetrics {
+            consumed: summary.read,
+            accepted: summary.accepted,
+            rejected: summary.rejected,
+            rejected_by_reason: summary.rejected_by_reason,
+            partitions: self.partitions.keys().copied().collect(),
+            lag: lag.cloned().unwrap_or_default(),
+            checkpoint_age_seconds: self.last_checkpoint.elapsed().as_secs_f64(),
+            broker_unreachable_seconds: outage.map(|t| t.elapsed().as_secs_f64()),
+        }
+    }
+
     fn summary(&self) -> RunSummary {
         let mut total = RunSummary {
             dead_letter: self.dead_letter_name.clone(),
@@ -182,7 +224,10 @@ impl ClientContext for Rebalancer {
     fn error(&self, error: KafkaError, reason: &str) {
         match error {
             // the end of a partition is reported as an error; it is not one
-            KafkaError::PartitionEOF(_) => tracing::debug!(reason, "end of partition"),
+            KafkaError::PartitionEOF(_)
+            | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF) => {
+                tracing::debug!(reason, "end of partition");
+            }
             other => warn!(error = %other, reason, "Kafka client error"),
         }
     }
@@ -283,28 +328,33 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
         .iter()
         .map(|t| (t.clone(), Arc::from(t.as_str())))
         .collect();
+    // SIGTERM / SIGINT: checkpoint, commit and leave the group
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
     let mut check_end = false;
     let mut outage: Option<Instant> = None;
+    let mut last_probe = Instant::now();
+    let mut last_report = Instant::now();
+    let metrics_path = settings.data_dir.join("metrics.json");
     loop {
-        let polled = consumer.poll(Duration::from_millis(250));
-        match polled {
-            None => check_end = true,
-            Some(Err(KafkaError::PartitionEOF(_))) => check_end = true,
-            Some(Err(e)) => {
-                // transport errors: librdkafka reconnects by itself; report
-                // the outage once and keep polling (poll waits, no spinning)
-                if outage.is_none() {
-                    warn!(error = %e, "Kafka error; waiting for the broker");
-                    outage = Some(Instant::now());
-                }
-            }
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut state = lock(&state);
+            let tpl = state.checkpoint_all()?;
+            let summary = state.summary();
+            drop(state);
+            commit(&consumer, &tpl, CommitMode::Sync);
+            info!("stopped by a signal; state checkpointed");
+            return Ok(summary);
+        }
+        match consumer.poll(Duration::from_millis(250)) {
+            None | Some(Err(KafkaError::PartitionEOF(_))) => check_end = true,
+            // transport errors: librdkafka reconnects by itself (the outage
+            // is reported by the lag probe below); poll waits, no spinning
+            Some(Err(e)) => tracing::debug!(error = %e, "Kafka error"),
             Some(Ok(message)) => {
-                if let Some(since) = outage.take() {
-                    info!(
-                        seconds = since.elapsed().as_secs(),
-                        "consuming again after an outage"
-                    );
-                }
                 let mut state = lock(&state);
                 let topic = names
                     .get(message.topic())
@@ -330,31 +380,79 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
         if state.due() {
             let tpl = state.checkpoint_all()?;
             drop(state);
-            if tpl.count() > 0
-                && let Err(e) = consumer.commit(&tpl, CommitMode::Async)
-            {
-                warn!(error = %e, "committing offsets failed (the checkpoint holds them)");
-            }
+            commit(&consumer, &tpl, CommitMode::Async);
             continue;
         }
-        if options.exit_at_end && check_end && !state.assigned.is_empty() {
-            check_end = false;
-            if at_end(&consumer, &state)? {
-                for p in state.partitions.values_mut() {
-                    p.pipeline.close_all()?;
-                }
-                let tpl = state.checkpoint_all()?;
-                let summary = state.summary();
-                drop(state);
-                if tpl.count() > 0 {
-                    consumer
-                        .commit(&tpl, CommitMode::Sync)
-                        .context("committing the final offsets")?;
-                }
-                info!("every assigned partition read to its end");
-                return Ok(summary);
-            }
+        // lag of every assigned partition: a metric, the end of a bounded
+        // run, and the broker's health
+        let probe_every = if options.exit_at_end && check_end {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(5)
+        };
+        if state.assigned.is_empty() || last_probe.elapsed() < probe_every {
+            continue;
         }
+        last_probe = Instant::now();
+        check_end = false;
+        let lag = match probe_lag(&consumer, &state) {
+            Ok(lag) => {
+                if let Some(since) = outage.take() {
+                    info!(
+                        seconds = since.elapsed().as_secs(),
+                        "the broker answers again"
+                    );
+                }
+                Some(lag)
+            }
+            Err(e) => {
+                if outage.is_none() {
+                    warn!(error = %e, "the broker does not answer; waiting for it");
+                    outage = Some(Instant::now());
+                }
+                None
+            }
+        };
+        let metrics = state.metrics(lag.as_ref(), outage);
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            last_report = Instant::now();
+            info!(
+                consumed = metrics.consumed,
+                rejected = metrics.rejected,
+                lag = metrics.lag.values().sum::<i64>(),
+                checkpoint_age_s = metrics.checkpoint_age_seconds,
+                "progress"
+            );
+        }
+        if let Ok(json) = serde_json::to_vec_pretty(&metrics) {
+            crate::checkpoint::write_atomically(&metrics_path, &json)?;
+        }
+        let at_end = lag.is_some_and(|l| l.values().all(|n| *n <= 0));
+        if options.exit_at_end && at_end {
+            for p in state.partitions.values_mut() {
+                p.pipeline.close_all()?;
+            }
+            let tpl = state.checkpoint_all()?;
+            let summary = state.summary();
+            drop(state);
+            if tpl.count() > 0 {
+                consumer
+                    .commit(&tpl, CommitMode::Sync)
+                    .context("committing the final offsets")?;
+            }
+            info!("every assigned partition read to its end");
+            return Ok(summary);
+        }
+    }
+}
+
+/// Commits checkpointed offsets; a failure only costs re-reading (the
+/// checkpoint holds the offsets), so it is reported, not fatal.
+fn commit(consumer: &BaseConsumer<Rebalancer>, tpl: &TopicPartitionList, mode: CommitMode) {
+    if tpl.count() > 0
+        && let Err(e) = consumer.commit(tpl, mode)
+    {
+        warn!(error = %e, "committing offsets failed (the checkpoint holds them)");
     }
 }
 
@@ -365,23 +463,21 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Whether every assigned partition has been applied up to its high watermark.
-fn at_end(consumer: &BaseConsumer<Rebalancer>, state: &State) -> Result<bool> {
+/// Records not yet applied, per assigned `topic/partition`.
+fn probe_lag(
+    consumer: &BaseConsumer<Rebalancer>,
+    state: &State,
+) -> Result<BTreeMap<String, i64>, KafkaError> {
+    let mut lag = BTreeMap::new();
     for (topic, partition) in &state.assigned {
-        let Ok((low, high)) = consumer.fetch_watermarks(topic, *partition, Duration::from_secs(5))
-        else {
-            // broker away: not known to be at the end; asked again later
-            return Ok(false);
-        };
+        let (low, high) = consumer.fetch_watermarks(topic, *partition, Duration::from_secs(2))?;
         let next = state
             .partitions
             .get(partition)
             .and_then(|p| p.offsets.get(topic))
             .copied()
             .unwrap_or(low);
-        if next < high {
-            return Ok(false);
-        }
+        lag.insert(format!("{topic}/{partition}"), high - next);
     }
-    Ok(true)
+    Ok(lag)
 }

@@ -298,3 +298,125 @@ fn killed_at_random_points_the_service_ends_with_the_results_of_an_uninterrupted
         assert_eq!(a[key], b[key], "{key}: {a} vs {b}");
     }
 }
+
+/// Every message of `topic` (from the start), with its headers.
+fn read_topic(
+    broker: &Broker,
+    topic: &str,
+    expected: usize,
+) -> Vec<(Vec<u8>, BTreeMap<String, String>)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", format!("reader-{topic}"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while out.len() < expected && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let mut headers = BTreeMap::new();
+            if let Some(h) = m.headers() {
+                for header in h.iter() {
+                    let value = header
+                        .value
+                        .map(|v| String::from_utf8_lossy(v).into_owned());
+                    headers.insert(header.key.to_owned(), value.unwrap_or_default());
+                }
+            }
+            out.push((m.payload().unwrap_or_default().to_vec(), headers));
+        }
+    }
+    out
+}
+
+#[test]
+fn poison_messages_land_on_the_dead_letter_topic_with_their_reason() {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let broker = Broker::start();
+    broker.create_topic("events", 2);
+    broker.create_topic("dead-letters", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let file = generate(dir.path(), 2_000);
+    let cfg = config(dir.path(), &broker, "g", &["events"]);
+    ok(driftwatch(
+        &["produce", p(&file), "--topic", "events"],
+        &cfg,
+    ));
+
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("message.max.bytes", "10000000")
+        .create()
+        .unwrap();
+    let good = r#"{"event_id":"k1","model_id":"churn","timestamp":"2026-11-01T00:00:00Z","features":{"x":1},"prediction":{"score":0.5}}"#;
+    let big = format!(
+        r#"{{"event_id":"big","model_id":"churn","timestamp":"2026-11-01T00:00:00Z","features":{{"blob":"{}"}},"prediction":{{"score":0.5}}}}"#,
+        // 5 MB; Tansu 0.6 does not serve a record of 5 MiB or more (measured)
+        "a".repeat(5_000_000 - 120)
+    );
+    let poison: Vec<(Option<&str>, &[u8], &str)> = vec![
+        (Some("churn"), b"not json {", "invalid_json"),
+        (
+            Some("churn"),
+            br#"{"model_id":"churn","timestamp":"2026-11-01T00:00:00Z"}"#,
+            "missing_field",
+        ),
+        (Some("churn"), big.as_bytes(), "oversized"),
+        (Some("churn"), b"", "empty"),
+        (None, good.as_bytes(), "missing_key"),
+        (Some("fraud"), good.as_bytes(), "key_mismatch"),
+    ];
+    for (key, payload, _) in &poison {
+        let mut record = BaseRecord::<str, [u8]>::to("events").payload(*payload);
+        if let Some(k) = key {
+            record = record.key(*k);
+        }
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    ok(driftwatch(&["run", "--exit-at-end"], &cfg));
+    let summary = run_summary(&cfg);
+    let late = summary["rejected_by_reason"]["late_event"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(summary["read"], 2_000 + poison.len() as u64, "{summary}");
+    assert_eq!(
+        summary["rejected"].as_u64().unwrap(),
+        late + poison.len() as u64,
+        "{summary}"
+    );
+
+    let letters = read_topic(&broker, "dead-letters", poison.len() + late as usize);
+    assert_eq!(letters.len(), poison.len() + late as usize);
+    let mut reasons: Vec<&str> = letters
+        .iter()
+        .map(|(_, h)| h["driftwatch.reason"].as_str())
+        .filter(|r| *r != "late_event")
+        .collect();
+    reasons.sort_unstable();
+    let mut expected: Vec<&str> = poison.iter().map(|(_, _, r)| *r).collect();
+    expected.sort_unstable();
+    assert_eq!(reasons, expected);
+    for (payload, headers) in &letters {
+        assert_eq!(headers["driftwatch.source"], "events");
+        assert!(
+            headers.contains_key("driftwatch.partition")
+                && headers.contains_key("driftwatch.offset")
+        );
+        assert!(!headers["driftwatch.detail"].is_empty());
+        match headers["driftwatch.reason"].as_str() {
+            "oversized" => {
+                assert_eq!(headers["driftwatch.original_len"], big.len().to_string());
+                assert_eq!(payload.len(), 64 * 1024, "kept part of the original");
+            }
+            "invalid_json" => assert_eq!(payload, b"not json {"),
+            _ => {}
+        }
+    }
+}

@@ -144,8 +144,21 @@ impl Drop for Broker {
     }
 }
 
-/// The Python interpreter with `confluent-kafka`: `DRIFTWATCH_PYTHON` (set
-/// by scripts/test.sh, a virtual environment), else `python3`.
+/// The Python interpreter with `confluent-kafka`: `DRIFTWATCH_PYTHON`, else
+/// the virtual environment scripts/test.sh makes, else `python3`.
 pub fn python() -> Command {
-    Command::new(std::env::var("DRIFTWATCH_PYTHON").unwrap_or_else(|_| "python3".into()))
+    if let Ok(python) = std::env::var("DRIFTWATCH_PYTHON") {
+        return Command::new(python);
+    }
+    let tools = std::env::var("DRIFTWATCH_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/driftwatch/tools")
+        });
+    let venv = tools.join("venv/bin/python");
+    Command::new(if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    })
 }
