@@ -318,6 +318,10 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
         .consumer_config()
         .create_with_context(context)
         .context("creating the Kafka consumer")?;
+    let probe: BaseConsumer = kafka
+        .probe_config()
+        .create()
+        .context("creating the Kafka probe client")?;
     let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topics)
@@ -395,7 +399,7 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
         }
         last_probe = Instant::now();
         check_end = false;
-        let lag = match probe_lag(&consumer, &state) {
+        let lag = match probe_lag(&probe, &state) {
             Ok(lag) => {
                 if let Some(since) = outage.take() {
                     info!(
@@ -464,13 +468,10 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 /// Records not yet applied, per assigned `topic/partition`.
-fn probe_lag(
-    consumer: &BaseConsumer<Rebalancer>,
-    state: &State,
-) -> Result<BTreeMap<String, i64>, KafkaError> {
+fn probe_lag(probe: &BaseConsumer, state: &State) -> Result<BTreeMap<String, i64>, KafkaError> {
     let mut lag = BTreeMap::new();
     for (topic, partition) in &state.assigned {
-        let (low, high) = consumer.fetch_watermarks(topic, *partition, Duration::from_secs(2))?;
+        let (low, high) = probe.fetch_watermarks(topic, *partition, Duration::from_secs(2))?;
         let next = state
             .partitions
             .get(partition)

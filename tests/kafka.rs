@@ -227,35 +227,9 @@ fn killed_at_random_points_the_service_ends_with_the_results_of_an_uninterrupted
     broker.create_topic("labels", 3);
     broker.create_topic("dead-letters", 1);
     let dir = tempfile::tempdir().unwrap();
-    let file = generate(dir.path(), 500_000);
-    // predictions and labels on their own topics, as services publish them
-    let (pred_file, label_file) = (dir.path().join("p.jsonl"), dir.path().join("l.jsonl"));
-    {
-        let text = std::fs::read_to_string(&file).unwrap();
-        let (mut preds, mut labs) = (String::new(), String::new());
-        for line in text.lines() {
-            let out = if line.contains("\"label\":") {
-                &mut labs
-            } else {
-                &mut preds
-            };
-            out.push_str(line);
-            out.push('\n');
-        }
-        std::fs::write(&pred_file, preds).unwrap();
-        std::fs::write(&label_file, labs).unwrap();
-    }
+    produce_split(dir.path(), &broker, 500_000);
     let topics = ["predictions", "labels"];
     let whole = config(dir.path(), &broker, "whole", &topics);
-    ok(driftwatch(
-        &["produce", p(&pred_file), "--topic", "predictions"],
-        &whole,
-    ));
-    ok(driftwatch(
-        &["produce", p(&label_file), "--topic", "labels"],
-        &whole,
-    ));
-
     ok(driftwatch(&["run", "--exit-at-end"], &whole));
     let expected = windows(&whole);
     assert!(expected.len() > 100);
@@ -418,5 +392,191 @@ fn poison_messages_land_on_the_dead_letter_topic_with_their_reason() {
             "invalid_json" => assert_eq!(payload, b"not json {"),
             _ => {}
         }
+    }
+}
+
+/// Predictions and labels of a generated file on their own topics.
+fn produce_split(dir: &Path, broker: &Broker, events: u64) -> PathBuf {
+    let file = generate(dir, events);
+    let (pred_file, label_file) = (dir.join("p.jsonl"), dir.join("l.jsonl"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let (mut preds, mut labs) = (String::new(), String::new());
+    for line in text.lines() {
+        let out = if line.contains("\"label\":") {
+            &mut labs
+        } else {
+            &mut preds
+        };
+        out.push_str(line);
+        out.push('\n');
+    }
+    std::fs::write(&pred_file, preds).unwrap();
+    std::fs::write(&label_file, labs).unwrap();
+    let cfg = config(dir, broker, "producer", &["predictions", "labels"]);
+    ok(driftwatch(
+        &["produce", p(&pred_file), "--topic", "predictions"],
+        &cfg,
+    ));
+    ok(driftwatch(
+        &["produce", p(&label_file), "--topic", "labels"],
+        &cfg,
+    ));
+    file
+}
+
+/// Starts `run --exit-at-end` with info logs going to `log`.
+fn spawn_logged(cfg: &Path, log: &Path) -> Child {
+    let file = std::fs::File::create(log).unwrap();
+    driftwatch(&["run", "--exit-at-end"], cfg)
+        .env("DRIFTWATCH__LOG__LEVEL", "info")
+        .env("DRIFTWATCH__LOG__FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (bounded) until `log` contains `text`.
+fn wait_for_log(log: &Path, text: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains(text)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no {text:?} in {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_success(child: &mut Child, limit: Duration, log: &Path) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            assert!(status.success(), "{status}; log:\n{log}");
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("service still running after {limit:?}; log:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn two_instances_split_the_partitions_and_hand_them_over_exactly() {
+    let broker = Broker::start();
+    broker.create_topic("predictions", 4);
+    broker.create_topic("labels", 4);
+    broker.create_topic("dead-letters", 1);
+    let dir = tempfile::tempdir().unwrap();
+    produce_split(dir.path(), &broker, 300_000);
+    let topics = ["predictions", "labels"];
+    let solo = config(dir.path(), &broker, "solo", &topics);
+    ok(driftwatch(&["run", "--exit-at-end"], &solo));
+
+    // two instances of one group, sharing a data directory
+    let pair = config(dir.path(), &broker, "pair", &topics);
+    let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let mut a = spawn_logged(&pair, &log_a);
+    wait_for_log(&log_a, "partitions assigned", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(1));
+    let mut b = spawn_logged(&pair, &log_b);
+    // B joining makes A give up partitions (checkpointed) for B to load
+    wait_for_log(&log_b, "partitions assigned", Duration::from_secs(60));
+    wait_for_log(&log_a, "partitions revoked", Duration::from_secs(60));
+    // A stops: its partitions move to B, which finishes them
+    signal(a.id(), "-TERM");
+    wait_success(&mut a, Duration::from_secs(60), &log_a);
+    wait_success(&mut b, Duration::from_secs(300), &log_b);
+    let log = std::fs::read_to_string(&log_b).unwrap();
+    assert!(
+        log.matches("partitions assigned").count() >= 1,
+        "B was assigned partitions"
+    );
+    // whatever is left (B may have finished its share before A stopped) is
+    // finished by a third instance
+    ok(driftwatch(&["run", "--exit-at-end"], &pair));
+
+    let (expected, got) = (windows(&solo), windows(&pair));
+    assert_eq!(got.len(), expected.len());
+    for (name, window) in &expected {
+        assert_eq!(got.get(name), Some(window), "window {name} differs");
+    }
+    let (s1, s2) = (run_summary(&solo), run_summary(&pair));
+    for key in [
+        "read",
+        "accepted",
+        "rejected",
+        "predictions",
+        "labels",
+        "models",
+    ] {
+        assert_eq!(s1[key], s2[key], "{key}");
+    }
+}
+
+/// User + system CPU seconds of a process.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // fields after the command name (which is in parentheses)
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+#[test]
+fn the_service_waits_out_a_broker_outage_without_spinning_and_ends_exact() {
+    let broker = Broker::start();
+    broker.create_topic("predictions", 2);
+    broker.create_topic("labels", 2);
+    broker.create_topic("dead-letters", 1);
+    let dir = tempfile::tempdir().unwrap();
+    produce_split(dir.path(), &broker, 200_000);
+    let topics = ["predictions", "labels"];
+    let reference = config(dir.path(), &broker, "reference", &topics);
+    ok(driftwatch(&["run", "--exit-at-end"], &reference));
+
+    let cfg = config(dir.path(), &broker, "outage", &topics);
+    let log = dir.path().join("outage.log");
+    let mut service = spawn_logged(&cfg, &log);
+    wait_for_log(&log, "partitions assigned", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(1));
+    signal(broker.pid(), "-STOP");
+    let before = cpu_seconds(service.id());
+    std::thread::sleep(Duration::from_secs(30));
+    let during = cpu_seconds(service.id()) - before;
+    signal(broker.pid(), "-CONT");
+    assert!(during < 3.0, "{during} CPU seconds in 30 s of outage");
+    wait_success(&mut service, Duration::from_secs(300), &log);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("the broker does not answer"),
+        "outage not reported"
+    );
+    assert!(
+        text.contains("the broker answers again"),
+        "recovery not reported"
+    );
+
+    let (expected, got) = (windows(&reference), windows(&cfg));
+    assert_eq!(got.len(), expected.len());
+    for (name, window) in &expected {
+        assert_eq!(got.get(name), Some(window), "window {name} differs");
     }
 }

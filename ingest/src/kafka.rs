@@ -19,6 +19,8 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 
 use crate::dead_letter::DeadLetterSink;
 use crate::decode::Decoder;
+use std::collections::BTreeMap;
+
 use crate::error::{Error, Result};
 use crate::event::Event;
 pub use crate::kafka_config::KafkaConfig;
@@ -52,6 +54,13 @@ impl KafkaConfig {
         }
         config.set("bootstrap.servers", &self.brokers);
         config
+    }
+
+    /// Settings of a plain client (no group) for metadata and watermark
+    /// queries on a connection of its own, so that they are never queued
+    /// behind the consumer's long-polling fetches.
+    pub fn probe_config(&self) -> ClientConfig {
+        self.base(&BTreeMap::new())
     }
 
     /// Producer settings: idempotent, acknowledged by all replicas, and

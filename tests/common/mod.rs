@@ -46,14 +46,22 @@ pub fn free_port() -> u16 {
 /// temporary directory; stopped (killed) when dropped.
 pub struct Broker {
     child: Child,
+    _serial: std::sync::MutexGuard<'static, ()>,
     /// `127.0.0.1:PORT`.
     pub addr: String,
     dir: tempfile::TempDir,
 }
 
+/// Held by each broker test: they run one at a time, as two cores are not
+/// enough for several brokers, services and producers at once.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl Broker {
-    /// Starts a broker and waits until it answers metadata requests.
+    /// Starts a broker (once no other test holds one) and waits until it listens.
     pub fn start() -> Broker {
+        let serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let bin = tansu_bin();
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
@@ -76,6 +84,7 @@ impl Broker {
             .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
         let broker = Broker {
             child,
+            _serial: serial,
             addr: format!("127.0.0.1:{port}"),
             dir,
         };
