@@ -423,7 +423,7 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
             info!(
                 consumed = metrics.consumed,
                 rejected = metrics.rejected,
-                lag = metrics.lag.values().sum::<i64>(),
+                lag = lag.as_ref().map(|l| l.values().sum::<i64>()),
                 checkpoint_age_s = metrics.checkpoint_age_seconds,
                 "progress"
             );
@@ -471,7 +471,7 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 fn probe_lag(probe: &BaseConsumer, state: &State) -> Result<BTreeMap<String, i64>, KafkaError> {
     let mut lag = BTreeMap::new();
     for (topic, partition) in &state.assigned {
-        let (low, high) = probe.fetch_watermarks(topic, *partition, Duration::from_secs(2))?;
+        let (low, high) = probe.fetch_watermarks(topic, *partition, Duration::from_secs(5))?;
         let next = state
             .partitions
             .get(partition)

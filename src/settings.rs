@@ -634,6 +634,14 @@ mod tests {
                 "[ingest]\nmax_event_bytes = \"lots\"\n",
                 "ingest.max_event_bytes",
             ),
+            ("[kafka]\ntopics = []\n", "kafka.topics"),
+            ("[kafka]\nbrokers = \" \"\n", "kafka.brokers"),
+            (
+                "[kafka]\ntopics = [\"a\"]\ndead_letter_topic = \"a\"\n",
+                "kafka.dead_letter_topic",
+            ),
+            ("[checkpoint]\ninterval = \"0s\"\n", "checkpoint.interval"),
+            ("[checkpoint]\nevents = 0\n", "checkpoint.events"),
         ];
         for (text, key) in cases {
             let f = write(text);

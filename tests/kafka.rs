@@ -63,6 +63,9 @@ dead_letter_topic = "dead-letters"
 [kafka.consumer_properties]
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "1000"
+# a killed member's partitions are reassigned once this passes (the
+# coordinator waits this long for members to rejoin a rebalance)
+"max.poll.interval.ms" = "10000"
 
 [checkpoint]
 events = 20000
@@ -200,20 +203,36 @@ fn a_million_events_from_a_python_producer_and_driftwatch_produce_count_exactly(
     assert_eq!(broker.count("dead-letters"), late as i64);
 }
 
-/// Starts the service and SIGKILLs it after `after`; true if it finished first.
-fn run_and_kill(cfg: &Path, after: Duration) -> bool {
-    let mut child: Child = driftwatch(&["run", "--exit-at-end"], cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+/// Starts the service and, once it has partitions and consumes, SIGKILLs it
+/// `after` later; true if it finished first. (Killing a member while the
+/// group is forming can leave Tansu's coordinator waiting for it for good;
+/// a real Kafka expires it. The kills here fall while consuming.)
+fn run_and_kill(cfg: &Path, log: &Path, after: Duration) -> bool {
+    let mut child = spawn_logged(cfg, log);
+    let assigned = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            assert!(status.success(), "service failed: {status}\n{text}");
+            return true;
+        }
+        if std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("partitions assigned")
+        {
+            break;
+        }
+        assert!(Instant::now() < assigned, "no partitions assigned");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let deadline = Instant::now() + after;
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "service failed: {status}");
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            assert!(status.success(), "service failed: {status}\n{text}");
             return true;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -243,12 +262,26 @@ fn killed_at_random_points_the_service_ends_with_the_results_of_an_uninterrupted
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
+        // four kills at random points, then runs that may finish (one that
+        // has not after three minutes is killed too, its log shown)
         let after = if kills < 4 {
-            Duration::from_millis(2_000 + seed % 6_000)
+            Duration::from_millis(500 + seed % 4_000)
         } else {
-            Duration::from_secs(600)
+            Duration::from_secs(180)
         };
-        done = run_and_kill(&crashed, after);
+        let log = dir.path().join(format!("crashed-{kills}.log"));
+        let started = Instant::now();
+        done = run_and_kill(&crashed, &log, after);
+        eprintln!("run {kills}: {:?}, finished: {done}", started.elapsed());
+        if !done && kills >= 4 {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().filter(|l| !l.contains("librdkafka")).collect();
+            eprintln!(
+                "run {kills} did not finish:\n{}",
+                tail[tail.len().saturating_sub(30)..].join("\n")
+            );
+        }
+        assert!(kills < 8, "the service does not finish");
         if !done {
             kills += 1;
         }
@@ -424,16 +457,43 @@ fn produce_split(dir: &Path, broker: &Broker, events: u64) -> PathBuf {
     file
 }
 
+/// A service process, killed if the test ends (or fails) before it does.
+struct Service(Child);
+
+impl std::ops::Deref for Service {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Service {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts `run --exit-at-end` with info logs going to `log`.
-fn spawn_logged(cfg: &Path, log: &Path) -> Child {
+fn spawn_logged(cfg: &Path, log: &Path) -> Service {
     let file = std::fs::File::create(log).unwrap();
-    driftwatch(&["run", "--exit-at-end"], cfg)
-        .env("DRIFTWATCH__LOG__LEVEL", "info")
-        .env("DRIFTWATCH__LOG__FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .unwrap()
+    Service(
+        driftwatch(&["run", "--exit-at-end"], cfg)
+            .env("DRIFTWATCH__LOG__LEVEL", "info")
+            .env("DRIFTWATCH__LOG__FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// Waits (bounded) until `log` contains `text`.
