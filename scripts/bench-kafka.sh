@@ -24,7 +24,7 @@ BARE="$TARGET/release/examples/bare_consumer"
 
 WORK="$(mktemp -d)"
 PORT="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-scripts/tansu.sh start "$PORT" "$WORK/broker" 2>"$WORK/tansu.log" &
+scripts/tansu.sh start "$PORT" "$WORK/broker" >"$WORK/tansu.log" 2>&1 &
 BROKER=$!
 trap 'kill $BROKER 2>/dev/null; rm -rf "$WORK"' EXIT
 for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && break; sleep 0.1; done

@@ -468,10 +468,20 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 /// Records not yet applied, per assigned `topic/partition`.
+/// The whole round takes at most five seconds, so that polling (and the
+/// group's heartbeat of liveness, `max.poll.interval.ms`) is never held up
+/// long by a slow or absent broker.
 fn probe_lag(probe: &BaseConsumer, state: &State) -> Result<BTreeMap<String, i64>, KafkaError> {
+    let deadline = Instant::now() + Duration::from_secs(5);
     let mut lag = BTreeMap::new();
     for (topic, partition) in &state.assigned {
-        let (low, high) = probe.fetch_watermarks(topic, *partition, Duration::from_secs(5))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(KafkaError::Global(
+                rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
+            ));
+        }
+        let (low, high) = probe.fetch_watermarks(topic, *partition, left)?;
         let next = state
             .partitions
             .get(partition)
