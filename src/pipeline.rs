@@ -249,13 +249,6 @@ impl Pipeline {
         &self.summary
     }
 
-    /// Makes the refused events durable (before a checkpoint counts them).
-    pub fn flush_dead_letters(&mut self) -> Result<()> {
-        self.dead_letter
-            .flush()
-            .context("flushing the dead-letter sink")
-    }
-
     /// The state to checkpoint: window state and counters.
     pub fn snapshot(&self) -> Result<PipelineState> {
         Ok(PipelineState {

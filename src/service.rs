@@ -89,7 +89,15 @@ impl DeadLetterSink for SharedDeadLetter {
     fn flush(&mut self) -> driftwatch_ingest::Result<()> {
         self.lock()?.flush()
     }
+
+    fn try_flush(&mut self, timeout: Duration) -> driftwatch_ingest::Result<bool> {
+        self.lock()?.try_flush(timeout)
+    }
 }
+
+/// How long a checkpoint waits for the dead letters to be acknowledged before
+/// it is put off (polling must go on: the group's liveness depends on it).
+const DEAD_LETTER_WAIT: Duration = Duration::from_secs(2);
 
 struct Partition {
     pipeline: Pipeline,
@@ -145,12 +153,22 @@ impl State {
         Ok(())
     }
 
-    /// Checkpoints `partition` and returns the offsets to commit.
+    /// Whether every dead letter sent so far is durable, waiting at most
+    /// `wait` (`None`: as long as it takes).
+    fn dead_letters_durable(&mut self, wait: Option<Duration>) -> Result<bool> {
+        match wait {
+            None => self.dead_letter.flush().map(|()| true),
+            Some(t) => self.dead_letter.try_flush(t),
+        }
+        .context("writing the dead-letter sink")
+    }
+
+    /// Checkpoints `partition` (its dead letters must be durable) and adds
+    /// the offsets to commit to `tpl`.
     fn checkpoint(&mut self, partition: i32, tpl: &mut TopicPartitionList) -> Result<()> {
         let Some(p) = self.partitions.get_mut(&partition) else {
             return Ok(());
         };
-        p.pipeline.flush_dead_letters()?;
         self.checkpoints
             .save(partition, &p.offsets, p.pipeline.snapshot()?)?;
         p.since_checkpoint = 0;
@@ -160,14 +178,22 @@ impl State {
         Ok(())
     }
 
-    fn checkpoint_all(&mut self) -> Result<TopicPartitionList> {
+    /// Checkpoints every partition held, once the dead letters are durable
+    /// (waiting at most `wait`); `None` when they are not yet and the
+    /// checkpoint is put off.
+    fn checkpoint_all(&mut self, wait: Option<Duration>) -> Result<Option<TopicPartitionList>> {
+        if !self.dead_letters_durable(wait)? {
+            self.last_checkpoint = Instant::now();
+            warn!("dead letters not acknowledged yet; checkpoint put off");
+            return Ok(None);
+        }
         let mut tpl = TopicPartitionList::new();
         let partitions: Vec<i32> = self.partitions.keys().copied().collect();
         for p in partitions {
             self.checkpoint(p, &mut tpl)?;
         }
         self.last_checkpoint = Instant::now();
-        Ok(tpl)
+        Ok(Some(tpl))
     }
 
     fn due(&self) -> bool {
@@ -241,7 +267,26 @@ impl ConsumerContext for Rebalancer {
         let mut state = self.lock();
         let partitions: BTreeSet<i32> = revoked.elements().iter().map(|e| e.partition()).collect();
         let mut tpl = TopicPartitionList::new();
+        let durable = match state.dead_letters_durable(Some(DEAD_LETTER_WAIT)) {
+            Ok(durable) => durable,
+            Err(e) => {
+                state.error.get_or_insert(e);
+                return;
+            }
+        };
+        if !durable {
+            // exact all the same: the next owner resumes from the last
+            // checkpoint; only dead letters may be written twice
+            warn!(
+                ?partitions,
+                "dead letters not acknowledged; partitions released without a new checkpoint"
+            );
+        }
         for p in &partitions {
+            if !durable {
+                state.partitions.remove(p);
+                continue;
+            }
             if let Err(e) = state.checkpoint(*p, &mut tpl) {
                 state
                     .error
@@ -346,11 +391,18 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
     loop {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             let mut state = lock(&state);
-            let tpl = state.checkpoint_all()?;
+            let tpl = state.checkpoint_all(Some(Duration::from_secs(10)))?;
             let summary = state.summary();
             drop(state);
-            commit(&consumer, &tpl, CommitMode::Sync);
-            info!("stopped by a signal; state checkpointed");
+            match tpl {
+                Some(tpl) => {
+                    commit(&consumer, &tpl, CommitMode::Sync);
+                    info!("stopped by a signal; state checkpointed");
+                }
+                None => warn!(
+                    "stopped by a signal; the dead-letter topic is not reachable, so the last checkpoint stands"
+                ),
+            }
             return Ok(summary);
         }
         match consumer.poll(Duration::from_millis(250)) {
@@ -382,9 +434,11 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
             return Err(e);
         }
         if state.due() {
-            let tpl = state.checkpoint_all()?;
+            let tpl = state.checkpoint_all(Some(DEAD_LETTER_WAIT))?;
             drop(state);
-            commit(&consumer, &tpl, CommitMode::Async);
+            if let Some(tpl) = tpl {
+                commit(&consumer, &tpl, CommitMode::Async);
+            }
             continue;
         }
         // lag of every assigned partition: a metric, the end of a bounded
@@ -436,7 +490,9 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
             for p in state.partitions.values_mut() {
                 p.pipeline.close_all()?;
             }
-            let tpl = state.checkpoint_all()?;
+            let tpl = state
+                .checkpoint_all(None)?
+                .unwrap_or_else(TopicPartitionList::new);
             let summary = state.summary();
             drop(state);
             if tpl.count() > 0 {

@@ -17,6 +17,12 @@ pub trait DeadLetterSink {
     fn send(&mut self, rejected: &Rejected) -> Result<()>;
     /// Makes everything sent so far durable.
     fn flush(&mut self) -> Result<()>;
+    /// Like [`flush`](DeadLetterSink::flush), waiting at most `timeout`:
+    /// `Ok(false)` when not everything is durable yet (a broker away).
+    fn try_flush(&mut self, timeout: std::time::Duration) -> Result<bool> {
+        let _ = timeout;
+        self.flush().map(|()| true)
+    }
 }
 
 /// One dead-letter record as written to a JSON Lines file.

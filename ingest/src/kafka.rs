@@ -251,6 +251,21 @@ impl DeadLetterSink for DeadLetterTopic {
         self.producer
             .flush(None)
             .map_err(|e| Error::Kafka(format!("flushing the dead-letter topic: {e}")))?;
+        self.failures()
+    }
+
+    fn try_flush(&mut self, timeout: Duration) -> Result<bool> {
+        match self.producer.flush(timeout) {
+            Ok(()) => self.failures().map(|()| true),
+            Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => Ok(false),
+            Err(e) => Err(Error::Kafka(format!("flushing the dead-letter topic: {e}"))),
+        }
+    }
+}
+
+impl DeadLetterTopic {
+    /// An error if any dead letter could not be delivered for good.
+    fn failures(&self) -> Result<()> {
         let context = self.producer.context();
         let failed = context.failed.load(Ordering::Relaxed);
         if failed > 0 {
@@ -369,5 +384,31 @@ fn model_of(event: &Event) -> &str {
     match event {
         Event::Prediction(p) => &p.model_id,
         Event::Label(l) => &l.model_id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::producer::BaseProducer;
+
+    use super::*;
+
+    #[test]
+    fn tls_and_sasl_settings_are_accepted() {
+        // librdkafka is built with OpenSSL: these are refused at creation otherwise
+        let mut config = KafkaConfig::default();
+        for (k, v) in [
+            ("security.protocol", "sasl_ssl"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "driftwatch"),
+            ("sasl.password", "secret"),
+        ] {
+            config.properties.insert(k.into(), v.into());
+        }
+        let consumer: std::result::Result<BaseConsumer, _> = config.consumer_config().create();
+        assert!(consumer.is_ok(), "{:?}", consumer.err());
+        let producer: std::result::Result<BaseProducer, _> = config.producer_config().create();
+        assert!(producer.is_ok(), "{:?}", producer.err());
     }
 }
