@@ -61,12 +61,11 @@ topics = [{topics}]
 dead_letter_topic = "dead-letters"
 
 [kafka.consumer_properties]
-# shorter than the defaults, so that a killed member's partitions move on
-# within seconds (the coordinator waits this long for members to rejoin), and
-# long enough for heartbeats a busy two-core broker answers late
-"session.timeout.ms" = "20000"
-"heartbeat.interval.ms" = "2000"
-"max.poll.interval.ms" = "30000"
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "1000"
+# a killed member's partitions are reassigned once this passes (the
+# coordinator waits this long for members to rejoin a rebalance)
+"max.poll.interval.ms" = "10000"
 
 [checkpoint]
 events = 20000
