@@ -104,13 +104,8 @@ fn count_kinds(file: &Path) -> (u64, u64) {
 
 /// Every window file under `DATA/windows`, by relative path, parsed.
 fn windows(config: &Path) -> BTreeMap<String, Value> {
-    let text = std::fs::read_to_string(config).unwrap();
-    let data = text
-        .lines()
-        .find_map(|l| l.strip_prefix("data_dir = \""))
-        .unwrap()
-        .trim_end_matches('"');
-    let root = Path::new(data).join("windows");
+    let data = data_dir(config);
+    let root = data.join("windows");
     let mut out = BTreeMap::new();
     for model in std::fs::read_dir(&root).unwrap() {
         let model = model.unwrap().path();
@@ -128,16 +123,28 @@ fn windows(config: &Path) -> BTreeMap<String, Value> {
 }
 
 fn run_summary(config: &Path) -> Value {
+    let data = data_dir(config);
+    serde_json::from_str(&std::fs::read_to_string(data.join("run-summary.json")).unwrap()).unwrap()
+}
+
+/// The `data_dir` a test configuration names.
+fn data_dir(config: &Path) -> PathBuf {
     let text = std::fs::read_to_string(config).unwrap();
     let data = text
         .lines()
         .find_map(|l| l.strip_prefix("data_dir = \""))
         .unwrap()
         .trim_end_matches('"');
-    serde_json::from_str(
-        &std::fs::read_to_string(Path::new(data).join("run-summary.json")).unwrap(),
-    )
-    .unwrap()
+    PathBuf::from(data)
+}
+
+/// Every window file of `got` equals the one of `expected`, and no more.
+fn assert_same_windows(expected: &Path, got: &Path) {
+    let (expected, got) = (windows(expected), windows(got));
+    assert_eq!(got.len(), expected.len());
+    for (name, window) in &expected {
+        assert_eq!(got.get(name), Some(window), "window {name} differs");
+    }
 }
 
 fn window_events(windows: &BTreeMap<String, Value>) -> u64 {
@@ -250,8 +257,7 @@ fn killed_at_random_points_the_service_ends_with_the_results_of_an_uninterrupted
     let topics = ["predictions", "labels"];
     let whole = config(dir.path(), &broker, "whole", &topics);
     ok(driftwatch(&["run", "--exit-at-end"], &whole));
-    let expected = windows(&whole);
-    assert!(expected.len() > 100);
+    assert!(windows(&whole).len() > 100);
 
     let crashed = config(dir.path(), &broker, "crashed", &topics);
     // kill points spread over the run (seconds), from a fixed seed
@@ -287,11 +293,7 @@ fn killed_at_random_points_the_service_ends_with_the_results_of_an_uninterrupted
         }
     }
     assert!(kills >= 3, "only {kills} kills before the run finished");
-    let got = windows(&crashed);
-    assert_eq!(got.len(), expected.len());
-    for (name, window) in &expected {
-        assert_eq!(got.get(name), Some(window), "window {name} differs");
-    }
+    assert_same_windows(&whole, &crashed);
     let (a, b) = (run_summary(&whole), run_summary(&crashed));
     for key in [
         "read",
@@ -572,11 +574,7 @@ fn two_instances_split_the_partitions_and_hand_them_over_exactly() {
     // finished by a third instance
     ok(driftwatch(&["run", "--exit-at-end"], &pair));
 
-    let (expected, got) = (windows(&solo), windows(&pair));
-    assert_eq!(got.len(), expected.len());
-    for (name, window) in &expected {
-        assert_eq!(got.get(name), Some(window), "window {name} differs");
-    }
+    assert_same_windows(&solo, &pair);
     let (s1, s2) = (run_summary(&solo), run_summary(&pair));
     for key in [
         "read",
@@ -634,9 +632,5 @@ fn the_service_waits_out_a_broker_outage_without_spinning_and_ends_exact() {
         "recovery not reported"
     );
 
-    let (expected, got) = (windows(&reference), windows(&cfg));
-    assert_eq!(got.len(), expected.len());
-    for (name, window) in &expected {
-        assert_eq!(got.get(name), Some(window), "window {name} differs");
-    }
+    assert_same_windows(&reference, &cfg);
 }
