@@ -34,6 +34,15 @@ pub enum Error {
     /// or a checkpoint from another build or configuration).
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// The on-disk store of pending predictions failed (external: disk
+    /// full, permissions, or a file damaged outside driftwatch).
+    #[error("pending-label store {}: {message}", path.display())]
+    Store {
+        /// The store's file.
+        path: std::path::PathBuf,
+        /// What failed.
+        message: String,
+    },
     /// A component could not build its output rows (internal: a bug).
     #[error("internal: building rows of `{table}`: {source}")]
     Output {

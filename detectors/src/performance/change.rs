@@ -59,6 +59,8 @@ pub struct Adwin {
     /// sum of squared deviations from the mean over the window
     variance: f64,
     tick: u64,
+    /// difference of the sub-window means at the last detected cut
+    last_change: f64,
 }
 
 impl Adwin {
@@ -71,6 +73,7 @@ impl Adwin {
             total: 0.0,
             variance: 0.0,
             tick: 0,
+            last_change: 0.0,
         }
     }
 
@@ -94,9 +97,17 @@ impl Adwin {
         self.insert(x);
         let change = self.detect();
         if change {
+            let last_change = self.last_change;
             *self = Adwin::new(self.config);
+            self.last_change = last_change;
         }
         change
+    }
+
+    /// The absolute difference of the two sub-window means at the last
+    /// detected change.
+    pub fn last_change(&self) -> f64 {
+        self.last_change
     }
 
     fn insert(&mut self, x: f64) {
@@ -169,8 +180,10 @@ impl Adwin {
                     n1 -= size;
                     u0 += s;
                     u1 -= s;
-                    if n0 >= min_len && n1 >= min_len && self.cut(n0, n1, u0 / n0 - u1 / n1) {
+                    let diff = u0 / n0 - u1 / n1;
+                    if n0 >= min_len && n1 >= min_len && self.cut(n0, n1, diff) {
                         change = true;
+                        self.last_change = diff.abs();
                         if self.width > 0.0 {
                             self.drop_oldest();
                             continue 'shrink;

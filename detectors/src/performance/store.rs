@@ -1,0 +1,568 @@
+//! The pending store of the label join: `event_id` → what is waiting
+//! (a prediction for its label, a label for its prediction, or a marker of
+//! a labelled or expired prediction).
+//!
+//! Entries live in memory up to a budget of bytes; past it the oldest
+//! predictions spill to an embedded on-disk store (redb) in the data
+//! directory, and are read back from there when their label arrives.
+
+use compact_str::CompactString;
+use driftwatch_ingest::{EventTime, Label};
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::metrics::Outcome;
+use crate::error::{Error, Result};
+
+/// Settings of the pending store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    /// Bytes the store may take in memory: its entries and the page cache
+    /// of the on-disk tier. Past it the oldest entries spill to disk.
+    pub memory_budget: u64,
+    /// File of the on-disk store; `None`: no spilling (the budget is then
+    /// not enforced).
+    pub spill_path: Option<std::path::PathBuf>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            memory_budget: 256 << 20,
+            spill_path: None,
+        }
+    }
+}
+
+/// A label as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StoredLabel {
+    /// A class.
+    Class(CompactString),
+    /// A number.
+    Value(f64),
+}
+
+impl From<&Label> for StoredLabel {
+    fn from(l: &Label) -> Self {
+        match l {
+            Label::Class(c) => StoredLabel::Class(c.as_str().into()),
+            Label::Value(v) => StoredLabel::Value(*v),
+        }
+    }
+}
+
+impl StoredLabel {
+    /// Back to the event model's label.
+    pub fn to_label(&self) -> Label {
+        match self {
+            StoredLabel::Class(c) => Label::Class(c.to_string()),
+            StoredLabel::Value(v) => Label::Value(*v),
+        }
+    }
+}
+
+/// What the store holds for one `event_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Entry {
+    /// A prediction waiting for its label.
+    Prediction {
+        /// The tracker's (model, version) index.
+        series: u32,
+        /// The prediction's event time.
+        time: EventTime,
+        /// What it said.
+        outcome: Outcome,
+    },
+    /// A prediction whose label has joined (kept to count duplicates).
+    Labeled {
+        /// The tracker's (model, version) index.
+        series: u32,
+        /// The prediction's event time.
+        time: EventTime,
+    },
+    /// A label waiting for its prediction.
+    Label {
+        /// Model id.
+        model: CompactString,
+        /// The label's event time.
+        time: EventTime,
+        /// The label.
+        label: StoredLabel,
+    },
+    /// A prediction whose window passed its label horizon.
+    Expired {
+        /// The prediction's event time.
+        time: EventTime,
+        /// Whether it had been labelled.
+        labeled: bool,
+    },
+}
+
+impl Entry {
+    /// The event time the entry is about (the prediction's, or the label's).
+    pub fn time(&self) -> EventTime {
+        match self {
+            Entry::Prediction { time, .. }
+            | Entry::Labeled { time, .. }
+            | Entry::Label { time, .. }
+            | Entry::Expired { time, .. } => *time,
+        }
+    }
+
+    /// Approximate bytes the entry takes on the heap beyond its own size.
+    fn heap_bytes(&self) -> usize {
+        let s = |c: &CompactString| {
+            if c.is_heap_allocated() {
+                c.capacity()
+            } else {
+                0
+            }
+        };
+        match self {
+            Entry::Prediction { outcome, .. } => {
+                outcome.class.as_ref().map_or(0, s)
+                    + outcome.probabilities.capacity() * std::mem::size_of::<(CompactString, f64)>()
+                    + outcome
+                        .probabilities
+                        .iter()
+                        .map(|(c, _)| s(c))
+                        .sum::<usize>()
+            }
+            Entry::Label {
+                model,
+                label: StoredLabel::Class(c),
+                ..
+            } => s(model) + s(c),
+            Entry::Label { model, .. } => s(model),
+            _ => 0,
+        }
+    }
+}
+
+/// Bytes one map slot costs besides heap data: key, entry, the control
+/// byte, over the table's load factor (7/8).
+const SLOT_BYTES: usize = (std::mem::size_of::<(CompactString, Entry)>() + 1) * 8 / 7;
+
+fn entry_bytes(key: &CompactString, entry: &Entry) -> usize {
+    let key_heap = if key.is_heap_allocated() {
+        key.capacity()
+    } else {
+        0
+    };
+    SLOT_BYTES + key_heap + entry.heap_bytes()
+}
+
+/// The on-disk tier: entries spilled out of memory, oldest first.
+struct Spill {
+    path: PathBuf,
+    db: Database,
+    /// entries on disk (some may be shadowed by newer ones in memory)
+    len: u64,
+    /// smallest event time among entries on disk
+    min_time: EventTime,
+    /// savepoints a checkpoint may refer to, oldest first
+    savepoints: Vec<u64>,
+}
+
+const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
+
+impl Spill {
+    fn err(&self, e: impl std::fmt::Display) -> Error {
+        Error::Store {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    fn open(path: &Path, cache_bytes: usize) -> Result<Self> {
+        let err = |e: &dyn std::fmt::Display| Error::Store {
+            path: path.to_owned(),
+            message: e.to_string(),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+        }
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| err(&e))?;
+        let spill = Spill {
+            path: path.to_owned(),
+            db,
+            len: 0,
+            min_time: EventTime::MAX,
+            savepoints: Vec::new(),
+        };
+        // a fresh start: what an earlier run left is not ours (a restore brings
+        // a checkpoint's entries back from its savepoint)
+        let mut tx = spill.db.begin_write().map_err(|e| spill.err(e))?;
+        tx.set_durability(Durability::None)
+            .map_err(|e| spill.err(e))?;
+        tx.delete_table(TABLE).map_err(|e| spill.err(e))?;
+        tx.commit().map_err(|e| spill.err(e))?;
+        Ok(spill)
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Entry>> {
+        if self.len == 0 {
+            return Ok(None);
+        }
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = match tx.open_table(TABLE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.err(e)),
+        };
+        match table.get(id).map_err(|e| self.err(e))? {
+            Some(v) => postcard::from_bytes(v.value())
+                .map(Some)
+                .map_err(|e| self.err(format!("entry of {id}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    fn write(&mut self, entries: Vec<(CompactString, Entry)>) -> Result<()> {
+        let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        tx.set_durability(Durability::None)
+            .map_err(|e| self.err(e))?;
+        {
+            let mut table = tx.open_table(TABLE).map_err(|e| self.err(e))?;
+            let mut buf = Vec::new();
+            for (k, e) in &entries {
+                buf.clear();
+                let bytes =
+                    postcard::to_extend(e, std::mem::take(&mut buf)).map_err(|e| self.err(e))?;
+                let old = table
+                    .insert(k.as_str(), bytes.as_slice())
+                    .map_err(|e| self.err(e))?;
+                if old.is_none() {
+                    self.len += 1;
+                }
+                self.min_time = self.min_time.min(e.time());
+                buf = bytes;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Applies `f` to every entry on disk not shadowed by `memory`; drops the
+    /// shadowed ones.
+    fn sweep(
+        &mut self,
+        memory: &HashMap<CompactString, Entry, ahash::RandomState>,
+        f: &mut dyn FnMut(&Entry) -> Option<Option<Entry>>,
+    ) -> Result<()> {
+        let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        tx.set_durability(Durability::None)
+            .map_err(|e| self.err(e))?;
+        let (mut len, mut min_time) = (0u64, EventTime::MAX);
+        {
+            let mut table = tx.open_table(TABLE).map_err(|e| self.err(e))?;
+            let mut replace: Vec<(String, Vec<u8>)> = Vec::new();
+            let mut failure = None;
+            table
+                .retain(|k, v| {
+                    if memory.contains_key(k) {
+                        return false;
+                    }
+                    let entry: Entry = match postcard::from_bytes(v) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            failure = Some(format!("entry of {k}: {e}"));
+                            return true;
+                        }
+                    };
+                    match f(&entry) {
+                        None => {
+                            len += 1;
+                            min_time = min_time.min(entry.time());
+                            true
+                        }
+                        Some(None) => false,
+                        Some(Some(e)) => {
+                            len += 1;
+                            min_time = min_time.min(e.time());
+                            match postcard::to_stdvec(&e) {
+                                Ok(bytes) => replace.push((k.to_owned(), bytes)),
+                                Err(e) => failure = Some(e.to_string()),
+                            }
+                            true
+                        }
+                    }
+                })
+                .map_err(|e| self.err(e))?;
+            if let Some(f) = failure {
+                return Err(self.err(f));
+            }
+            for (k, v) in replace {
+                table
+                    .insert(k.as_str(), v.as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        self.len = len;
+        self.min_time = min_time;
+        Ok(())
+    }
+
+    /// Makes the current disk state durable and names it; keeps the
+    /// previous savepoint too (the checkpoint on disk may still be the
+    /// previous one until the new one is written).
+    fn savepoint(&mut self) -> Result<u64> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let id = tx.persistent_savepoint().map_err(|e| self.err(e))?;
+        while self.savepoints.len() > 1 {
+            let old = self.savepoints.remove(0);
+            tx.delete_persistent_savepoint(old)
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        self.savepoints.push(id);
+        Ok(id)
+    }
+
+    /// Goes back to the disk state of savepoint `id`; forgets every other one.
+    fn restore(&mut self, id: u64, len: u64, min_time: EventTime) -> Result<()> {
+        let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let savepoint = tx
+            .get_persistent_savepoint(id)
+            .map_err(|e| self.err(format!("savepoint {id} of the checkpoint: {e}")))?;
+        tx.restore_savepoint(&savepoint).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let others: Vec<u64> = tx
+            .list_persistent_savepoints()
+            .map_err(|e| self.err(e))?
+            .filter(|s| *s != id)
+            .collect();
+        for s in others {
+            tx.delete_persistent_savepoint(s).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        self.savepoints = vec![id];
+        self.len = len;
+        self.min_time = min_time;
+        Ok(())
+    }
+}
+
+/// What a checkpoint of the store holds.
+#[derive(Serialize, Deserialize)]
+struct StoreSnapshot {
+    memory: Vec<(CompactString, Entry)>,
+    /// savepoint of the disk tier, its entry count and smallest time
+    spill: Option<(u64, u64, EventTime)>,
+}
+
+/// The pending store.
+pub struct PendingStore {
+    config: StoreConfig,
+    memory: HashMap<CompactString, Entry, ahash::RandomState>,
+    /// estimated bytes of `memory`
+    bytes: usize,
+    /// bytes of entries allowed in memory (the budget less the disk cache)
+    memory_budget: usize,
+    spill: Option<Spill>,
+    spilled: u64,
+}
+impl std::fmt::Debug for PendingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingStore")
+            .field("entries", &self.memory.len())
+            .field("bytes", &self.bytes)
+            .field("on_disk", &self.spill.as_ref().map_or(0, |s| s.len))
+            .finish()
+    }
+}
+
+impl PendingStore {
+    /// An empty store. With a spill path, the file is created (or an
+    /// earlier run's emptied: [`restore`](Self::restore) brings a
+    /// checkpoint's entries back).
+    pub fn open(config: StoreConfig) -> Result<Self> {
+        let budget = usize::try_from(config.memory_budget).unwrap_or(usize::MAX);
+        // the disk tier's page cache comes out of the budget
+        let cache = (budget / 8).clamp(1 << 20, 64 << 20);
+        let spill = match &config.spill_path {
+            Some(path) => Some(Spill::open(path, cache)?),
+            None => None,
+        };
+        let memory_budget = if spill.is_some() {
+            budget.saturating_sub(cache)
+        } else {
+            usize::MAX
+        };
+        Ok(PendingStore {
+            config,
+            memory: HashMap::default(),
+            bytes: 0,
+            memory_budget,
+            spill,
+            spilled: 0,
+        })
+    }
+
+    /// Entries held in memory.
+    pub fn len(&self) -> usize {
+        self.memory.len()
+    }
+
+    /// Entries on disk (an upper bound: some may be shadowed by newer ones
+    /// in memory until the next sweep).
+    pub fn on_disk(&self) -> u64 {
+        self.spill.as_ref().map_or(0, |s| s.len)
+    }
+
+    /// Entries moved to disk so far.
+    pub fn spilled(&self) -> u64 {
+        self.spilled
+    }
+
+    /// Whether the store holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0 && self.on_disk() == 0
+    }
+
+    /// Estimated bytes of the entries held in memory.
+    pub fn memory_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The configured budget.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// The entry of `id`.
+    pub fn get(&mut self, id: &str) -> Result<Option<Entry>> {
+        if let Some(e) = self.memory.get(id) {
+            return Ok(Some(e.clone()));
+        }
+        match &self.spill {
+            Some(spill) => spill.get(id),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets the entry of `id`; spills the oldest entries to disk when memory
+    /// passes its budget.
+    pub fn insert(&mut self, id: &str, entry: Entry) -> Result<()> {
+        let key = CompactString::from(id);
+        self.bytes += entry_bytes(&key, &entry);
+        if let Some(old) = self.memory.insert(key, entry) {
+            self.bytes -= entry_bytes(&CompactString::from(id), &old);
+        }
+        if self.bytes > self.memory_budget {
+            self.spill_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Moves the oldest entries to disk until memory holds half its budget.
+    fn spill_oldest(&mut self) -> Result<()> {
+        let Some(spill) = &mut self.spill else {
+            return Ok(());
+        };
+        let mut by_time: Vec<(EventTime, &CompactString, usize)> = self
+            .memory
+            .iter()
+            .map(|(k, e)| (e.time(), k, entry_bytes(k, e)))
+            .collect();
+        by_time.sort_unstable_by_key(|(t, _, _)| *t);
+        let target = self.memory_budget / 2;
+        let mut bytes = self.bytes;
+        let mut out: Vec<CompactString> = Vec::new();
+        for (_, k, b) in by_time {
+            if bytes <= target {
+                break;
+            }
+            bytes -= b;
+            out.push(k.clone());
+        }
+        let entries: Vec<(CompactString, Entry)> = out
+            .into_iter()
+            .filter_map(|k| self.memory.remove_entry(&k))
+            .collect();
+        self.spilled += entries.len() as u64;
+        spill.write(entries)?;
+        self.memory.shrink_to_fit();
+        self.bytes = bytes;
+        Ok(())
+    }
+
+    /// Visits every entry: `f` returns `None` to keep it, `Some(None)` to
+    /// remove it, `Some(Some(e))` to replace it with `e`. Entries on disk
+    /// are visited only when `due_on_disk(smallest time on disk)` says some
+    /// of them may change.
+    pub fn sweep(
+        &mut self,
+        mut f: impl FnMut(&Entry) -> Option<Option<Entry>>,
+        due_on_disk: impl Fn(EventTime) -> bool,
+    ) -> Result<()> {
+        let mut bytes = 0;
+        self.memory.retain(|key, entry| match f(entry) {
+            None => {
+                bytes += entry_bytes(key, entry);
+                true
+            }
+            Some(None) => false,
+            Some(Some(e)) => {
+                *entry = e;
+                bytes += entry_bytes(key, entry);
+                true
+            }
+        });
+        self.bytes = bytes;
+        if let Some(spill) = &mut self.spill
+            && spill.len > 0
+            && due_on_disk(spill.min_time)
+        {
+            spill.sweep(&self.memory, &mut f)?;
+        }
+        Ok(())
+    }
+
+    /// The entries in memory, and a savepoint of those on disk, serialised
+    /// for a checkpoint.
+    pub fn snapshot(&mut self) -> Result<Vec<u8>> {
+        let mut memory: Vec<(CompactString, Entry)> = self
+            .memory
+            .iter()
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
+        memory.sort_by(|a, b| a.0.cmp(&b.0));
+        let spill = match &mut self.spill {
+            Some(s) => Some((s.savepoint()?, s.len, s.min_time)),
+            None => None,
+        };
+        postcard::to_stdvec(&StoreSnapshot { memory, spill })
+            .map_err(|e| Error::Checkpoint(e.to_string()))
+    }
+
+    /// Replaces the entries with a [`snapshot`](Self::snapshot).
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        let snapshot: StoreSnapshot = postcard::from_bytes(bytes)
+            .map_err(|e| Error::Checkpoint(format!("pending labels unreadable: {e}")))?;
+        match (&mut self.spill, snapshot.spill) {
+            (Some(spill), Some((id, len, min_time))) => spill.restore(id, len, min_time)?,
+            (None, Some(_)) => {
+                return Err(Error::Checkpoint(
+                    "the checkpoint's pending labels spilled to disk, and no spill file is configured now"
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
+        self.memory.clear();
+        self.bytes = 0;
+        for (k, e) in snapshot.memory {
+            self.bytes += entry_bytes(&k, &e);
+            self.memory.insert(k, e);
+        }
+        Ok(())
+    }
+}
