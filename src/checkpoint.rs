@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::pipeline::PipelineState;
 
 /// Format of [`PartitionCheckpoint`] files.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// The checkpointed state of one partition number (the same partition of
 /// every consumed topic: a model's predictions and labels meet there).
@@ -81,6 +81,12 @@ impl CheckpointDir {
 
     fn path(&self, partition: i32) -> PathBuf {
         self.dir.join(format!("partition-{partition}.ckpt"))
+    }
+
+    /// The on-disk store of a partition's predictions awaiting labels; its
+    /// savepoints are part of the partition's checkpoints.
+    pub fn pending_store(&self, partition: i32) -> PathBuf {
+        self.dir.join(format!("partition-{partition}.pending.redb"))
     }
 
     /// Makes a partition's state durable.

@@ -102,6 +102,7 @@ fn pipeline(
         Box::new(dlq),
         dead_letter.display().to_string(),
         Vec::new(),
+        Some(&replay_pending_store(settings)),
     )?;
     if let Some(dir) = out {
         let writers = TableWriters::create(dir, &pipeline.tables())?;
@@ -113,6 +114,11 @@ fn pipeline(
     Ok(pipeline)
 }
 
+/// Where a replay's predictions awaiting labels spill; removed when it ends.
+fn replay_pending_store(settings: &Settings) -> PathBuf {
+    settings.data_dir.join("pending").join("replay.redb")
+}
+
 fn default_dead_letter(settings: &Settings, out: Option<&Path>) -> PathBuf {
     match out {
         Some(dir) => dir.join("dead-letter.jsonl"),
@@ -120,8 +126,22 @@ fn default_dead_letter(settings: &Settings, out: Option<&Path>) -> PathBuf {
     }
 }
 
-fn finish(pipeline: Pipeline, out: Option<&Path>, started: Instant) -> Result<RunSummary> {
+fn finish(
+    pipeline: Pipeline,
+    settings: &Settings,
+    out: Option<&Path>,
+    started: Instant,
+) -> Result<RunSummary> {
     let summary = pipeline.finish()?;
+    let pending = replay_pending_store(settings);
+    if pending.exists() {
+        std::fs::remove_file(&pending)
+            .with_context(|| format!("removing {}", pending.display()))?;
+    }
+    if let Some(dir) = pending.parent() {
+        // only when empty: another run may be using it
+        let _ = std::fs::remove_dir(dir);
+    }
     summary.print(started.elapsed());
     if let Some(dir) = out {
         summary.write_json(&dir.join("run-summary.json"))?;
@@ -151,7 +171,7 @@ fn replay(args: ReplayArgs, settings: &Settings) -> Result<()> {
         let mut source = open_file(file)?;
         pipeline.run_source(source.as_mut())?;
     }
-    finish(pipeline, out, started)?;
+    finish(pipeline, settings, out, started)?;
     Ok(())
 }
 
@@ -194,7 +214,7 @@ fn demo(args: DemoArgs, settings: &Settings) -> Result<()> {
         encode_json(&event, &mut buf);
         pipeline.handle_bytes(seq as u64, &buf)?;
     }
-    finish(pipeline, out, started)?;
+    finish(pipeline, settings, out, started)?;
     Ok(())
 }
 

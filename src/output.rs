@@ -10,7 +10,10 @@ use anyhow::{Context, Result};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, SchemaRef, UInt64Type};
 use arrow::json::LineDelimitedWriter;
-use driftwatch_detectors::ClosedWindow;
+use driftwatch_detectors::performance::{
+    MetricsRevision, PerformanceOutput, change_points_batch, label_stats_batch,
+};
+use driftwatch_detectors::{ClosedWindow, WindowKey};
 use driftwatch_ingest::format_time;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -20,6 +23,12 @@ use parquet::file::properties::WriterProperties;
 pub trait WindowSink {
     /// One closed window.
     fn window(&mut self, window: &ClosedWindow) -> Result<()>;
+    /// Metric revisions, change points and label counts reported by the
+    /// label join.
+    fn performance(&mut self, output: &PerformanceOutput) -> Result<()> {
+        let _ = output;
+        Ok(())
+    }
     /// No more windows.
     fn finish(&mut self) -> Result<()> {
         Ok(())
@@ -70,21 +79,40 @@ impl TableWriters {
     }
 }
 
+impl TableWriters {
+    fn write(&mut self, name: &str, batch: &RecordBatch) -> Result<()> {
+        let files = self
+            .tables
+            .get_mut(name)
+            .with_context(|| format!("internal: no output files for table {name}"))?;
+        files
+            .jsonl
+            .write(batch)
+            .with_context(|| format!("writing {}/{name}.jsonl", self.dir.display()))?;
+        files
+            .parquet
+            .write(batch)
+            .with_context(|| format!("writing {}/{name}.parquet", self.dir.display()))
+    }
+}
+
 impl WindowSink for TableWriters {
     fn window(&mut self, window: &ClosedWindow) -> Result<()> {
         for (name, batch) in &window.tables {
-            let files = self
-                .tables
-                .get_mut(name)
-                .with_context(|| format!("internal: no output files for table {name}"))?;
-            files
-                .jsonl
-                .write(batch)
-                .with_context(|| format!("writing {}/{name}.jsonl", self.dir.display()))?;
-            files
-                .parquet
-                .write(batch)
-                .with_context(|| format!("writing {}/{name}.parquet", self.dir.display()))?;
+            self.write(name, batch)?;
+        }
+        Ok(())
+    }
+
+    fn performance(&mut self, out: &PerformanceOutput) -> Result<()> {
+        for r in &out.revisions {
+            self.write("model_metrics", &r.batch)?;
+        }
+        if !out.change_points.is_empty() {
+            self.write("change_points", &change_points_batch(&out.change_points)?)?;
+        }
+        if !out.label_stats.is_empty() {
+            self.write("label_stats", &label_stats_batch(&out.label_stats)?)?;
         }
         Ok(())
     }
@@ -132,7 +160,75 @@ fn f64_at(batch: &RecordBatch, column: &str, row: usize) -> Option<f64> {
     (!c.is_null(row)).then(|| c.value(row))
 }
 
+/// The value of `metric` (whole model) in a `model_metrics` batch.
+fn metric(batch: &RecordBatch, name: &str) -> Option<f64> {
+    let metrics = batch.column_by_name("metric")?.as_string_opt::<i32>()?;
+    let classes = batch.column_by_name("class")?;
+    (0..batch.num_rows())
+        .find(|&i| metrics.value(i) == name && classes.is_null(i))
+        .and_then(|i| f64_at(batch, "value", i))
+}
+
+impl ConsoleSummary {
+    fn revision(&self, r: &MetricsRevision) {
+        // the first figures (window closed) and the last (all labels in); every one when verbose
+        if !(self.verbose || r.revision == 0 || r.is_final) {
+            return;
+        }
+        let k = &r.key;
+        let start = format_time(k.start);
+        let end = format_time(k.end);
+        let coverage = if r.predictions > 0 {
+            100.0 * r.labeled as f64 / r.predictions as f64
+        } else {
+            0.0
+        };
+        let mut line = format!(
+            "{:<6} {:<4} {} → {}  metrics rev {}{}  labelled {:>6}/{:<6} ({coverage:>3.0}%)",
+            k.model_id,
+            k.model_version.as_deref().unwrap_or("-"),
+            &start[..16],
+            &end[11..16],
+            r.revision,
+            if r.is_final { " final" } else { "" },
+            r.labeled,
+            r.predictions,
+        );
+        for (name, label) in [
+            ("accuracy", "accuracy"),
+            ("roc_auc", "auc"),
+            ("f1", "f1"),
+            ("mae", "mae"),
+            ("rmse", "rmse"),
+        ] {
+            if let Some(v) = metric(&r.batch, name) {
+                line.push_str(&format!("  {label} {v:.3}"));
+            }
+        }
+        println!("{line}");
+    }
+}
+
 impl WindowSink for ConsoleSummary {
+    fn performance(&mut self, out: &PerformanceOutput) -> Result<()> {
+        for r in &out.revisions {
+            self.revision(r);
+        }
+        for p in &out.change_points {
+            println!(
+                "    change: {} {} {} by {} at {} (seen {}), statistic {:.3}",
+                p.model_id,
+                p.model_version.as_deref().unwrap_or("-"),
+                p.metric,
+                p.detector,
+                &format_time(p.event_time)[..16],
+                &format_time(p.detected_at)[..16],
+                p.statistic
+            );
+        }
+        Ok(())
+    }
+
     fn window(&mut self, w: &ClosedWindow) -> Result<()> {
         let start = format_time(w.key.start);
         let end = format_time(w.key.end);
@@ -230,33 +326,47 @@ impl WindowSink for ConsoleSummary {
     }
 }
 
-/// One JSON file per closed window, `DIR/<model>/<start>_<end>[_<version>].json`,
-/// written atomically (temporary file, fsync, rename). Writing a window again
-/// — the service re-reading events after a restart — replaces its file with
-/// the same content, so the directory holds every window exactly once.
+/// One JSON file per closed window, `DATA_DIR/windows/<model>/<start>_<end>[_<version>].json`,
+/// and per prediction window its latest metrics revision,
+/// `DATA_DIR/metrics/<model>/<start>_<end>[_<version>].json`; change points go
+/// to `DATA_DIR/change_points/<model>/…json` and label counts to
+/// `DATA_DIR/label_stats/<model>/<start>_<end>.json`. Each file is written
+/// atomically (temporary file, fsync, rename). Writing a window again — the
+/// service re-reading events after a restart — replaces its file with the
+/// same content, so `windows/` holds every window exactly once.
+///
+/// Metric revisions, label counts and change points depend on the order in
+/// which predictions and labels arrive, and two topics interleave
+/// differently on every run: after a restart the intermediate revisions may
+/// differ from those of an uninterrupted run, while each window's final
+/// metrics (`"final": true`) are the same (up to floating-point summation
+/// order) and the counters in the state count every label once.
 #[derive(Debug)]
 pub struct WindowFiles {
     dir: PathBuf,
 }
 
 impl WindowFiles {
-    /// Window files under `dir`.
+    /// Result files under the data directory `dir`.
     pub fn new(dir: &Path) -> Self {
         WindowFiles {
             dir: dir.to_owned(),
         }
     }
 
-    fn path(&self, window: &ClosedWindow) -> PathBuf {
-        let k = &window.key;
-        let mut name = format!("{}_{}", k.start, k.end);
-        if let Some(v) = &k.model_version {
-            name.push('_');
-            name.push_str(&sanitise(v));
-        }
+    fn path(&self, table: &str, model: &str, mut name: String) -> PathBuf {
         name.push_str(".json");
-        self.dir.join(sanitise(&k.model_id)).join(name)
+        self.dir.join(table).join(sanitise(model)).join(name)
     }
+}
+
+fn window_name(k: &WindowKey) -> String {
+    let mut name = format!("{}_{}", k.start, k.end);
+    if let Some(v) = &k.model_version {
+        name.push('_');
+        name.push_str(&sanitise(v));
+    }
+    name
 }
 
 /// A name safe as one path component.
@@ -269,17 +379,20 @@ fn sanitise(s: &str) -> String {
         .collect()
 }
 
+/// The rows of a batch as JSON objects.
+fn rows_json(batch: &RecordBatch) -> Result<serde_json::Value> {
+    let mut rows = arrow::json::ArrayWriter::new(Vec::new());
+    rows.write(batch)?;
+    rows.finish()?;
+    Ok(serde_json::from_slice(&rows.into_inner()).unwrap_or(serde_json::Value::Array(Vec::new())))
+}
+
 impl WindowSink for WindowFiles {
     fn window(&mut self, window: &ClosedWindow) -> Result<()> {
         let k = &window.key;
         let mut tables = serde_json::Map::new();
         for (name, batch) in &window.tables {
-            let mut rows = arrow::json::ArrayWriter::new(Vec::new());
-            rows.write(batch)?;
-            rows.finish()?;
-            let rows: serde_json::Value = serde_json::from_slice(&rows.into_inner())
-                .unwrap_or(serde_json::Value::Array(Vec::new()));
-            tables.insert(name.clone(), rows);
+            tables.insert(name.clone(), rows_json(batch)?);
         }
         let doc = serde_json::json!({
             "model_id": k.model_id.as_ref(),
@@ -289,8 +402,38 @@ impl WindowSink for WindowFiles {
             "events": window.events,
             "tables": tables,
         });
-        let path = self.path(window);
+        let path = self.path("windows", &k.model_id, window_name(k));
         let bytes = serde_json::to_vec_pretty(&doc)?;
         crate::checkpoint::write_atomically(&path, &bytes)
+    }
+
+    fn performance(&mut self, out: &PerformanceOutput) -> Result<()> {
+        for r in &out.revisions {
+            let k = &r.key;
+            let path = self.path("metrics", &k.model_id, window_name(k));
+            let bytes = serde_json::to_vec_pretty(&rows_json(&r.batch)?)?;
+            crate::checkpoint::write_atomically(&path, &bytes)?;
+        }
+        for p in &out.change_points {
+            let batch = change_points_batch(std::slice::from_ref(p))?;
+            let mut name = format!(
+                "{}_{}_{}_{}",
+                p.event_time, p.metric, p.detector, p.detected_at
+            );
+            if let Some(v) = &p.model_version {
+                name.push('_');
+                name.push_str(&sanitise(v));
+            }
+            let path = self.path("change_points", &p.model_id, name);
+            let bytes = serde_json::to_vec_pretty(&rows_json(&batch)?)?;
+            crate::checkpoint::write_atomically(&path, &bytes)?;
+        }
+        for row in &out.label_stats {
+            let batch = label_stats_batch(std::slice::from_ref(row))?;
+            let path = self.path("label_stats", &row.0, format!("{}_{}", row.1, row.2));
+            let bytes = serde_json::to_vec_pretty(&rows_json(&batch)?)?;
+            crate::checkpoint::write_atomically(&path, &bytes)?;
+        }
+        Ok(())
     }
 }

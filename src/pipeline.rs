@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use driftwatch_detectors::performance::{PerformanceStats, PerformanceTracker};
 use driftwatch_detectors::{
     ClosedWindow, DriftDetector, WindowSet, components, summary_components,
 };
@@ -52,12 +53,15 @@ pub struct RunSummary {
     pub models: BTreeMap<String, ModelCounts>,
     /// Where the refused records went.
     pub dead_letter: String,
+    /// Label join and performance metrics (when enabled).
+    pub performance: Option<PerformanceStats>,
 }
 
 /// Decoder, windows, dead-letter sink and window sinks, wired together.
 pub struct Pipeline {
     decoder: Decoder,
     windows: WindowSet,
+    performance: Option<PerformanceTracker>,
     dead_letter: Box<dyn DeadLetterSink + Send>,
     sinks: Vec<Box<dyn WindowSink + Send>>,
     summary: RunSummary,
@@ -65,12 +69,14 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline with the default components over `settings`.
+    /// A pipeline with the default components over `settings`; predictions
+    /// awaiting labels spill past their memory budget to the file `pending`.
     pub fn new(
         settings: &Settings,
         dead_letter: Box<dyn DeadLetterSink + Send>,
         dead_letter_name: String,
         sinks: Vec<Box<dyn WindowSink + Send>>,
+        pending: Option<&Path>,
     ) -> Result<Self> {
         let parts = match &settings.drift {
             Some(config) => {
@@ -80,9 +86,22 @@ impl Pipeline {
             }
             None => summary_components(),
         };
+        let performance = match &settings.performance {
+            Some(config) => {
+                let mut config = config.clone();
+                config.store.spill_path = pending.map(Path::to_owned);
+                Some(PerformanceTracker::new(
+                    config,
+                    settings.window,
+                    settings.allowed_lateness_ms,
+                )?)
+            }
+            None => None,
+        };
         Ok(Pipeline {
             decoder: Decoder::new(settings.decoder.clone()),
             windows: WindowSet::new(settings.window, settings.allowed_lateness_ms, parts),
+            performance,
             dead_letter,
             sinks,
             summary: RunSummary {
@@ -95,7 +114,11 @@ impl Pipeline {
 
     /// The output tables and their schemas.
     pub fn tables(&self) -> Vec<(String, arrow::datatypes::SchemaRef)> {
-        self.windows.tables()
+        let mut tables = self.windows.tables();
+        if self.performance.is_some() {
+            tables.extend(PerformanceTracker::tables());
+        }
+        tables
     }
 
     /// Adds window sinks (they must exist before the first window closes).
@@ -131,7 +154,10 @@ impl Pipeline {
                 self.summary.accepted += 1;
                 self.summary.labels += 1;
                 self.model(&label.model_id).labels += 1;
-                Ok(())
+                if let Some(t) = &mut self.performance {
+                    t.label(&label)?;
+                }
+                self.advance_performance()
             }
             Record::Event(Event::Prediction(prediction), position) => {
                 match self.windows.push(&prediction) {
@@ -140,8 +166,12 @@ impl Pipeline {
                         self.summary.accepted += 1;
                         self.summary.predictions += 1;
                         self.model(&prediction.model_id).predictions += 1;
+                        if let Some(t) = &mut self.performance {
+                            t.prediction(&prediction)?;
+                        }
                         let closed = self.windows.close_ready()?;
-                        self.emit(closed)
+                        self.emit(closed)?;
+                        self.advance_performance()
                     }
                     Err(reason) => {
                         self.model(&prediction.model_id).late += 1;
@@ -173,6 +203,35 @@ impl Pipeline {
             }
         }
         self.summary.windows_closed += closed.len() as u64;
+        if let Some(t) = &mut self.performance
+            && !closed.is_empty()
+        {
+            t.windows_closed(closed.iter().map(|w| &w.key))?;
+        }
+        Ok(())
+    }
+
+    /// Lets the label join catch up with the clock and hands what it
+    /// reported to the sinks.
+    fn advance_performance(&mut self) -> Result<()> {
+        let Some(t) = &mut self.performance else {
+            return Ok(());
+        };
+        t.advance()?;
+        self.emit_performance()
+    }
+
+    fn emit_performance(&mut self) -> Result<()> {
+        let Some(t) = &mut self.performance else {
+            return Ok(());
+        };
+        let out = t.drain();
+        self.summary.performance = Some(t.stats().clone());
+        if !out.is_empty() {
+            for sink in &mut self.sinks {
+                sink.performance(&out)?;
+            }
+        }
         Ok(())
     }
 
@@ -236,7 +295,11 @@ impl Pipeline {
     /// pipeline usable.
     pub fn close_all(&mut self) -> Result<()> {
         let closed = self.windows.close_all()?;
-        self.emit(closed)
+        self.emit(closed)?;
+        if let Some(t) = &mut self.performance {
+            t.finish_all()?;
+        }
+        self.emit_performance()
     }
 
     /// The decoder, for sources that decode records themselves.
@@ -249,10 +312,15 @@ impl Pipeline {
         &self.summary
     }
 
-    /// The state to checkpoint: window state and counters.
-    pub fn snapshot(&self) -> Result<PipelineState> {
+    /// The state to checkpoint: window state, the label join, counters.
+    pub fn snapshot(&mut self) -> Result<PipelineState> {
+        let performance = match &mut self.performance {
+            Some(t) => Some(t.snapshot()?),
+            None => None,
+        };
         Ok(PipelineState {
             windows: self.windows.snapshot()?,
+            performance,
             summary: self.summary.clone(),
         })
     }
@@ -260,6 +328,16 @@ impl Pipeline {
     /// Continues from a [`snapshot`](Self::snapshot).
     pub fn restore(&mut self, state: PipelineState) -> Result<()> {
         self.windows.restore(&state.windows)?;
+        match (&mut self.performance, &state.performance) {
+            (Some(t), Some(bytes)) => t.restore(bytes)?,
+            (None, None) => {}
+            (Some(_), None) => anyhow::bail!(
+                "the checkpoint was written with performance metrics off; they are on now (performance.enabled)"
+            ),
+            (None, Some(_)) => anyhow::bail!(
+                "the checkpoint was written with performance metrics on; they are off now (performance.enabled)"
+            ),
+        }
         let dead_letter = std::mem::take(&mut self.summary.dead_letter);
         self.summary = RunSummary {
             dead_letter,
@@ -270,8 +348,7 @@ impl Pipeline {
 
     /// End of input: closes every window, flushes the sinks, returns the summary.
     pub fn finish(mut self) -> Result<RunSummary> {
-        let closed = self.windows.close_all()?;
-        self.emit(closed)?;
+        self.close_all()?;
         for sink in &mut self.sinks {
             sink.finish()?;
         }
@@ -291,6 +368,8 @@ impl Pipeline {
 pub struct PipelineState {
     /// [`WindowSet::snapshot`].
     pub windows: Vec<u8>,
+    /// [`PerformanceTracker::snapshot`], when performance metrics are on.
+    pub performance: Option<Vec<u8>>,
     /// Counters.
     pub summary: RunSummary,
 }
@@ -307,6 +386,9 @@ impl RunSummary {
         self.predictions += other.predictions;
         self.labels += other.labels;
         self.windows_closed += other.windows_closed;
+        if let Some(p) = &other.performance {
+            self.performance.get_or_insert_default().add(p);
+        }
         for (model, c) in &other.models {
             let mine = self.models.entry(model.clone()).or_default();
             mine.predictions += c.predictions;
@@ -338,6 +420,23 @@ impl RunSummary {
             );
         }
         println!("windows closed: {}", self.windows_closed);
+        if let Some(p) = &self.performance {
+            let l = &p.labels;
+            println!(
+                "labels: {} joined ({} before their prediction), {} duplicate, {} without prediction, {} after the horizon, {} unscorable; {} predictions never labelled",
+                l.joined,
+                l.joined_before_prediction,
+                l.duplicate,
+                l.without_prediction,
+                l.after_horizon,
+                l.unscorable,
+                p.expired_unlabeled
+            );
+            println!(
+                "performance: {} metric revisions, {} change points",
+                p.revisions, p.change_points
+            );
+        }
         if self.rejected > 0 {
             println!("dead letters: {}", self.dead_letter);
         }

@@ -127,9 +127,8 @@ impl State {
             &self.settings,
             Box::new(self.dead_letter.clone()),
             self.dead_letter_name.clone(),
-            vec![Box::new(WindowFiles::new(
-                &self.settings.data_dir.join("windows"),
-            ))],
+            vec![Box::new(WindowFiles::new(&self.settings.data_dir))],
+            Some(&self.checkpoints.pending_store(partition)),
         )?;
         let mut offsets = BTreeMap::new();
         if let Some(checkpoint) = self.checkpoints.load(partition)? {

@@ -5,6 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use std::collections::HashMap;
+
+use driftwatch_detectors::performance::{
+    AdwinConfig, DdmConfig, PageHinkleyConfig, PerformanceConfig, StoreConfig, Task,
+};
 use driftwatch_detectors::{Decision, DriftConfig, Thresholds, WindowSpec};
 use driftwatch_ingest::KafkaConfig;
 use driftwatch_ingest::{DecoderConfig, FeatureKind, FeatureSchema};
@@ -242,6 +247,18 @@ pub struct RawModelDrift {
     pub features: BTreeMap<String, RawThresholds>,
 }
 
+/// Model tasks as written.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawTask {
+    /// Two classes, `score` the probability of `positive_class`.
+    Binary,
+    /// More classes.
+    Multiclass,
+    /// A number.
+    Regression,
+}
+
 /// `[models.<id>]`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -250,6 +267,72 @@ pub struct RawModel {
     pub features: BTreeMap<String, FeatureKind>,
     /// Drift thresholds of this model.
     pub drift: RawModelDrift,
+    /// What the model predicts; unset: taken from its first prediction's
+    /// shape (`value` → regression, `probabilities` → multiclass, else binary).
+    pub task: Option<RawTask>,
+    /// Binary: the positive class (default `"1"`).
+    pub positive_class: Option<String>,
+    /// Binary: the class predicted below `threshold` when no class is sent (default `"0"`).
+    pub negative_class: Option<String>,
+    /// Binary: score from which the positive class is predicted (default 0.5).
+    pub threshold: Option<f64>,
+}
+
+/// Change detectors by name, for `performance.detectors`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawDetector {
+    /// ADWIN over the per-event error stream.
+    Adwin,
+    /// Page-Hinkley over classifiers' 0/1 error stream.
+    PageHinkley,
+    /// DDM over classifiers' 0/1 error stream.
+    Ddm,
+    /// ADWIN over the per-window accuracy (or MAE) series.
+    WindowAdwin,
+}
+
+/// `[performance]`: the label join and performance metrics.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPerformance {
+    /// Join labels and report performance metrics.
+    pub enabled: bool,
+    /// How long after a window's end labels still revise its metrics.
+    pub label_horizon: String,
+    /// Smallest step of event time between two revisions of a window.
+    pub revision_interval: String,
+    /// Memory for predictions awaiting labels; past it the oldest spill to
+    /// disk (`DATA_DIR/pending/`).
+    pub memory_budget: String,
+    /// Online change detectors to run.
+    pub detectors: Vec<RawDetector>,
+    /// ADWIN settings (both ADWIN detectors).
+    pub adwin: AdwinConfig,
+    /// Page-Hinkley settings.
+    pub page_hinkley: PageHinkleyConfig,
+    /// DDM settings.
+    pub ddm: DdmConfig,
+}
+
+impl Default for RawPerformance {
+    fn default() -> Self {
+        RawPerformance {
+            enabled: true,
+            label_horizon: "7d".into(),
+            revision_interval: "1h".into(),
+            memory_budget: "256MiB".into(),
+            detectors: vec![
+                RawDetector::Adwin,
+                RawDetector::PageHinkley,
+                RawDetector::Ddm,
+                RawDetector::WindowAdwin,
+            ],
+            adwin: AdwinConfig::default(),
+            page_hinkley: PageHinkleyConfig::default(),
+            ddm: DdmConfig::default(),
+        }
+    }
 }
 
 /// The whole configuration as written.
@@ -272,6 +355,8 @@ pub struct RawSettings {
     pub kafka: KafkaConfig,
     /// Checkpoints of the service.
     pub checkpoint: RawCheckpoint,
+    /// Label join and performance metrics.
+    pub performance: RawPerformance,
 }
 
 impl Default for RawSettings {
@@ -285,6 +370,7 @@ impl Default for RawSettings {
             models: BTreeMap::new(),
             kafka: KafkaConfig::default(),
             checkpoint: RawCheckpoint::default(),
+            performance: RawPerformance::default(),
         }
     }
 }
@@ -312,6 +398,9 @@ pub struct Settings {
     pub checkpoint_interval_ms: i64,
     /// Largest number of records per partition between checkpoints.
     pub checkpoint_events: u64,
+    /// Label join and performance metrics; `None` when disabled. Its store
+    /// has no spill path: each pipeline sets its own.
+    pub performance: Option<PerformanceConfig>,
 }
 
 /// Reads the layers: defaults, then `file` if given, then the environment.
@@ -538,7 +627,9 @@ impl RawSettings {
                 "a positive number of records",
             ));
         }
+        let performance = self.performance_config(file)?;
         Ok(Settings {
+            performance,
             kafka: self.kafka,
             checkpoint_interval_ms,
             checkpoint_events: self.checkpoint.events,
@@ -553,6 +644,123 @@ impl RawSettings {
             log_format: self.log.format,
             log_level: self.log.level,
         })
+    }
+}
+
+impl RawSettings {
+    fn performance_config(
+        &self,
+        file: Option<&Path>,
+    ) -> Result<Option<PerformanceConfig>, SettingsError> {
+        let p = &self.performance;
+        if !p.enabled {
+            return Ok(None);
+        }
+        let invalid = |key: &str, value: String, expected: &str| SettingsError::Invalid {
+            file: file.map(Path::to_owned),
+            key: key.to_owned(),
+            value,
+            expected: expected.to_owned(),
+        };
+        let positive = |key: &str, value: &str| -> Result<i64, SettingsError> {
+            let ms = duration_ms(file, key, value)?;
+            if ms == 0 {
+                return Err(invalid(key, value.to_owned(), "a positive duration"));
+            }
+            Ok(ms)
+        };
+        let label_horizon_ms = positive("performance.label_horizon", &p.label_horizon)?;
+        let revision_interval_ms = positive("performance.revision_interval", &p.revision_interval)?;
+        let memory_budget = p
+            .memory_budget
+            .parse::<bytesize::ByteSize>()
+            .ok()
+            .map(|b| b.as_u64())
+            .filter(|b| *b >= 1 << 20)
+            .ok_or_else(|| {
+                invalid(
+                    "performance.memory_budget",
+                    p.memory_budget.clone(),
+                    "a size of at least 1MiB such as \"256MiB\"",
+                )
+            })?;
+        let a = &p.adwin;
+        if !(a.delta > 0.0 && a.delta < 1.0) || a.clock == 0 || a.max_buckets < 2 {
+            return Err(invalid(
+                "performance.adwin",
+                format!("{a:?}"),
+                "0 < delta < 1, clock ≥ 1, max_buckets ≥ 2",
+            ));
+        }
+        let ph = &p.page_hinkley;
+        if !(ph.delta >= 0.0 && ph.threshold > 0.0 && ph.alpha > 0.0 && ph.alpha <= 1.0) {
+            return Err(invalid(
+                "performance.page_hinkley",
+                format!("{ph:?}"),
+                "delta ≥ 0, threshold > 0, 0 < alpha ≤ 1",
+            ));
+        }
+        if p.ddm.drift_threshold <= 0.0 {
+            return Err(invalid(
+                "performance.ddm.drift_threshold",
+                p.ddm.drift_threshold.to_string(),
+                "a positive number of standard deviations",
+            ));
+        }
+        let mut tasks = HashMap::new();
+        for (model, m) in &self.models {
+            let binary_keys =
+                m.positive_class.is_some() || m.negative_class.is_some() || m.threshold.is_some();
+            let task = match m.task {
+                None if binary_keys => {
+                    return Err(invalid(
+                        &format!("models.{model}.task"),
+                        String::new(),
+                        "task = \"binary\" with positive_class, negative_class or threshold",
+                    ));
+                }
+                None => continue,
+                Some(RawTask::Binary) => {
+                    let threshold = m.threshold.unwrap_or(0.5);
+                    if !(0.0..=1.0).contains(&threshold) {
+                        return Err(invalid(
+                            &format!("models.{model}.threshold"),
+                            threshold.to_string(),
+                            "a score between 0 and 1",
+                        ));
+                    }
+                    Task::Binary {
+                        positive: m.positive_class.as_deref().unwrap_or("1").into(),
+                        negative: m.negative_class.as_deref().unwrap_or("0").into(),
+                        threshold,
+                    }
+                }
+                Some(other) if binary_keys => {
+                    return Err(invalid(
+                        &format!("models.{model}.task"),
+                        format!("{other:?}").to_lowercase(),
+                        "\"binary\" when positive_class, negative_class or threshold is set",
+                    ));
+                }
+                Some(RawTask::Multiclass) => Task::Multiclass,
+                Some(RawTask::Regression) => Task::Regression,
+            };
+            tasks.insert(model.clone(), task);
+        }
+        let on = |d: RawDetector| p.detectors.contains(&d);
+        Ok(Some(PerformanceConfig {
+            label_horizon_ms,
+            revision_interval_ms,
+            tasks,
+            adwin: on(RawDetector::Adwin).then_some(p.adwin),
+            page_hinkley: on(RawDetector::PageHinkley).then_some(p.page_hinkley),
+            ddm: on(RawDetector::Ddm).then_some(p.ddm),
+            window_adwin: on(RawDetector::WindowAdwin).then_some(p.adwin),
+            store: StoreConfig {
+                memory_budget,
+                spill_path: None,
+            },
+        }))
     }
 }
 
@@ -596,6 +804,17 @@ mod tests {
         assert!(!raw.models.is_empty());
         let settings = raw.validate(Some(&path)).expect("example validates");
         assert_eq!(settings.drift, Some(DriftConfig::default()));
+        let performance = settings.performance.expect("performance on by default");
+        let defaults = PerformanceConfig::default();
+        assert_eq!(
+            PerformanceConfig {
+                tasks: defaults.tasks.clone(),
+                ..performance.clone()
+            },
+            defaults
+        );
+        assert_eq!(performance.tasks.get("eta"), Some(&Task::Regression));
+        assert_eq!(performance.tasks.get("churn"), Some(&Task::binary()));
     }
 
     #[test]
@@ -642,6 +861,39 @@ mod tests {
             ),
             ("[checkpoint]\ninterval = \"0s\"\n", "checkpoint.interval"),
             ("[checkpoint]\nevents = 0\n", "checkpoint.events"),
+            (
+                "[performance]\nlabel_horizon = \"0s\"\n",
+                "performance.label_horizon",
+            ),
+            (
+                "[performance]\nrevision_interval = \"often\"\n",
+                "performance.revision_interval",
+            ),
+            (
+                "[performance]\nmemory_budget = \"10KiB\"\n",
+                "performance.memory_budget",
+            ),
+            ("[performance.adwin]\ndelta = 2.0\n", "performance.adwin"),
+            (
+                "[performance.page_hinkley]\nalpha = 0.0\n",
+                "performance.page_hinkley",
+            ),
+            (
+                "[performance.ddm]\ndrift_threshold = -1.0\n",
+                "performance.ddm.drift_threshold",
+            ),
+            (
+                "[models.churn]\npositive_class = \"yes\"\n",
+                "models.churn.task",
+            ),
+            (
+                "[models.eta]\ntask = \"regression\"\nthreshold = 0.3\n",
+                "models.eta.task",
+            ),
+            (
+                "[models.churn]\ntask = \"binary\"\nthreshold = 1.5\n",
+                "models.churn.threshold",
+            ),
         ];
         for (text, key) in cases {
             let f = write(text);

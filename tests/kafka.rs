@@ -104,8 +104,13 @@ fn count_kinds(file: &Path) -> (u64, u64) {
 
 /// Every window file under `DATA/windows`, by relative path, parsed.
 fn windows(config: &Path) -> BTreeMap<String, Value> {
+    results(config, "windows")
+}
+
+/// Every result file under `DATA/<table>`, by relative path, parsed.
+fn results(config: &Path, table: &str) -> BTreeMap<String, Value> {
     let data = data_dir(config);
-    let root = data.join("windows");
+    let root = data.join(table);
     let mut out = BTreeMap::new();
     for model in std::fs::read_dir(&root).unwrap() {
         let model = model.unwrap().path();
@@ -138,12 +143,39 @@ fn data_dir(config: &Path) -> PathBuf {
     PathBuf::from(data)
 }
 
-/// Every window file of `got` equals the one of `expected`, and no more.
+/// Every window file of `got` equals the one of `expected`, and no more;
+/// so does every window's final metrics revision (its figures within 1e-9:
+/// labels from their own topic arrive in another order on every run, which
+/// changes the order of floating-point sums).
 fn assert_same_windows(expected: &Path, got: &Path) {
-    let (expected, got) = (windows(expected), windows(got));
+    let (expected_windows, got_windows) = (windows(expected), windows(got));
+    assert_eq!(got_windows.len(), expected_windows.len());
+    for (name, window) in &expected_windows {
+        assert_eq!(got_windows.get(name), Some(window), "window {name} differs");
+    }
+    let (expected, got) = (results(expected, "metrics"), results(got, "metrics"));
     assert_eq!(got.len(), expected.len());
-    for (name, window) in &expected {
-        assert_eq!(got.get(name), Some(window), "window {name} differs");
+    assert!(!expected.is_empty(), "no metrics files");
+    for (name, rows) in &expected {
+        let other = got
+            .get(name)
+            .unwrap_or_else(|| panic!("metrics {name} missing"));
+        let (a, b) = (rows.as_array().unwrap(), other.as_array().unwrap());
+        assert_eq!(a.len(), b.len(), "metrics {name}: rows");
+        for (x, y) in a.iter().zip(b) {
+            assert_eq!(x["final"], true, "metrics {name} not final: {x}");
+            for (key, v) in x.as_object().unwrap() {
+                match key.as_str() {
+                    // which revision, and when: order-dependent
+                    "revision" | "as_of" => {}
+                    "value" | "label_coverage" if v.is_f64() => {
+                        let (v, w) = (v.as_f64().unwrap(), y[key].as_f64().unwrap());
+                        assert!((v - w).abs() <= 1e-9, "metrics {name}: {key} {v} vs {w}");
+                    }
+                    _ => assert_eq!(v, &y[key], "metrics {name}: {key}"),
+                }
+            }
+        }
     }
 }
 
@@ -306,6 +338,24 @@ fn killed_at_random_points_the_service_ends_with_the_results_of_an_uninterrupted
     ] {
         assert_eq!(a[key], b[key], "{key}: {a} vs {b}");
     }
+    // every label counted once, in the same bucket (which of a prediction
+    // and its label came first depends on how the two topics interleave)
+    let (la, lb) = (&a["performance"]["labels"], &b["performance"]["labels"]);
+    assert!(la["joined"].as_u64().unwrap() > 100_000, "{la}");
+    for key in [
+        "received",
+        "joined",
+        "duplicate",
+        "without_prediction",
+        "after_horizon",
+        "unscorable",
+    ] {
+        assert_eq!(la[key], lb[key], "labels {key}: {la} vs {lb}");
+    }
+    assert_eq!(
+        a["performance"]["expired_unlabeled"],
+        b["performance"]["expired_unlabeled"]
+    );
 }
 
 /// Every message of `topic` (from the start), with its headers.

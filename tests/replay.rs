@@ -257,6 +257,91 @@ fn demo_prints_windows_for_every_model() {
     assert!(stdout.contains("read 30000 records"), "{stdout}");
 }
 
+/// Issue 4: accuracy per window with its label coverage; the churn model's
+/// degraded phase shows in its metrics once labels for it have arrived, and
+/// no metric is reported for a window before any of its labels.
+#[test]
+fn demo_shows_the_accuracy_drop_once_labels_arrive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let stdout = ok(&["demo", "--out", p(&out)], dir.path());
+    let drift_start = stdout
+        .lines()
+        .next()
+        .and_then(|l| l.split("drift starts at ").nth(1))
+        .expect("drift start in the first line");
+    let drift_start = chrono::DateTime::parse_from_rfc3339(drift_start.trim())
+        .expect("time")
+        .timestamp_millis();
+    let rows = jsonl(&out.join("model_metrics.jsonl"));
+    let churn_accuracy: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["model_id"] == "churn" && r["metric"] == "accuracy")
+        .collect();
+    assert!(!churn_accuracy.is_empty());
+    for r in &churn_accuracy {
+        assert!(
+            r["labeled"].as_u64().expect("labeled") > 0,
+            "an accuracy without labels: {r}"
+        );
+        assert!(chrono_ms(&r["as_of"]) >= chrono_ms(&r["window_end"]), "{r}");
+    }
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    for r in churn_accuracy.iter().filter(|r| r["final"] == true) {
+        let start = chrono_ms(&r["window_start"]);
+        let accuracy = r["value"].as_f64().expect("value");
+        let coverage = r["label_coverage"].as_f64().expect("coverage");
+        if coverage < 0.3 {
+            continue;
+        }
+        if chrono_ms(&r["window_end"]) <= drift_start {
+            before.push(accuracy);
+        } else if start >= drift_start {
+            after.push(accuracy);
+        }
+    }
+    assert!(
+        before.len() >= 5 && after.len() >= 5,
+        "{before:?} {after:?}"
+    );
+    assert!(
+        before.iter().all(|a| *a > 0.85),
+        "before the drift: {before:?}"
+    );
+    assert!(
+        after.iter().all(|a| *a < 0.75),
+        "after the drift: {after:?}"
+    );
+    // every label is accounted for
+    let summary = read_json(&out.join("run-summary.json"));
+    let l = &summary["performance"]["labels"];
+    let n = |k: &str| l[k].as_u64().unwrap_or_else(|| panic!("{k}"));
+    assert_eq!(n("received"), summary["labels"].as_u64().expect("labels"));
+    assert_eq!(
+        n("received"),
+        n("joined")
+            + n("duplicate")
+            + n("without_prediction")
+            + n("after_horizon")
+            + n("unscorable")
+    );
+    let stats = jsonl(&out.join("label_stats.jsonl"));
+    let received: u64 = stats
+        .iter()
+        .map(|r| r["received"].as_u64().expect("received"))
+        .sum();
+    assert_eq!(received, n("received"));
+    // the drop is found by the online detectors too
+    let changes = jsonl(&out.join("change_points.jsonl"));
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["model_id"] == "churn" && chrono_ms(&c["event_time"]) >= drift_start),
+        "{changes:?}"
+    );
+    assert!(stdout.contains("metrics rev 0"), "{stdout}");
+}
+
 #[test]
 fn hopping_windows_from_the_environment() {
     let dir = tempfile::tempdir().expect("tempdir");

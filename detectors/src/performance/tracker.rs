@@ -106,6 +106,28 @@ impl LabelCounts {
     fn is_empty(&self) -> bool {
         *self == LabelCounts::default()
     }
+
+    /// Adds `other`'s counts (of another partition).
+    pub fn add(&mut self, other: &LabelCounts) {
+        self.received += other.received;
+        self.joined += other.joined;
+        self.joined_before_prediction += other.joined_before_prediction;
+        self.duplicate += other.duplicate;
+        self.without_prediction += other.without_prediction;
+        self.after_horizon += other.after_horizon;
+        self.unscorable += other.unscorable;
+    }
+}
+
+impl PerformanceStats {
+    /// Adds `other`'s counts (of another partition).
+    pub fn add(&mut self, other: &PerformanceStats) {
+        self.labels.add(&other.labels);
+        self.expired_unlabeled += other.expired_unlabeled;
+        self.duplicate_predictions += other.duplicate_predictions;
+        self.revisions += other.revisions;
+        self.change_points += other.change_points;
+    }
 }
 
 /// Counters of the whole tracker (all models, all windows so far).
@@ -149,7 +171,8 @@ struct Detectors {
     page_hinkley: Option<PageHinkley>,
     ddm: Option<Ddm>,
     window_adwin: Option<Adwin>,
-    observed: u64,
+    /// observations since each detector last started: ADWIN, Page-Hinkley, DDM
+    observed: [u64; 3],
     windows_observed: u64,
 }
 
@@ -350,6 +373,8 @@ pub struct PerformanceTracker {
     store: PendingStore,
     /// clock of the next sweep of the store
     next_sweep: EventTime,
+    /// clock before which [`advance`](Self::advance) has nothing to do
+    next_due: EventTime,
     stats: PerformanceStats,
     out: PerformanceOutput,
 }
@@ -381,6 +406,7 @@ struct Snapshot {
     label_windows: Vec<(String, EventTime, LabelCounts)>,
     waiting: Vec<(String, u64)>,
     next_sweep: EventTime,
+    next_due: EventTime,
     stats: PerformanceStats,
     store: Vec<u8>,
 }
@@ -419,6 +445,7 @@ impl PerformanceTracker {
             waiting: HashMap::new(),
             store,
             next_sweep: EventTime::MIN,
+            next_due: EventTime::MIN,
             stats: PerformanceStats::default(),
             out: PerformanceOutput::default(),
         })
@@ -463,7 +490,7 @@ impl PerformanceTracker {
             page_hinkley: c.page_hinkley.map(PageHinkley::new),
             ddm: c.ddm.map(Ddm::new),
             window_adwin: c.window_adwin.map(Adwin::new),
-            observed: 0,
+            observed: [0; 3],
             windows_observed: 0,
         });
         i
@@ -476,6 +503,7 @@ impl PerformanceTracker {
     fn label_counts(&mut self, model: &Arc<str>) -> &mut LabelCounts {
         let size = self.spec.size();
         let start = self.now().max(EventTime::MIN + size).div_euclid(size) * size;
+        self.next_due = self.next_due.min(start.saturating_add(size));
         self.label_windows
             .entry((Arc::clone(model), start))
             .or_default()
@@ -497,7 +525,9 @@ impl PerformanceTracker {
             .as_ref()
             .is_some_and(|e| !matches!(e, Entry::Label { .. }));
         let closed_before = self.predictions_clock.current().unwrap_or(EventTime::MIN);
+        let horizon = self.config.label_horizon_ms;
         for key in keys.iter().filter(|k| k.end > closed_before) {
+            self.next_due = self.next_due.min(key.end.saturating_add(horizon));
             let w = self.windows.entry(key.clone()).or_default();
             if duplicate {
                 w.duplicate_predictions += 1;
@@ -639,6 +669,12 @@ impl PerformanceTracker {
                 Ok(()) => {
                     w.labeled += 1;
                     w.dirty = true;
+                    if w.closed {
+                        let due = w
+                            .last_revision_at
+                            .saturating_add(self.config.revision_interval_ms);
+                        self.next_due = self.next_due.min(due);
+                    }
                     scored = Some(true);
                 }
                 Err(_) => {
@@ -681,7 +717,6 @@ impl PerformanceTracker {
     ) {
         let now = self.now();
         let d = &mut self.detectors[series as usize];
-        d.observed += 1;
         let (metric, x, error) =
             match (Metrics::correct(task, outcome, label), label, outcome.value) {
                 (Some(correct), _, _) => {
@@ -693,29 +728,29 @@ impl PerformanceTracker {
                 _ => return,
             };
         let mut found = Vec::new();
-        if let Some(a) = &mut d.adwin
-            && a.update(x)
-        {
-            found.push(("adwin", a.last_change()));
+        let seen = &mut d.observed;
+        if let Some(a) = &mut d.adwin {
+            seen[0] += 1;
+            if a.update(x) {
+                found.push(("adwin", a.last_change(), std::mem::take(&mut seen[0])));
+            }
         }
         if let Some(error) = error {
-            if let Some(ph) = &mut d.page_hinkley
-                && ph.update(x)
-            {
-                found.push(("page_hinkley", ph.statistic()));
+            if let Some(ph) = &mut d.page_hinkley {
+                seen[1] += 1;
+                if ph.update(x) {
+                    found.push(("page_hinkley", ph.statistic(), std::mem::take(&mut seen[1])));
+                }
             }
-            if let Some(ddm) = &mut d.ddm
-                && ddm.update(error)
-            {
-                found.push(("ddm", ddm.statistic()));
+            if let Some(ddm) = &mut d.ddm {
+                seen[2] += 1;
+                if ddm.update(error) {
+                    found.push(("ddm", ddm.statistic(), std::mem::take(&mut seen[2])));
+                }
             }
-        }
-        let observations = d.observed;
-        if !found.is_empty() {
-            d.observed = 0;
         }
         let (model_id, model_version) = self.series[series as usize].clone();
-        for (detector, statistic) in found {
+        for (detector, statistic, observations) in found {
             self.stats.change_points += 1;
             self.out.change_points.push(ChangePoint {
                 model_id: Arc::clone(&model_id),
@@ -754,6 +789,9 @@ impl PerformanceTracker {
         let Some(now) = self.clock.current() else {
             return Ok(());
         };
+        if now < self.next_due {
+            return Ok(());
+        }
         let horizon = self.config.label_horizon_ms;
         let interval = self.config.revision_interval_ms;
         let due: Vec<(WindowKey, bool)> = self
@@ -779,7 +817,31 @@ impl PerformanceTracker {
             self.next_sweep = now.saturating_add(self.spec.slide());
         }
         self.emit_label_windows(now, false);
+        self.next_due = self.next_work(now);
         Ok(())
+    }
+
+    /// The earliest clock at which [`advance`](Self::advance) has work.
+    fn next_work(&self, now: EventTime) -> EventTime {
+        let horizon = self.config.label_horizon_ms;
+        let interval = self.config.revision_interval_ms;
+        let windows = self.windows.iter().map(|(k, w)| {
+            let last = k.end.saturating_add(horizon);
+            if w.closed && w.dirty {
+                last.min(w.last_revision_at.saturating_add(interval))
+            } else {
+                last
+            }
+        });
+        let size = self.spec.size();
+        let labels = self
+            .label_windows
+            .keys()
+            .map(|(_, start)| start.saturating_add(size));
+        windows
+            .chain(labels)
+            .fold(self.next_sweep, EventTime::min)
+            .max(now.saturating_add(1))
     }
 
     /// End of a finite input: every window's last revision, every waiting
@@ -1003,6 +1065,7 @@ impl PerformanceTracker {
                 .map(|(m, n)| (m.to_string(), *n))
                 .collect(),
             next_sweep: self.next_sweep,
+            next_due: self.next_due,
             stats: self.stats.clone(),
             store: self.store.snapshot()?,
         };
@@ -1072,6 +1135,7 @@ impl PerformanceTracker {
             .map(|(m, n)| (Arc::from(m), n))
             .collect();
         self.next_sweep = s.next_sweep;
+        self.next_due = s.next_due;
         self.stats = s.stats;
         self.out = PerformanceOutput::default();
         Ok(())
