@@ -8,7 +8,7 @@
 
 use compact_str::CompactString;
 use driftwatch_ingest::{EventTime, Label};
-use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -142,17 +142,73 @@ impl Entry {
     }
 }
 
-/// Bytes one map slot costs besides heap data: key, entry, the control
-/// byte, over the table's load factor (7/8).
-const SLOT_BYTES: usize = (std::mem::size_of::<(CompactString, Entry)>() + 1) * 8 / 7;
+/// Bytes one bucket of the map takes: key, entry and the control byte.
+const BUCKET_BYTES: usize = std::mem::size_of::<(CompactString, Entry)>() + 1;
 
+/// Heap bytes of an entry and its key beyond the map's bucket.
 fn entry_bytes(key: &CompactString, entry: &Entry) -> usize {
     let key_heap = if key.is_heap_allocated() {
         key.capacity()
     } else {
         0
     };
-    SLOT_BYTES + key_heap + entry.heap_bytes()
+    key_heap + entry.heap_bytes()
+}
+
+/// Entries moved to disk per write transaction: bounds the memory a spill
+/// holds in flight.
+const SPILL_CHUNK: usize = 16_384;
+
+/// Which ids may be on disk: a Bloom filter over the spilled keys, 10 bits
+/// and 7 probes per key (about 1 % false positives), so that most ids that
+/// are not on disk — every new prediction — cost no disk read. It doubles
+/// (rebuilt from the keys on disk) as they outgrow it, up to `max_bytes`;
+/// past that it only answers "maybe" more often.
+struct KeyFilter {
+    bits: Vec<u64>,
+    /// keys it was sized for
+    capacity: u64,
+    max_bytes: usize,
+    hasher: ahash::RandomState,
+}
+
+impl KeyFilter {
+    fn new(capacity: u64, max_bytes: usize) -> Self {
+        let words = (capacity.max(1024) * 10 / 64)
+            .next_power_of_two()
+            .min((max_bytes / 8).max(16) as u64);
+        KeyFilter {
+            bits: vec![0; words as usize],
+            capacity: words * 64 / 10,
+            max_bytes,
+            hasher: ahash::RandomState::with_seeds(1, 2, 3, 4),
+        }
+    }
+
+    fn probes(&self, key: &str) -> impl Iterator<Item = (usize, u64)> + use<> {
+        let h = self.hasher.hash_one(key);
+        let step = h.rotate_left(32) | 1;
+        let mask = self.bits.len() as u64 * 64 - 1;
+        (0..7u64).map(move |i| {
+            let bit = h.wrapping_add(i.wrapping_mul(step)) & mask;
+            ((bit / 64) as usize, 1u64 << (bit % 64))
+        })
+    }
+
+    fn insert(&mut self, key: &str) {
+        for (w, b) in self.probes(key) {
+            self.bits[w] |= b;
+        }
+    }
+
+    fn may_contain(&self, key: &str) -> bool {
+        self.probes(key).all(|(w, b)| self.bits[w] & b != 0)
+    }
+
+    /// Whether `keys` keys are more than it was sized for, and it may grow.
+    fn outgrown(&self, keys: u64) -> bool {
+        keys > self.capacity && self.bits.len() * 8 * 2 <= self.max_bytes
+    }
 }
 
 /// The on-disk tier: entries spilled out of memory, oldest first.
@@ -165,6 +221,9 @@ struct Spill {
     min_time: EventTime,
     /// savepoints a checkpoint may refer to, oldest first
     savepoints: Vec<u64>,
+    /// a reader of the last committed state, until the next write
+    reader: Option<redb::ReadOnlyTable<&'static str, &'static [u8]>>,
+    filter: KeyFilter,
 }
 
 const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
@@ -177,7 +236,7 @@ impl Spill {
         }
     }
 
-    fn open(path: &Path, cache_bytes: usize) -> Result<Self> {
+    fn open(path: &Path, cache_bytes: usize, filter_bytes: usize) -> Result<Self> {
         let err = |e: &dyn std::fmt::Display| Error::Store {
             path: path.to_owned(),
             message: e.to_string(),
@@ -195,6 +254,8 @@ impl Spill {
             len: 0,
             min_time: EventTime::MAX,
             savepoints: Vec::new(),
+            reader: None,
+            filter: KeyFilter::new(0, filter_bytes),
         };
         // a fresh start: what an earlier run left is not ours (a restore brings
         // a checkpoint's entries back from its savepoint)
@@ -206,15 +267,20 @@ impl Spill {
         Ok(spill)
     }
 
-    fn get(&self, id: &str) -> Result<Option<Entry>> {
-        if self.len == 0 {
+    fn get(&mut self, id: &str) -> Result<Option<Entry>> {
+        if self.len == 0 || !self.filter.may_contain(id) {
             return Ok(None);
         }
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = match tx.open_table(TABLE) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.err(e)),
+        if self.reader.is_none() {
+            let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+            match tx.open_table(TABLE) {
+                Ok(t) => self.reader = Some(t),
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+        let Some(table) = &self.reader else {
+            return Ok(None);
         };
         match table.get(id).map_err(|e| self.err(e))? {
             Some(v) => postcard::from_bytes(v.value())
@@ -225,6 +291,7 @@ impl Spill {
     }
 
     fn write(&mut self, entries: Vec<(CompactString, Entry)>) -> Result<()> {
+        self.reader = None;
         let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
         tx.set_durability(Durability::None)
             .map_err(|e| self.err(e))?;
@@ -241,11 +308,34 @@ impl Spill {
                 if old.is_none() {
                     self.len += 1;
                 }
+                self.filter.insert(k);
                 self.min_time = self.min_time.min(e.time());
                 buf = bytes;
             }
         }
-        tx.commit().map_err(|e| self.err(e))
+        tx.commit().map_err(|e| self.err(e))?;
+        if self.filter.outgrown(self.len) {
+            self.rebuild_filter()?;
+        }
+        Ok(())
+    }
+
+    /// A filter sized for twice the keys on disk, from those keys.
+    fn rebuild_filter(&mut self) -> Result<()> {
+        let mut filter = KeyFilter::new(self.len * 2, self.filter.max_bytes);
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        match tx.open_table(TABLE) {
+            Ok(table) => {
+                for item in table.iter().map_err(|e| self.err(e))? {
+                    let (k, _) = item.map_err(|e| self.err(e))?;
+                    filter.insert(k.value());
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(self.err(e)),
+        }
+        self.filter = filter;
+        Ok(())
     }
 
     /// Applies `f` to every entry on disk not shadowed by `memory`; drops the
@@ -255,6 +345,7 @@ impl Spill {
         memory: &HashMap<CompactString, Entry, ahash::RandomState>,
         f: &mut dyn FnMut(&Entry) -> Option<Option<Entry>>,
     ) -> Result<()> {
+        self.reader = None;
         let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
         tx.set_durability(Durability::None)
             .map_err(|e| self.err(e))?;
@@ -306,7 +397,7 @@ impl Spill {
         tx.commit().map_err(|e| self.err(e))?;
         self.len = len;
         self.min_time = min_time;
-        Ok(())
+        self.rebuild_filter()
     }
 
     /// Makes the current disk state durable and names it; keeps the
@@ -327,6 +418,7 @@ impl Spill {
 
     /// Goes back to the disk state of savepoint `id`; forgets every other one.
     fn restore(&mut self, id: u64, len: u64, min_time: EventTime) -> Result<()> {
+        self.reader = None;
         let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
         let savepoint = tx
             .get_persistent_savepoint(id)
@@ -346,7 +438,7 @@ impl Spill {
         self.savepoints = vec![id];
         self.len = len;
         self.min_time = min_time;
-        Ok(())
+        self.rebuild_filter()
     }
 }
 
@@ -362,10 +454,13 @@ struct StoreSnapshot {
 pub struct PendingStore {
     config: StoreConfig,
     memory: HashMap<CompactString, Entry, ahash::RandomState>,
-    /// estimated bytes of `memory`
+    /// heap bytes of `memory`'s entries beyond their buckets
     bytes: usize,
-    /// bytes of entries allowed in memory (the budget less the disk cache)
-    memory_budget: usize,
+    /// with a spill file: the map is allocated once for this many entries
+    /// and never grows; past 45 % of it (or past `heap_budget`) the oldest spill
+    capacity: usize,
+    /// heap bytes allowed beyond the map's buckets
+    heap_budget: usize,
     spill: Option<Spill>,
     spilled: u64,
 }
@@ -385,24 +480,42 @@ impl PendingStore {
     /// checkpoint's entries back).
     pub fn open(config: StoreConfig) -> Result<Self> {
         let budget = usize::try_from(config.memory_budget).unwrap_or(usize::MAX);
-        // the disk tier's page cache comes out of the budget
+        let Some(path) = &config.spill_path else {
+            return Ok(PendingStore {
+                config,
+                memory: HashMap::default(),
+                bytes: 0,
+                capacity: usize::MAX,
+                heap_budget: usize::MAX,
+                spill: None,
+                spilled: 0,
+            });
+        };
+        // the budget: the disk tier's page cache, one spill chunk in flight,
+        // the map's buckets (three quarters of the rest), and heap data of
+        // entries (class names longer than 24 bytes, probabilities)
         let cache = (budget / 8).clamp(1 << 20, 64 << 20);
-        let spill = match &config.spill_path {
-            Some(path) => Some(Spill::open(path, cache)?),
-            None => None,
-        };
-        let memory_budget = if spill.is_some() {
-            budget.saturating_sub(cache)
+        let chunk = SPILL_CHUNK * BUCKET_BYTES * 2;
+        let rest = budget.saturating_sub(cache + chunk);
+        // hashbrown holds `capacity` entries in `capacity * 8 / 7` buckets (a power of two)
+        let buckets = (rest / 4 * 3 / BUCKET_BYTES).max(16);
+        let buckets = if buckets.is_power_of_two() {
+            buckets
         } else {
-            usize::MAX
+            buckets.next_power_of_two() / 2
         };
+        let capacity = buckets / 8 * 7;
+        // the filter of keys on disk may take half the heap share
+        let filter = rest / 8;
+        let spill = Spill::open(path, cache, filter)?;
         Ok(PendingStore {
-            config,
-            memory: HashMap::default(),
+            memory: HashMap::with_capacity_and_hasher(capacity, ahash::RandomState::default()),
             bytes: 0,
-            memory_budget,
-            spill,
+            capacity,
+            heap_budget: rest / 4 - filter,
+            spill: Some(spill),
             spilled: 0,
+            config,
         })
     }
 
@@ -427,9 +540,10 @@ impl PendingStore {
         self.len() == 0 && self.on_disk() == 0
     }
 
-    /// Estimated bytes of the entries held in memory.
+    /// Estimated bytes of the entries held in memory: the map's buckets and
+    /// the entries' heap data.
     pub fn memory_bytes(&self) -> usize {
-        self.bytes
+        (self.memory.capacity() / 7 * 8).next_power_of_two() * BUCKET_BYTES + self.bytes
     }
 
     /// The configured budget.
@@ -442,7 +556,7 @@ impl PendingStore {
         if let Some(e) = self.memory.get(id) {
             return Ok(Some(e.clone()));
         }
-        match &self.spill {
+        match &mut self.spill {
             Some(spill) => spill.get(id),
             None => Ok(None),
         }
@@ -456,41 +570,48 @@ impl PendingStore {
         if let Some(old) = self.memory.insert(key, entry) {
             self.bytes -= entry_bytes(&CompactString::from(id), &old);
         }
-        if self.bytes > self.memory_budget {
+        // the map never holds more than 45 % of its capacity: when its free
+        // buckets run out (removed entries leave tombstones) it then always
+        // rehashes in place, since that is allowed below half, instead of
+        // doubling
+        if self.memory.len() >= self.capacity / 20 * 9 || self.bytes > self.heap_budget {
             self.spill_oldest()?;
         }
         Ok(())
     }
 
-    /// Moves the oldest entries to disk until memory holds half its budget.
+    /// Moves the older entries to disk until at most 30 % of the map's
+    /// capacity is used: those not newer than a quantile of a sample of
+    /// entry times.
     fn spill_oldest(&mut self) -> Result<()> {
         let Some(spill) = &mut self.spill else {
             return Ok(());
         };
-        let mut by_time: Vec<(EventTime, &CompactString, usize)> = self
-            .memory
-            .iter()
-            .map(|(k, e)| (e.time(), k, entry_bytes(k, e)))
-            .collect();
-        by_time.sort_unstable_by_key(|(t, _, _)| *t);
-        let target = self.memory_budget / 2;
-        let mut bytes = self.bytes;
-        let mut out: Vec<CompactString> = Vec::new();
-        for (_, k, b) in by_time {
-            if bytes <= target {
-                break;
+        let target = self.capacity / 10 * 3;
+        while self.memory.len() > target {
+            // the map's iteration order is the hash order: its first entries are a fair sample
+            let mut sample: Vec<EventTime> =
+                self.memory.values().take(4096).map(Entry::time).collect();
+            sample.sort_unstable();
+            let share = 1.0 - target as f64 / self.memory.len() as f64;
+            let at = ((sample.len() as f64 * share) as usize).min(sample.len().saturating_sub(1));
+            let cutoff = sample.get(at).copied().unwrap_or(EventTime::MAX);
+            let mut chunk = Vec::with_capacity(SPILL_CHUNK);
+            let mut freed = 0;
+            for (k, e) in self.memory.extract_if(|_, e| e.time() <= cutoff) {
+                freed += entry_bytes(&k, &e);
+                chunk.push((k, e));
+                if chunk.len() == SPILL_CHUNK {
+                    self.spilled += chunk.len() as u64;
+                    spill.write(std::mem::take(&mut chunk))?;
+                }
             }
-            bytes -= b;
-            out.push(k.clone());
+            if !chunk.is_empty() {
+                self.spilled += chunk.len() as u64;
+                spill.write(chunk)?;
+            }
+            self.bytes -= freed;
         }
-        let entries: Vec<(CompactString, Entry)> = out
-            .into_iter()
-            .filter_map(|k| self.memory.remove_entry(&k))
-            .collect();
-        self.spilled += entries.len() as u64;
-        spill.write(entries)?;
-        self.memory.shrink_to_fit();
-        self.bytes = bytes;
         Ok(())
     }
 
