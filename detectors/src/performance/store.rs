@@ -406,13 +406,20 @@ impl Spill {
     fn savepoint(&mut self) -> Result<u64> {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         let id = tx.persistent_savepoint().map_err(|e| self.err(e))?;
-        while self.savepoints.len() > 1 {
-            let old = self.savepoints.remove(0);
+        // every other one goes, including any left by a run whose checkpoint
+        // was not restored (they would keep the file from reusing pages)
+        let previous = self.savepoints.last().copied();
+        let stale: Vec<u64> = tx
+            .list_persistent_savepoints()
+            .map_err(|e| self.err(e))?
+            .filter(|s| *s != id && Some(*s) != previous)
+            .collect();
+        for old in stale {
             tx.delete_persistent_savepoint(old)
                 .map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))?;
-        self.savepoints.push(id);
+        self.savepoints = previous.into_iter().chain([id]).collect();
         Ok(id)
     }
 
@@ -683,6 +690,78 @@ impl PendingStore {
         for (k, e) in snapshot.memory {
             self.bytes += entry_bytes(&k, &e);
             self.memory.insert(k, e);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prediction(i: i64) -> Entry {
+        Entry::Prediction {
+            series: 0,
+            time: i,
+            outcome: Outcome {
+                score: Some(0.5),
+                ..Outcome::default()
+            },
+        }
+    }
+
+    fn store(path: &Path) -> PendingStore {
+        PendingStore::open(StoreConfig {
+            memory_budget: 2 << 20,
+            spill_path: Some(path.to_owned()),
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn state(s: &mut PendingStore, n: i64) -> Vec<Option<Entry>> {
+        (0..n)
+            .map(|i| s.get(&format!("id-{i}")).unwrap_or_else(|e| panic!("{e}")))
+            .collect()
+    }
+
+    /// Two checkpoints with changes between and after them, then a crash;
+    /// returns both snapshots and the entries each saw.
+    fn checkpoint_twice(path: &Path) -> Result<[(Vec<u8>, Vec<Option<Entry>>); 2]> {
+        let mut s = store(path);
+        for i in 0..60_000 {
+            s.insert(&format!("id-{i}"), prediction(i))?;
+        }
+        assert!(s.on_disk() > 30_000, "{s:?}");
+        let first = s.snapshot()?;
+        let at_first = state(&mut s, 70_000);
+        // changes after the first checkpoint: joins of spilled entries, more predictions
+        for i in (0..60_000).step_by(3) {
+            s.insert(&format!("id-{i}"), Entry::Labeled { series: 0, time: i })?;
+        }
+        for i in 60_000..70_000 {
+            s.insert(&format!("id-{i}"), prediction(i))?;
+        }
+        let second = s.snapshot()?;
+        let at_second = state(&mut s, 70_000);
+        assert_ne!(at_first, at_second);
+        // and more after the second, lost in the crash
+        s.sweep(|_| Some(None), |_| true)?;
+        assert!(s.is_empty());
+        Ok([(first, at_first), (second, at_second)])
+    }
+
+    #[test]
+    fn a_checkpoint_brings_back_memory_and_disk_as_they_were() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::Checkpoint(e.to_string()))?;
+        // the last checkpoint, and the one before it (the crash came
+        // before the last checkpoint's file was written)
+        for last in [true, false] {
+            let path = dir.path().join(format!("{last}.redb"));
+            let [first, second] = checkpoint_twice(&path)?;
+            let (bytes, expected) = if last { second } else { first };
+            let mut s = store(&path);
+            s.restore(&bytes)?;
+            assert_eq!(state(&mut s, 70_000), expected);
         }
         Ok(())
     }

@@ -683,11 +683,21 @@ impl PerformanceTracker {
                 }
             }
         }
-        if scored.is_none() {
-            // the prediction's windows are no longer tracked: score once to sort the label
-            scored = Some(Metrics::default().add(&task, outcome, label).is_ok());
-        }
         let counts = self.label_counts(&model);
+        if scored.is_none() {
+            // its windows reported their final metrics (the store's sweep has
+            // not yet turned the prediction into a marker)
+            counts.after_horizon += 1;
+            self.stats.labels.after_horizon += 1;
+            self.store.insert(
+                event_id,
+                Entry::Expired {
+                    time,
+                    labeled: true,
+                },
+            )?;
+            return Ok(());
+        }
         if scored == Some(true) {
             counts.joined += 1;
             if label_first {
@@ -809,10 +819,12 @@ impl PerformanceTracker {
                 }
             })
             .collect();
+        let finalized = due.iter().any(|(_, last)| *last);
         for (key, last) in due {
             self.revise(key, now, last)?;
         }
-        if now >= self.next_sweep {
+        // entries of finalized windows become markers at once
+        if finalized || now >= self.next_sweep {
             self.sweep(now)?;
             self.next_sweep = now.saturating_add(self.spec.slide());
         }
