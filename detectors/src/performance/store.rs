@@ -724,9 +724,11 @@ mod tests {
             .collect()
     }
 
-    /// Two checkpoints with changes between and after them, then a crash;
-    /// returns both snapshots and the entries each saw.
-    fn checkpoint_twice(path: &Path) -> Result<[(Vec<u8>, Vec<Option<Entry>>); 2]> {
+    /// A snapshot and the entries it saw.
+    type Checkpoint = (Vec<u8>, Vec<Option<Entry>>);
+
+    /// Two checkpoints with changes between and after them, then a crash.
+    fn checkpoint_twice(path: &Path) -> Result<[Checkpoint; 2]> {
         let mut s = store(path);
         for i in 0..60_000 {
             s.insert(&format!("id-{i}"), prediction(i))?;
