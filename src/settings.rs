@@ -300,7 +300,7 @@ pub struct RawPerformance {
     pub enabled: bool,
     /// How long after a window's end labels still revise its metrics.
     pub label_horizon: String,
-    /// Smallest step of event time between two revisions of a window.
+    /// Revisions are due 1, 2, 4, … times this after a window's end.
     pub revision_interval: String,
     /// Memory for predictions awaiting labels; past it the oldest spill to
     /// disk (`DATA_DIR/pending/`).

@@ -9,6 +9,8 @@
 //! `0.5 · Σ_b pos_b · neg_b / (P · N)`; [`ScoreCounts::auc_error_bound`]
 //! reports it. For scores spread over `[0, 1]` it is of the order of `1/BINS`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Distinct scores kept exactly before the counts fold into bins.
@@ -19,15 +21,35 @@ pub const BINS: usize = 4096;
 /// Counts of positive and negative labels per score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ScoreCounts {
-    /// Distinct scores (sorted) with (positives, negatives).
-    Exact(Vec<(f64, u64, u64)>),
+    /// Per distinct score (by [`order_key`]): (positives, negatives).
+    Exact(BTreeMap<u64, (u64, u64)>),
     /// Per bin of width `1 / BINS`: (positives, negatives).
     Binned(Vec<(u64, u64)>),
 }
 
 impl Default for ScoreCounts {
     fn default() -> Self {
-        ScoreCounts::Exact(Vec::new())
+        ScoreCounts::Exact(BTreeMap::new())
+    }
+}
+
+/// A key whose order is the numeric order of the scores (−0 and 0 are one
+/// score).
+fn order_key(score: f64) -> u64 {
+    let score = if score == 0.0 { 0.0 } else { score };
+    let bits = score.to_bits();
+    if score.is_sign_negative() {
+        !bits
+    } else {
+        bits | (1 << 63)
+    }
+}
+
+fn from_order_key(key: u64) -> f64 {
+    if key >> 63 == 1 {
+        f64::from_bits(key & !(1 << 63))
+    } else {
+        f64::from_bits(!key)
     }
 }
 
@@ -44,17 +66,11 @@ impl ScoreCounts {
     fn add_n(&mut self, score: f64, pos: u64, neg: u64) {
         match self {
             ScoreCounts::Exact(scores) => {
-                match scores.binary_search_by(|(s, _, _)| s.total_cmp(&score)) {
-                    Ok(i) => {
-                        scores[i].1 += pos;
-                        scores[i].2 += neg;
-                    }
-                    Err(i) => {
-                        scores.insert(i, (score, pos, neg));
-                        if scores.len() > EXACT_SCORES {
-                            self.fold();
-                        }
-                    }
+                let counts = scores.entry(order_key(score)).or_default();
+                counts.0 += pos;
+                counts.1 += neg;
+                if scores.len() > EXACT_SCORES {
+                    self.fold();
                 }
             }
             ScoreCounts::Binned(bins) => {
@@ -68,8 +84,8 @@ impl ScoreCounts {
     fn fold(&mut self) {
         if let ScoreCounts::Exact(scores) = self {
             let mut bins = vec![(0, 0); BINS];
-            for &(s, p, n) in scores.iter() {
-                let b = &mut bins[bin(s)];
+            for (&k, &(p, n)) in scores.iter() {
+                let b = &mut bins[bin(from_order_key(k))];
                 b.0 += p;
                 b.1 += n;
             }
@@ -81,8 +97,8 @@ impl ScoreCounts {
     pub fn merge(&mut self, other: ScoreCounts) {
         match other {
             ScoreCounts::Exact(scores) => {
-                for (s, p, n) in scores {
-                    self.add_n(s, p, n);
+                for (k, (p, n)) in scores {
+                    self.add_n(from_order_key(k), p, n);
                 }
             }
             ScoreCounts::Binned(other) => {
@@ -104,7 +120,7 @@ impl ScoreCounts {
 
     fn groups(&self) -> Box<dyn Iterator<Item = (u64, u64)> + '_> {
         match self {
-            ScoreCounts::Exact(scores) => Box::new(scores.iter().map(|&(_, p, n)| (p, n))),
+            ScoreCounts::Exact(scores) => Box::new(scores.values().copied()),
             ScoreCounts::Binned(bins) => Box::new(bins.iter().copied()),
         }
     }
@@ -174,11 +190,11 @@ mod tests {
             let positive = (i * 7919) % 10 < (s * 10.0) as u64;
             c.add(s, positive);
             if let ScoreCounts::Exact(v) = &mut exact {
-                v.push((s, u64::from(positive), u64::from(!positive)));
+                // never folded: the exact reference
+                let c = v.entry(order_key(s)).or_default();
+                c.0 += u64::from(positive);
+                c.1 += u64::from(!positive);
             }
-        }
-        if let ScoreCounts::Exact(v) = &mut exact {
-            v.sort_by(|a, b| a.0.total_cmp(&b.0));
         }
         assert!(!c.is_exact());
         let (a, b) = (c.auc().unwrap_or(0.0), exact.auc().unwrap_or(1.0));
@@ -199,5 +215,22 @@ mod tests {
         }
         a.merge(b);
         assert_eq!(a.auc(), all.auc());
+    }
+}
+
+#[cfg(test)]
+mod order_tests {
+    use super::*;
+
+    #[test]
+    fn order_keys_sort_like_the_scores() {
+        let xs = [-1.5, -0.0, 0.0, 1e-300, 0.25, 0.5, 1.0, 7.0];
+        for w in xs.windows(2) {
+            assert!(order_key(w[0]) <= order_key(w[1]), "{w:?}");
+        }
+        for x in xs {
+            assert_eq!(from_order_key(order_key(x)), x);
+        }
+        assert_eq!(order_key(-0.0), order_key(0.0));
     }
 }

@@ -64,6 +64,15 @@ impl StoredLabel {
     }
 }
 
+/// A label waiting for its prediction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WaitingLabel {
+    /// Model id.
+    pub model: CompactString,
+    /// The label.
+    pub label: StoredLabel,
+}
+
 /// What the store holds for one `event_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Entry {
@@ -73,8 +82,9 @@ pub enum Entry {
         series: u32,
         /// The prediction's event time.
         time: EventTime,
-        /// What it said.
-        outcome: Outcome,
+        /// What it said (boxed: most entries are small markers, and the
+        /// map's buckets are as large as its largest entry).
+        outcome: Box<Outcome>,
     },
     /// A prediction whose label has joined (kept to count duplicates).
     Labeled {
@@ -85,12 +95,10 @@ pub enum Entry {
     },
     /// A label waiting for its prediction.
     Label {
-        /// Model id.
-        model: CompactString,
         /// The label's event time.
         time: EventTime,
-        /// The label.
-        label: StoredLabel,
+        /// Its model and value.
+        waiting: Box<WaitingLabel>,
     },
     /// A prediction whose window passed its label horizon.
     Expired {
@@ -121,9 +129,13 @@ impl Entry {
                 0
             }
         };
+        // an allocation costs its size and about 16 bytes of the allocator's
+        const ALLOCATION: usize = 16;
         match self {
             Entry::Prediction { outcome, .. } => {
-                outcome.class.as_ref().map_or(0, s)
+                std::mem::size_of::<Outcome>()
+                    + ALLOCATION
+                    + outcome.class.as_ref().map_or(0, s)
                     + outcome.probabilities.capacity() * std::mem::size_of::<(CompactString, f64)>()
                     + outcome
                         .probabilities
@@ -131,12 +143,15 @@ impl Entry {
                         .map(|(c, _)| s(c))
                         .sum::<usize>()
             }
-            Entry::Label {
-                model,
-                label: StoredLabel::Class(c),
-                ..
-            } => s(model) + s(c),
-            Entry::Label { model, .. } => s(model),
+            Entry::Label { waiting, .. } => {
+                std::mem::size_of::<WaitingLabel>()
+                    + ALLOCATION
+                    + s(&waiting.model)
+                    + match &waiting.label {
+                        StoredLabel::Class(c) => s(c),
+                        StoredLabel::Value(_) => 0,
+                    }
+            }
             _ => 0,
         }
     }
@@ -290,8 +305,10 @@ impl Spill {
         }
     }
 
-    fn write(&mut self, entries: Vec<(CompactString, Entry)>) -> Result<()> {
+    fn write(&mut self, mut entries: Vec<(CompactString, Entry)>) -> Result<()> {
         self.reader = None;
+        // in key order, the B-tree's pages are modified one after another
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
         tx.set_durability(Durability::None)
             .map_err(|e| self.err(e))?;
@@ -463,8 +480,10 @@ pub struct PendingStore {
     memory: HashMap<CompactString, Entry, ahash::RandomState>,
     /// heap bytes of `memory`'s entries beyond their buckets
     bytes: usize,
-    /// with a spill file: the map is allocated once for this many entries
-    /// and never grows; past 45 % of it (or past `heap_budget`) the oldest spill
+    /// no entry in `memory` is older than this
+    min_time: EventTime,
+    /// with a spill file: the map's capacity at its largest size; past 45 %
+    /// of it (or past `heap_budget`) the oldest entries spill
     capacity: usize,
     /// heap bytes allowed beyond the map's buckets
     heap_budget: usize,
@@ -492,6 +511,7 @@ impl PendingStore {
                 config,
                 memory: HashMap::default(),
                 bytes: 0,
+                min_time: EventTime::MAX,
                 capacity: usize::MAX,
                 heap_budget: usize::MAX,
                 spill: None,
@@ -504,8 +524,10 @@ impl PendingStore {
         let cache = (budget / 8).clamp(1 << 20, 64 << 20);
         let chunk = SPILL_CHUNK * BUCKET_BYTES * 2;
         let rest = budget.saturating_sub(cache + chunk);
-        // hashbrown holds `capacity` entries in `capacity * 8 / 7` buckets (a power of two)
-        let buckets = (rest / 4 * 3 / BUCKET_BYTES).max(16);
+        // hashbrown holds `capacity` entries in `capacity * 8 / 7` buckets (a
+        // power of two). The map grows as it fills, doubling: the last
+        // doubling holds the old table and the new one, 1.5 times the largest
+        let buckets = (rest / 4 * 3 / (BUCKET_BYTES * 3 / 2)).max(16);
         let buckets = if buckets.is_power_of_two() {
             buckets
         } else {
@@ -516,8 +538,9 @@ impl PendingStore {
         let filter = rest / 8;
         let spill = Spill::open(path, cache, filter)?;
         Ok(PendingStore {
-            memory: HashMap::with_capacity_and_hasher(capacity, ahash::RandomState::default()),
+            memory: HashMap::default(),
             bytes: 0,
+            min_time: EventTime::MAX,
             capacity,
             heap_budget: rest / 4 - filter,
             spill: Some(spill),
@@ -574,12 +597,13 @@ impl PendingStore {
     pub fn insert(&mut self, id: &str, entry: Entry) -> Result<()> {
         let key = CompactString::from(id);
         self.bytes += entry_bytes(&key, &entry);
+        self.min_time = self.min_time.min(entry.time());
         if let Some(old) = self.memory.insert(key, entry) {
             self.bytes -= entry_bytes(&CompactString::from(id), &old);
         }
-        // the map never holds more than 45 % of its capacity: when its free
-        // buckets run out (removed entries leave tombstones) it then always
-        // rehashes in place, since that is allowed below half, instead of
+        // the map never holds more than 45 % of its largest capacity: at that
+        // size, when its free buckets run out (removed entries leave
+        // tombstones), it rehashes in place (allowed below half) instead of
         // doubling
         if self.memory.len() >= self.capacity / 20 * 9 || self.bytes > self.heap_budget {
             self.spill_oldest()?;
@@ -605,7 +629,15 @@ impl PendingStore {
             let cutoff = sample.get(at).copied().unwrap_or(EventTime::MAX);
             let mut chunk = Vec::with_capacity(SPILL_CHUNK);
             let mut freed = 0;
-            for (k, e) in self.memory.extract_if(|_, e| e.time() <= cutoff) {
+            let mut min_time = EventTime::MAX;
+            let extract = |_: &CompactString, e: &mut Entry| {
+                let old = e.time() <= cutoff;
+                if !old {
+                    min_time = min_time.min(e.time());
+                }
+                old
+            };
+            for (k, e) in self.memory.extract_if(extract) {
                 freed += entry_bytes(&k, &e);
                 chunk.push((k, e));
                 if chunk.len() == SPILL_CHUNK {
@@ -618,36 +650,41 @@ impl PendingStore {
                 spill.write(chunk)?;
             }
             self.bytes -= freed;
+            self.min_time = min_time;
         }
         Ok(())
     }
 
     /// Visits every entry: `f` returns `None` to keep it, `Some(None)` to
-    /// remove it, `Some(Some(e))` to replace it with `e`. Entries on disk
-    /// are visited only when `due_on_disk(smallest time on disk)` says some
+    /// remove it, `Some(Some(e))` to replace it with `e`. The entries of a
+    /// tier are visited only when `due(its oldest entry's time)` says some
     /// of them may change.
     pub fn sweep(
         &mut self,
         mut f: impl FnMut(&Entry) -> Option<Option<Entry>>,
-        due_on_disk: impl Fn(EventTime) -> bool,
+        due: impl Fn(EventTime) -> bool,
     ) -> Result<()> {
-        let mut bytes = 0;
-        self.memory.retain(|key, entry| match f(entry) {
-            None => {
+        if !self.memory.is_empty() && due(self.min_time) {
+            let (mut bytes, mut min_time) = (0, EventTime::MAX);
+            let mut keep = |key: &CompactString, entry: &Entry| {
                 bytes += entry_bytes(key, entry);
+                min_time = min_time.min(entry.time());
                 true
-            }
-            Some(None) => false,
-            Some(Some(e)) => {
-                *entry = e;
-                bytes += entry_bytes(key, entry);
-                true
-            }
-        });
-        self.bytes = bytes;
+            };
+            self.memory.retain(|key, entry| match f(entry) {
+                None => keep(key, entry),
+                Some(None) => false,
+                Some(Some(e)) => {
+                    *entry = e;
+                    keep(key, entry)
+                }
+            });
+            self.bytes = bytes;
+            self.min_time = min_time;
+        }
         if let Some(spill) = &mut self.spill
             && spill.len > 0
-            && due_on_disk(spill.min_time)
+            && due(spill.min_time)
         {
             spill.sweep(&self.memory, &mut f)?;
         }
@@ -687,8 +724,10 @@ impl PendingStore {
         }
         self.memory.clear();
         self.bytes = 0;
+        self.min_time = EventTime::MAX;
         for (k, e) in snapshot.memory {
             self.bytes += entry_bytes(&k, &e);
+            self.min_time = self.min_time.min(e.time());
             self.memory.insert(k, e);
         }
         Ok(())
@@ -703,10 +742,10 @@ mod tests {
         Entry::Prediction {
             series: 0,
             time: i,
-            outcome: Outcome {
+            outcome: Box::new(Outcome {
                 score: Some(0.5),
                 ..Outcome::default()
-            },
+            }),
         }
     }
 

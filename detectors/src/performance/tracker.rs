@@ -12,9 +12,10 @@
 //! Time is the stream's: the clock is the largest event time seen
 //! (predictions and labels) minus the allowed lateness. A prediction window's
 //! metrics are first reported when the window closes (revision 0, with the
-//! labels that have arrived by then), then again every `revision_interval`
-//! while new labels arrive, and a last time (`final`) once the clock passes
-//! the window's end plus `label_horizon`. Its pending predictions then
+//! labels that have arrived by then), then again at 1, 2, 4, 8, …
+//! `revision_interval`s after its end when new labels arrived, and a last
+//! time (`final`) once the clock passes the window's end plus
+//! `label_horizon`. Its pending predictions then
 //! expire: they are counted as `expired_unlabeled`, and a small tombstone
 //! stays for another horizon so that a label arriving after it is counted as
 //! `after_horizon`, not as a label without a prediction.
@@ -39,7 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use super::change::{Adwin, AdwinConfig, Ddm, DdmConfig, PageHinkley, PageHinkleyConfig};
 use super::metrics::{Metrics, Outcome, Task};
-use super::store::{Entry, PendingStore, StoreConfig, StoredLabel};
+use super::store::{Entry, PendingStore, StoreConfig, StoredLabel, WaitingLabel};
 use crate::error::{Error, Result};
 use crate::window::{Watermark, WindowSpec};
 use crate::windows::{WindowKey, key_fields};
@@ -49,7 +50,8 @@ use crate::windows::{WindowKey, key_fields};
 pub struct PerformanceConfig {
     /// How long after a window's end its metrics are still revised by labels (ms).
     pub label_horizon_ms: i64,
-    /// Smallest step of the clock between two revisions of a window (ms).
+    /// A window's first revision after it closed is due this long after its
+    /// end, each later one twice as long after the end as the one before (ms).
     pub revision_interval_ms: i64,
     /// Task per model id; models not listed take the task their first
     /// prediction's shape suggests ([`Task::infer`]).
@@ -160,8 +162,6 @@ struct PerfWindow {
     closed: bool,
     /// labels joined since the last revision
     dirty: bool,
-    /// clock at the last revision
-    last_revision_at: EventTime,
 }
 
 /// Change detectors of one (model, version).
@@ -539,26 +539,22 @@ impl PerformanceTracker {
             self.stats.duplicate_predictions += 1;
             return Ok(());
         }
-        let outcome = Outcome::from(&p.prediction);
+        let outcome = Box::new(Outcome::from(&p.prediction));
         match previous {
-            Some(Entry::Label {
-                model,
-                label,
-                time: _,
-            }) if *model == *p.model_id => {
+            Some(Entry::Label { waiting, .. }) if *waiting.model == *p.model_id => {
                 *self.waiting.entry(Arc::clone(&p.model_id)).or_default() -= 1;
                 self.join(
                     series,
                     p.timestamp,
                     &outcome,
-                    &label.to_label(),
+                    &waiting.label.to_label(),
                     &p.event_id,
                     true,
                 )?;
             }
-            Some(Entry::Label { model, .. }) => {
+            Some(Entry::Label { waiting, .. }) => {
                 // a label of another model under this id: that label has no prediction
-                let model: Arc<str> = Arc::from(model.as_str());
+                let model: Arc<str> = Arc::from(waiting.model.as_str());
                 *self.waiting.entry(Arc::clone(&model)).or_default() -= 1;
                 self.label_counts(&model).without_prediction += 1;
                 self.stats.labels.without_prediction += 1;
@@ -610,9 +606,11 @@ impl PerformanceTracker {
                 self.store.insert(
                     &l.event_id,
                     Entry::Label {
-                        model: l.model_id.as_ref().into(),
                         time: l.timestamp,
-                        label: StoredLabel::from(&l.label),
+                        waiting: Box::new(WaitingLabel {
+                            model: l.model_id.as_ref().into(),
+                            label: StoredLabel::from(&l.label),
+                        }),
                     },
                 )?;
             }
@@ -670,9 +668,7 @@ impl PerformanceTracker {
                     w.labeled += 1;
                     w.dirty = true;
                     if w.closed {
-                        let due = w
-                            .last_revision_at
-                            .saturating_add(self.config.revision_interval_ms);
+                        let due = revision_due(&key, w, self.config.revision_interval_ms);
                         self.next_due = self.next_due.min(due);
                     }
                     scored = Some(true);
@@ -812,7 +808,7 @@ impl PerformanceTracker {
                     Some((k.clone(), true))
                 } else if !w.closed {
                     None
-                } else if w.dirty && now >= w.last_revision_at.saturating_add(interval) {
+                } else if w.dirty && now >= revision_due(k, w, interval) {
                     Some((k.clone(), false))
                 } else {
                     None
@@ -840,7 +836,7 @@ impl PerformanceTracker {
         let windows = self.windows.iter().map(|(k, w)| {
             let last = k.end.saturating_add(horizon);
             if w.closed && w.dirty {
-                last.min(w.last_revision_at.saturating_add(interval))
+                last.min(revision_due(k, w, interval))
             } else {
                 last
             }
@@ -881,7 +877,6 @@ impl PerformanceTracker {
         let revision = w.revision;
         w.revision += 1;
         w.dirty = false;
-        w.last_revision_at = now;
         let expired = if last {
             w.predictions - w.labeled.min(w.predictions)
         } else {
@@ -971,11 +966,12 @@ impl PerformanceTracker {
                 .saturating_add(horizon.saturating_mul(2))
                 <= now)
                 .then_some(None),
-            Entry::Label { model, time, .. } => {
+            Entry::Label { waiting, time } => {
                 if time.saturating_add(horizon) <= now {
-                    match series.iter().find(|(m, _)| m.as_ref() == model.as_str()) {
+                    let model = waiting.model.as_str();
+                    match series.iter().find(|(m, _)| m.as_ref() == model) {
                         Some((m, _)) => resolved.push(Arc::clone(m)),
-                        None => resolved.push(Arc::from(model.as_str())),
+                        None => resolved.push(Arc::from(model)),
                     }
                     Some(None)
                 } else {
@@ -983,7 +979,7 @@ impl PerformanceTracker {
                 }
             }
         };
-        // nothing on disk changes before its oldest entry is a horizon old
+        // nothing changes before the oldest entry is a horizon old
         self.store
             .sweep(sweep, |oldest| oldest.saturating_add(horizon) <= now)?;
         for model in resolved {
@@ -1152,6 +1148,16 @@ impl PerformanceTracker {
         self.out = PerformanceOutput::default();
         Ok(())
     }
+}
+
+/// When revision `w.revision` (≥ 1) of a closed window is due: `interval`
+/// after its end, then twice as long after each revision (1, 2, 4, … times
+/// the interval), so that a window's revisions stay few however long its
+/// horizon.
+fn revision_due(key: &WindowKey, w: &PerfWindow, interval: i64) -> EventTime {
+    let doublings = w.revision.saturating_sub(1).min(40);
+    key.end
+        .saturating_add(interval.saturating_mul(1i64 << doublings))
 }
 
 fn revision_batch(
