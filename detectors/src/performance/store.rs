@@ -592,6 +592,20 @@ impl PendingStore {
         }
     }
 
+    /// Removes the entry of `id` from memory and returns it (an entry on
+    /// disk is returned and stays there, shadowed by whatever is inserted
+    /// for `id` next).
+    pub fn take(&mut self, id: &str) -> Result<Option<Entry>> {
+        if let Some(e) = self.memory.remove(id) {
+            self.bytes -= entry_bytes(&CompactString::from(id), &e);
+            return Ok(Some(e));
+        }
+        match &mut self.spill {
+            Some(spill) => spill.get(id),
+            None => Ok(None),
+        }
+    }
+
     /// Sets the entry of `id`; spills the oldest entries to disk when memory
     /// passes its budget.
     pub fn insert(&mut self, id: &str, entry: Entry) -> Result<()> {

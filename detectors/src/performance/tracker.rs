@@ -352,6 +352,9 @@ pub fn label_stats_batch(
 /// Key of a (model, version) series in the tracker's tables.
 type SeriesKey = (Arc<str>, Option<Arc<str>>);
 
+/// A prediction window in the tracker's tables: (series index, start, end).
+type Wk = (u32, EventTime, EventTime);
+
 /// The label join, per-window performance metrics and change detectors of
 /// every model.
 pub struct PerformanceTracker {
@@ -365,9 +368,10 @@ pub struct PerformanceTracker {
     series: Vec<SeriesKey>,
     series_index: HashMap<SeriesKey, u32>,
     detectors: Vec<Detectors>,
-    windows: BTreeMap<WindowKey, PerfWindow>,
+    /// by (series, start, end): integer keys, cheap to compare on every event
+    windows: BTreeMap<Wk, PerfWindow>,
     /// per model and label window start: counts
-    label_windows: BTreeMap<(Arc<str>, EventTime), LabelCounts>,
+    label_windows: HashMap<(Arc<str>, EventTime), LabelCounts, ahash::RandomState>,
     /// labels waiting for their prediction, per model
     waiting: HashMap<Arc<str>, u64>,
     store: PendingStore,
@@ -441,7 +445,7 @@ impl PerformanceTracker {
             series_index: HashMap::new(),
             detectors: Vec::new(),
             windows: BTreeMap::new(),
-            label_windows: BTreeMap::new(),
+            label_windows: HashMap::default(),
             waiting: HashMap::new(),
             store,
             next_sweep: EventTime::MIN,
@@ -519,16 +523,16 @@ impl PerformanceTracker {
                 .insert(Arc::clone(&p.model_id), Task::infer(&p.prediction));
         }
         let series = self.series_of(&p.model_id, &p.model_version);
-        let keys = self.window_keys(series, p.timestamp);
+        let keys: Vec<Wk> = self.window_keys(series, p.timestamp).collect();
         let previous = self.store.get(&p.event_id)?;
         let duplicate = previous
             .as_ref()
             .is_some_and(|e| !matches!(e, Entry::Label { .. }));
         let closed_before = self.predictions_clock.current().unwrap_or(EventTime::MIN);
         let horizon = self.config.label_horizon_ms;
-        for key in keys.iter().filter(|k| k.end > closed_before) {
-            self.next_due = self.next_due.min(key.end.saturating_add(horizon));
-            let w = self.windows.entry(key.clone()).or_default();
+        for key in keys.iter().filter(|k| k.2 > closed_before) {
+            self.next_due = self.next_due.min(key.2.saturating_add(horizon));
+            let w = self.windows.entry(*key).or_default();
             if duplicate {
                 w.duplicate_predictions += 1;
             } else {
@@ -581,17 +585,21 @@ impl PerformanceTracker {
         Ok(())
     }
 
-    fn window_keys(&self, series: u32, t: EventTime) -> Vec<WindowKey> {
-        let (model, version) = &self.series[series as usize];
+    fn window_keys(&self, series: u32, t: EventTime) -> impl Iterator<Item = Wk> + use<> {
         self.spec
             .windows(t)
-            .map(|(start, end)| WindowKey {
-                model_id: Arc::clone(model),
-                model_version: version.clone(),
-                start,
-                end,
-            })
-            .collect()
+            .map(move |(start, end)| (series, start, end))
+    }
+
+    /// The window key of the output.
+    fn key(&self, (series, start, end): Wk) -> WindowKey {
+        let (model, version) = &self.series[series as usize];
+        WindowKey {
+            model_id: Arc::clone(model),
+            model_version: version.clone(),
+            start,
+            end,
+        }
     }
 
     /// Takes a label: joins it to its prediction, or keeps it until the
@@ -600,7 +608,9 @@ impl PerformanceTracker {
         self.clock.observe(l.timestamp);
         self.label_counts(&l.model_id).received += 1;
         self.stats.labels.received += 1;
-        match self.store.get(&l.event_id)? {
+        // taken, not copied: a joined prediction is replaced by a marker, and
+        // anything else is put back
+        match self.store.take(&l.event_id)? {
             None => {
                 *self.waiting.entry(Arc::clone(&l.model_id)).or_default() += 1;
                 self.store.insert(
@@ -621,7 +631,18 @@ impl PerformanceTracker {
             }) if self.series[series as usize].0 == l.model_id => {
                 self.join(series, time, &outcome, &l.label, &l.event_id, false)?;
             }
-            Some(Entry::Labeled { series, time }) => {
+            Some(other) => {
+                self.not_joined(&other, l);
+                self.store.insert(&l.event_id, other)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a label whose id holds something other than its prediction.
+    fn not_joined(&mut self, entry: &Entry, l: &LabelEvent) {
+        match *entry {
+            Entry::Labeled { series, time } => {
                 for key in self.window_keys(series, time) {
                     if let Some(w) = self.windows.get_mut(&key) {
                         w.duplicate_labels += 1;
@@ -630,21 +651,20 @@ impl PerformanceTracker {
                 self.label_counts(&l.model_id).duplicate += 1;
                 self.stats.labels.duplicate += 1;
             }
-            Some(Entry::Label { .. }) | Some(Entry::Expired { labeled: true, .. }) => {
+            Entry::Label { .. } | Entry::Expired { labeled: true, .. } => {
                 self.label_counts(&l.model_id).duplicate += 1;
                 self.stats.labels.duplicate += 1;
             }
-            Some(Entry::Expired { labeled: false, .. }) => {
+            Entry::Expired { labeled: false, .. } => {
                 self.label_counts(&l.model_id).after_horizon += 1;
                 self.stats.labels.after_horizon += 1;
             }
-            Some(Entry::Prediction { .. }) => {
+            Entry::Prediction { .. } => {
                 // the id belongs to another model's prediction
                 self.label_counts(&l.model_id).without_prediction += 1;
                 self.stats.labels.without_prediction += 1;
             }
         }
-        Ok(())
     }
 
     fn join(
@@ -668,7 +688,7 @@ impl PerformanceTracker {
                     w.labeled += 1;
                     w.dirty = true;
                     if w.closed {
-                        let due = revision_due(&key, w, self.config.revision_interval_ms);
+                        let due = revision_due(key.2, w, self.config.revision_interval_ms);
                         self.next_due = self.next_due.min(due);
                     }
                     scored = Some(true);
@@ -779,11 +799,18 @@ impl PerformanceTracker {
     ) -> Result<()> {
         let now = self.now();
         for key in keys {
-            if let Some(w) = self.windows.get_mut(key)
+            let Some(&series) = self
+                .series_index
+                .get(&(Arc::clone(&key.model_id), key.model_version.clone()))
+            else {
+                continue;
+            };
+            let wk = (series, key.start, key.end);
+            if let Some(w) = self.windows.get_mut(&wk)
                 && !w.closed
             {
                 w.closed = true;
-                self.revise(key.clone(), now, false)?;
+                self.revise(wk, now, false)?;
             }
         }
         Ok(())
@@ -800,16 +827,16 @@ impl PerformanceTracker {
         }
         let horizon = self.config.label_horizon_ms;
         let interval = self.config.revision_interval_ms;
-        let due: Vec<(WindowKey, bool)> = self
+        let due: Vec<(Wk, bool)> = self
             .windows
             .iter()
             .filter_map(|(k, w)| {
-                if k.end.saturating_add(horizon) <= now {
-                    Some((k.clone(), true))
+                if k.2.saturating_add(horizon) <= now {
+                    Some((*k, true))
                 } else if !w.closed {
                     None
-                } else if w.dirty && now >= revision_due(k, w, interval) {
-                    Some((k.clone(), false))
+                } else if w.dirty && now >= revision_due(k.2, w, interval) {
+                    Some((*k, false))
                 } else {
                     None
                 }
@@ -834,9 +861,9 @@ impl PerformanceTracker {
         let horizon = self.config.label_horizon_ms;
         let interval = self.config.revision_interval_ms;
         let windows = self.windows.iter().map(|(k, w)| {
-            let last = k.end.saturating_add(horizon);
+            let last = k.2.saturating_add(horizon);
             if w.closed && w.dirty {
-                last.min(revision_due(k, w, interval))
+                last.min(revision_due(k.2, w, interval))
             } else {
                 last
             }
@@ -856,7 +883,7 @@ impl PerformanceTracker {
     /// label counted as without prediction, every label window reported.
     pub fn finish_all(&mut self) -> Result<()> {
         let now = self.now();
-        let keys: Vec<WindowKey> = self.windows.keys().cloned().collect();
+        let keys: Vec<Wk> = self.windows.keys().copied().collect();
         for key in keys {
             self.revise(key, now, true)?;
         }
@@ -865,13 +892,14 @@ impl PerformanceTracker {
         Ok(())
     }
 
-    fn revise(&mut self, key: WindowKey, now: EventTime, last: bool) -> Result<()> {
+    fn revise(&mut self, wk: Wk, now: EventTime, last: bool) -> Result<()> {
+        let key = self.key(wk);
         let task = self
             .tasks
             .get(&key.model_id)
             .cloned()
             .unwrap_or_else(Task::binary);
-        let Some(w) = self.windows.get_mut(&key) else {
+        let Some(w) = self.windows.get_mut(&wk) else {
             return Ok(());
         };
         let revision = w.revision;
@@ -900,7 +928,7 @@ impl PerformanceTracker {
         self.stats.revisions += 1;
         if last {
             self.stats.expired_unlabeled += expired;
-            if let Some(w) = self.windows.remove(&key) {
+            if let Some(w) = self.windows.remove(&wk) {
                 self.observe_window(&key, &task, &w);
             }
         }
@@ -994,12 +1022,13 @@ impl PerformanceTracker {
 
     fn emit_label_windows(&mut self, now: EventTime, all: bool) {
         let size = self.spec.size();
-        let ended: Vec<(Arc<str>, EventTime)> = self
+        let mut ended: Vec<(Arc<str>, EventTime)> = self
             .label_windows
             .keys()
             .filter(|(_, start)| all || start.saturating_add(size) <= now)
             .cloned()
             .collect();
+        ended.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
         for key in ended {
             if let Some(counts) = self.label_windows.remove(&key)
                 && !counts.is_empty()
@@ -1053,6 +1082,7 @@ impl PerformanceTracker {
                 .windows
                 .iter()
                 .map(|(k, w)| {
+                    let k = self.key(*k);
                     (
                         k.model_id.to_string(),
                         k.model_version.as_deref().map(str::to_owned),
@@ -1062,11 +1092,15 @@ impl PerformanceTracker {
                     )
                 })
                 .collect(),
-            label_windows: self
-                .label_windows
-                .iter()
-                .map(|((m, s), c)| (m.to_string(), *s, c.clone()))
-                .collect(),
+            label_windows: {
+                let mut v: Vec<_> = self
+                    .label_windows
+                    .iter()
+                    .map(|((m, s), c)| (m.to_string(), *s, c.clone()))
+                    .collect();
+                v.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+                v
+            },
             waiting: self
                 .waiting
                 .iter()
@@ -1117,21 +1151,12 @@ impl PerformanceTracker {
             .map(|(i, k)| (k.clone(), i as u32))
             .collect();
         self.detectors = s.detectors;
-        self.windows = s
-            .windows
-            .into_iter()
-            .map(|(m, v, start, end, w)| {
-                (
-                    WindowKey {
-                        model_id: Arc::from(m),
-                        model_version: v.map(Arc::from),
-                        start,
-                        end,
-                    },
-                    w,
-                )
-            })
-            .collect();
+        let mut windows = BTreeMap::new();
+        for (m, v, start, end, w) in s.windows {
+            let series = self.series_of(&Arc::from(m), &v.map(Arc::from));
+            windows.insert((series, start, end), w);
+        }
+        self.windows = windows;
         self.label_windows = s
             .label_windows
             .into_iter()
@@ -1154,10 +1179,9 @@ impl PerformanceTracker {
 /// after its end, then twice as long after each revision (1, 2, 4, … times
 /// the interval), so that a window's revisions stay few however long its
 /// horizon.
-fn revision_due(key: &WindowKey, w: &PerfWindow, interval: i64) -> EventTime {
+fn revision_due(end: EventTime, w: &PerfWindow, interval: i64) -> EventTime {
     let doublings = w.revision.saturating_sub(1).min(40);
-    key.end
-        .saturating_add(interval.saturating_mul(1i64 << doublings))
+    end.saturating_add(interval.saturating_mul(1i64 << doublings))
 }
 
 fn revision_batch(
