@@ -4,9 +4,10 @@
 #   scripts/bench-replay.sh [EVENTS]        (default 1000000)
 #
 # Generates EVENTS synthetic events (seed 42) once, then replays them with
-# the release build three times with the drift detector off (decode,
-# windowing and summaries: the foundation's figure) and three times with every
-# detector on, printing events/s and peak RSS of each run. It also replays a
+# the release build in three configurations, three times each in turn:
+# summaries only (decode and windowing: the foundation's figure), with the
+# drift detector, and with everything (drift, label join, performance
+# metrics), printing events/s and peak RSS of each run. It also replays a
 # tenth of the file to show that memory does not grow with the number of
 # events. Needs GNU time (/usr/bin/time, Debian package `time`).
 set -euo pipefail
@@ -38,11 +39,28 @@ run() {
     printf "  %9d events  wall %6.2fs  %9.0f events/s (wall)  %9.0f events/s per CPU-second  peak RSS %6.1f MiB\n",
       n, w, n / w, n / (u + s), r / 1024 }'
 }
-echo "drift detector off (decode + windowing + summaries):"
-export DRIFTWATCH__DRIFT__ENABLED=false
-for i in 1 2 3; do run "$FILE"; done
-echo "all detectors on:"
-export DRIFTWATCH__DRIFT__ENABLED=true
-for i in 1 2 3; do run "$FILE"; done
-echo "all detectors on, a tenth of the events:"
+# three configurations, each run three times in turn (the machine's noise
+# then hits each about alike)
+config() {
+  case $1 in
+    summaries) export DRIFTWATCH__DRIFT__ENABLED=false DRIFTWATCH__PERFORMANCE__ENABLED=false ;;
+    drift) export DRIFTWATCH__DRIFT__ENABLED=true DRIFTWATCH__PERFORMANCE__ENABLED=false ;;
+    all) export DRIFTWATCH__DRIFT__ENABLED=true DRIFTWATCH__PERFORMANCE__ENABLED=true ;;
+  esac
+}
+declare -A results
+for i in 1 2 3; do
+  for c in summaries drift all; do
+    config "$c"
+    results[$c]+="$(run "$FILE")"$'\n'
+  done
+done
+echo "decode + windowing + summaries (drift and performance off):"
+printf "%s" "${results[summaries]}"
+echo "with the drift detector (performance off):"
+printf "%s" "${results[drift]}"
+echo "everything on (drift, label join and performance metrics: the default):"
+printf "%s" "${results[all]}"
+echo "everything on, a tenth of the events:"
+config all
 run "$SMALL"
