@@ -524,25 +524,30 @@ impl PendingStore {
         let cache = (budget / 8).clamp(1 << 20, 64 << 20);
         let chunk = SPILL_CHUNK * BUCKET_BYTES * 2;
         let rest = budget.saturating_sub(cache + chunk);
-        // hashbrown holds `capacity` entries in `capacity * 8 / 7` buckets (a
-        // power of two). The map grows as it fills, doubling: the last
-        // doubling holds the old table and the new one, 1.5 times the largest
-        let buckets = (rest / 4 * 3 / (BUCKET_BYTES * 3 / 2)).max(16);
+        // the filter of keys on disk may take a sixteenth of the rest (10
+        // bits a key: 16 MiB for 13 million keys)
+        let filter = rest / 16;
+        let entries = rest - filter;
+        // up to half for the map's buckets: hashbrown holds `capacity`
+        // entries in `capacity * 8 / 7` buckets (a power of two) and grows
+        // by doubling, the last doubling holding the old table and the new
+        // one, 1.5 times the largest; the rest for what entries hold on the
+        // heap (a prediction's boxed outcome)
+        let buckets = (entries / 2 / (BUCKET_BYTES * 3 / 2)).max(16);
         let buckets = if buckets.is_power_of_two() {
             buckets
         } else {
             buckets.next_power_of_two() / 2
         };
         let capacity = buckets / 8 * 7;
-        // the filter of keys on disk may take half the heap share
-        let filter = rest / 8;
+        let table = buckets * BUCKET_BYTES * 3 / 2;
         let spill = Spill::open(path, cache, filter)?;
         Ok(PendingStore {
             memory: HashMap::default(),
             bytes: 0,
             min_time: EventTime::MAX,
             capacity,
-            heap_budget: rest / 4 - filter,
+            heap_budget: entries.saturating_sub(table),
             spill: Some(spill),
             spilled: 0,
             config,
@@ -625,24 +630,27 @@ impl PendingStore {
         Ok(())
     }
 
-    /// Moves the older entries to disk until at most 30 % of the map's
-    /// capacity is used: those not newer than a quantile of a sample of
-    /// entry times.
+    /// Moves the older entries to disk — those not newer than a quantile of
+    /// a sample of entry times — until at most 30 % of the map's largest
+    /// capacity is used and the entries' heap data is under 60 % of its share.
     fn spill_oldest(&mut self) -> Result<()> {
         let Some(spill) = &mut self.spill else {
             return Ok(());
         };
-        let target = self.capacity / 10 * 3;
-        while self.memory.len() > target {
+        let target_len = self.capacity / 10 * 3;
+        let target_bytes = self.heap_budget / 10 * 6;
+        while self.memory.len() > target_len || self.bytes > target_bytes {
             // the map's iteration order is the hash order: its first entries are a fair sample
             let mut sample: Vec<EventTime> =
                 self.memory.values().take(4096).map(Entry::time).collect();
             sample.sort_unstable();
-            let share = 1.0 - target as f64 / self.memory.len() as f64;
+            let share = (1.0 - target_len as f64 / self.memory.len() as f64)
+                .max(1.0 - target_bytes as f64 / self.bytes.max(1) as f64);
             let at = ((sample.len() as f64 * share) as usize).min(sample.len().saturating_sub(1));
             let cutoff = sample.get(at).copied().unwrap_or(EventTime::MAX);
             let mut chunk = Vec::with_capacity(SPILL_CHUNK);
             let mut freed = 0;
+            let mut moved = 0;
             let mut min_time = EventTime::MAX;
             let extract = |_: &CompactString, e: &mut Entry| {
                 let old = e.time() <= cutoff;
@@ -653,6 +661,7 @@ impl PendingStore {
             };
             for (k, e) in self.memory.extract_if(extract) {
                 freed += entry_bytes(&k, &e);
+                moved += 1;
                 chunk.push((k, e));
                 if chunk.len() == SPILL_CHUNK {
                     self.spilled += chunk.len() as u64;
@@ -665,6 +674,9 @@ impl PendingStore {
             }
             self.bytes -= freed;
             self.min_time = min_time;
+            if moved == 0 {
+                break;
+            }
         }
         Ok(())
     }
