@@ -504,6 +504,13 @@ impl PerformanceTracker {
         self.clock.current().unwrap_or(EventTime::MIN)
     }
 
+    /// A label of `model` no longer waits for its prediction.
+    fn stop_waiting(&mut self, model: &Arc<str>) {
+        if let Some(n) = self.waiting.get_mut(model) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
     fn label_counts(&mut self, model: &Arc<str>) -> &mut LabelCounts {
         let size = self.spec.size();
         let start = self.now().max(EventTime::MIN + size).div_euclid(size) * size;
@@ -546,7 +553,7 @@ impl PerformanceTracker {
         let outcome = Box::new(Outcome::from(&p.prediction));
         match previous {
             Some(Entry::Label { waiting, .. }) if *waiting.model == *p.model_id => {
-                *self.waiting.entry(Arc::clone(&p.model_id)).or_default() -= 1;
+                self.stop_waiting(&p.model_id);
                 self.join(
                     series,
                     p.timestamp,
@@ -559,7 +566,7 @@ impl PerformanceTracker {
             Some(Entry::Label { waiting, .. }) => {
                 // a label of another model under this id: that label has no prediction
                 let model: Arc<str> = Arc::from(waiting.model.as_str());
-                *self.waiting.entry(Arc::clone(&model)).or_default() -= 1;
+                self.stop_waiting(&model);
                 self.label_counts(&model).without_prediction += 1;
                 self.stats.labels.without_prediction += 1;
                 self.store.insert(
@@ -1011,9 +1018,7 @@ impl PerformanceTracker {
         self.store
             .sweep(sweep, |oldest| oldest.saturating_add(horizon) <= now)?;
         for model in resolved {
-            if let Some(n) = self.waiting.get_mut(&model) {
-                *n = n.saturating_sub(1);
-            }
+            self.stop_waiting(&model);
             self.label_counts(&model).without_prediction += 1;
             self.stats.labels.without_prediction += 1;
         }
