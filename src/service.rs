@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use driftwatch_ingest::kafka::{DeadLetterTopic, record_from_message};
-use driftwatch_ingest::{DeadLetterFile, DeadLetterSink, Rejected};
+use driftwatch_ingest::{Assignment, DeadLetterFile, DeadLetterSink, Rejected};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
@@ -367,10 +367,16 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
         .create()
         .context("creating the Kafka probe client")?;
     let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
-    consumer
-        .subscribe(&topics)
-        .with_context(|| format!("subscribing to {topics:?}"))?;
-    info!(brokers = %kafka.brokers, group = %kafka.group_id, ?topics, "consuming");
+    // every partition of the topics: an instance reads to the end only
+    // once it holds them all
+    let partitions = topic_partitions(&probe, &topics)?;
+    match kafka.assignment {
+        Assignment::Group => consumer
+            .subscribe(&topics)
+            .with_context(|| format!("subscribing to {topics:?}"))?,
+        Assignment::All => assign_all(&consumer, &mut lock(&state), &partitions)?,
+    }
+    info!(brokers = %kafka.brokers, group = %kafka.group_id, assignment = ?kafka.assignment, ?topics, "consuming");
     let names: HashMap<String, Arc<str>> = kafka
         .topics
         .iter()
@@ -484,7 +490,8 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
         if let Ok(json) = serde_json::to_vec_pretty(&metrics) {
             crate::checkpoint::write_atomically(&metrics_path, &json)?;
         }
-        let at_end = lag.is_some_and(|l| l.values().all(|n| *n <= 0));
+        let at_end = state.assigned.len() == partitions.len()
+            && lag.is_some_and(|l| l.values().all(|n| *n <= 0));
         if options.exit_at_end && at_end {
             for p in state.partitions.values_mut() {
                 p.pipeline.close_all()?;
@@ -494,15 +501,61 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
                 .unwrap_or_else(TopicPartitionList::new);
             let summary = state.summary();
             drop(state);
-            if tpl.count() > 0 {
-                consumer
-                    .commit(&tpl, CommitMode::Sync)
-                    .context("committing the final offsets")?;
-            }
-            info!("every assigned partition read to its end");
+            commit(&consumer, &tpl, CommitMode::Sync);
+            info!("every partition read to its end");
             return Ok(summary);
         }
     }
+}
+
+/// Every (topic, partition) of `topics`, from the broker's metadata.
+fn topic_partitions(probe: &BaseConsumer, topics: &[&str]) -> Result<BTreeSet<(String, i32)>> {
+    let mut all = BTreeSet::new();
+    for topic in topics {
+        let metadata = probe
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .with_context(|| format!("reading the metadata of topic {topic}"))?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == *topic)
+            .map(|t| t.partitions().len())
+            .unwrap_or(0);
+        if partitions == 0 {
+            anyhow::bail!("topic {topic} does not exist (kafka.topics); create it first");
+        }
+        for p in 0..partitions {
+            all.insert(((*topic).to_owned(), p as i32));
+        }
+    }
+    Ok(all)
+}
+
+/// `kafka.assignment = "all"`: takes every partition, each from its
+/// checkpoint's offset (or the beginning), without joining the group.
+fn assign_all(
+    consumer: &BaseConsumer<Rebalancer>,
+    state: &mut State,
+    partitions: &BTreeSet<(String, i32)>,
+) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, p) in partitions {
+        state
+            .open_partition(*p)
+            .with_context(|| format!("opening partition {p}"))?;
+        let offset = state
+            .partitions
+            .get(p)
+            .and_then(|part| part.offsets.get(topic))
+            .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+        tpl.add_partition_offset(topic, *p, offset)?;
+        state.assigned.insert((topic.clone(), *p));
+    }
+    consumer
+        .assign(&tpl)
+        .context("assigning every partition (kafka.assignment = \"all\")")?;
+    info!(assigned = ?state.assigned, "partitions assigned (every partition: kafka.assignment = all)");
+    Ok(())
 }
 
 /// Commits checkpointed offsets; a failure only costs re-reading (the

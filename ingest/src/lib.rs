@@ -48,7 +48,7 @@ pub use event::{
     Event, EventTime, Feature, FeatureKind, FeatureValue, Label, LabelEvent, Prediction,
     PredictionEvent, format_time,
 };
-pub use kafka_config::KafkaConfig;
+pub use kafka_config::{Assignment, KafkaConfig};
 pub use parquet_writer::EventParquetWriter;
 pub use reject::Reject;
 pub use source::{
