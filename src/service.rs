@@ -367,14 +367,14 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
         .create()
         .context("creating the Kafka probe client")?;
     let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
-    // every partition of the topics: an instance reads to the end only
-    // once it holds them all
-    let partitions = topic_partitions(&probe, &topics)?;
     match kafka.assignment {
         Assignment::Group => consumer
             .subscribe(&topics)
             .with_context(|| format!("subscribing to {topics:?}"))?,
-        Assignment::All => assign_all(&consumer, &mut lock(&state), &partitions)?,
+        Assignment::All => {
+            let partitions = topic_partitions(&probe, &topics)?;
+            assign_all(&consumer, &mut lock(&state), &partitions)?
+        }
     }
     info!(brokers = %kafka.brokers, group = %kafka.group_id, assignment = ?kafka.assignment, ?topics, "consuming");
     let names: HashMap<String, Arc<str>> = kafka
@@ -490,8 +490,9 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
         if let Ok(json) = serde_json::to_vec_pretty(&metrics) {
             crate::checkpoint::write_atomically(&metrics_path, &json)?;
         }
-        let at_end = state.assigned.len() == partitions.len()
-            && lag.is_some_and(|l| l.values().all(|n| *n <= 0));
+        // in a group, the partitions this instance holds (its share of a
+        // backfill); with `assignment = "all"`, every partition
+        let at_end = lag.is_some_and(|l| l.values().all(|n| *n <= 0));
         if options.exit_at_end && at_end {
             for p in state.partitions.values_mut() {
                 p.pipeline.close_all()?;
@@ -502,7 +503,7 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
             let summary = state.summary();
             drop(state);
             commit(&consumer, &tpl, CommitMode::Sync);
-            info!("every partition read to its end");
+            info!("every assigned partition read to its end");
             return Ok(summary);
         }
     }
