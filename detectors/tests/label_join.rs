@@ -81,13 +81,7 @@ fn u64_col(batch: &RecordBatch, name: &str) -> u64 {
 fn totals(out: &PerformanceOutput) -> LabelCounts {
     let mut c = LabelCounts::default();
     for (_, _, _, l, _) in &out.label_stats {
-        c.received += l.received;
-        c.joined += l.joined;
-        c.joined_before_prediction += l.joined_before_prediction;
-        c.duplicate += l.duplicate;
-        c.without_prediction += l.without_prediction;
-        c.after_horizon += l.after_horizon;
-        c.unscorable += l.unscorable;
+        c.add(l);
     }
     c
 }

@@ -476,7 +476,6 @@ struct StoreSnapshot {
 
 /// The pending store.
 pub struct PendingStore {
-    config: StoreConfig,
     memory: HashMap<CompactString, Entry, ahash::RandomState>,
     /// heap bytes of `memory`'s entries beyond their buckets
     bytes: usize,
@@ -508,7 +507,6 @@ impl PendingStore {
         let budget = usize::try_from(config.memory_budget).unwrap_or(usize::MAX);
         let Some(path) = &config.spill_path else {
             return Ok(PendingStore {
-                config,
                 memory: HashMap::default(),
                 bytes: 0,
                 min_time: EventTime::MAX,
@@ -550,7 +548,6 @@ impl PendingStore {
             heap_budget: entries.saturating_sub(table),
             spill: Some(spill),
             spilled: 0,
-            config,
         })
     }
 
@@ -579,11 +576,6 @@ impl PendingStore {
     /// the entries' heap data.
     pub fn memory_bytes(&self) -> usize {
         (self.memory.capacity() / 7 * 8).next_power_of_two() * BUCKET_BYTES + self.bytes
-    }
-
-    /// The configured budget.
-    pub fn config(&self) -> &StoreConfig {
-        &self.config
     }
 
     /// The entry of `id`.

@@ -511,6 +511,13 @@ impl PerformanceTracker {
         }
     }
 
+    /// Counts one label of `model` in bucket `bucket`, in its label window
+    /// and in the totals.
+    fn count_label(&mut self, model: &Arc<str>, bucket: fn(&mut LabelCounts) -> &mut u64) {
+        *bucket(self.label_counts(model)) += 1;
+        *bucket(&mut self.stats.labels) += 1;
+    }
+
     fn label_counts(&mut self, model: &Arc<str>) -> &mut LabelCounts {
         let size = self.spec.size();
         let start = self.now().max(EventTime::MIN + size).div_euclid(size) * size;
@@ -551,44 +558,25 @@ impl PerformanceTracker {
             return Ok(());
         }
         let outcome = Box::new(Outcome::from(&p.prediction));
-        match previous {
-            Some(Entry::Label { waiting, .. }) if *waiting.model == *p.model_id => {
+        if let Some(Entry::Label { waiting, .. }) = previous {
+            if *waiting.model == *p.model_id {
                 self.stop_waiting(&p.model_id);
-                self.join(
-                    series,
-                    p.timestamp,
-                    &outcome,
-                    &waiting.label.to_label(),
-                    &p.event_id,
-                    true,
-                )?;
+                let label = waiting.label.to_label();
+                return self.join(series, p.timestamp, &outcome, &label, &p.event_id, true);
             }
-            Some(Entry::Label { waiting, .. }) => {
-                // a label of another model under this id: that label has no prediction
-                let model: Arc<str> = Arc::from(waiting.model.as_str());
-                self.stop_waiting(&model);
-                self.label_counts(&model).without_prediction += 1;
-                self.stats.labels.without_prediction += 1;
-                self.store.insert(
-                    &p.event_id,
-                    Entry::Prediction {
-                        series,
-                        time: p.timestamp,
-                        outcome,
-                    },
-                )?;
-            }
-            _ => {
-                self.store.insert(
-                    &p.event_id,
-                    Entry::Prediction {
-                        series,
-                        time: p.timestamp,
-                        outcome,
-                    },
-                )?;
-            }
+            // a label of another model under this id: that label has no prediction
+            let model: Arc<str> = Arc::from(waiting.model.as_str());
+            self.stop_waiting(&model);
+            self.count_label(&model, |c| &mut c.without_prediction);
         }
+        self.store.insert(
+            &p.event_id,
+            Entry::Prediction {
+                series,
+                time: p.timestamp,
+                outcome,
+            },
+        )?;
         Ok(())
     }
 
@@ -613,8 +601,7 @@ impl PerformanceTracker {
     /// prediction arrives.
     pub fn label(&mut self, l: &LabelEvent) -> Result<()> {
         self.clock.observe(l.timestamp);
-        self.label_counts(&l.model_id).received += 1;
-        self.stats.labels.received += 1;
+        self.count_label(&l.model_id, |c| &mut c.received);
         // taken, not copied: a joined prediction is replaced by a marker, and
         // anything else is put back
         match self.store.take(&l.event_id)? {
@@ -655,21 +642,17 @@ impl PerformanceTracker {
                         w.duplicate_labels += 1;
                     }
                 }
-                self.label_counts(&l.model_id).duplicate += 1;
-                self.stats.labels.duplicate += 1;
+                self.count_label(&l.model_id, |c| &mut c.duplicate);
             }
             Entry::Label { .. } | Entry::Expired { labeled: true, .. } => {
-                self.label_counts(&l.model_id).duplicate += 1;
-                self.stats.labels.duplicate += 1;
+                self.count_label(&l.model_id, |c| &mut c.duplicate);
             }
             Entry::Expired { labeled: false, .. } => {
-                self.label_counts(&l.model_id).after_horizon += 1;
-                self.stats.labels.after_horizon += 1;
+                self.count_label(&l.model_id, |c| &mut c.after_horizon);
             }
             Entry::Prediction { .. } => {
                 // the id belongs to another model's prediction
-                self.label_counts(&l.model_id).without_prediction += 1;
-                self.stats.labels.without_prediction += 1;
+                self.count_label(&l.model_id, |c| &mut c.without_prediction);
             }
         }
     }
@@ -706,12 +689,10 @@ impl PerformanceTracker {
                 }
             }
         }
-        let counts = self.label_counts(&model);
         if scored.is_none() {
             // its windows reported their final metrics (the store's sweep has
             // not yet turned the prediction into a marker)
-            counts.after_horizon += 1;
-            self.stats.labels.after_horizon += 1;
+            self.count_label(&model, |c| &mut c.after_horizon);
             self.store.insert(
                 event_id,
                 Entry::Expired {
@@ -722,18 +703,13 @@ impl PerformanceTracker {
             return Ok(());
         }
         if scored == Some(true) {
-            counts.joined += 1;
+            self.count_label(&model, |c| &mut c.joined);
             if label_first {
-                counts.joined_before_prediction += 1;
-            }
-            self.stats.labels.joined += 1;
-            if label_first {
-                self.stats.labels.joined_before_prediction += 1;
+                self.count_label(&model, |c| &mut c.joined_before_prediction);
             }
             self.observe_error(series, time, &task, outcome, label);
         } else {
-            counts.unscorable += 1;
-            self.stats.labels.unscorable += 1;
+            self.count_label(&model, |c| &mut c.unscorable);
         }
         self.store
             .insert(event_id, Entry::Labeled { series, time })?;
@@ -1019,8 +995,7 @@ impl PerformanceTracker {
             .sweep(sweep, |oldest| oldest.saturating_add(horizon) <= now)?;
         for model in resolved {
             self.stop_waiting(&model);
-            self.label_counts(&model).without_prediction += 1;
-            self.stats.labels.without_prediction += 1;
+            self.count_label(&model, |c| &mut c.without_prediction);
         }
         Ok(())
     }
