@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::pipeline::PipelineState;
 
 /// Format of [`PartitionCheckpoint`] files.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 /// The checkpointed state of one partition number (the same partition of
 /// every consumed topic: a model's predictions and labels meet there).

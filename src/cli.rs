@@ -41,6 +41,51 @@ pub enum Command {
     /// Reference profiles the drift detector compares windows with.
     #[command(subcommand)]
     Reference(ReferenceCommand),
+    /// Alert rules: check them, run their examples.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// Runs one SQL query over the history in the data directory.
+    Sql(SqlArgs),
+}
+
+/// `driftwatch rules`.
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Parses and plans every rule against the table schemas without running
+    /// it; prints each error with its file and rule; exits non-zero on any.
+    Check {
+        /// Rule directory or file [default: sql.rules_dir].
+        dir: Option<PathBuf>,
+    },
+    /// Runs the examples (`[[test]]`) of the rule files: table rows in,
+    /// expected alert rows out.
+    Test {
+        /// Rule directory or file [default: sql.rules_dir].
+        dir: Option<PathBuf>,
+    },
+}
+
+/// How `driftwatch sql` prints rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SqlFormat {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `driftwatch sql`.
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// One SELECT statement. Tables: model_metrics, model_metrics_latest,
+    /// feature_drift, data_quality, drift_summary, feature_summary,
+    /// window_summary, change_points, label_stats, rule_errors, alerts.
+    pub query: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = SqlFormat::Table)]
+    pub format: SqlFormat,
 }
 
 /// `driftwatch reference`.
@@ -125,6 +170,9 @@ pub struct ReplayArgs {
     /// Print each window's feature summary too.
     #[arg(long)]
     pub features: bool,
+    /// Alert rules (directory or file) [default: sql.rules_dir when it exists].
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
 }
 
 /// `driftwatch demo`.
@@ -142,6 +190,10 @@ pub struct DemoArgs {
     /// Print each window's feature summary too.
     #[arg(long)]
     pub features: bool,
+    /// Alert rules (directory or file) [default: sql.rules_dir when it
+    /// exists, else the bundled rules].
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
 }
 
 /// `driftwatch gen`.

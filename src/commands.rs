@@ -11,9 +11,12 @@ use driftwatch_ingest::synth::{Synth, SynthConfig};
 use driftwatch_ingest::{DeadLetterFile, EventParquetWriter, encode_json, format_time, open_file};
 use tracing::info;
 
-use crate::cli::{Command, DemoArgs, GenArgs, ReferenceCommand, ReplayArgs};
+use crate::cli::{
+    Command, DemoArgs, GenArgs, ReferenceCommand, ReplayArgs, RulesCommand, SqlArgs, SqlFormat,
+};
 use crate::output::{ConsoleSummary, TableWriters};
 use crate::pipeline::{Pipeline, RunSummary};
+use crate::rules::{RuleRunner, RuleSource};
 use crate::settings::Settings;
 
 /// Runs one subcommand.
@@ -48,7 +51,109 @@ pub fn run(command: Command, settings: &Settings) -> Result<()> {
         Command::Reference(ReferenceCommand::Show { model, version }) => {
             crate::reference::show(settings, &model, version.as_deref())
         }
+        Command::Rules(RulesCommand::Check { dir }) => rules_check(settings, dir),
+        Command::Rules(RulesCommand::Test { dir }) => rules_test(settings, dir),
+        Command::Sql(args) => sql(settings, &args),
     }
+}
+
+fn rules_source(settings: &Settings, dir: Option<PathBuf>) -> RuleSource {
+    RuleSource::Dir(dir.unwrap_or_else(|| settings.sql.rules_dir.clone()))
+}
+
+/// `driftwatch rules check`: every error, then a non-zero exit if any.
+fn rules_check(settings: &Settings, dir: Option<PathBuf>) -> Result<()> {
+    let source = rules_source(settings, dir);
+    let files = crate::rules::read_rules(&source)?;
+    let engine = crate::rules::engine(settings, false)?;
+    let (rules, errors) = driftwatch_sql::rules::check_all(&engine, &files, &settings.actions);
+    for e in &errors {
+        eprintln!("error: {e}");
+    }
+    let RuleSource::Dir(dir) = &source else {
+        unreachable!("rules check reads a directory")
+    };
+    if errors.is_empty() {
+        println!(
+            "{}: {} rule(s) in {} file(s) OK",
+            dir.display(),
+            rules.len(),
+            files.files.len()
+        );
+        Ok(())
+    } else {
+        anyhow::bail!("{}: {} rule error(s)", dir.display(), errors.len())
+    }
+}
+
+/// `driftwatch rules test`: runs every example; a non-zero exit if any fails.
+fn rules_test(settings: &Settings, dir: Option<PathBuf>) -> Result<()> {
+    let source = rules_source(settings, dir);
+    let files = crate::rules::read_rules(&source)?;
+    for e in &files.errors {
+        eprintln!("error: {e}");
+    }
+    let outcomes =
+        driftwatch_sql::testing::run_tests(&crate::rules::table_defs()?, &files, &settings.actions);
+    let mut failed = 0;
+    for o in &outcomes {
+        if o.problems.is_empty() {
+            println!("ok    {}: {}", o.file.display(), o.name);
+        } else {
+            failed += 1;
+            println!("FAIL  {}: {}", o.file.display(), o.name);
+            for p in &o.problems {
+                println!("        {p}");
+            }
+        }
+    }
+    println!("{} example(s), {failed} failed", outcomes.len());
+    if failed > 0 || !files.errors.is_empty() {
+        anyhow::bail!("rule examples failed");
+    }
+    Ok(())
+}
+
+/// `driftwatch sql`: one query over the history.
+fn sql(settings: &Settings, args: &SqlArgs) -> Result<()> {
+    let engine = crate::rules::engine(settings, true)?;
+    let (schema, batches) = engine.query(&args.query)?;
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        SqlFormat::Table => {
+            let table = arrow::util::pretty::pretty_format_batches(&batches)?;
+            if batches.is_empty() {
+                let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                writeln!(out, "{}", names.join(" | "))?;
+            } else {
+                writeln!(out, "{table}")?;
+            }
+            writeln!(
+                out,
+                "{} row(s)",
+                batches.iter().map(|b| b.num_rows()).sum::<usize>()
+            )?;
+        }
+        SqlFormat::Csv => {
+            let mut writer = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut out);
+            if batches.is_empty() {
+                writer.write(&arrow::array::RecordBatch::new_empty(schema))?;
+            }
+            for b in &batches {
+                writer.write(b)?;
+            }
+        }
+        SqlFormat::Json => {
+            let mut writer = arrow::json::LineDelimitedWriter::new(&mut out);
+            for b in &batches {
+                writer.write(b)?;
+            }
+            writer.finish()?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(feature = "kafka")]
@@ -94,6 +199,7 @@ fn pipeline(
     out: Option<&Path>,
     dead_letter: PathBuf,
     console: Option<ConsoleSummary>,
+    rules: (Option<RuleSource>, &str),
 ) -> Result<Pipeline> {
     let dlq = DeadLetterFile::open(&dead_letter)
         .with_context(|| format!("opening dead-letter file {}", dead_letter.display()))?;
@@ -108,9 +214,20 @@ fn pipeline(
         let writers = TableWriters::create(dir, &pipeline.tables())?;
         pipeline.add_sink(Box::new(writers));
     }
+    let print = console.is_some();
     if let Some(console) = console {
         pipeline.add_sink(Box::new(console));
     }
+    let (source, writer) = rules;
+    let mut runner = RuleRunner::new(settings, source.as_ref(), writer)?;
+    // a replay's history is the last replay's: earlier runs' files go
+    runner.clear_history()?;
+    runner.print = print;
+    runner.flush_rows = Some(crate::rules::FLUSH_ROWS);
+    if runner.rule_count() > 0 {
+        info!(rules = runner.rule_count(), "alert rules loaded");
+    }
+    pipeline.set_rules(runner);
     Ok(pipeline)
 }
 
@@ -165,7 +282,11 @@ fn replay(args: ReplayArgs, settings: &Settings) -> Result<()> {
     let console = (!args.quiet).then_some(ConsoleSummary {
         verbose: args.features,
     });
-    let mut pipeline = pipeline(settings, out, dead_letter, console)?;
+    let source = match &args.rules {
+        Some(dir) => Some(RuleSource::Dir(dir.clone())),
+        None => crate::rules::configured_source(settings, false),
+    };
+    let mut pipeline = pipeline(settings, out, dead_letter, console, (source, "replay"))?;
     for file in &args.files {
         info!(file = %file.display(), "replaying");
         let mut source = open_file(file)?;
@@ -202,11 +323,16 @@ fn demo(args: DemoArgs, settings: &Settings) -> Result<()> {
     let console = ConsoleSummary {
         verbose: args.features,
     };
+    let source = match &args.rules {
+        Some(dir) => Some(RuleSource::Dir(dir.clone())),
+        None => crate::rules::configured_source(settings, true),
+    };
     let mut pipeline = pipeline(
         settings,
         out,
         default_dead_letter(settings, out),
         Some(console),
+        (source, "demo"),
     )?;
     let mut buf = Vec::with_capacity(2048);
     for (seq, event) in synth.take(usize::try_from(args.events)?).enumerate() {

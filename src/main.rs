@@ -7,6 +7,7 @@ mod commands;
 mod output;
 mod pipeline;
 mod reference;
+mod rules;
 #[cfg(feature = "kafka")]
 mod service;
 mod settings;

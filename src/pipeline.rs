@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::output::WindowSink;
+use crate::rules::{RuleRunner, RulesState};
 use crate::settings::Settings;
+use driftwatch_sql::RuleStats;
 
 /// Counts per model.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -55,6 +57,9 @@ pub struct RunSummary {
     pub dead_letter: String,
     /// Label join and performance metrics (when enabled).
     pub performance: Option<PerformanceStats>,
+    /// Rule evaluations (when rules run).
+    #[serde(default)]
+    pub rules: Option<RuleStats>,
 }
 
 /// Decoder, windows, dead-letter sink and window sinks, wired together.
@@ -64,6 +69,7 @@ pub struct Pipeline {
     performance: Option<PerformanceTracker>,
     dead_letter: Box<dyn DeadLetterSink + Send>,
     sinks: Vec<Box<dyn WindowSink + Send>>,
+    rules: Option<RuleRunner>,
     summary: RunSummary,
     scratch: Vec<u8>,
 }
@@ -104,6 +110,7 @@ impl Pipeline {
             performance,
             dead_letter,
             sinks,
+            rules: None,
             summary: RunSummary {
                 dead_letter: dead_letter_name,
                 ..RunSummary::default()
@@ -119,6 +126,11 @@ impl Pipeline {
             tables.extend(PerformanceTracker::tables());
         }
         tables
+    }
+
+    /// Evaluates alert rules and writes the history (before the first window closes).
+    pub fn set_rules(&mut self, rules: RuleRunner) {
+        self.rules = Some(rules);
     }
 
     /// Adds window sinks (they must exist before the first window closes).
@@ -142,6 +154,14 @@ impl Pipeline {
 
     /// Handles one record.
     pub fn handle(&mut self, record: Record) -> Result<()> {
+        self.handle_record(record)?;
+        if let Some(r) = &mut self.rules {
+            r.settle()?;
+        }
+        Ok(())
+    }
+
+    fn handle_record(&mut self, record: Record) -> Result<()> {
         match record {
             Record::Rejected(rejected) => {
                 if self.summary.rejected < 20 {
@@ -201,6 +221,9 @@ impl Pipeline {
             for sink in &mut self.sinks {
                 sink.window(window)?;
             }
+            if let Some(r) = &mut self.rules {
+                r.window(window)?;
+            }
         }
         self.summary.windows_closed += closed.len() as u64;
         if let Some(t) = &mut self.performance
@@ -230,6 +253,9 @@ impl Pipeline {
         if !out.is_empty() {
             for sink in &mut self.sinks {
                 sink.performance(&out)?;
+            }
+            if let Some(r) = &mut self.rules {
+                r.performance(&out)?;
             }
         }
         Ok(())
@@ -299,7 +325,11 @@ impl Pipeline {
         if let Some(t) = &mut self.performance {
             t.finish_all()?;
         }
-        self.emit_performance()
+        self.emit_performance()?;
+        if let Some(r) = &mut self.rules {
+            r.settle()?;
+        }
+        Ok(())
     }
 
     /// The decoder, for sources that decode records themselves.
@@ -318,9 +348,15 @@ impl Pipeline {
             Some(t) => Some(t.snapshot()?),
             None => None,
         };
+        let rules = match &mut self.rules {
+            Some(r) => Some(r.snapshot()?),
+            None => None,
+        };
+        self.summary.rules = self.rules.as_ref().map(|r| r.stats().clone());
         Ok(PipelineState {
             windows: self.windows.snapshot()?,
             performance,
+            rules,
             summary: self.summary.clone(),
         })
     }
@@ -338,6 +374,9 @@ impl Pipeline {
                 "the checkpoint was written with performance metrics on; they are off now (performance.enabled)"
             ),
         }
+        if let (Some(r), Some(state)) = (&mut self.rules, &state.rules) {
+            r.restore(state)?;
+        }
         let dead_letter = std::mem::take(&mut self.summary.dead_letter);
         self.summary = RunSummary {
             dead_letter,
@@ -351,6 +390,10 @@ impl Pipeline {
         self.close_all()?;
         for sink in &mut self.sinks {
             sink.finish()?;
+        }
+        if let Some(r) = &mut self.rules {
+            r.flush()?;
+            self.summary.rules = Some(r.stats().clone());
         }
         self.dead_letter
             .flush()
@@ -370,6 +413,9 @@ pub struct PipelineState {
     pub windows: Vec<u8>,
     /// [`PerformanceTracker::snapshot`], when performance metrics are on.
     pub performance: Option<Vec<u8>>,
+    /// Rule state and the history flush it includes, when rules run.
+    #[serde(default)]
+    pub rules: Option<RulesState>,
     /// Counters.
     pub summary: RunSummary,
 }
@@ -388,6 +434,16 @@ impl RunSummary {
         self.windows_closed += other.windows_closed;
         if let Some(p) = &other.performance {
             self.performance.get_or_insert_default().add(p);
+        }
+        if let Some(r) = &other.rules {
+            let mine = self.rules.get_or_insert_default();
+            mine.evaluations += r.evaluations;
+            for (rule, n) in &r.instances {
+                *mine.instances.entry(rule.clone()).or_default() += n;
+            }
+            for (rule, n) in &r.errors {
+                *mine.errors.entry(rule.clone()).or_default() += n;
+            }
         }
         for (model, c) in &other.models {
             let mine = self.models.entry(model.clone()).or_default();
@@ -436,6 +492,20 @@ impl RunSummary {
                 "performance: {} metric revisions, {} change points",
                 p.revisions, p.change_points
             );
+        }
+        if let Some(r) = &self.rules {
+            let instances: u64 = r.instances.values().sum();
+            let errors: u64 = r.errors.values().sum();
+            println!(
+                "rules: {} windows evaluated, {instances} alert rows, {errors} rule errors",
+                r.evaluations
+            );
+            for (rule, n) in &r.instances {
+                println!("  rule {rule:<28} {n} alert rows");
+            }
+            for (rule, n) in &r.errors {
+                println!("  rule {rule:<28} {n} errors (see the rule_errors table)");
+            }
         }
         if self.rejected > 0 {
             println!("dead letters: {}", self.dead_letter);

@@ -35,6 +35,7 @@ use tracing::{info, warn};
 use crate::checkpoint::CheckpointDir;
 use crate::output::WindowFiles;
 use crate::pipeline::{Pipeline, RunSummary};
+use crate::rules::RuleRunner;
 use crate::settings::Settings;
 
 /// Ingest figures of the service, written to `DATA_DIR/metrics.json` every
@@ -130,8 +131,22 @@ impl State {
             vec![Box::new(WindowFiles::new(&self.settings.data_dir))],
             Some(&self.checkpoints.pending_store(partition)),
         )?;
+        // the history of a partition is written under one name whichever
+        // instance holds it; a checkpoint names the last flush it includes
+        let writer = format!("{}-p{partition}", self.settings.kafka.group_id);
+        let mut rules = RuleRunner::new(
+            &self.settings,
+            crate::rules::configured_source(&self.settings, false).as_ref(),
+            &writer,
+        )?;
         let mut offsets = BTreeMap::new();
-        if let Some(checkpoint) = self.checkpoints.load(partition)? {
+        let checkpoint = self.checkpoints.load(partition)?;
+        if checkpoint.is_none() {
+            // files of an earlier run without a checkpoint would count twice
+            rules.clear_history()?;
+        }
+        pipeline.set_rules(rules);
+        if let Some(checkpoint) = checkpoint {
             pipeline.restore(checkpoint.state)?;
             offsets = checkpoint.offsets;
             info!(partition, ?offsets, "partition resumed from its checkpoint");

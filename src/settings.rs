@@ -335,6 +335,59 @@ impl Default for RawPerformance {
     }
 }
 
+/// `[sql]`: alert rules, queries and the history.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSql {
+    /// Directory of rule files (`*.toml`); a missing directory means no rules.
+    pub rules_dir: PathBuf,
+    /// Memory one query may hold (joins, sorts, aggregates).
+    pub memory_limit: String,
+    /// Time one query may take.
+    pub timeout: String,
+    /// Rows one query may return.
+    pub max_rows: usize,
+    /// Keep every closed window's rows as Parquet under `DATA_DIR/history`.
+    pub history: bool,
+}
+
+impl Default for RawSql {
+    fn default() -> Self {
+        RawSql {
+            rules_dir: PathBuf::from("rules"),
+            memory_limit: "256MiB".into(),
+            timeout: "5s".into(),
+            max_rows: 10_000,
+            history: true,
+        }
+    }
+}
+
+/// `[actions.<name>]`: what a rule can start. Only `kind` is read so far;
+/// the actions run with the triggers (issue 7), which will define the rest.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct RawAction {
+    /// `webhook`, `email` or `chat`.
+    pub kind: String,
+    /// The action's own settings.
+    #[serde(flatten)]
+    pub options: BTreeMap<String, serde_json::Value>,
+}
+
+/// Kinds of action.
+pub const ACTION_KINDS: &[&str] = &["webhook", "email", "chat"];
+
+/// Validated `[sql]`.
+#[derive(Debug, Clone)]
+pub struct SqlSettings {
+    /// Rule files.
+    pub rules_dir: PathBuf,
+    /// Query limits.
+    pub limits: driftwatch_sql::Limits,
+    /// Write the history.
+    pub history: bool,
+}
+
 /// The whole configuration as written.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -357,6 +410,10 @@ pub struct RawSettings {
     pub checkpoint: RawCheckpoint,
     /// Label join and performance metrics.
     pub performance: RawPerformance,
+    /// Rules, queries, history.
+    pub sql: RawSql,
+    /// Actions rules can name.
+    pub actions: BTreeMap<String, RawAction>,
 }
 
 impl Default for RawSettings {
@@ -371,6 +428,8 @@ impl Default for RawSettings {
             kafka: KafkaConfig::default(),
             checkpoint: RawCheckpoint::default(),
             performance: RawPerformance::default(),
+            sql: RawSql::default(),
+            actions: BTreeMap::new(),
         }
     }
 }
@@ -401,6 +460,10 @@ pub struct Settings {
     /// Label join and performance metrics; `None` when disabled. Its store
     /// has no spill path: each pipeline sets its own.
     pub performance: Option<PerformanceConfig>,
+    /// Rules, queries, history.
+    pub sql: SqlSettings,
+    /// Names of the configured actions.
+    pub actions: std::collections::BTreeSet<String>,
 }
 
 /// Reads the layers: defaults, then `file` if given, then the environment.
@@ -628,8 +691,20 @@ impl RawSettings {
             ));
         }
         let performance = self.performance_config(file)?;
+        let sql = self.sql_settings(file)?;
+        for (name, action) in &self.actions {
+            if !ACTION_KINDS.contains(&action.kind.as_str()) {
+                return Err(invalid(
+                    &format!("actions.{name}.kind"),
+                    &action.kind,
+                    "webhook, email or chat",
+                ));
+            }
+        }
         Ok(Settings {
             performance,
+            sql,
+            actions: self.actions.keys().cloned().collect(),
             kafka: self.kafka,
             checkpoint_interval_ms,
             checkpoint_events: self.checkpoint.events,
@@ -648,6 +723,54 @@ impl RawSettings {
 }
 
 impl RawSettings {
+    fn sql_settings(&self, file: Option<&Path>) -> Result<SqlSettings, SettingsError> {
+        let q = &self.sql;
+        let invalid = |key: &str, value: String, expected: &str| SettingsError::Invalid {
+            file: file.map(Path::to_owned),
+            key: key.to_owned(),
+            value,
+            expected: expected.to_owned(),
+        };
+        let memory = q
+            .memory_limit
+            .parse::<bytesize::ByteSize>()
+            .ok()
+            .map(|b| b.as_u64())
+            .filter(|b| *b >= 1 << 20)
+            .and_then(|b| usize::try_from(b).ok())
+            .ok_or_else(|| {
+                invalid(
+                    "sql.memory_limit",
+                    q.memory_limit.clone(),
+                    "a size of at least 1MiB such as \"256MiB\"",
+                )
+            })?;
+        let timeout_ms = duration_ms(file, "sql.timeout", &q.timeout)?;
+        if timeout_ms == 0 {
+            return Err(invalid(
+                "sql.timeout",
+                q.timeout.clone(),
+                "a positive duration",
+            ));
+        }
+        if q.max_rows == 0 {
+            return Err(invalid(
+                "sql.max_rows",
+                "0".into(),
+                "a positive number of rows",
+            ));
+        }
+        Ok(SqlSettings {
+            rules_dir: q.rules_dir.clone(),
+            limits: driftwatch_sql::Limits {
+                memory,
+                timeout: std::time::Duration::from_millis(timeout_ms as u64),
+                max_rows: q.max_rows,
+            },
+            history: q.history,
+        })
+    }
+
     fn performance_config(
         &self,
         file: Option<&Path>,

@@ -184,6 +184,45 @@ fn assert_same_windows(expected: &Path, got: &Path) {
     }
 }
 
+/// The rows of one query over a configuration's history (`driftwatch sql`).
+fn history(config: &Path, query: &str) -> Vec<Value> {
+    let out = ok(driftwatch(&["sql", "--format", "json", query], config));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The history holds every closed window exactly once — the same windows
+/// and drift rows as `expected`'s, and every window's final metrics.
+fn assert_same_history(expected: &Path, got: &Path) {
+    let windows = "SELECT model_id, model_version, window_start, window_end, events \
+                   FROM window_summary ORDER BY model_id, window_start";
+    let (a, b) = (history(expected, windows), history(got, windows));
+    assert!(a.len() > 100, "{} windows in the history", a.len());
+    assert_eq!(a.len(), windows_of(expected), "history vs window files");
+    assert_eq!(a, b, "window_summary history differs");
+    let twice = "SELECT model_id, window_start, count(*) AS n FROM window_summary \
+                 GROUP BY model_id, window_start HAVING count(*) > 1";
+    assert_eq!(
+        history(got, twice),
+        Vec::<Value>::new(),
+        "windows twice in the history"
+    );
+    for query in [
+        "SELECT count(*) AS n, sum(count) AS values FROM feature_drift",
+        "SELECT count(*) AS n FROM model_metrics WHERE final",
+        "SELECT count(DISTINCT window_start) AS n FROM model_metrics",
+    ] {
+        assert_eq!(history(expected, query), history(got, query), "{query}");
+    }
+}
+
+fn windows_of(config: &Path) -> usize {
+    windows(config).len()
+}
+
 fn window_events(windows: &BTreeMap<String, Value>) -> u64 {
     windows
         .values()
@@ -331,6 +370,7 @@ fn killed_at_random_points_the_service_ends_with_the_results_of_an_uninterrupted
     }
     assert!(kills >= 3, "only {kills} kills before the run finished");
     assert_same_windows(&whole, &crashed);
+    assert_same_history(&whole, &crashed);
     let (a, b) = (run_summary(&whole), run_summary(&crashed));
     for key in [
         "read",
@@ -630,6 +670,7 @@ fn two_instances_split_the_partitions_and_hand_them_over_exactly() {
     ok(driftwatch(&["run", "--exit-at-end"], &pair));
 
     assert_same_windows(&solo, &pair);
+    assert_same_history(&solo, &pair);
     let (s1, s2) = (run_summary(&solo), run_summary(&pair));
     for key in [
         "read",

@@ -2,10 +2,31 @@
 //! written in SQL, and the queryable history.
 //!
 //! ```text
-//! ingest ──► detectors ──► [ sql ] ──► triggers
+//! detectors ─► closed windows, metric revisions ─► [ Tables: live rows ∪ Parquet history ]
+//!                                                        │ Engine (DataFusion, read-only, limits)
+//!                          rules/*.toml ─► RuleSet ──────┴─► evaluation per window ─► AlertInstance ─► triggers
 //! ```
 //!
-//! Nothing lives here yet: the tables, rule loading and evaluation arrive with
-//! the SQL issue. The crate exists so that the dependency direction of the
-//! workspace (`ingest` ← `detectors` ← `sql` ← `triggers` ← root) is fixed from
-//! the start.
+//! Every table is one logical table: the rows of windows closed since the
+//! last flush, held in memory, and the history, Parquet files under
+//! `DATA_DIR/history/<table>/model_id=…/date=…/`. Rules are `SELECT`
+//! statements planned once against the schemas and evaluated when a model's
+//! window closes or its metrics are revised, with `$model_id`,
+//! `$model_version`, `$window_start` and `$window_end` bound to that window.
+
+pub mod engine;
+pub mod error;
+pub mod history;
+pub mod tables;
+pub mod udf;
+
+pub use engine::{Engine, Limits};
+pub use error::{Error, Result};
+pub use history::History;
+pub use tables::{TableDef, Tables, WindowTable, standard_schemas, standard_tables};
+pub mod eval;
+pub mod rules;
+
+pub use eval::{AlertInstance, Evaluation, Evaluator, RuleFailure, RuleStats};
+pub use rules::{Hold, LoadedRule, Rule, WindowRef};
+pub mod testing;

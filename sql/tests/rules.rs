@@ -1,0 +1,438 @@
+//! Rule checking, rule evaluation under limits, and the history.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use driftwatch_sql::rules::{RuleFiles, check_all};
+use driftwatch_sql::{
+    Engine, Error, Evaluator, History, Limits, Tables, WindowRef, standard_tables,
+};
+
+fn engine_with(limits: Limits, history: Option<&Path>) -> Engine {
+    let tables = Tables::new(standard_tables().expect("tables"), history).expect("tables");
+    Engine::new(tables, limits).expect("engine")
+}
+
+fn engine() -> Engine {
+    engine_with(Limits::default(), None)
+}
+
+fn actions() -> BTreeSet<String> {
+    ["retrain".to_owned()].into()
+}
+
+fn rule(name: &str, sql: &str, extra: &str) -> String {
+    format!("[[rule]]\nname = \"{name}\"\nsql = \"\"\"{sql}\"\"\"\n{extra}\n")
+}
+
+/// Checks one file's text; returns each error as printed.
+fn check(text: &str) -> Vec<String> {
+    let mut files = RuleFiles::default();
+    files.add("rules/test.toml".into(), text);
+    let (_, errors) = check_all(&engine(), &files, &actions());
+    errors.iter().map(ToString::to_string).collect()
+}
+
+fn one_error(text: &str) -> String {
+    let errors = check(text);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    errors[0].clone()
+}
+
+#[test]
+fn a_valid_rule_set_has_no_errors() {
+    let text = rule(
+        "low_accuracy",
+        "SELECT model_id, value FROM model_metrics WHERE model_id = $model_id AND window_end = $window_end AND metric = 'accuracy' AND value < 0.8",
+        "for = 2\nseverity = \"critical\"\nactions = [\"retrain\"]\nannotations = { summary = \"{{ model_id }} at {{ value }}\" }",
+    ) + &rule(
+        "drifted",
+        "SELECT model_id, feature FROM feature_drift WHERE model_id = $model_id AND level = 'drift'",
+        "",
+    );
+    assert_eq!(check(&text), Vec::<String>::new());
+}
+
+#[test]
+fn rules_check_names_file_and_rule_for_each_kind_of_error() {
+    // syntax error
+    let e = one_error(&rule("syntax", "SELEC model_id FROM model_metrics", ""));
+    assert!(e.starts_with("rules/test.toml: rule syntax: "), "{e}");
+    assert!(e.contains("SELEC"), "{e}");
+    // unknown column
+    let e = one_error(&rule(
+        "unknown_column",
+        "SELECT model_id, accuracy FROM model_metrics",
+        "",
+    ));
+    assert!(
+        e.starts_with("rules/test.toml: rule unknown_column: "),
+        "{e}"
+    );
+    assert!(e.contains("accuracy"), "{e}");
+    // unknown table
+    let e = one_error(&rule("unknown_table", "SELECT * FROM metrics", ""));
+    assert!(
+        e.contains("rule unknown_table") && e.contains("metrics"),
+        "{e}"
+    );
+    // type error: a string compared with a timestamp that cannot be one, a non-numeric value
+    let e = one_error(&rule(
+        "type_error",
+        "SELECT model_id FROM model_metrics WHERE value + metric > 1",
+        "",
+    ));
+    assert!(e.contains("rule type_error"), "{e}");
+    let e = one_error(&rule(
+        "text_value",
+        "SELECT model_id, metric AS value FROM model_metrics",
+        "",
+    ));
+    assert!(
+        e.contains("rule text_value") && e.contains("value column must be numeric"),
+        "{e}"
+    );
+    // DML and DDL
+    let e = one_error(&rule("dml", "INSERT INTO alerts SELECT * FROM alerts", ""));
+    assert!(
+        e.contains("rule dml") && e.contains("only read-only SELECT"),
+        "{e}"
+    );
+    let e = one_error(&rule("ddl", "CREATE TABLE x AS SELECT 1", ""));
+    assert!(
+        e.contains("rule ddl") && e.contains("only read-only SELECT"),
+        "{e}"
+    );
+    let e = one_error(&rule("copy", "COPY model_metrics TO '/tmp/x.csv'", ""));
+    assert!(
+        e.contains("rule copy") && e.contains("only read-only SELECT"),
+        "{e}"
+    );
+    // a second statement
+    let e = one_error(&rule("two", "SELECT 1 AS a; SELECT 2 AS a", ""));
+    assert!(
+        e.contains("rule two") && e.contains("one statement, found 2"),
+        "{e}"
+    );
+    // an unknown action
+    let e = one_error(&rule(
+        "paging",
+        "SELECT model_id FROM drift_summary",
+        "actions = [\"pager\"]",
+    ));
+    assert!(
+        e.contains("rule paging") && e.contains("unknown action \"pager\""),
+        "{e}"
+    );
+    // an unknown placeholder, a bad severity, a bad template
+    let e = one_error(&rule(
+        "placeholder",
+        "SELECT model_id FROM drift_summary WHERE model_id = $model",
+        "",
+    ));
+    assert!(e.contains("rule placeholder") && e.contains("model"), "{e}");
+    let e = one_error(&rule("loud", "SELECT 1 AS a", "severity = \"page\""));
+    assert!(e.contains("rule loud") && e.contains("severity"), "{e}");
+    let e = one_error(&rule(
+        "template",
+        "SELECT 1 AS a",
+        "annotations = { summary = \"{{ a \" }",
+    ));
+    assert!(
+        e.contains("rule template") && e.contains("annotation summary"),
+        "{e}"
+    );
+    // the same name twice
+    let errors = check(&(rule("twice", "SELECT 1 AS a", "") + &rule("twice", "SELECT 2 AS a", "")));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("rule twice") && errors[0].contains("already"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_toml_is_reported_with_its_line() {
+    let errors = check("[[rule]]\nname = \"x\"\nsql = \n");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("rules/test.toml: "), "{errors:?}");
+    assert!(errors[0].contains("line 3"), "{errors:?}");
+    let errors = check("[[rule]]\nname = \"x\"\nsql = \"SELECT 1\"\nsevrity = \"info\"\n");
+    assert!(errors[0].contains("sevrity"), "{errors:?}");
+}
+
+fn feature_drift_rows(n: usize) -> RecordBatch {
+    drift_rows_at(n, "2026-11-26T10:00:00Z", "2026-11-26T11:00:00Z")
+}
+
+fn drift_rows_at(n: usize, start: &str, end: &str) -> RecordBatch {
+    let rows: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "model_id": "churn", "model_version": "v1",
+                "window_start": start, "window_end": end,
+                "feature": format!("f{i}"), "kind": "numeric", "count": 10, "reference_count": 10,
+                "psi": (i % 10) as f64 / 10.0, "level": if i % 10 == 9 { "drift" } else { "ok" },
+            })
+        })
+        .collect();
+    let schema = standard_tables()
+        .expect("tables")
+        .into_iter()
+        .find(|t| t.name == "feature_drift")
+        .expect("feature_drift")
+        .schema;
+    let mut decoder = arrow::json::ReaderBuilder::new(schema)
+        .build_decoder()
+        .expect("decoder");
+    decoder.serialize(&rows).expect("rows");
+    decoder.flush().expect("flush").expect("batch")
+}
+
+fn window() -> WindowRef {
+    WindowRef {
+        model_id: "churn".into(),
+        model_version: Some("v1".into()),
+        start: 1_795_687_200_000,
+        end: 1_795_690_800_000,
+    }
+}
+
+#[test]
+fn a_runaway_rule_is_stopped_and_the_other_rules_still_run() {
+    for limits in [
+        // the cross join's build side does not fit
+        Limits {
+            memory: 4 << 20,
+            timeout: Duration::from_secs(60),
+            max_rows: 10_000,
+        },
+        // it fits, but the join runs past the time limit
+        Limits {
+            memory: 1 << 30,
+            timeout: Duration::from_millis(300),
+            max_rows: usize::MAX,
+        },
+    ] {
+        let engine = engine_with(limits.clone(), None);
+        engine
+            .tables()
+            .push("feature_drift", &feature_drift_rows(20_000))
+            .expect("rows");
+        let runaway = if limits.memory < 1 << 30 {
+            // sorting the cross join needs all of it in memory
+            "SELECT a.feature, b.feature AS other, a.psi + b.psi AS value FROM feature_drift a CROSS JOIN feature_drift b ORDER BY a.psi + b.psi"
+        } else {
+            "SELECT a.model_id, count(*) AS value FROM feature_drift a CROSS JOIN feature_drift b GROUP BY a.model_id"
+        };
+        let text = rule("runaway", runaway, "")
+            + &rule(
+                "drifted",
+                "SELECT model_id, feature, psi AS value FROM feature_drift WHERE model_id = $model_id AND window_end = $window_end AND level = 'drift'",
+                "",
+            );
+        let mut files = RuleFiles::default();
+        files.add("rules/test.toml".into(), &text);
+        let (loaded, errors) = check_all(&engine, &files, &actions());
+        assert!(errors.is_empty(), "{errors:?}");
+        let mut evaluator = Evaluator::new(engine, loaded).expect("evaluator");
+        let started = std::time::Instant::now();
+        let evaluation = evaluator.evaluate(&window()).expect("evaluation");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            evaluation.failures.len(),
+            1,
+            "{limits:?}: {:?}",
+            evaluation.failures
+        );
+        let failure = &evaluation.failures[0];
+        assert_eq!(failure.rule, "runaway");
+        assert!(
+            failure.message.contains("Resources exhausted")
+                || failure.message.contains("time limit"),
+            "{limits:?}: {}",
+            failure.message
+        );
+        // the other rule ran: every tenth feature drifted
+        assert_eq!(evaluation.instances.len(), 2_000);
+        assert!(evaluation.instances.iter().all(|i| i.rule == "drifted"));
+        assert_eq!(evaluator.stats().errors["runaway"], 1);
+        // the failure is queryable
+        let (_, rows) = evaluator
+            .engine()
+            .query("SELECT rule, error FROM rule_errors")
+            .expect("query");
+        assert_eq!(rows.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
+    }
+}
+
+#[test]
+fn ad_hoc_queries_are_read_only() {
+    let engine = engine();
+    for sql in [
+        "DROP TABLE model_metrics",
+        "DELETE FROM model_metrics",
+        "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
+        "SET datafusion.execution.batch_size = 1",
+        "SELECT 1; SELECT 2",
+    ] {
+        match engine.query(sql) {
+            Err(Error::Refused(_)) => {}
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    for sql in [
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM '/etc/passwd'",
+    ] {
+        assert!(engine.query(sql).is_err(), "{sql}");
+    }
+}
+
+/// Rows a rule sees through its placeholders (pushed down as literals).
+fn evaluator_counting(engine: &Engine) -> i64 {
+    let plan = engine
+        .plan("SELECT count(*) FROM feature_drift WHERE model_id = $model_id AND window_end = $window_end")
+        .expect("plan");
+    let (_, batches) = engine.execute(&plan, Some(window().params())).expect("run");
+    arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(batches[0].column(0))
+        .value(0)
+}
+
+fn count(engine: &Engine, sql: &str) -> i64 {
+    let (_, batches) = engine.query(sql).expect("query");
+    let c = batches[0].column(0);
+    arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(c).value(0)
+}
+
+#[test]
+fn history_and_live_rows_are_one_table_and_a_restart_rewinds_to_its_checkpoint() {
+    let dir = tempfile::tempdir().expect("dir");
+    let history_dir = dir.path().join("history");
+    let engine = engine_with(Limits::default(), Some(&history_dir));
+    let mut history = History::open(&history_dir, "p0").expect("history");
+    let rows = feature_drift_rows(100);
+    engine.tables().push("feature_drift", &rows).expect("push");
+    assert_eq!(count(&engine, "SELECT count(*) FROM feature_drift"), 100);
+    // checkpoint 1: the rows go to Parquet and leave memory
+    let seq = engine.tables().flush(&mut history).expect("flush");
+    assert_eq!(seq, 1);
+    assert_eq!(engine.tables().live_rows(), 0);
+    assert_eq!(count(&engine, "SELECT count(*) FROM feature_drift"), 100);
+    let file =
+        history_dir.join("feature_drift/model_id=churn/date=2026-11-26/p0-000000000001.parquet");
+    assert!(file.is_file(), "{}", file.display());
+    // more rows, live and flushed again, past the checkpoint
+    engine.tables().push("feature_drift", &rows).expect("push");
+    assert_eq!(count(&engine, "SELECT count(*) FROM feature_drift"), 200);
+    assert_eq!(
+        count(
+            &engine,
+            "SELECT count(*) FROM feature_drift WHERE model_id = 'churn'"
+        ),
+        200
+    );
+    assert_eq!(
+        count(
+            &engine,
+            "SELECT count(*) FROM feature_drift WHERE model_id = 'fraud'"
+        ),
+        0
+    );
+    // comparisons with the time column prune date directories, never rows
+    for (filter, n) in [
+        ("window_end = TIMESTAMP '2026-11-26T11:00:00Z'", 200),
+        ("window_end >= TIMESTAMP '2026-11-26T11:00:00Z'", 200),
+        ("window_end > TIMESTAMP '2026-11-26T11:00:00Z'", 0),
+        ("window_end < TIMESTAMP '2026-11-27T00:00:00Z'", 200),
+        ("window_end <= TIMESTAMP '2026-11-25T23:00:00Z'", 0),
+        ("TIMESTAMP '2026-11-26T00:00:00Z' < window_end", 200),
+    ] {
+        let sql = format!("SELECT count(*) FROM feature_drift WHERE {filter}");
+        assert_eq!(count(&engine, &sql), n, "{filter}");
+    }
+    assert_eq!(evaluator_counting(&engine), 200);
+    engine.tables().flush(&mut history).expect("flush");
+    // a crash, and a restart from checkpoint 1: the second flush goes, a new session sees checkpoint 1
+    drop(history);
+    let mut history = History::open(&history_dir, "p0").expect("history");
+    assert_eq!(history.seq(), 2);
+    assert_eq!(history.rewind(seq).expect("rewind"), 1);
+    let restarted = engine_with(Limits::default(), Some(&history_dir));
+    assert_eq!(count(&restarted, "SELECT count(*) FROM feature_drift"), 100);
+    // another writer's files are left alone
+    let mut other = History::open(&history_dir, "p1").expect("history");
+    restarted
+        .tables()
+        .push("feature_drift", &rows)
+        .expect("push");
+    restarted.tables().flush(&mut other).expect("flush");
+    history.rewind(0).expect("rewind");
+    assert_eq!(count(&restarted, "SELECT count(*) FROM feature_drift"), 100);
+}
+
+#[test]
+fn for_counts_windows_across_a_restart() {
+    let text = rule(
+        "drifted",
+        "SELECT model_id, feature FROM feature_drift WHERE model_id = $model_id AND window_end = $window_end AND level = 'drift'",
+        "for = 3",
+    );
+    let load = |engine: Engine| {
+        let mut files = RuleFiles::default();
+        files.add("rules/test.toml".into(), &text);
+        let (loaded, errors) = check_all(&engine, &files, &actions());
+        assert!(errors.is_empty(), "{errors:?}");
+        Evaluator::new(engine, loaded).expect("evaluator")
+    };
+    let hour = |h: i64| WindowRef {
+        model_id: "churn".into(),
+        model_version: Some("v1".into()),
+        start: 1_795_687_200_000 + (h - 1) * 3_600_000,
+        end: 1_795_687_200_000 + h * 3_600_000,
+    };
+    let iso = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .expect("time")
+            .to_rfc3339()
+    };
+    let push = |e: &Evaluator, h: i64| {
+        let w = hour(h);
+        e.engine()
+            .tables()
+            .push(
+                "feature_drift",
+                &drift_rows_at(20, &iso(w.start), &iso(w.end)),
+            )
+            .expect("push");
+    };
+    let mut first = load(engine());
+    for h in 1..=2 {
+        push(&first, h);
+        let e = first.evaluate(&hour(h)).expect("evaluate");
+        assert_eq!(e.instances.len(), 2);
+        assert!(
+            e.instances
+                .iter()
+                .all(|i| i.windows == h as u32 && !i.held_long_enough())
+        );
+    }
+    let state = first.snapshot().expect("snapshot");
+    drop(first);
+    let mut second = load(engine());
+    second.restore(&state).expect("restore");
+    push(&second, 3);
+    let e = second.evaluate(&hour(3)).expect("evaluate");
+    assert_eq!(e.instances.len(), 2);
+    for i in &e.instances {
+        assert_eq!((i.windows, i.active_since), (3, hour(1).end));
+        assert!(i.held_long_enough());
+    }
+    assert_eq!(second.stats().evaluations, 3);
+}

@@ -1,0 +1,313 @@
+//! Alert rules in the pipeline: closed windows and metric revisions go into
+//! the SQL tables, rules are evaluated for each window that changed, the
+//! rows go to the history.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use driftwatch_detectors::performance::{
+    PerformanceOutput, change_points_batch, label_stats_batch,
+};
+use driftwatch_detectors::{ClosedWindow, WindowKey};
+use driftwatch_ingest::format_time;
+use driftwatch_sql::rules::{RuleFiles, check_all, read_rule_files};
+use driftwatch_sql::{
+    AlertInstance, Engine, Evaluator, History, RuleStats, TableDef, Tables, WindowRef,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::settings::Settings;
+
+/// The table definitions for a session.
+pub fn table_defs() -> Result<Vec<TableDef>> {
+    Ok(driftwatch_sql::standard_tables()?)
+}
+
+/// A session over the history in `data_dir` (when `history`) and empty live tables.
+pub fn engine(settings: &Settings, history: bool) -> Result<Engine> {
+    let dir = history.then(|| settings.data_dir.join("history"));
+    let tables = Tables::new(table_defs()?, dir.as_deref())?;
+    Ok(Engine::new(tables, settings.sql.limits.clone())?)
+}
+
+/// The bundled example rules (`rules/` of the repository), built into the
+/// binary so that the demo has them wherever it runs.
+pub const BUNDLED_RULES: &[(&str, &str)] = &[
+    (
+        "rules/performance.toml",
+        include_str!("../rules/performance.toml"),
+    ),
+    ("rules/drift.toml", include_str!("../rules/drift.toml")),
+    ("rules/quality.toml", include_str!("../rules/quality.toml")),
+];
+
+/// Where rules come from.
+#[derive(Debug, Clone)]
+pub enum RuleSource {
+    /// `*.toml` files of a directory (or one file).
+    Dir(PathBuf),
+    /// [`BUNDLED_RULES`].
+    Bundled,
+}
+
+/// Reads the rule files of `source`.
+pub fn read_rules(source: &RuleSource) -> Result<RuleFiles> {
+    match source {
+        RuleSource::Dir(dir) => {
+            if !dir.exists() {
+                anyhow::bail!("rules: {} not found", dir.display());
+            }
+            Ok(read_rule_files(dir)?)
+        }
+        RuleSource::Bundled => {
+            let mut files = RuleFiles::default();
+            for (name, text) in BUNDLED_RULES {
+                files.add(PathBuf::from(name), text);
+            }
+            Ok(files)
+        }
+    }
+}
+
+/// Reads and checks the rules of `source`; any error refuses the whole set.
+pub fn load_rules(
+    engine: &Engine,
+    source: &RuleSource,
+    actions: &BTreeSet<String>,
+) -> Result<Vec<driftwatch_sql::LoadedRule>> {
+    let files = read_rules(source)?;
+    let (rules, errors) = check_all(engine, &files, actions);
+    if !errors.is_empty() {
+        let text: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+        anyhow::bail!("{} rule error(s):\n{}", errors.len(), text.join("\n"));
+    }
+    Ok(rules)
+}
+
+/// The tables the label join writes to after a window closed.
+const PERFORMANCE_TABLES: &[&str] = &["model_metrics", "change_points", "label_stats"];
+
+/// Rows held in memory before the replay flushes them to the history.
+pub const FLUSH_ROWS: usize = 200_000;
+
+/// The rules a run uses: `sql.rules_dir` when it exists, otherwise none
+/// (or, for the demo, the bundled rules).
+pub fn configured_source(settings: &Settings, bundled_fallback: bool) -> Option<RuleSource> {
+    if settings.sql.rules_dir.exists() {
+        Some(RuleSource::Dir(settings.sql.rules_dir.clone()))
+    } else if bundled_fallback {
+        Some(RuleSource::Bundled)
+    } else {
+        tracing::info!(dir = %settings.sql.rules_dir.display(), "no rules directory (sql.rules_dir): no alert rules");
+        None
+    }
+}
+
+/// The rule evaluator and the history writer of one pipeline.
+#[derive(Debug)]
+pub struct RuleRunner {
+    evaluator: Evaluator,
+    history: Option<History>,
+    /// Windows to evaluate: closed (every rule), or only revised by the
+    /// label join (the rules that read what it writes).
+    dirty: std::collections::BTreeMap<WindowRef, bool>,
+    /// Print each alert instance.
+    pub print: bool,
+    /// Flush the history when this many rows are held (the replay); the
+    /// service flushes at each checkpoint instead.
+    pub flush_rows: Option<usize>,
+}
+
+/// The runner's checkpointed state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RulesState {
+    /// The evaluator's state.
+    pub evaluator: Vec<u8>,
+    /// The history flush this state includes.
+    pub history_seq: u64,
+}
+
+fn window_ref(k: &WindowKey) -> WindowRef {
+    WindowRef {
+        model_id: k.model_id.to_string(),
+        model_version: k.model_version.as_deref().map(str::to_owned),
+        start: k.start,
+        end: k.end,
+    }
+}
+
+impl RuleRunner {
+    /// Rules from `source` (none when `None`), the history written as
+    /// `writer` under `DATA_DIR/history` when `settings.sql.history`.
+    pub fn new(settings: &Settings, source: Option<&RuleSource>, writer: &str) -> Result<Self> {
+        let engine = engine(settings, settings.sql.history)?;
+        let rules = match source {
+            Some(source) => load_rules(&engine, source, &settings.actions)?,
+            None => Vec::new(),
+        };
+        let history = if settings.sql.history {
+            Some(History::open(&settings.data_dir.join("history"), writer)?)
+        } else {
+            None
+        };
+        Ok(RuleRunner {
+            evaluator: Evaluator::new(engine, rules)?,
+            history,
+            dirty: std::collections::BTreeMap::new(),
+            print: false,
+            flush_rows: None,
+        })
+    }
+
+    /// Rules loaded.
+    pub fn rule_count(&self) -> usize {
+        self.evaluator.rules().count()
+    }
+
+    /// Removes every history file of this writer (a replay starts over).
+    pub fn clear_history(&mut self) -> Result<()> {
+        if let Some(h) = &mut self.history {
+            h.rewind(0)?;
+        }
+        Ok(())
+    }
+
+    fn push(&self, name: &str, batch: &arrow::array::RecordBatch) -> Result<()> {
+        Ok(self.evaluator.engine().tables().push(name, batch)?)
+    }
+
+    /// A closed window's rows.
+    pub fn window(&mut self, window: &ClosedWindow) -> Result<()> {
+        for (name, batch) in &window.tables {
+            self.push(name, batch)?;
+        }
+        self.dirty.insert(window_ref(&window.key), true);
+        Ok(())
+    }
+
+    /// Metric revisions, change points, label counts.
+    pub fn performance(&mut self, out: &PerformanceOutput) -> Result<()> {
+        for r in &out.revisions {
+            self.push("model_metrics", &r.batch)?;
+            self.dirty.entry(window_ref(&r.key)).or_insert(false);
+        }
+        if !out.change_points.is_empty() {
+            self.push("change_points", &change_points_batch(&out.change_points)?)?;
+        }
+        if !out.label_stats.is_empty() {
+            self.push("label_stats", &label_stats_batch(&out.label_stats)?)?;
+        }
+        Ok(())
+    }
+
+    /// Evaluates the rules for every window that changed since the last call.
+    pub fn settle(&mut self) -> Result<()> {
+        if self.dirty.is_empty() {
+            return Ok(());
+        }
+        let mut dirty: Vec<(WindowRef, bool)> =
+            std::mem::take(&mut self.dirty).into_iter().collect();
+        dirty.sort_by_key(|(w, _)| (w.end, w.start));
+        if self.rule_count() > 0 {
+            for (w, closed) in &dirty {
+                let evaluation = self
+                    .evaluator
+                    .evaluate_some(w, |r| *closed || r.reads_any(PERFORMANCE_TABLES))?;
+                // the triggers (issue 7) take the instances from here
+                if self.print {
+                    evaluation.instances.iter().for_each(print_instance);
+                }
+            }
+        }
+        if let (Some(limit), Some(history)) = (self.flush_rows, &mut self.history)
+            && self.evaluator.engine().tables().live_rows() >= limit
+        {
+            self.evaluator.engine().tables().flush(history)?;
+        }
+        Ok(())
+    }
+
+    /// Evaluation counters.
+    pub fn stats(&self) -> &RuleStats {
+        self.evaluator.stats()
+    }
+
+    /// Writes the live rows to the history.
+    pub fn flush(&mut self) -> Result<()> {
+        if let Some(h) = &mut self.history {
+            self.evaluator
+                .engine()
+                .tables()
+                .flush(h)
+                .context("flushing the history")?;
+        }
+        Ok(())
+    }
+
+    /// Flushes the history and returns the state to checkpoint with it.
+    pub fn snapshot(&mut self) -> Result<RulesState> {
+        self.settle()?;
+        self.flush()?;
+        Ok(RulesState {
+            evaluator: self.evaluator.snapshot()?,
+            history_seq: self.history.as_ref().map_or(0, History::seq),
+        })
+    }
+
+    /// Continues from a snapshot: history files written after it are removed.
+    pub fn restore(&mut self, state: &RulesState) -> Result<()> {
+        self.evaluator.restore(&state.evaluator)?;
+        if let Some(h) = &mut self.history {
+            let removed = h.rewind(state.history_seq)?;
+            if removed > 0 {
+                tracing::info!(
+                    removed,
+                    seq = state.history_seq,
+                    "history files after the checkpoint removed"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn print_instance(i: &AlertInstance) {
+    let mut line = format!(
+        "    alert {} [{}] {} {} {}",
+        i.rule,
+        i.severity,
+        i.window.model_id,
+        i.window.model_version.as_deref().unwrap_or("-"),
+        &format_time(i.window.end)[..16],
+    );
+    let mut extra: Vec<String> = i
+        .columns
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "model_id" | "model_version" | "window_start" | "window_end"
+            )
+        })
+        .filter_map(|(k, v)| match v {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Some(format!("{k}={s}")),
+            other => Some(format!("{k}={other}")),
+        })
+        .collect();
+    if let Some(v) = i.value {
+        extra.push(format!("value={v:.4}"));
+    }
+    if !extra.is_empty() {
+        line.push_str("  ");
+        line.push_str(&extra.join(" "));
+    }
+    if !i.held_long_enough() {
+        line.push_str(&format!("  (pending: {} window(s) so far)", i.windows));
+    }
+    println!("{line}");
+    if let Some(summary) = i.annotations.get("summary") {
+        println!("      {summary}");
+    }
+}
