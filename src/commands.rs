@@ -223,7 +223,7 @@ fn pipeline(
     // a replay's history is the last replay's: earlier runs' files go
     runner.clear_history()?;
     runner.print = print;
-    runner.flush_rows = Some(crate::rules::FLUSH_ROWS);
+    runner.flushing = crate::rules::Flushing::Rows(crate::rules::FLUSH_ROWS);
     if runner.rule_count() > 0 {
         info!(rules = runner.rule_count(), "alert rules loaded");
     }

@@ -361,6 +361,14 @@ impl Pipeline {
         })
     }
 
+    /// The checkpoint of the last [`snapshot`](Self::snapshot) is saved.
+    pub fn checkpoint_saved(&mut self) -> Result<()> {
+        match &mut self.rules {
+            Some(r) => r.checkpoint_saved(),
+            None => Ok(()),
+        }
+    }
+
     /// Continues from a [`snapshot`](Self::snapshot).
     pub fn restore(&mut self, state: PipelineState) -> Result<()> {
         self.windows.restore(&state.windows)?;

@@ -114,9 +114,23 @@ pub struct RuleRunner {
     dirty: std::collections::BTreeMap<WindowRef, bool>,
     /// Print each alert instance.
     pub print: bool,
-    /// Flush the history when this many rows are held (the replay); the
-    /// service flushes at each checkpoint instead.
-    pub flush_rows: Option<usize>,
+    /// When the history is flushed and compacted.
+    pub flushing: Flushing,
+    /// The history flush of the last snapshot.
+    snapshot_seq: u64,
+}
+
+/// When a [`RuleRunner`] writes its live rows to the history, and which
+/// flushes it may compact (only those no restart will rewind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flushing {
+    /// At each checkpoint (the service); flushes are compacted once the
+    /// checkpoint that records them is saved.
+    #[default]
+    Checkpoints,
+    /// Whenever this many rows are held, and at the end (a replay, which
+    /// starts over rather than resuming): every flush is compacted at once.
+    Rows(usize),
 }
 
 /// The runner's checkpointed state.
@@ -156,7 +170,8 @@ impl RuleRunner {
             history,
             dirty: std::collections::BTreeMap::new(),
             print: false,
-            flush_rows: None,
+            flushing: Flushing::default(),
+            snapshot_seq: 0,
         })
     }
 
@@ -220,10 +235,10 @@ impl RuleRunner {
                 }
             }
         }
-        if let (Some(limit), Some(history)) = (self.flush_rows, &mut self.history)
+        if let Flushing::Rows(limit) = self.flushing
             && self.evaluator.engine().tables().live_rows() >= limit
         {
-            self.evaluator.engine().tables().flush(history)?;
+            self.flush()?;
         }
         Ok(())
     }
@@ -233,14 +248,33 @@ impl RuleRunner {
         self.evaluator.stats()
     }
 
-    /// Writes the live rows to the history.
+    /// Writes the live rows to the history (a replay's are compacted too).
     pub fn flush(&mut self) -> Result<()> {
         if let Some(h) = &mut self.history {
-            self.evaluator
+            let seq = self
+                .evaluator
                 .engine()
                 .tables()
                 .flush(h)
                 .context("flushing the history")?;
+            if let Flushing::Rows(_) = self.flushing {
+                self.compact(seq)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn compact(&mut self, upto: u64) -> Result<()> {
+        if let Some(h) = &mut self.history {
+            let done = h.compact(upto).context("compacting the history")?;
+            if done.files > 0 {
+                tracing::debug!(
+                    upto,
+                    directories = done.directories,
+                    files = done.files,
+                    "history compacted"
+                );
+            }
         }
         Ok(())
     }
@@ -249,10 +283,17 @@ impl RuleRunner {
     pub fn snapshot(&mut self) -> Result<RulesState> {
         self.settle()?;
         self.flush()?;
+        self.snapshot_seq = self.history.as_ref().map_or(0, History::seq);
         Ok(RulesState {
             evaluator: self.evaluator.snapshot()?,
-            history_seq: self.history.as_ref().map_or(0, History::seq),
+            history_seq: self.snapshot_seq,
         })
+    }
+
+    /// The checkpoint of the last [`snapshot`](Self::snapshot) is saved: no
+    /// restart rewinds the history before it, so its flushes are compacted.
+    pub fn checkpoint_saved(&mut self) -> Result<()> {
+        self.compact(self.snapshot_seq)
     }
 
     /// Continues from a snapshot: history files written after it are removed.
@@ -260,6 +301,7 @@ impl RuleRunner {
         self.evaluator.restore(&state.evaluator)?;
         if let Some(h) = &mut self.history {
             let removed = h.rewind(state.history_seq)?;
+            self.snapshot_seq = state.history_seq;
             if removed > 0 {
                 tracing::info!(
                     removed,

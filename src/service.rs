@@ -185,6 +185,7 @@ impl State {
         };
         self.checkpoints
             .save(partition, &p.offsets, p.pipeline.snapshot()?)?;
+        p.pipeline.checkpoint_saved()?;
         p.since_checkpoint = 0;
         for (topic, offset) in &p.offsets {
             tpl.add_partition_offset(topic, partition, Offset::Offset(*offset))?;

@@ -182,12 +182,15 @@ fn setup() -> Setup {
                 engine.tables().push(table, &b).expect("push");
             }
         }
-        // one flush per hour: every model's window of that hour
-        engine.tables().flush(&mut history).expect("flush");
+        // one flush per hour: every model's window of that hour, compacted
+        // as the service does once its checkpoint is saved
+        let seq = engine.tables().flush(&mut history).expect("flush");
+        history.compact(seq).expect("compact");
     }
     eprintln!(
-        "history: {DAYS} days × {MODELS} models × {FEATURES} features, {} flushes, written in {:.1}s",
+        "history: {DAYS} days × {MODELS} models × {FEATURES} features, {} flushes in {} files, written in {:.1}s",
         history.seq(),
+        history.file_count(),
         started.elapsed().as_secs_f64()
     );
     let mut files = RuleFiles::default();
@@ -226,11 +229,13 @@ impl Setup {
         assert!(evaluation.failures.is_empty(), "{:?}", evaluation.failures);
         if model == MODELS - 1 {
             self.next += HOUR;
-            self.evaluator
+            let seq = self
+                .evaluator
                 .engine()
                 .tables()
                 .flush(&mut self.history)
                 .expect("flush");
+            self.history.compact(seq).expect("compact");
         }
         took
     }

@@ -96,6 +96,9 @@ impl Engine {
                 datafusion::execution::disk_manager::DiskManagerBuilder::default()
                     .with_mode(datafusion::execution::disk_manager::DiskManagerMode::Disabled),
             )
+            // the history changes under the session (flushes, compactions,
+            // other partitions' writers): list its files at every scan
+            .with_object_list_cache_limit(0)
             .build_arc()?;
         let config = SessionConfig::new()
             .with_target_partitions(2)

@@ -10,29 +10,50 @@
 //! sequence. A checkpoint records the sequence it has flushed; a restart
 //! removes the writer's files numbered after it, so rows that the restarted
 //! service will produce again are not in the history twice.
+//!
+//! Flushes that a checkpoint has recorded are compacted: a directory's files
+//! become one `<writer>-<first>-<last>.parquet`, so a query opens about one
+//! file per table, model and day however often the service checkpoints.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::array::{AsArray, BooleanArray, RecordBatch, RecordBatchReader};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use crate::error::{Result, data, io};
+use crate::error::{Error, Result, data, io};
 use crate::tables::TableDef;
 
-/// Appends rows to the history as one writer.
+/// Appends rows to the history as one writer, and compacts what it wrote.
 #[derive(Debug)]
 pub struct History {
     dir: PathBuf,
     writer: String,
     seq: u64,
+    /// This writer's files: for each directory, the flush ranges
+    /// (`first` → `last`) of its files.
+    files: BTreeMap<PathBuf, BTreeMap<u64, u64>>,
 }
+
+/// What one [`History::compact`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Compaction {
+    /// Directories compacted.
+    pub directories: usize,
+    /// Files merged (and removed).
+    pub files: usize,
+}
+
+/// A directory holding this many of a writer's flushes is compacted even
+/// while its date is the newest one the writer has for the model.
+pub const COMPACT_FILES: usize = 8;
 
 /// Percent-encodes a partition value so that it is one safe path component
 /// (DataFusion decodes it when it reads the partition back).
@@ -53,13 +74,34 @@ pub(crate) fn date_of(ms: i64) -> String {
         .unwrap_or_else(|| "invalid".to_owned())
 }
 
-/// The sequence number in a history file name of `writer`, if it is one.
-fn seq_of(name: &str, writer: &str) -> Option<u64> {
-    name.strip_prefix(writer)?
+/// The flush range in a history file name of `writer`, if it is one:
+/// `<writer>-<seq>.parquet` holds one flush, `<writer>-<first>-<last>.parquet`
+/// the compacted flushes `first..=last` (sequences written with 12 digits).
+fn range_of(name: &str, writer: &str) -> Option<(u64, u64)> {
+    let rest = name
+        .strip_prefix(writer)?
         .strip_prefix('-')?
-        .strip_suffix(".parquet")?
-        .parse()
-        .ok()
+        .strip_suffix(".parquet")?;
+    let number = |s: &str| {
+        (s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    match rest.split_once('-') {
+        None => number(rest).map(|n| (n, n)),
+        Some((first, last)) => {
+            let (first, last) = (number(first)?, number(last)?);
+            (first <= last).then_some((first, last))
+        }
+    }
+}
+
+fn file_name(writer: &str, first: u64, last: u64) -> String {
+    if first == last {
+        format!("{writer}-{first:012}.parquet")
+    } else {
+        format!("{writer}-{first:012}-{last:012}.parquet")
+    }
 }
 
 /// Every file below `dir` (recursively).
@@ -85,23 +127,60 @@ fn files_below(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+fn remove(path: &Path) -> Result<()> {
+    std::fs::remove_file(path).map_err(io(format!("removing {}", path.display())))
+}
+
 impl History {
     /// The history under `dir` (created if missing), written as `writer`
     /// (letters, digits, `-`, `_`); continues after the writer's last flush.
+    /// Files left behind by a compaction that stopped half-way are removed.
     pub fn open(dir: &Path, writer: &str) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-        let mut history = History {
-            dir: dir.to_owned(),
-            writer: encode_partition(writer),
-            seq: 0,
-        };
-        history.seq = history
-            .own_files()?
-            .iter()
-            .map(|(_, seq)| *seq)
+        let writer = encode_partition(writer);
+        let mut paths = Vec::new();
+        files_below(dir, &mut paths)?;
+        let mut files: BTreeMap<PathBuf, BTreeMap<u64, u64>> = BTreeMap::new();
+        for path in paths {
+            let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+                continue;
+            };
+            if let Some((first, last)) = name.to_str().and_then(|n| range_of(n, &writer)) {
+                files
+                    .entry(parent.to_owned())
+                    .or_default()
+                    .insert(first, last);
+            }
+        }
+        // a compacted file is renamed into place before its inputs are
+        // removed: inputs it covers are leftovers of an interrupted compaction
+        for (dir, ranges) in &mut files {
+            let covered: Vec<u64> = ranges
+                .iter()
+                .filter(|&(&f, &l)| {
+                    ranges
+                        .iter()
+                        .any(|(&a, &b)| (a, b) != (f, l) && a <= f && l <= b)
+                })
+                .map(|(&f, _)| f)
+                .collect();
+            for first in covered {
+                let last = ranges.remove(&first).unwrap_or(first);
+                remove(&dir.join(file_name(&writer, first, last)))?;
+            }
+        }
+        let seq = files
+            .values()
+            .flat_map(|r| r.values())
+            .copied()
             .max()
             .unwrap_or(0);
-        Ok(history)
+        Ok(History {
+            dir: dir.to_owned(),
+            writer,
+            seq,
+            files,
+        })
     }
 
     /// The history's directory.
@@ -114,29 +193,41 @@ impl History {
         self.seq
     }
 
-    fn own_files(&self) -> Result<Vec<(PathBuf, u64)>> {
-        let mut files = Vec::new();
-        files_below(&self.dir, &mut files)?;
-        Ok(files
-            .into_iter()
-            .filter_map(|p| {
-                let seq = seq_of(p.file_name()?.to_str()?, &self.writer)?;
-                Some((p, seq))
-            })
-            .collect())
+    /// This writer's files (for tests and diagnostics).
+    pub fn file_count(&self) -> usize {
+        self.files.values().map(BTreeMap::len).sum()
     }
 
     /// Removes this writer's files written after flush `seq` (a checkpoint
     /// that recorded `seq` is being restored) and continues from there.
-    /// Returns how many files were removed.
+    /// Returns how many files were removed. Fails, removing nothing, when a
+    /// compacted file holds flushes on both sides of `seq`: compaction only
+    /// merges checkpointed flushes, so that checkpoint is older than one
+    /// already restored or written.
     pub fn rewind(&mut self, seq: u64) -> Result<usize> {
+        if let Some((dir, first, last)) = self.files.iter().find_map(|(dir, r)| {
+            r.iter()
+                .find(|&(&f, &l)| f <= seq && seq < l)
+                .map(|(&f, &l)| (dir, f, l))
+        }) {
+            return Err(Error::Data {
+                context: format!("rewinding the history of {} to flush {seq}", self.writer),
+                message: format!(
+                    "{} holds flushes {first} to {last}, compacted after a later checkpoint",
+                    dir.display()
+                ),
+            });
+        }
         let mut removed = 0;
-        for (path, n) in self.own_files()? {
-            if n > seq {
-                std::fs::remove_file(&path).map_err(io(format!("removing {}", path.display())))?;
+        for (dir, ranges) in &mut self.files {
+            let after: Vec<(u64, u64)> = ranges.range(seq + 1..).map(|(&f, &l)| (f, l)).collect();
+            for (first, last) in after {
+                remove(&dir.join(file_name(&self.writer, first, last)))?;
+                ranges.remove(&first);
                 removed += 1;
             }
         }
+        self.files.retain(|_, r| !r.is_empty());
         self.seq = seq;
         Ok(removed)
     }
@@ -163,13 +254,112 @@ impl History {
                     .join(&def.name)
                     .join(format!("model_id={}", encode_partition(&model)))
                     .join(format!("date={date}"));
-                let name = format!("{}-{seq:012}.parquet", self.writer);
-                write_file(&dir, &name, &def.file_schema(), &parts)?;
+                write_file(
+                    &dir,
+                    &file_name(&self.writer, seq, seq),
+                    &def.file_schema(),
+                    &parts,
+                )?;
+                self.files.entry(dir).or_default().insert(seq, seq);
             }
         }
         self.seq = seq;
         Ok(seq)
     }
+
+    /// Merges this writer's files of flushes up to `upto` (flushes a
+    /// checkpoint has recorded, so no restart rewinds into them) into one
+    /// file per directory: a directory of an earlier date than the newest the
+    /// writer has for that table and model as soon as it holds two files, the
+    /// newest one once it holds [`COMPACT_FILES`]. Queries then open a file or
+    /// a few per model and day, however often the history is flushed.
+    ///
+    /// The merged file is renamed into place before its inputs are removed; a
+    /// query running meanwhile may see those rows twice, a restart does not
+    /// (see [`History::open`]).
+    pub fn compact(&mut self, upto: u64) -> Result<Compaction> {
+        let mut done = Compaction::default();
+        let newest: BTreeMap<&Path, &PathBuf> = self
+            .files
+            .keys()
+            .filter_map(|d| Some((d.parent()?, d)))
+            .collect();
+        let mut work: Vec<(PathBuf, Vec<(u64, u64)>)> = Vec::new();
+        for (dir, ranges) in &self.files {
+            let inputs: Vec<(u64, u64)> = ranges
+                .iter()
+                .filter(|&(_, &l)| l <= upto)
+                .map(|(&f, &l)| (f, l))
+                .collect();
+            let latest = dir.parent().and_then(|p| newest.get(p)) == Some(&dir);
+            let limit = if latest { COMPACT_FILES } else { 2 };
+            if inputs.len() >= limit {
+                work.push((dir.clone(), inputs));
+            }
+        }
+        for (dir, inputs) in work {
+            let paths: Vec<PathBuf> = inputs
+                .iter()
+                .map(|&(f, l)| dir.join(file_name(&self.writer, f, l)))
+                .collect();
+            let (schema, batches) = read_files(&paths)?;
+            let first = inputs[0].0;
+            let last = inputs.iter().map(|&(_, l)| l).max().unwrap_or(first);
+            write_file(
+                &dir,
+                &file_name(&self.writer, first, last),
+                &schema,
+                &batches,
+            )?;
+            for path in &paths {
+                remove(path)?;
+            }
+            let ranges = self.files.entry(dir).or_default();
+            for (f, _) in &inputs {
+                ranges.remove(f);
+            }
+            ranges.insert(first, last);
+            done.directories += 1;
+            done.files += inputs.len();
+        }
+        Ok(done)
+    }
+}
+
+/// The rows of Parquet files written with one schema.
+fn read_files(paths: &[PathBuf]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let mut schema: Option<SchemaRef> = None;
+    let mut batches = Vec::new();
+    for path in paths {
+        let context = format!("reading {}", path.display());
+        let file = File::open(path).map_err(io(context.clone()))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(data(context.clone()))?
+            .build()
+            .map_err(data(context.clone()))?;
+        let file_schema = reader.schema();
+        match &schema {
+            None => schema = Some(file_schema),
+            Some(s) if s.fields() != file_schema.fields() => {
+                return Err(Error::Data {
+                    context,
+                    message: format!(
+                        "its columns differ from {}'s; the directory cannot be compacted",
+                        paths[0].display()
+                    ),
+                });
+            }
+            Some(_) => {}
+        }
+        for batch in reader {
+            batches.push(batch.map_err(data(context.clone()))?);
+        }
+    }
+    let schema = schema.ok_or_else(|| Error::Data {
+        context: "compacting the history".into(),
+        message: "no files".into(),
+    })?;
+    Ok((schema, batches))
 }
 
 /// Splits `batch` by (model, date) into `groups`, dropping the model column
@@ -215,7 +405,7 @@ fn write_file(dir: &Path, name: &str, schema: &SchemaRef, batches: &[RecordBatch
     let path = dir.join(name);
     let file = File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_compression(Compression::SNAPPY)
         .build();
     let context = format!("writing {}", path.display());
     let mut writer = ArrowWriter::try_new(file, Arc::clone(schema), Some(props))
@@ -241,9 +431,18 @@ mod tests {
     }
 
     #[test]
-    fn sequence_numbers_are_read_back_from_names() {
-        assert_eq!(seq_of("p3-000000000012.parquet", "p3"), Some(12));
-        assert_eq!(seq_of("p31-000000000012.parquet", "p3"), None);
-        assert_eq!(seq_of(".p3-000000000012.parquet.tmp", "p3"), None);
+    fn flush_ranges_are_read_back_from_names() {
+        assert_eq!(range_of("p3-000000000012.parquet", "p3"), Some((12, 12)));
+        assert_eq!(
+            range_of("p3-000000000002-000000000012.parquet", "p3"),
+            Some((2, 12))
+        );
+        assert_eq!(range_of("p31-000000000012.parquet", "p3"), None);
+        assert_eq!(range_of(".p3-000000000012.parquet.tmp", "p3"), None);
+        assert_eq!(range_of("p3-12.parquet", "p3"), None);
+        assert_eq!(range_of("p3-000000000012-000000000002.parquet", "p3"), None);
+        for (f, l) in [(1, 1), (3, 40)] {
+            assert_eq!(range_of(&file_name("g-p0", f, l), "g-p0"), Some((f, l)));
+        }
     }
 }

@@ -22,7 +22,7 @@ pub mod udf;
 
 pub use engine::{Engine, Limits};
 pub use error::{Error, Result};
-pub use history::History;
+pub use history::{Compaction, History};
 pub use tables::{TableDef, Tables, WindowTable, standard_schemas, standard_tables};
 pub mod eval;
 pub mod rules;

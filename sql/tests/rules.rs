@@ -378,6 +378,95 @@ fn history_and_live_rows_are_one_table_and_a_restart_rewinds_to_its_checkpoint()
 }
 
 #[test]
+fn rows_flushed_or_compacted_after_a_query_are_still_seen() {
+    // DataFusion's list-files cache kept the file list of a session's first
+    // scan: flushed rows vanished from later queries, compacted files were
+    // read after they were removed
+    let dir = tempfile::tempdir().expect("dir");
+    let history_dir = dir.path().join("history");
+    let engine = engine_with(Limits::default(), Some(&history_dir));
+    let mut history = History::open(&history_dir, "p0").expect("history");
+    let today = "SELECT count(*) FROM feature_drift WHERE model_id = 'churn' \
+        AND window_end = TIMESTAMP '2026-11-26T11:00:00Z'";
+    let all = "SELECT count(*) FROM feature_drift WHERE model_id = 'churn'";
+    // one flush on 2026-11-25, then ten on 2026-11-26
+    let yesterday = drift_rows_at(100, "2026-11-25T10:00:00Z", "2026-11-25T11:00:00Z");
+    engine
+        .tables()
+        .push("feature_drift", &yesterday)
+        .expect("push");
+    engine.tables().flush(&mut history).expect("flush");
+    for i in 1..=10 {
+        engine
+            .tables()
+            .push("feature_drift", &feature_drift_rows(100))
+            .expect("push");
+        assert_eq!(count(&engine, today), 100 * i);
+        engine.tables().flush(&mut history).expect("flush");
+        assert_eq!(count(&engine, today), 100 * i);
+    }
+    // a late revision of yesterday's window: a second file there
+    engine
+        .tables()
+        .push("feature_drift", &yesterday)
+        .expect("push");
+    engine.tables().flush(&mut history).expect("flush");
+    assert_eq!(history.seq(), 12);
+    assert_eq!(history.file_count(), 12);
+    assert_eq!(count(&engine, all), 1200);
+    // flushes up to 9 are checkpointed: yesterday's two files merge (an
+    // earlier day), today's eight of them too (COMPACT_FILES); the rest wait
+    let done = history.compact(9).expect("compact");
+    assert_eq!((done.directories, done.files), (1, 8), "{done:?}");
+    assert_eq!(count(&engine, all), 1200);
+    let done = history.compact(12).expect("compact");
+    assert_eq!((done.directories, done.files), (1, 2), "{done:?}");
+    let day = |d: &str| history_dir.join(format!("feature_drift/model_id=churn/date={d}"));
+    let names = |d: &str| {
+        let mut names: Vec<String> = std::fs::read_dir(day(d))
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        names("2026-11-25"),
+        ["p0-000000000001-000000000012.parquet"]
+    );
+    assert_eq!(
+        names("2026-11-26"),
+        [
+            "p0-000000000002-000000000009.parquet",
+            "p0-000000000010.parquet",
+            "p0-000000000011.parquet"
+        ]
+    );
+    assert_eq!(count(&engine, all), 1200);
+    assert_eq!(count(&engine, today), 1000);
+    // a checkpoint older than a compaction cannot be restored: refused, nothing removed
+    let err = history.rewind(5).expect_err("rewind into a compacted file");
+    assert!(err.to_string().contains("compacted"), "{err}");
+    assert_eq!(count(&engine, all), 1200);
+    drop(history);
+    // a compaction stopped between its rename and removing its inputs: the
+    // inputs are leftovers, and a restart removes them
+    let merged = day("2026-11-26").join("p0-000000000002-000000000009.parquet");
+    for seq in [3, 9] {
+        std::fs::copy(
+            &merged,
+            day("2026-11-26").join(format!("p0-{seq:012}.parquet")),
+        )
+        .expect("copy");
+    }
+    assert_eq!(count(&engine, today), 2600);
+    let history = History::open(&history_dir, "p0").expect("history");
+    assert_eq!(history.file_count(), 4);
+    assert_eq!(count(&engine, today), 1000);
+    assert_eq!(count(&engine, all), 1200);
+}
+
+#[test]
 fn for_counts_windows_across_a_restart() {
     let text = rule(
         "drifted",
