@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::ParamValues;
+use datafusion::dataframe::DataFrame;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
@@ -52,6 +54,37 @@ fn shared_runtime() -> Result<&'static tokio::runtime::Runtime> {
         .build()
         .map_err(crate::error::io("starting the SQL runtime"))?;
     Ok(RUNTIME.get_or_init(|| rt))
+}
+
+/// Runs `plan` in `state`, stopping at `limits`' deadline and row limit
+/// between batches.
+async fn run(
+    state: Result<SessionState>,
+    plan: LogicalPlan,
+    limits: Limits,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let deadline = Instant::now() + limits.timeout;
+    let df = DataFrame::new(state?, plan);
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let mut stream = df.execute_stream().await?;
+    let mut batches = Vec::new();
+    let mut rows = 0;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        rows += batch.num_rows();
+        if rows > limits.max_rows {
+            return Err(Error::TooManyRows {
+                limit: limits.max_rows,
+            });
+        }
+        batches.push(batch);
+        if Instant::now() > deadline {
+            return Err(Error::Timeout {
+                limit_ms: limits.timeout.as_millis() as u64,
+            });
+        }
+    }
+    Ok((schema, batches))
 }
 
 /// A DataFusion session over [`Tables`].
@@ -102,7 +135,10 @@ impl Engine {
             .build_arc()?;
         let config = SessionConfig::new()
             .with_target_partitions(2)
-            .with_information_schema(false);
+            .with_information_schema(false)
+            // no footer reads while planning: a rule touches a few small
+            // files, and the reader prunes them with the filters anyway
+            .with_collect_statistics(false);
         let ctx = SessionContext::new_with_config_rt(config, env);
         for (name, table) in tables.iter() {
             ctx.register_table(name.as_str(), Arc::clone(table) as _)?;
@@ -203,40 +239,14 @@ impl Engine {
             Some(p) => plan.clone().with_param_values(p)?,
             None => plan.clone(),
         };
-        let limits = self.limits.clone();
-        let timeout = || Error::Timeout {
-            limit_ms: limits.timeout.as_millis() as u64,
-        };
-        let deadline = Instant::now() + limits.timeout;
-        let ctx = self.ctx.clone();
-        let max_rows = limits.max_rows;
+        let limit = self.limits.timeout;
         // the query runs as a task of its own: the caller gets its answer
         // (or the timeout) on time even when an operator computes for long
         // stretches without yielding; the task is aborted at its next yield
-        let run = async move {
-            let df = ctx.execute_logical_plan(plan).await?;
-            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            let mut stream = df.execute_stream().await?;
-            let mut batches = Vec::new();
-            let mut rows = 0;
-            while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                rows += batch.num_rows();
-                if rows > max_rows {
-                    return Err(Error::TooManyRows { limit: max_rows });
-                }
-                batches.push(batch);
-                if Instant::now() > deadline {
-                    return Err(Error::Timeout {
-                        limit_ms: limits.timeout.as_millis() as u64,
-                    });
-                }
-            }
-            Ok((schema, batches))
-        };
-        let task = self.runtime.spawn(run);
+        let task = self
+            .runtime
+            .spawn(run(self.query_state(), plan, self.limits.clone()));
         let abort = task.abort_handle();
-        let limit = self.limits.timeout;
         match self
             .runtime
             .block_on(async move { tokio::time::timeout(limit, task).await })
@@ -248,9 +258,22 @@ impl Engine {
             }),
             Err(_) => {
                 abort.abort();
-                Err(timeout())
+                Err(Error::Timeout {
+                    limit_ms: limit.as_millis() as u64,
+                })
             }
         }
+    }
+
+    /// The session's state with a memory pool of its own: one query's
+    /// memory limit holds for it alone, whatever runs beside it.
+    fn query_state(&self) -> Result<SessionState> {
+        let env = RuntimeEnvBuilder::from_runtime_env(self.ctx.runtime_env().as_ref())
+            .with_memory_limit(self.limits.memory, 1.0)
+            .build_arc()?;
+        Ok(SessionStateBuilder::new_from_existing(self.ctx.state())
+            .with_runtime_env(env)
+            .build())
     }
 
     /// Plans and runs one ad-hoc query.

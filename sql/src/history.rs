@@ -20,11 +20,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{AsArray, BooleanArray, RecordBatch, RecordBatchReader};
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
@@ -66,6 +65,30 @@ pub(crate) fn encode_partition(value: &str) -> String {
         }
     }
     out
+}
+
+/// The value [`encode_partition`] encoded.
+pub(crate) fn decode_partition(name: &str) -> String {
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%')
+            .then(|| name.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub(crate) fn date_of(ms: i64) -> String {
@@ -331,18 +354,12 @@ fn read_files(paths: &[PathBuf]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let mut schema: Option<SchemaRef> = None;
     let mut batches = Vec::new();
     for path in paths {
-        let context = format!("reading {}", path.display());
-        let file = File::open(path).map_err(io(context.clone()))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(data(context.clone()))?
-            .build()
-            .map_err(data(context.clone()))?;
-        let file_schema = reader.schema();
+        let (file_schema, rows) = crate::cache::read_parquet(path)?;
         match &schema {
             None => schema = Some(file_schema),
             Some(s) if s.fields() != file_schema.fields() => {
                 return Err(Error::Data {
-                    context,
+                    context: format!("compacting {}", path.display()),
                     message: format!(
                         "its columns differ from {}'s; the directory cannot be compacted",
                         paths[0].display()
@@ -351,9 +368,7 @@ fn read_files(paths: &[PathBuf]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
             }
             Some(_) => {}
         }
-        for batch in reader {
-            batches.push(batch.map_err(data(context.clone()))?);
-        }
+        batches.extend(rows);
     }
     let schema = schema.ok_or_else(|| Error::Data {
         context: "compacting the history".into(),
@@ -428,6 +443,9 @@ mod tests {
         assert_eq!(encode_partition("churn-v2.1_x"), "churn-v2.1_x");
         assert_eq!(encode_partition("a/b c"), "a%2Fb%20c");
         assert_eq!(encode_partition("é"), "%C3%A9");
+        for v in ["churn-v2.1_x", "a/b c", "é", "100%", ""] {
+            assert_eq!(decode_partition(&encode_partition(v)), v);
+        }
     }
 
     #[test]

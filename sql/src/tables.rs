@@ -5,22 +5,21 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, RecordBatch, StringArray, new_null_array};
+use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::TableType;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::union::UnionExec;
 
+use crate::cache::FileCache;
 use crate::error::{Error, Result};
+use crate::history::{decode_partition, encode_partition};
 
 /// A table's name, schema and the columns the history partitions it by.
 #[derive(Debug, Clone)]
@@ -90,17 +89,16 @@ impl TableDef {
 pub struct WindowTable {
     def: TableDef,
     live: RwLock<Vec<RecordBatch>>,
-    history: Option<Arc<ListingTable>>,
-    /// For each logical column, its index in the history scan's schema
-    /// (file columns, then the partition columns `model_id`, `date`).
-    history_index: Vec<usize>,
+    /// `history/<table>`, when the table has a history.
+    history: Option<PathBuf>,
+    cache: Arc<FileCache>,
 }
 
 impl fmt::Debug for WindowTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WindowTable")
             .field("name", &self.def.name)
-            .field("history", &self.history.is_some())
+            .field("history", &self.history)
             .finish()
     }
 }
@@ -108,32 +106,13 @@ impl fmt::Debug for WindowTable {
 impl WindowTable {
     /// A table with live rows only, or live rows and the history under
     /// `history_dir/<name>`.
-    pub fn new(def: TableDef, history_dir: Option<&std::path::Path>) -> Result<Self> {
-        let n = def.schema.fields().len();
-        // history scan schema: file columns in order, then model_id, date
-        let history_index: Vec<usize> = (0..n)
-            .map(|i| match i.cmp(&def.model_column) {
-                std::cmp::Ordering::Less => i,
-                std::cmp::Ordering::Equal => n - 1,
-                std::cmp::Ordering::Greater => i - 1,
-            })
-            .collect();
+    pub fn new(def: TableDef, history_dir: Option<&Path>) -> Result<Self> {
         let history = match history_dir {
             Some(dir) => {
                 let dir = dir.join(&def.name);
                 std::fs::create_dir_all(&dir)
                     .map_err(crate::error::io(format!("creating {}", dir.display())))?;
-                let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
-                let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                    .with_file_extension(".parquet")
-                    .with_table_partition_cols(vec![
-                        ("model_id".to_owned(), DataType::Utf8),
-                        ("date".to_owned(), DataType::Utf8),
-                    ]);
-                let config = ListingTableConfig::new(url)
-                    .with_listing_options(options)
-                    .with_schema(def.file_schema());
-                Some(Arc::new(ListingTable::try_new(config)?))
+                Some(dir)
             }
             None => None,
         };
@@ -141,7 +120,7 @@ impl WindowTable {
             def,
             live: RwLock::new(Vec::new()),
             history,
-            history_index,
+            cache: FileCache::shared(),
         })
     }
 
@@ -214,45 +193,202 @@ impl TableProvider for WindowTable {
 
     async fn scan(
         &self,
-        state: &dyn Session,
+        _state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let live = self.live.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut batches = self.live.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(dir) = &self.history {
+            // the history is read on the query runtime's workers: a few
+            // small files, most of them from the cache
+            let external = |e: Error| datafusion::error::DataFusionError::External(Box::new(e));
+            for file in self.history_files(dir, filters).map_err(external)? {
+                let rows = self
+                    .cache
+                    .get(&file, |p| self.read_file(p))
+                    .map_err(external)?;
+                batches.extend(rows.iter().cloned());
+            }
+        }
         let columns: Vec<usize> = match projection {
             Some(p) => p.clone(),
             None => (0..self.def.schema.fields().len()).collect(),
         };
-        let live_exec = MemorySourceConfig::try_new_exec(
-            &[live],
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
             Arc::clone(&self.def.schema),
-            Some(columns.clone()),
-        )?;
-        let Some(history) = &self.history else {
-            return Ok(live_exec);
-        };
-        let mapped: Vec<usize> = columns.iter().map(|&i| self.history_index[i]).collect();
-        let mut filters = filters.to_vec();
-        let time = self.def.schema.field(self.def.time_column).name();
-        filters.extend(
-            filters
-                .iter()
-                .filter_map(|f| date_filter(f, time))
-                .collect::<Vec<_>>(),
-        );
-        let history_exec = history.scan(state, Some(&mapped), &filters, None).await?;
-        UnionExec::try_new(vec![live_exec, history_exec])
+            Some(columns),
+        )?)
     }
 }
 
-/// A filter on the `date` partition implied by a comparison of the time
-/// column with a timestamp (`window_end = …`, `detected_at >= …`), so that
-/// the history lists only the days that can hold matching rows.
-fn date_filter(filter: &Expr, time: &str) -> Option<Expr> {
+impl WindowTable {
+    /// The history files that can hold rows matching `filters`: the
+    /// directories of the models they name (all models when they name none)
+    /// and of the days their time comparisons allow.
+    fn history_files(&self, dir: &Path, filters: &[Expr]) -> Result<Vec<PathBuf>> {
+        let time = self.def.schema.field(self.def.time_column).name();
+        let models = filters.iter().find_map(model_filter);
+        let (mut from, mut to) = (None::<String>, None::<String>);
+        for (lo, hi) in filters.iter().filter_map(|f| date_range(f, time)) {
+            if let Some(lo) = lo {
+                from = Some(from.map_or(lo.clone(), |f| f.max(lo)));
+            }
+            if let Some(hi) = hi {
+                to = Some(to.map_or(hi.clone(), |t| t.min(hi)));
+            }
+        }
+        let model_dirs: Vec<PathBuf> = match models {
+            Some(models) => models
+                .iter()
+                .map(|m| dir.join(format!("model_id={}", encode_partition(m))))
+                .collect(),
+            None => subdirs(dir)?,
+        };
+        let mut files = Vec::new();
+        for model_dir in model_dirs {
+            for day in subdirs(&model_dir)? {
+                let Some(date) = day
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_prefix("date="))
+                else {
+                    continue;
+                };
+                if from.as_deref().is_some_and(|f| date < f)
+                    || to.as_deref().is_some_and(|t| date > t)
+                {
+                    continue;
+                }
+                for entry in read_dir(&day)? {
+                    let path = entry.path();
+                    let name = entry.file_name();
+                    let name = name.to_string_lossy();
+                    if name.ends_with(".parquet") && !name.starts_with('.') {
+                        files.push(path);
+                    }
+                }
+            }
+        }
+        Ok(files)
+    }
+
+    /// A history file's rows in the table's schema: the model from the
+    /// directory name, columns matched by name (a column the file lacks, as
+    /// in files of an older version, is null).
+    fn read_file(&self, path: &Path) -> Result<Vec<RecordBatch>> {
+        let (file_schema, batches) = crate::cache::read_parquet(path)?;
+        let model = path
+            .parent()
+            .and_then(Path::parent)
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("model_id="))
+            .map(decode_partition)
+            .ok_or_else(|| Error::Data {
+                context: format!("reading {}", path.display()),
+                message: "not under a model_id= directory".into(),
+            })?;
+        let bad = |message: String| Error::Data {
+            context: format!("reading {}", path.display()),
+            message,
+        };
+        batches
+            .iter()
+            .map(|b| {
+                let columns = self
+                    .def
+                    .schema
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, field)| {
+                        if i == self.def.model_column {
+                            return Ok(Arc::new(StringArray::from(vec![
+                                model.as_str();
+                                b.num_rows()
+                            ])) as ArrayRef);
+                        }
+                        match file_schema.index_of(field.name()) {
+                            Ok(c) if b.column(c).data_type() == field.data_type() => {
+                                Ok(Arc::clone(b.column(c)))
+                            }
+                            Ok(c) => cast(b.column(c), field.data_type())
+                                .map_err(|e| bad(format!("column {}: {e}", field.name()))),
+                            Err(_) => Ok(new_null_array(field.data_type(), b.num_rows())),
+                        }
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                RecordBatch::try_new(Arc::clone(&self.def.schema), columns)
+                    .map_err(|e| bad(e.to_string()))
+            })
+            .collect()
+    }
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
+    let context = || format!("listing {}", dir.display());
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(crate::error::io(context())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(crate::error::io(context())(e)),
+    }
+}
+
+fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(read_dir(dir)?
+        .into_iter()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect())
+}
+
+/// The models a filter restricts a scan to: `model_id = '…'` or
+/// `model_id IN ('…', …)`.
+fn model_filter(filter: &Expr) -> Option<Vec<String>> {
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::{BinaryExpr, Operator, expr::InList};
+    let is_model = |e: &Expr| matches!(e, Expr::Column(c) if c.name == "model_id");
+    let text = |e: &Expr| match e {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(v))
+            | ScalarValue::Utf8View(Some(v))
+            | ScalarValue::LargeUtf8(Some(v)),
+            _,
+        ) => Some(v.clone()),
+        _ => None,
+    };
+    match filter {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) => {
+            if is_model(left) {
+                Some(vec![text(right)?])
+            } else if is_model(right) {
+                Some(vec![text(left)?])
+            } else {
+                None
+            }
+        }
+        Expr::InList(InList {
+            expr,
+            list,
+            negated: false,
+        }) if is_model(expr) => list.iter().map(text).collect(),
+        _ => None,
+    }
+}
+
+/// The days (inclusive bounds, `YYYY-MM-DD`) a comparison of the time
+/// column with a timestamp (`window_end = …`, `detected_at >= …`) allows.
+fn date_range(filter: &Expr, time: &str) -> Option<(Option<String>, Option<String>)> {
     use datafusion::common::ScalarValue;
     use datafusion::logical_expr::{BinaryExpr, Operator};
-    use datafusion::prelude::{col, lit};
     let Expr::BinaryExpr(BinaryExpr { left, op, right }) = filter else {
         return None;
     };
@@ -269,11 +405,10 @@ fn date_filter(filter: &Expr, time: &str) -> Option<Expr> {
         return None;
     };
     let day = crate::history::date_of(value);
-    let date = col("date");
     match op {
-        Operator::Eq => Some(date.eq(lit(day))),
-        Operator::Lt | Operator::LtEq => Some(date.lt_eq(lit(day))),
-        Operator::Gt | Operator::GtEq => Some(date.gt_eq(lit(day))),
+        Operator::Eq => Some((Some(day.clone()), Some(day))),
+        Operator::Lt | Operator::LtEq => Some((None, Some(day))),
+        Operator::Gt | Operator::GtEq => Some((Some(day), None)),
         _ => None,
     }
 }
