@@ -189,6 +189,9 @@ impl Pipeline {
                         if let Some(t) = &mut self.performance {
                             t.prediction(&prediction)?;
                         }
+                        if let Some(r) = &mut self.rules {
+                            r.prediction(&prediction)?;
+                        }
                         let closed = self.windows.close_ready()?;
                         self.emit(closed)?;
                         self.advance_performance()

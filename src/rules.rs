@@ -10,10 +10,11 @@ use driftwatch_detectors::performance::{
     PerformanceOutput, change_points_batch, label_stats_batch,
 };
 use driftwatch_detectors::{ClosedWindow, WindowKey};
+use driftwatch_ingest::event::PredictionEvent;
 use driftwatch_ingest::format_time;
 use driftwatch_sql::rules::{RuleFiles, check_all, read_rule_files};
 use driftwatch_sql::{
-    AlertInstance, Engine, Evaluator, History, RuleStats, TableDef, Tables, WindowRef,
+    AlertInstance, Engine, Evaluator, EventRows, History, RuleStats, TableDef, Tables, WindowRef,
 };
 use serde::{Deserialize, Serialize};
 
@@ -118,7 +119,16 @@ pub struct RuleRunner {
     pub flushing: Flushing,
     /// The history flush of the last snapshot.
     snapshot_seq: u64,
+    /// Prediction events not yet in the `events` table, when it is kept.
+    events: Option<EventRows>,
+    /// How long the history keeps `events`.
+    events_retention_ms: i64,
+    /// The latest event time seen.
+    latest_event: i64,
 }
+
+/// Events gathered before they go to the `events` table in one batch.
+const EVENT_BATCH: usize = 8192;
 
 /// When a [`RuleRunner`] writes its live rows to the history, and which
 /// flushes it may compact (only those no restart will rewind).
@@ -172,6 +182,12 @@ impl RuleRunner {
             print: false,
             flushing: Flushing::default(),
             snapshot_seq: 0,
+            events: settings
+                .sql
+                .events_retention_ms
+                .map(|_| EventRows::default()),
+            events_retention_ms: settings.sql.events_retention_ms.unwrap_or(0),
+            latest_event: i64::MIN,
         })
     }
 
@@ -201,6 +217,32 @@ impl RuleRunner {
         Ok(())
     }
 
+    /// A prediction event accepted into its window.
+    pub fn prediction(&mut self, event: &PredictionEvent) -> Result<()> {
+        if let Some(events) = &mut self.events {
+            events.push(event)?;
+            self.latest_event = self.latest_event.max(event.timestamp);
+            if events.len() >= EVENT_BATCH {
+                self.move_events()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the gathered events into the `events` table.
+    fn move_events(&mut self) -> Result<()> {
+        if let Some(batch) = self
+            .events
+            .as_mut()
+            .map(EventRows::take)
+            .transpose()?
+            .flatten()
+        {
+            self.push("events", &batch)?;
+        }
+        Ok(())
+    }
+
     /// Metric revisions, change points, label counts.
     pub fn performance(&mut self, out: &PerformanceOutput) -> Result<()> {
         for r in &out.revisions {
@@ -221,6 +263,8 @@ impl RuleRunner {
         if self.dirty.is_empty() {
             return Ok(());
         }
+        // the rules of a window see its events
+        self.move_events()?;
         let mut dirty: Vec<(WindowRef, bool)> =
             std::mem::take(&mut self.dirty).into_iter().collect();
         dirty.sort_by_key(|(w, _)| (w.end, w.start));
@@ -250,6 +294,7 @@ impl RuleRunner {
 
     /// Writes the live rows to the history (a replay's are compacted too).
     pub fn flush(&mut self) -> Result<()> {
+        self.move_events()?;
         if let Some(h) = &mut self.history {
             let seq = self
                 .evaluator
@@ -260,12 +305,22 @@ impl RuleRunner {
             if let Flushing::Rows(_) = self.flushing {
                 self.compact(seq)?;
             }
+        } else {
+            // without a history, queries see what closed since the last flush
+            self.evaluator.engine().tables().clear_live();
         }
         Ok(())
     }
 
     fn compact(&mut self, upto: u64) -> Result<()> {
         if let Some(h) = &mut self.history {
+            if self.events.is_some() && self.latest_event > i64::MIN {
+                let before = self.latest_event.saturating_sub(self.events_retention_ms);
+                let removed = h.expire("events", before).context("expiring events")?;
+                if removed > 0 {
+                    tracing::debug!(removed, before, "events past their retention removed");
+                }
+            }
             let done = h.compact(upto).context("compacting the history")?;
             if done.files > 0 {
                 tracing::debug!(

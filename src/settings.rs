@@ -349,6 +349,9 @@ pub struct RawSql {
     pub max_rows: usize,
     /// Keep every closed window's rows as Parquet under `DATA_DIR/history`.
     pub history: bool,
+    /// How long raw prediction events stay in the `events` table ("0s": not
+    /// kept).
+    pub events_retention: String,
 }
 
 impl Default for RawSql {
@@ -359,6 +362,7 @@ impl Default for RawSql {
             timeout: "5s".into(),
             max_rows: 10_000,
             history: true,
+            events_retention: "1d".into(),
         }
     }
 }
@@ -386,6 +390,9 @@ pub struct SqlSettings {
     pub limits: driftwatch_sql::Limits,
     /// Write the history.
     pub history: bool,
+    /// Keep raw prediction events this long in the `events` table (`None`:
+    /// not kept).
+    pub events_retention_ms: Option<i64>,
 }
 
 /// The whole configuration as written.
@@ -768,6 +775,12 @@ impl RawSettings {
                 max_rows: q.max_rows,
             },
             history: q.history,
+            events_retention_ms: Some(duration_ms(
+                file,
+                "sql.events_retention",
+                &q.events_retention,
+            )?)
+            .filter(|ms| *ms > 0),
         })
     }
 

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::ParamValues;
-use datafusion::dataframe::DataFrame;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::Statement;
@@ -59,14 +59,14 @@ fn shared_runtime() -> Result<&'static tokio::runtime::Runtime> {
 /// Runs `plan` in `state`, stopping at `limits`' deadline and row limit
 /// between batches.
 async fn run(
-    state: Result<SessionState>,
+    state: Arc<SessionState>,
     plan: LogicalPlan,
     limits: Limits,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let deadline = Instant::now() + limits.timeout;
-    let df = DataFrame::new(state?, plan);
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let mut stream = df.execute_stream().await?;
+    let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+    let physical = state.create_physical_plan(&plan).await?;
+    let mut stream = execute_stream(physical, state.task_ctx())?;
     let mut batches = Vec::new();
     let mut rows = 0;
     while let Some(batch) = stream.next().await {
@@ -90,6 +90,9 @@ async fn run(
 /// A DataFusion session over [`Tables`].
 pub struct Engine {
     ctx: SessionContext,
+    /// The session's state once every table, function and view is in it:
+    /// queries run in it without copying it.
+    state: Arc<SessionState>,
     runtime: &'static tokio::runtime::Runtime,
     tables: Tables,
     limits: Limits,
@@ -144,8 +147,10 @@ impl Engine {
             ctx.register_table(name.as_str(), Arc::clone(table) as _)?;
         }
         crate::udf::register(&ctx);
-        let engine = Engine {
+        let state = Arc::new(ctx.state());
+        let mut engine = Engine {
             ctx,
+            state,
             runtime,
             tables,
             limits,
@@ -158,6 +163,7 @@ impl Engine {
             let view = datafusion::catalog::view::ViewTable::new(plan, Some((*sql).to_owned()));
             engine.ctx.register_table(*name, Arc::new(view))?;
         }
+        engine.state = Arc::new(engine.ctx.state());
         Ok(engine)
     }
 
@@ -245,7 +251,7 @@ impl Engine {
         // stretches without yielding; the task is aborted at its next yield
         let task = self
             .runtime
-            .spawn(run(self.query_state(), plan, self.limits.clone()));
+            .spawn(run(Arc::clone(&self.state), plan, self.limits.clone()));
         let abort = task.abort_handle();
         match self
             .runtime
@@ -263,17 +269,6 @@ impl Engine {
                 })
             }
         }
-    }
-
-    /// The session's state with a memory pool of its own: one query's
-    /// memory limit holds for it alone, whatever runs beside it.
-    fn query_state(&self) -> Result<SessionState> {
-        let env = RuntimeEnvBuilder::from_runtime_env(self.ctx.runtime_env().as_ref())
-            .with_memory_limit(self.limits.memory, 1.0)
-            .build_arc()?;
-        Ok(SessionStateBuilder::new_from_existing(self.ctx.state())
-            .with_runtime_env(env)
-            .build())
     }
 
     /// Plans and runs one ad-hoc query.

@@ -290,6 +290,37 @@ impl History {
         Ok(seq)
     }
 
+    /// Removes this writer's files of `table` whose day ended before
+    /// `before` (epoch ms): the retention of raw events. Returns how many
+    /// files went.
+    pub fn expire(&mut self, table: &str, before: i64) -> Result<usize> {
+        let date = date_of(before);
+        let date = date.as_str();
+        let table_dir = self.dir.join(table);
+        let old: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|d| {
+                d.parent().and_then(Path::parent) == Some(table_dir.as_path())
+                    && d.file_name()
+                        .and_then(|n| n.to_str())
+                        .and_then(|n| n.strip_prefix("date="))
+                        .is_some_and(|d| d < date)
+            })
+            .cloned()
+            .collect();
+        let mut removed = 0;
+        for dir in old {
+            for (first, last) in self.files.remove(&dir).unwrap_or_default() {
+                remove(&dir.join(file_name(&self.writer, first, last)))?;
+                removed += 1;
+            }
+            // the day's directory goes too once no writer has files in it
+            let _ = std::fs::remove_dir(&dir);
+        }
+        Ok(removed)
+    }
+
     /// Merges this writer's files of flushes up to `upto` (flushes a
     /// checkpoint has recorded, so no restart rewinds into them) into one
     /// file per directory: a directory of an earlier date than the newest the

@@ -17,12 +17,14 @@
 pub mod cache;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod history;
 pub mod tables;
 pub mod udf;
 
 pub use engine::{Engine, Limits};
 pub use error::{Error, Result};
+pub use events::{EventRows, events_schema};
 pub use history::{Compaction, History};
 pub use tables::{TableDef, Tables, WindowTable, standard_schemas, standard_tables};
 pub mod eval;

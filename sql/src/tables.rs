@@ -461,6 +461,13 @@ impl Tables {
         Ok(seq)
     }
 
+    /// Drops every live row (a session without a history).
+    pub fn clear_live(&self) {
+        for t in self.tables.values() {
+            t.drop_live(usize::MAX);
+        }
+    }
+
     /// Rows held in memory across the tables.
     pub fn live_rows(&self) -> usize {
         self.tables.values().map(|t| t.live_rows()).sum()
@@ -470,7 +477,7 @@ impl Tables {
 /// Every table of driftwatch with its schema: the window components'
 /// (`window_summary`, `feature_summary`, `feature_drift`, `data_quality`,
 /// `drift_summary`), the label join's (`model_metrics`, `change_points`,
-/// `label_stats`), `rule_errors` and `alerts`.
+/// `label_stats`), `events`, `rule_errors` and `alerts`.
 pub fn standard_schemas() -> Vec<(String, SchemaRef)> {
     use driftwatch_detectors::performance::PerformanceTracker;
     use driftwatch_detectors::{WindowSet, WindowSpec, default_components};
@@ -478,6 +485,7 @@ pub fn standard_schemas() -> Vec<(String, SchemaRef)> {
         .unwrap_or_else(|_| unreachable!("one hour is a valid window"));
     let mut tables = WindowSet::new(spec, 0, default_components()).tables();
     tables.extend(PerformanceTracker::tables());
+    tables.push(("events".into(), crate::events::events_schema()));
     tables.push(("rule_errors".into(), crate::eval::rule_errors_schema()));
     tables.push(("alerts".into(), crate::eval::alerts_schema()));
     tables
