@@ -91,10 +91,13 @@ fn rules_test(settings: &Settings, dir: Option<PathBuf>) -> Result<()> {
     let source = rules_source(settings, dir);
     let files = crate::rules::read_rules(&source)?;
     for e in &files.errors {
-        eprintln!("error: {e}");
+        eprintln!("error: {}", driftwatch_sql::Error::from(e));
     }
-    let outcomes =
-        driftwatch_sql::testing::run_tests(&crate::rules::table_defs()?, &files, &settings.actions);
+    let outcomes = driftwatch_sql::testing::run_tests(
+        &driftwatch_sql::standard_tables()?,
+        &files,
+        &settings.actions,
+    );
     let mut failed = 0;
     for o in &outcomes {
         if o.problems.is_empty() {

@@ -14,21 +14,16 @@ use driftwatch_ingest::event::PredictionEvent;
 use driftwatch_ingest::format_time;
 use driftwatch_sql::rules::{RuleFiles, check_all, read_rule_files};
 use driftwatch_sql::{
-    AlertInstance, Engine, Evaluator, EventRows, History, RuleStats, TableDef, Tables, WindowRef,
+    AlertInstance, Engine, Evaluator, EventRows, History, RuleStats, Tables, WindowRef,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::settings::Settings;
 
-/// The table definitions for a session.
-pub fn table_defs() -> Result<Vec<TableDef>> {
-    Ok(driftwatch_sql::standard_tables()?)
-}
-
 /// A session over the history in `data_dir` (when `history`) and empty live tables.
 pub fn engine(settings: &Settings, history: bool) -> Result<Engine> {
     let dir = history.then(|| settings.data_dir.join("history"));
-    let tables = Tables::new(table_defs()?, dir.as_deref())?;
+    let tables = Tables::new(driftwatch_sql::standard_tables()?, dir.as_deref())?;
     Ok(Engine::new(tables, settings.sql.limits.clone())?)
 }
 

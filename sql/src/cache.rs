@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use arrow::array::{RecordBatch, RecordBatchReader};
+use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -98,15 +99,27 @@ impl FileCache {
             }
         }
         let batches = Arc::new(load(path)?);
+        self.keep(path, len, modified, Arc::clone(&batches));
+        Ok(batches)
+    }
+
+    fn keep(
+        &self,
+        path: &Path,
+        len: u64,
+        modified: Option<SystemTime>,
+        batches: Arc<Vec<RecordBatch>>,
+    ) {
         let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.tick += 1;
         let tick = inner.tick;
         if let Some(old) = inner.files.insert(
             path.to_owned(),
             Cached {
                 len,
                 modified,
-                batches: Arc::clone(&batches),
+                batches,
                 bytes,
                 used: tick,
             },
@@ -128,7 +141,36 @@ impl FileCache {
                 inner.bytes -= c.bytes;
             }
         }
-        Ok(batches)
+    }
+
+    /// Keeps `batches` as the rows of the file at `path`, just written by
+    /// this process: they need not be read back.
+    /// They are kept as one batch, as a file read back would give them: a
+    /// scan over many small batches costs more than over one.
+    pub fn insert(&self, path: &Path, batches: Vec<RecordBatch>) -> Result<()> {
+        let meta = std::fs::metadata(path).map_err(io(format!("reading {}", path.display())))?;
+        let batches = match batches.first() {
+            Some(first) if batches.len() > 1 => {
+                vec![
+                    concat_batches(&first.schema(), &batches)
+                        .map_err(data(format!("keeping {}", path.display())))?,
+                ]
+            }
+            _ => batches,
+        };
+        self.keep(path, meta.len(), meta.modified().ok(), Arc::new(batches));
+        Ok(())
+    }
+
+    /// The rows held for the file at `path`, if they are its current rows.
+    pub fn peek(&self, path: &Path) -> Option<Arc<Vec<RecordBatch>>> {
+        let meta = std::fs::metadata(path).ok()?;
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .files
+            .get(path)
+            .filter(|c| c.len == meta.len() && c.modified == meta.modified().ok())
+            .map(|c| Arc::clone(&c.batches))
     }
 
     /// Bytes of rows held.

@@ -8,7 +8,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::ParamValues;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::execution::session_state::SessionState;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -40,29 +40,70 @@ impl Default for Limits {
     }
 }
 
-/// The runtime every session's queries run on (two workers: this machine
-/// class has two cores, and queries run one at a time per pipeline).
-fn shared_runtime() -> Result<&'static tokio::runtime::Runtime> {
-    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    if let Some(rt) = RUNTIME.get() {
-        return Ok(rt);
+/// A query's answer: its columns and rows.
+pub type Rows = (SchemaRef, Vec<RecordBatch>);
+
+/// Queries of one evaluation that run at once, each on a lane of its own:
+/// a runtime with one worker (these machines have two cores).
+pub const LANES: usize = 2;
+
+/// The lanes, shared by every session of the process. A query that computes
+/// for long without yielding holds up only its own lane.
+struct Lanes {
+    runtimes: Vec<tokio::runtime::Runtime>,
+    /// For each lane, a query that ran out of time and was aborted: its
+    /// task stops at its next yield, and until then the lane is not given
+    /// new queries.
+    stuck: std::sync::Mutex<Vec<Option<tokio::task::AbortHandle>>>,
+}
+
+impl Lanes {
+    /// The lanes free of aborted queries still running (all of them when
+    /// none is), in the order to use them.
+    fn free(&self) -> Vec<usize> {
+        let mut stuck = self.stuck.lock().unwrap_or_else(|e| e.into_inner());
+        for s in stuck.iter_mut() {
+            if s.as_ref().is_some_and(|h| h.is_finished()) {
+                *s = None;
+            }
+        }
+        let free: Vec<usize> = (0..LANES).rev().filter(|&l| stuck[l].is_none()).collect();
+        if free.is_empty() {
+            (0..LANES).rev().collect()
+        } else {
+            free
+        }
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("driftwatch-sql")
-        .enable_time()
-        .build()
-        .map_err(crate::error::io("starting the SQL runtime"))?;
-    Ok(RUNTIME.get_or_init(|| rt))
+
+    fn aborted(&self, lane: usize, handle: tokio::task::AbortHandle) {
+        self.stuck.lock().unwrap_or_else(|e| e.into_inner())[lane] = Some(handle);
+    }
+}
+
+fn lanes() -> Result<&'static Lanes> {
+    static LANES_RT: std::sync::OnceLock<Lanes> = std::sync::OnceLock::new();
+    if let Some(lanes) = LANES_RT.get() {
+        return Ok(lanes);
+    }
+    let runtimes = (0..LANES)
+        .map(|i| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name(format!("driftwatch-sql-{i}"))
+                .enable_time()
+                .build()
+                .map_err(crate::error::io("starting the SQL runtime"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(LANES_RT.get_or_init(|| Lanes {
+        runtimes,
+        stuck: std::sync::Mutex::new(vec![None; LANES]),
+    }))
 }
 
 /// Runs `plan` in `state`, stopping at `limits`' deadline and row limit
 /// between batches.
-async fn run(
-    state: Arc<SessionState>,
-    plan: LogicalPlan,
-    limits: Limits,
-) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+async fn run(state: Arc<SessionState>, plan: LogicalPlan, limits: Limits) -> Result<Rows> {
     let deadline = Instant::now() + limits.timeout;
     let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
     let physical = state.create_physical_plan(&plan).await?;
@@ -90,10 +131,14 @@ async fn run(
 /// A DataFusion session over [`Tables`].
 pub struct Engine {
     ctx: SessionContext,
-    /// The session's state once every table, function and view is in it:
-    /// queries run in it without copying it.
-    state: Arc<SessionState>,
-    runtime: &'static tokio::runtime::Runtime,
+    /// For each lane, the session's state once every table, function and
+    /// view is in it, with a memory pool of its own: queries run in it
+    /// without copying it, and one query's memory limit is its own.
+    states: Vec<Arc<SessionState>>,
+    lanes: &'static Lanes,
+    /// Where the caller waits for its queries: its timers fire even while
+    /// every lane is busy.
+    waiter: tokio::runtime::Runtime,
     tables: Tables,
     limits: Limits,
 }
@@ -124,34 +169,44 @@ pub fn view_base(view: &str) -> Option<&'static str> {
 impl Engine {
     /// A session over `tables` with `limits`.
     pub fn new(tables: Tables, limits: Limits) -> Result<Self> {
-        let runtime = shared_runtime()?;
+        let lanes = lanes()?;
+        let waiter = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(crate::error::io("starting the SQL runtime"))?;
         // no spilling to disk: past the memory limit a query fails
-        let env = RuntimeEnvBuilder::new()
-            .with_memory_limit(limits.memory, 1.0)
-            .with_disk_manager_builder(
-                datafusion::execution::disk_manager::DiskManagerBuilder::default()
-                    .with_mode(datafusion::execution::disk_manager::DiskManagerMode::Disabled),
-            )
-            // the history changes under the session (flushes, compactions,
-            // other partitions' writers): list its files at every scan
-            .with_object_list_cache_limit(0)
-            .build_arc()?;
+        let memory = limits.memory;
+        let env = move || {
+            RuntimeEnvBuilder::new()
+                .with_memory_limit(memory, 1.0)
+                .with_disk_manager_builder(
+                    datafusion::execution::disk_manager::DiskManagerBuilder::default()
+                        .with_mode(datafusion::execution::disk_manager::DiskManagerMode::Disabled),
+                )
+                // the history changes under the session (flushes,
+                // compactions, other partitions' writers): list its files
+                // at every scan
+                .with_object_list_cache_limit(0)
+                .build_arc()
+        };
+        // one partition: a rule reads a few thousand rows, and splitting
+        // them across tasks costs more than it saves
         let config = SessionConfig::new()
-            .with_target_partitions(2)
+            .with_target_partitions(1)
             .with_information_schema(false)
             // no footer reads while planning: a rule touches a few small
             // files, and the reader prunes them with the filters anyway
             .with_collect_statistics(false);
-        let ctx = SessionContext::new_with_config_rt(config, env);
+        let ctx = SessionContext::new_with_config_rt(config, env()?);
         for (name, table) in tables.iter() {
             ctx.register_table(name.as_str(), Arc::clone(table) as _)?;
         }
         crate::udf::register(&ctx);
-        let state = Arc::new(ctx.state());
         let mut engine = Engine {
             ctx,
-            state,
-            runtime,
+            states: Vec::new(),
+            lanes,
+            waiter,
             tables,
             limits,
         };
@@ -163,7 +218,12 @@ impl Engine {
             let view = datafusion::catalog::view::ViewTable::new(plan, Some((*sql).to_owned()));
             engine.ctx.register_table(*name, Arc::new(view))?;
         }
-        engine.state = Arc::new(engine.ctx.state());
+        for _ in 0..LANES {
+            let state = SessionStateBuilder::new_from_existing(engine.ctx.state())
+                .with_runtime_env(env()?)
+                .build();
+            engine.states.push(Arc::new(state));
+        }
         Ok(engine)
     }
 
@@ -213,7 +273,7 @@ impl Engine {
             }
         }
         let state = self.ctx.state();
-        let plan = self.runtime.block_on(state.statement_to_plan(statement))?;
+        let plan = self.waiter.block_on(state.statement_to_plan(statement))?;
         datafusion::execution::context::SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -230,49 +290,107 @@ impl Engine {
         };
         let state = self.ctx.state();
         let optimized = state.optimize(&plan)?;
-        self.runtime
+        self.waiter
             .block_on(state.create_physical_plan(&optimized))?;
         Ok(())
     }
 
     /// Runs a planned query with `params`, under the limits.
-    pub fn execute(
+    pub fn execute(&self, plan: &LogicalPlan, params: Option<ParamValues>) -> Result<Rows> {
+        self.execute_all(vec![(plan, params)])
+            .pop()
+            .unwrap_or_else(|| unreachable!("one query, one result"))
+    }
+
+    /// Runs planned queries, one per lane at a time, each under the limits
+    /// on its own: its memory, its time from its start, its rows. Returns
+    /// their results in order.
+    ///
+    /// A query that runs out of time is aborted; its task stops at its next
+    /// yield, so its lane may stay busy a while: the queries left go to the
+    /// other lanes.
+    pub fn execute_all(
         &self,
-        plan: &LogicalPlan,
-        params: Option<ParamValues>,
-    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        let plan = match params {
-            Some(p) => plan.clone().with_param_values(p)?,
-            None => plan.clone(),
-        };
+        queries: Vec<(&LogicalPlan, Option<ParamValues>)>,
+    ) -> Vec<Result<Rows>> {
+        let mut results: Vec<Option<Result<Rows>>> = queries.iter().map(|_| None).collect();
+        let mut queue = queries
+            .into_iter()
+            .enumerate()
+            .map(|(i, (plan, params))| {
+                let plan = match params {
+                    Some(p) => plan.clone().with_param_values(p).map_err(Error::from),
+                    None => Ok(plan.clone()),
+                };
+                (i, plan)
+            })
+            .peekable();
         let limit = self.limits.timeout;
-        // the query runs as a task of its own: the caller gets its answer
-        // (or the timeout) on time even when an operator computes for long
-        // stretches without yielding; the task is aborted at its next yield
-        let task = self
-            .runtime
-            .spawn(run(Arc::clone(&self.state), plan, self.limits.clone()));
-        let abort = task.abort_handle();
-        match self
-            .runtime
-            .block_on(async move { tokio::time::timeout(limit, task).await })
-        {
-            Ok(Ok(result)) => result,
-            Ok(Err(e)) => Err(Error::Data {
-                context: "running a query".into(),
-                message: e.to_string(),
-            }),
-            Err(_) => {
-                abort.abort();
-                Err(Error::Timeout {
-                    limit_ms: limit.as_millis() as u64,
-                })
+        self.waiter.block_on(async {
+            let mut running = futures::stream::FuturesUnordered::new();
+            let mut free = self.lanes.free();
+            loop {
+                while let Some(&lane) = free.last() {
+                    let Some((i, plan)) = queue.next() else {
+                        break;
+                    };
+                    let plan = match plan {
+                        Ok(plan) => plan,
+                        Err(e) => {
+                            results[i] = Some(Err(e));
+                            continue;
+                        }
+                    };
+                    free.pop();
+                    // the caller gets the answer, or the timeout, on time
+                    // even when an operator computes for long stretches
+                    // without yielding
+                    let state = Arc::clone(&self.states[lane]);
+                    let task =
+                        self.lanes.runtimes[lane].spawn(run(state, plan, self.limits.clone()));
+                    let abort = task.abort_handle();
+                    running.push(async move {
+                        let outcome = tokio::time::timeout(limit, task).await;
+                        (i, lane, outcome, abort)
+                    });
+                }
+                let Some((i, lane, outcome, abort)) = running.next().await else {
+                    break;
+                };
+                let result = match outcome {
+                    Ok(Ok(result)) => {
+                        free.push(lane);
+                        result
+                    }
+                    Ok(Err(e)) => {
+                        free.push(lane);
+                        Err(Error::Data {
+                            context: "running a query".into(),
+                            message: e.to_string(),
+                        })
+                    }
+                    Err(_) => {
+                        abort.abort();
+                        self.lanes.aborted(lane, abort);
+                        Err(Error::Timeout {
+                            limit_ms: limit.as_millis() as u64,
+                        })
+                    }
+                };
+                results[i] = Some(result);
+                if free.is_empty() && running.is_empty() && queue.peek().is_some() {
+                    free = self.lanes.free();
+                }
             }
-        }
+        });
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| unreachable!("every query ran")))
+            .collect()
     }
 
     /// Plans and runs one ad-hoc query.
-    pub fn query(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    pub fn query(&self, sql: &str) -> Result<Rows> {
         let plan = self.plan(sql)?;
         self.execute(&plan, None)
     }

@@ -18,7 +18,7 @@ use tracing::warn;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result, data};
-use crate::rules::{Hold, LoadedRule, Rule, WindowRef};
+use crate::rules::{Hold, LoadedRule, WindowRef};
 
 /// One row of a rule's result: the alert instance, handed to the triggers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,12 +194,12 @@ pub fn rows_json(
 
 /// The rows of a rule's result as instances (before their state is known).
 fn instances(
-    rule: &Rule,
-    env: &minijinja::Environment<'static>,
+    loaded: &LoadedRule,
     window: &WindowRef,
     schema: &SchemaRef,
     batches: &[RecordBatch],
 ) -> Result<Vec<AlertInstance>> {
+    let rule = &loaded.rule;
     let rows = rows_json(batches)?;
     let mut values: Vec<Option<f64>> = Vec::with_capacity(rows.len());
     if let Ok(i) = schema.index_of("value") {
@@ -230,11 +230,12 @@ fn instances(
         }
         let mut annotations = BTreeMap::new();
         for key in rule.annotations.keys() {
-            let text = env
+            let text = loaded
+                .annotations
                 .get_template(key)
                 .and_then(|t| t.render(&full))
                 .map_err(|e| Error::Rule {
-                    file: PathBuf::new(),
+                    file: loaded.file.clone(),
                     rule: rule.name.clone(),
                     message: format!("annotation {key}: {e}"),
                 })?;
@@ -267,7 +268,7 @@ fn identity(instance: &AlertInstance) -> String {
 #[derive(Debug)]
 pub struct Evaluator {
     engine: Engine,
-    rules: Vec<(LoadedRule, minijinja::Environment<'static>)>,
+    rules: Vec<LoadedRule>,
     state: State,
     stats: RuleStats,
 }
@@ -275,22 +276,9 @@ pub struct Evaluator {
 impl Evaluator {
     /// Evaluates `rules` (checked by [`crate::rules::check_all`] on `engine`).
     pub fn new(engine: Engine, rules: Vec<LoadedRule>) -> Result<Self> {
-        let mut prepared = Vec::with_capacity(rules.len());
-        for r in rules {
-            let mut env = minijinja::Environment::new();
-            for (key, text) in &r.rule.annotations {
-                env.add_template_owned(key.clone(), text.clone())
-                    .map_err(|e| Error::Rule {
-                        file: r.file.clone(),
-                        rule: r.rule.name.clone(),
-                        message: format!("annotation {key}: {e}"),
-                    })?;
-            }
-            prepared.push((r, env));
-        }
         Ok(Evaluator {
             engine,
-            rules: prepared,
+            rules,
             state: State::new(),
             stats: RuleStats::default(),
         })
@@ -303,7 +291,7 @@ impl Evaluator {
 
     /// The rules.
     pub fn rules(&self) -> impl Iterator<Item = &LoadedRule> {
-        self.rules.iter().map(|(r, _)| r)
+        self.rules.iter()
     }
 
     /// Counters so far.
@@ -326,15 +314,17 @@ impl Evaluator {
         let started = Instant::now();
         let mut out = Evaluation::default();
         let params = window.params();
-        for (loaded, env) in &self.rules {
-            if !which(loaded) {
-                continue;
-            }
+        let chosen: Vec<&LoadedRule> = self.rules.iter().filter(|r| which(r)).collect();
+        let results = self.engine.execute_all(
+            chosen
+                .iter()
+                .map(|r| (&r.plan, Some(params.clone())))
+                .collect(),
+        );
+        for (loaded, result) in chosen.into_iter().zip(results) {
             let rule = &loaded.rule;
-            let result = self
-                .engine
-                .execute(&loaded.plan, Some(params.clone()))
-                .and_then(|(schema, batches)| instances(rule, env, window, &schema, &batches));
+            let result =
+                result.and_then(|(schema, batches)| instances(loaded, window, &schema, &batches));
             match result {
                 Ok(found) => {
                     *self.stats.instances.entry(rule.name.clone()).or_default() +=
@@ -348,8 +338,10 @@ impl Evaluator {
                     out.instances.extend(track(held, window, found));
                 }
                 Err(e) => {
+                    // the failure names the rule and its file already
                     let message = match e {
                         Error::Query(q) => q.to_string(),
+                        Error::Rule { message, .. } => message,
                         other => other.to_string(),
                     };
                     warn!(rule = %rule.name, model = %window.model_id, window_end = window.end, "rule failed: {message}");

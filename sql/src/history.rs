@@ -27,6 +27,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
+use crate::cache::FileCache;
 use crate::error::{Error, Result, data, io};
 use crate::tables::TableDef;
 
@@ -39,6 +40,8 @@ pub struct History {
     /// This writer's files: for each directory, the flush ranges
     /// (`first` → `last`) of its files.
     files: BTreeMap<PathBuf, BTreeMap<u64, u64>>,
+    /// Decoded files: what this writer writes is kept there at once.
+    cache: Arc<FileCache>,
 }
 
 /// What one [`History::compact`] did.
@@ -203,6 +206,7 @@ impl History {
             writer,
             seq,
             files,
+            cache: FileCache::shared(),
         })
     }
 
@@ -271,18 +275,24 @@ impl History {
             for batch in batches {
                 split(def, batch, &mut groups)?;
             }
-            for ((model, date), parts) in groups {
+            let keep: Vec<usize> = (0..def.schema.fields().len())
+                .filter(|&c| c != def.model_column)
+                .collect();
+            for ((model, date), rows) in groups {
                 let dir = self
                     .dir
                     .join(&def.name)
                     .join(format!("model_id={}", encode_partition(&model)))
                     .join(format!("date={date}"));
-                write_file(
-                    &dir,
-                    &file_name(&self.writer, seq, seq),
-                    &def.file_schema(),
-                    &parts,
-                )?;
+                // the directory holds the model: the file does not
+                let parts = rows
+                    .iter()
+                    .map(|b| b.project(&keep))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(data(format!("history of {}", def.name)))?;
+                let name = file_name(&self.writer, seq, seq);
+                write_file(&dir, &name, &def.file_schema(), &parts)?;
+                self.cache.insert(&dir.join(name), rows)?;
                 self.files.entry(dir).or_default().insert(seq, seq);
             }
         }
@@ -357,14 +367,19 @@ impl History {
                 .map(|&(f, l)| dir.join(file_name(&self.writer, f, l)))
                 .collect();
             let (schema, batches) = read_files(&paths)?;
+            // the inputs' rows in memory, when every one of them is
+            let cached: Option<Vec<RecordBatch>> = paths
+                .iter()
+                .map(|p| self.cache.peek(p))
+                .collect::<Option<Vec<_>>>()
+                .map(|all| all.iter().flat_map(|b| b.iter().cloned()).collect());
             let first = inputs[0].0;
             let last = inputs.iter().map(|&(_, l)| l).max().unwrap_or(first);
-            write_file(
-                &dir,
-                &file_name(&self.writer, first, last),
-                &schema,
-                &batches,
-            )?;
+            let name = file_name(&self.writer, first, last);
+            write_file(&dir, &name, &schema, &batches)?;
+            if let Some(rows) = cached {
+                self.cache.insert(&dir.join(name), rows)?;
+            }
             for path in &paths {
                 remove(path)?;
             }
@@ -408,8 +423,7 @@ fn read_files(paths: &[PathBuf]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     Ok((schema, batches))
 }
 
-/// Splits `batch` by (model, date) into `groups`, dropping the model column
-/// (the partition directory holds it).
+/// Splits `batch` by (model, date) into `groups`.
 fn split(
     def: &TableDef,
     batch: &RecordBatch,
@@ -422,22 +436,16 @@ fn split(
     let keys: Vec<(String, String)> = (0..batch.num_rows())
         .map(|i| (models.value(i).to_owned(), date_of(times.value(i))))
         .collect();
-    let keep: Vec<usize> = (0..batch.num_columns())
-        .filter(|&c| c != def.model_column)
-        .collect();
-    let projected = batch
-        .project(&keep)
-        .map_err(data(format!("history of {}", def.name)))?;
     let distinct: std::collections::BTreeSet<&(String, String)> = keys.iter().collect();
     if distinct.len() == 1 {
         let key = keys[0].clone();
-        groups.entry(key).or_default().push(projected);
+        groups.entry(key).or_default().push(batch.clone());
         return Ok(());
     }
     for key in distinct {
         let mask: BooleanArray = keys.iter().map(|k| Some(k == key)).collect();
-        let part = filter_record_batch(&projected, &mask)
-            .map_err(data(format!("history of {}", def.name)))?;
+        let part =
+            filter_record_batch(batch, &mask).map_err(data(format!("history of {}", def.name)))?;
         groups.entry(key.clone()).or_default().push(part);
     }
     Ok(())

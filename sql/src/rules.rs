@@ -188,6 +188,8 @@ pub struct LoadedRule {
     pub plan: LogicalPlan,
     /// The tables it reads (views resolved to their tables).
     pub reads: BTreeSet<String>,
+    /// Its annotations, compiled (template name = annotation key).
+    pub annotations: Arc<minijinja::Environment<'static>>,
 }
 
 impl LoadedRule {
@@ -219,7 +221,25 @@ pub struct RuleFiles {
     /// `(file, rules, tests)` in file-name order.
     pub files: Vec<(PathBuf, Vec<Rule>, Vec<RuleTest>)>,
     /// Files that could not be read as rules.
-    pub errors: Vec<Error>,
+    pub errors: Vec<FileError>,
+}
+
+/// A rule file that could not be read as rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileError {
+    /// The file.
+    pub file: PathBuf,
+    /// What was wrong (TOML errors with their line).
+    pub message: String,
+}
+
+impl From<&FileError> for Error {
+    fn from(e: &FileError) -> Self {
+        Error::RuleFile {
+            file: e.file.clone(),
+            message: e.message.clone(),
+        }
+    }
 }
 
 /// The `*.toml` files of `path` (a directory, or one file).
@@ -247,7 +267,7 @@ pub fn read_rule_files(path: &Path) -> Result<RuleFiles> {
     for file in rule_paths(path)? {
         match std::fs::read_to_string(&file) {
             Ok(text) => out.add(file, &text),
-            Err(e) => out.errors.push(Error::RuleFile {
+            Err(e) => out.errors.push(FileError {
                 file,
                 message: e.to_string(),
             }),
@@ -261,7 +281,7 @@ impl RuleFiles {
     pub fn add(&mut self, file: PathBuf, text: &str) {
         match toml::from_str::<RuleFileText>(text) {
             Ok(parsed) => self.files.push((file, parsed.rule, parsed.test)),
-            Err(e) => self.errors.push(Error::RuleFile {
+            Err(e) => self.errors.push(FileError {
                 file,
                 message: e.to_string().trim_end().replace('\n', "\n  "),
             }),
@@ -358,6 +378,7 @@ pub fn check_rule(
         file: file.to_owned(),
         reads: tables_read(&plan),
         plan,
+        annotations: Arc::new(env),
     })
 }
 
@@ -368,16 +389,7 @@ pub fn check_all(
     files: &RuleFiles,
     actions: &BTreeSet<String>,
 ) -> (Vec<LoadedRule>, Vec<Error>) {
-    let mut errors: Vec<Error> = Vec::new();
-    for e in &files.errors {
-        errors.push(match e {
-            Error::RuleFile { file, message } => Error::RuleFile {
-                file: file.clone(),
-                message: message.clone(),
-            },
-            other => Error::Refused(other.to_string()),
-        });
-    }
+    let mut errors: Vec<Error> = files.errors.iter().map(Error::from).collect();
     let mut loaded = Vec::new();
     let mut names: BTreeMap<&str, &Path> = BTreeMap::new();
     for (file, rules, _) in &files.files {
