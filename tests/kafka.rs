@@ -210,7 +210,14 @@ fn assert_same_history(expected: &Path, got: &Path) {
         Vec::<Value>::new(),
         "windows twice in the history"
     );
+    // every accepted prediction once in the events table (of the days its
+    // retention keeps)
+    let events = "SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM events";
+    let rows = history(got, events);
+    assert!(rows[0]["n"].as_u64().unwrap() > 0, "{rows:?}");
+    assert_eq!(rows[0]["n"], rows[0]["ids"], "events twice in the history");
     for query in [
+        events,
         "SELECT count(*) AS n, sum(count) AS values FROM feature_drift",
         "SELECT count(*) AS n FROM model_metrics WHERE final",
         "SELECT count(DISTINCT window_start) AS n FROM model_metrics",
