@@ -1,7 +1,9 @@
 //! The tables a query sees. Each is one logical table made of two parts: the
 //! live rows (closed windows not yet flushed to the history, in memory) and
 //! the history (Parquet files). A scan reads both; filters on `model_id`
-//! skip other models' history directories without opening them.
+//! and on the table's time column skip other models' and other days'
+//! history directories without opening them, and the live batches that
+//! cannot hold a matching row.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -88,7 +90,7 @@ impl TableDef {
 /// One logical table: live rows and history.
 pub struct WindowTable {
     def: TableDef,
-    live: RwLock<Vec<RecordBatch>>,
+    live: RwLock<Vec<LiveBatch>>,
     /// `history/<table>`, when the table has a history.
     history: Option<PathBuf>,
     cache: Arc<FileCache>,
@@ -142,17 +144,23 @@ impl WindowTable {
             });
         }
         if batch.num_rows() > 0 {
+            let live = LiveBatch::new(&self.def, batch);
             self.live
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
-                .push(batch);
+                .push(live);
         }
         Ok(())
     }
 
     /// A copy of the live rows.
     pub fn live(&self) -> Vec<RecordBatch> {
-        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|l| l.batch.clone())
+            .collect()
     }
 
     /// Drops the first `n` live batches (they are in the history now).
@@ -168,8 +176,106 @@ impl WindowTable {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(RecordBatch::num_rows)
+            .map(|l| l.batch.num_rows())
             .sum()
+    }
+}
+
+/// A live batch with what pruning needs: its models and the span of its
+/// time column.
+#[derive(Debug, Clone)]
+struct LiveBatch {
+    batch: RecordBatch,
+    /// The distinct models of the batch; `None` when there are more than
+    /// [`LIVE_MODELS`] (or the column is not a plain string column).
+    models: Option<Vec<String>>,
+    /// The smallest and largest time; `None` when every time is null.
+    span: Option<(i64, i64)>,
+}
+
+/// Models a [`LiveBatch`] lists before it stops counting.
+const LIVE_MODELS: usize = 16;
+
+impl LiveBatch {
+    fn new(def: &TableDef, batch: RecordBatch) -> Self {
+        use arrow::array::AsArray;
+        use arrow::datatypes::TimestampMillisecondType;
+        let models = batch
+            .column(def.model_column)
+            .as_string_opt::<i32>()
+            .and_then(|column| {
+                let mut models: Vec<String> = Vec::new();
+                for m in column.iter().flatten() {
+                    if !models.iter().any(|known| known == m) {
+                        if models.len() == LIVE_MODELS {
+                            return None;
+                        }
+                        models.push(m.to_owned());
+                    }
+                }
+                Some(models)
+            });
+        // the definition checked that the time column is in milliseconds
+        let span = batch
+            .column(def.time_column)
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .and_then(|t| Some((arrow::compute::min(t)?, arrow::compute::max(t)?)));
+        LiveBatch {
+            batch,
+            models,
+            span,
+        }
+    }
+}
+
+/// What a scan's filters allow: some models, a span of the time column
+/// (inclusive bounds). Rows outside cannot match, so the parts that hold
+/// only such rows are skipped; the filters still run over what is read.
+#[derive(Debug, Default, PartialEq)]
+struct ScanBounds {
+    models: Option<Vec<String>>,
+    from: Option<i64>,
+    to: Option<i64>,
+}
+
+impl ScanBounds {
+    fn new(filters: &[Expr], time: &str) -> Self {
+        let mut bounds = ScanBounds {
+            models: filters.iter().find_map(model_filter),
+            ..ScanBounds::default()
+        };
+        for (lo, hi) in filters.iter().filter_map(|f| time_range(f, time)) {
+            if let Some(lo) = lo {
+                bounds.from = Some(bounds.from.map_or(lo, |f| f.max(lo)));
+            }
+            if let Some(hi) = hi {
+                bounds.to = Some(bounds.to.map_or(hi, |t| t.min(hi)));
+            }
+        }
+        bounds
+    }
+
+    /// Whether a history day directory (`YYYY-MM-DD`) can hold matching rows.
+    fn allows_day(&self, date: &str) -> bool {
+        let from = self.from.map(crate::history::date_of);
+        let to = self.to.map(crate::history::date_of);
+        !(from.is_some_and(|f| date < f.as_str()) || to.is_some_and(|t| date > t.as_str()))
+    }
+
+    /// Whether a live batch can hold matching rows.
+    fn allows(&self, live: &LiveBatch) -> bool {
+        if let (Some(wanted), Some(held)) = (&self.models, &live.models)
+            && !held.iter().any(|m| wanted.contains(m))
+        {
+            return false;
+        }
+        if self.from.is_none() && self.to.is_none() {
+            return true;
+        }
+        // a null time matches no comparison
+        live.span.is_some_and(|(min, max)| {
+            self.from.is_none_or(|f| max >= f) && self.to.is_none_or(|t| min <= t)
+        })
     }
 }
 
@@ -198,12 +304,21 @@ impl TableProvider for WindowTable {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let mut batches = self.live.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let time = self.def.schema.field(self.def.time_column).name();
+        let bounds = ScanBounds::new(filters, time);
+        let mut batches: Vec<RecordBatch> = self
+            .live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|l| bounds.allows(l))
+            .map(|l| l.batch.clone())
+            .collect();
         if let Some(dir) = &self.history {
             // the history is read on the query runtime's workers: a few
             // small files, most of them from the cache
             let external = |e: Error| datafusion::error::DataFusionError::External(Box::new(e));
-            for file in self.history_files(dir, filters).map_err(external)? {
+            for file in self.history_files(dir, &bounds).map_err(external)? {
                 let rows = self
                     .cache
                     .get(&file, |p| self.read_file(p))
@@ -224,22 +339,11 @@ impl TableProvider for WindowTable {
 }
 
 impl WindowTable {
-    /// The history files that can hold rows matching `filters`: the
+    /// The history files that can hold rows within `bounds`: the
     /// directories of the models they name (all models when they name none)
-    /// and of the days their time comparisons allow.
-    fn history_files(&self, dir: &Path, filters: &[Expr]) -> Result<Vec<PathBuf>> {
-        let time = self.def.schema.field(self.def.time_column).name();
-        let models = filters.iter().find_map(model_filter);
-        let (mut from, mut to) = (None::<String>, None::<String>);
-        for (lo, hi) in filters.iter().filter_map(|f| date_range(f, time)) {
-            if let Some(lo) = lo {
-                from = Some(from.map_or(lo.clone(), |f| f.max(lo)));
-            }
-            if let Some(hi) = hi {
-                to = Some(to.map_or(hi.clone(), |t| t.min(hi)));
-            }
-        }
-        let model_dirs: Vec<PathBuf> = match models {
+    /// and of the days their time span allows.
+    fn history_files(&self, dir: &Path, bounds: &ScanBounds) -> Result<Vec<PathBuf>> {
+        let model_dirs: Vec<PathBuf> = match &bounds.models {
             Some(models) => models
                 .iter()
                 .map(|m| dir.join(format!("model_id={}", encode_partition(m))))
@@ -256,9 +360,7 @@ impl WindowTable {
                 else {
                     continue;
                 };
-                if from.as_deref().is_some_and(|f| date < f)
-                    || to.as_deref().is_some_and(|t| date > t)
-                {
+                if !bounds.allows_day(date) {
                     continue;
                 }
                 for entry in read_dir(&day)? {
@@ -384,9 +486,9 @@ fn model_filter(filter: &Expr) -> Option<Vec<String>> {
     }
 }
 
-/// The days (inclusive bounds, `YYYY-MM-DD`) a comparison of the time
+/// The span (inclusive bounds, milliseconds) a comparison of the time
 /// column with a timestamp (`window_end = …`, `detected_at >= …`) allows.
-fn date_range(filter: &Expr, time: &str) -> Option<(Option<String>, Option<String>)> {
+fn time_range(filter: &Expr, time: &str) -> Option<(Option<i64>, Option<i64>)> {
     use datafusion::common::ScalarValue;
     use datafusion::logical_expr::{BinaryExpr, Operator};
     let Expr::BinaryExpr(BinaryExpr { left, op, right }) = filter else {
@@ -404,11 +506,11 @@ fn date_range(filter: &Expr, time: &str) -> Option<(Option<String>, Option<Strin
     } else {
         return None;
     };
-    let day = crate::history::date_of(value);
+    // `<` and `>` keep their bound: a looser span only reads more
     match op {
-        Operator::Eq => Some((Some(day.clone()), Some(day))),
-        Operator::Lt | Operator::LtEq => Some((None, Some(day))),
-        Operator::Gt | Operator::GtEq => Some((Some(day), None)),
+        Operator::Eq => Some((Some(value), Some(value))),
+        Operator::Lt | Operator::LtEq => Some((None, Some(value))),
+        Operator::Gt | Operator::GtEq => Some((Some(value), None)),
         _ => None,
     }
 }
@@ -497,4 +599,111 @@ pub fn standard_tables() -> Result<Vec<TableDef>> {
         .into_iter()
         .map(|(name, schema)| TableDef::new(&name, schema))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::TimestampMillisecondArray;
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::{col, lit};
+
+    fn def() -> TableDef {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("model_id", DataType::Utf8, true),
+            Field::new(
+                "window_end",
+                DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
+                true,
+            ),
+        ]));
+        TableDef::new("t", schema).unwrap()
+    }
+
+    fn live(models: &[Option<&str>], times: &[Option<i64>]) -> LiveBatch {
+        let def = def();
+        let batch = RecordBatch::try_new(
+            Arc::clone(&def.schema),
+            vec![
+                Arc::new(StringArray::from(models.to_vec())),
+                Arc::new(TimestampMillisecondArray::from(times.to_vec())),
+            ],
+        )
+        .unwrap();
+        LiveBatch::new(&def, batch)
+    }
+
+    fn at(ms: i64) -> Expr {
+        lit(ScalarValue::TimestampMillisecond(Some(ms), None))
+    }
+
+    #[test]
+    fn a_live_batch_knows_its_models_and_time_span() {
+        let b = live(
+            &[Some("a"), None, Some("b"), Some("a")],
+            &[Some(30), None, Some(10), Some(20)],
+        );
+        assert_eq!(b.models, Some(vec!["a".to_owned(), "b".to_owned()]));
+        assert_eq!(b.span, Some((10, 30)));
+        let nulls = live(&[None], &[None]);
+        assert_eq!(nulls.models, Some(vec![]));
+        assert_eq!(nulls.span, None);
+        let many: Vec<String> = (0..=LIVE_MODELS).map(|i| format!("m{i}")).collect();
+        let many: Vec<Option<&str>> = many.iter().map(|m| Some(m.as_str())).collect();
+        assert_eq!(live(&many, &vec![Some(0); many.len()]).models, None);
+    }
+
+    #[test]
+    fn scan_bounds_keep_every_batch_that_can_hold_a_matching_row() {
+        let b = live(&[Some("a"), Some("b")], &[Some(100), Some(200)]);
+        let allows = |filters: &[Expr]| ScanBounds::new(filters, "window_end").allows(&b);
+        assert!(allows(&[]));
+        assert!(allows(&[col("model_id").eq(lit("b"))]));
+        assert!(!allows(&[col("model_id").eq(lit("c"))]));
+        assert!(allows(&[
+            col("model_id").in_list(vec![lit("c"), lit("a")], false)
+        ]));
+        assert!(allows(&[col("window_end").eq(at(100))]));
+        assert!(allows(&[col("window_end").eq(at(150))]));
+        assert!(!allows(&[col("window_end").eq(at(99))]));
+        assert!(!allows(&[col("window_end").gt(at(201))]));
+        assert!(allows(&[col("window_end").gt_eq(at(200))]));
+        assert!(!allows(&[at(99).gt_eq(col("window_end"))]));
+        assert!(allows(&[col("window_end").lt(at(101))]));
+        // both bounds together: the span overlaps, the batch is read
+        assert!(allows(&[
+            col("window_end").gt(at(120)),
+            col("window_end").lt(at(180))
+        ]));
+        assert!(!allows(&[
+            col("window_end").gt(at(201)),
+            col("window_end").lt(at(300))
+        ]));
+        assert!(!allows(&[
+            col("window_end").gt(at(300)),
+            col("model_id").eq(lit("a"))
+        ]));
+        // a filter it does not understand prunes nothing
+        assert!(allows(&[col("window_end").not_eq(at(100))]));
+        // rows with a null time match no time comparison
+        let nulls = live(&[Some("a")], &[None]);
+        assert!(!ScanBounds::new(&[col("window_end").lt(at(5))], "window_end").allows(&nulls));
+        assert!(ScanBounds::new(&[col("model_id").eq(lit("a"))], "window_end").allows(&nulls));
+    }
+
+    #[test]
+    fn scan_bounds_pick_history_days() {
+        let day = 86_400_000;
+        let b = ScanBounds::new(
+            &[
+                col("window_end").gt_eq(at(day)),
+                col("window_end").lt(at(3 * day)),
+            ],
+            "window_end",
+        );
+        assert!(!b.allows_day("1970-01-01"));
+        assert!(b.allows_day("1970-01-02"));
+        assert!(b.allows_day("1970-01-04"));
+        assert!(!b.allows_day("1970-01-05"));
+    }
 }
