@@ -4,12 +4,14 @@
 #   scripts/bench-replay.sh [EVENTS]        (default 1000000)
 #
 # Generates EVENTS synthetic events (seed 42) once, then replays them with
-# the release build in three configurations, three times each in turn:
+# the release build in four configurations, three times each in turn:
 # summaries only (decode and windowing: the foundation's figure), with the
-# drift detector, and with everything (drift, label join, performance
-# metrics), printing events/s and peak RSS of each run. It also replays a
-# tenth of the file to show that memory does not grow with the number of
-# events. Needs GNU time (/usr/bin/time, Debian package `time`).
+# drift detector, with everything (drift, label join, performance metrics),
+# and everything plus the bundled alert rules of rules/, printing events/s
+# and peak RSS of each run. The first three run without rules; all four
+# write the SQL history and the events table (the defaults). It also
+# replays a tenth of the file to show that memory does not grow with the
+# number of events. Needs GNU time (/usr/bin/time, Debian package `time`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS="${1:-1000000}"
@@ -41,16 +43,20 @@ run() {
 }
 # three configurations, each run three times in turn (the machine's noise
 # then hits each about alike)
+export DRIFTWATCH__DATA_DIR="$WORK/data"
 config() {
+  export DRIFTWATCH__SQL__RULES_DIR="$WORK/no-rules"
   case $1 in
     summaries) export DRIFTWATCH__DRIFT__ENABLED=false DRIFTWATCH__PERFORMANCE__ENABLED=false ;;
     drift) export DRIFTWATCH__DRIFT__ENABLED=true DRIFTWATCH__PERFORMANCE__ENABLED=false ;;
     all) export DRIFTWATCH__DRIFT__ENABLED=true DRIFTWATCH__PERFORMANCE__ENABLED=true ;;
+    rules) export DRIFTWATCH__DRIFT__ENABLED=true DRIFTWATCH__PERFORMANCE__ENABLED=true \
+      DRIFTWATCH__SQL__RULES_DIR="$PWD/rules" ;;
   esac
 }
 declare -A results
 for i in 1 2 3; do
-  for c in summaries drift all; do
+  for c in summaries drift all rules; do
     config "$c"
     results[$c]+="$(run "$FILE")"$'\n'
   done
@@ -61,6 +67,8 @@ echo "with the drift detector (performance off):"
 printf "%s" "${results[drift]}"
 echo "everything on (drift, label join and performance metrics: the default):"
 printf "%s" "${results[all]}"
+echo "everything on and the bundled alert rules (rules/):"
+printf "%s" "${results[rules]}"
 echo "everything on, a tenth of the events:"
 config all
 run "$SMALL"

@@ -226,7 +226,7 @@ fn pipeline(
     // a replay's history is the last replay's: earlier runs' files go
     runner.clear_history()?;
     runner.print = print;
-    runner.flushing = crate::rules::Flushing::Rows(crate::rules::FLUSH_ROWS);
+    runner.flushing = crate::rules::Flushing::Bytes(crate::rules::FLUSH_BYTES);
     if runner.rule_count() > 0 {
         info!(rules = runner.rule_count(), "alert rules loaded");
     }

@@ -84,8 +84,9 @@ pub fn load_rules(
 /// The tables the label join writes to after a window closed.
 const PERFORMANCE_TABLES: &[&str] = &["model_metrics", "change_points", "label_stats"];
 
-/// Rows held in memory before the replay flushes them to the history.
-pub const FLUSH_ROWS: usize = 200_000;
+/// Bytes of live rows held in memory before a replay flushes them to the
+/// history.
+pub const FLUSH_BYTES: usize = 64 << 20;
 
 /// The rules a run uses: `sql.rules_dir` when it exists, otherwise none
 /// (or, for the demo, the bundled rules).
@@ -133,9 +134,10 @@ pub enum Flushing {
     /// checkpoint that records them is saved.
     #[default]
     Checkpoints,
-    /// Whenever this many rows are held, and at the end (a replay, which
-    /// starts over rather than resuming): every flush is compacted at once.
-    Rows(usize),
+    /// Whenever the live rows hold this many bytes, and at the end (a
+    /// replay, which starts over rather than resuming): every flush is
+    /// compacted at once.
+    Bytes(usize),
 }
 
 /// The runner's checkpointed state.
@@ -274,8 +276,8 @@ impl RuleRunner {
                 }
             }
         }
-        if let Flushing::Rows(limit) = self.flushing
-            && self.evaluator.engine().tables().live_rows() >= limit
+        if let Flushing::Bytes(limit) = self.flushing
+            && self.evaluator.engine().tables().live_bytes() >= limit
         {
             self.flush()?;
         }
@@ -290,6 +292,19 @@ impl RuleRunner {
     /// Writes the live rows to the history (a replay's are compacted too).
     pub fn flush(&mut self) -> Result<()> {
         self.move_events()?;
+        if let Some(before) = self.events_expire_before() {
+            // whole days the expiry would remove right after writing them
+            // (most of a long replay's events) are not written at all
+            let day = 86_400_000;
+            let dropped = self
+                .evaluator
+                .engine()
+                .tables()
+                .drop_live_before("events", before.div_euclid(day) * day)?;
+            if dropped > 0 {
+                tracing::debug!(dropped, "events past their retention not written");
+            }
+        }
         if let Some(h) = &mut self.history {
             let seq = self
                 .evaluator
@@ -297,7 +312,7 @@ impl RuleRunner {
                 .tables()
                 .flush(h)
                 .context("flushing the history")?;
-            if let Flushing::Rows(_) = self.flushing {
+            if let Flushing::Bytes(_) = self.flushing {
                 self.compact(seq)?;
             }
         } else {
@@ -307,10 +322,17 @@ impl RuleRunner {
         Ok(())
     }
 
+    /// Events dated before this (epoch ms) are past their retention: the
+    /// history keeps whole days, from the day of this instant on.
+    fn events_expire_before(&self) -> Option<i64> {
+        (self.events.is_some() && self.latest_event > i64::MIN)
+            .then(|| self.latest_event.saturating_sub(self.events_retention_ms))
+    }
+
     fn compact(&mut self, upto: u64) -> Result<()> {
+        let expire = self.events_expire_before();
         if let Some(h) = &mut self.history {
-            if self.events.is_some() && self.latest_event > i64::MIN {
-                let before = self.latest_event.saturating_sub(self.events_retention_ms);
+            if let Some(before) = expire {
                 let removed = h.expire("events", before).context("expiring events")?;
                 if removed > 0 {
                     tracing::debug!(removed, before, "events past their retention removed");

@@ -292,7 +292,9 @@ impl History {
                     .map_err(data(format!("history of {}", def.name)))?;
                 let name = file_name(&self.writer, seq, seq);
                 write_file(&dir, &name, &def.file_schema(), &parts)?;
-                self.cache.insert(&dir.join(name), rows)?;
+                if def.cache_writes {
+                    self.cache.insert(&dir.join(name), rows)?;
+                }
                 self.files.entry(dir).or_default().insert(seq, seq);
             }
         }
@@ -460,6 +462,8 @@ fn write_file(dir: &Path, name: &str, schema: &SchemaRef, batches: &[RecordBatch
     let file = File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
+        // unique per row: a dictionary only costs time
+        .set_column_dictionary_enabled("event_id".into(), false)
         .build();
     let context = format!("writing {}", path.display());
     let mut writer = ArrowWriter::try_new(file, Arc::clone(schema), Some(props))

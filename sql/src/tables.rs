@@ -35,6 +35,11 @@ pub struct TableDef {
     /// Index of the timestamp column that dates a row for the history's
     /// `date=` partitions (`window_end`, `detected_at`, …).
     pub time_column: usize,
+    /// Whether the history puts the rows it writes straight into the file
+    /// cache: yes for the window tables that rules read at every window
+    /// close; no for `events`, raw rows that ad-hoc queries read now and
+    /// then and that would push the window tables out of the cache.
+    pub cache_writes: bool,
 }
 
 impl TableDef {
@@ -69,6 +74,7 @@ impl TableDef {
             schema,
             model_column,
             time_column,
+            cache_writes: name != "events",
         })
     }
 
@@ -170,6 +176,44 @@ impl WindowTable {
         live.drain(..n);
     }
 
+    /// Drops the live rows whose time is before `ms` (or null): rows past
+    /// their retention, not worth writing to the history. Returns how many
+    /// went.
+    pub fn drop_live_before(&self, ms: i64) -> Result<usize> {
+        use arrow::array::{AsArray, BooleanArray};
+        use arrow::datatypes::TimestampMillisecondType;
+        let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+        let mut dropped = 0;
+        let mut kept = Vec::with_capacity(live.len());
+        for l in live.drain(..) {
+            match l.span {
+                Some((min, _)) if min >= ms => kept.push(l),
+                Some((_, max)) if max >= ms => {
+                    let time = l
+                        .batch
+                        .column(self.def.time_column)
+                        .as_primitive::<TimestampMillisecondType>();
+                    let keep: BooleanArray = time
+                        .iter()
+                        .map(|t| Some(t.is_some_and(|t| t >= ms)))
+                        .collect();
+                    let batch =
+                        arrow::compute::filter_record_batch(&l.batch, &keep).map_err(|e| {
+                            Error::Data {
+                                context: format!("dropping old rows of table {}", self.def.name),
+                                message: e.to_string(),
+                            }
+                        })?;
+                    dropped += l.batch.num_rows() - batch.num_rows();
+                    kept.push(LiveBatch::new(&self.def, batch));
+                }
+                _ => dropped += l.batch.num_rows(),
+            }
+        }
+        *live = kept;
+        Ok(dropped)
+    }
+
     /// Live rows held.
     pub fn live_rows(&self) -> usize {
         self.live
@@ -177,6 +221,16 @@ impl WindowTable {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .map(|l| l.batch.num_rows())
+            .sum()
+    }
+
+    /// Bytes the live rows hold.
+    pub fn live_bytes(&self) -> usize {
+        self.live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|l| l.bytes)
             .sum()
     }
 }
@@ -191,6 +245,8 @@ struct LiveBatch {
     models: Option<Vec<String>>,
     /// The smallest and largest time; `None` when every time is null.
     span: Option<(i64, i64)>,
+    /// Bytes the batch's arrays hold.
+    bytes: usize,
 }
 
 /// Models a [`LiveBatch`] lists before it stops counting.
@@ -221,6 +277,7 @@ impl LiveBatch {
             .as_primitive_opt::<TimestampMillisecondType>()
             .and_then(|t| Some((arrow::compute::min(t)?, arrow::compute::max(t)?)));
         LiveBatch {
+            bytes: batch.get_array_memory_size(),
             batch,
             models,
             span,
@@ -563,6 +620,15 @@ impl Tables {
         Ok(seq)
     }
 
+    /// Drops the live rows of table `name` dated before `ms`; see
+    /// [`WindowTable::drop_live_before`].
+    pub fn drop_live_before(&self, name: &str, ms: i64) -> Result<usize> {
+        match self.tables.get(name) {
+            Some(t) => t.drop_live_before(ms),
+            None => Ok(0),
+        }
+    }
+
     /// Drops every live row (a session without a history).
     pub fn clear_live(&self) {
         for t in self.tables.values() {
@@ -573,6 +639,11 @@ impl Tables {
     /// Rows held in memory across the tables.
     pub fn live_rows(&self) -> usize {
         self.tables.values().map(|t| t.live_rows()).sum()
+    }
+
+    /// Bytes the live rows hold across the tables.
+    pub fn live_bytes(&self) -> usize {
+        self.tables.values().map(|t| t.live_bytes()).sum()
     }
 }
 
@@ -689,6 +760,27 @@ mod tests {
         let nulls = live(&[Some("a")], &[None]);
         assert!(!ScanBounds::new(&[col("window_end").lt(at(5))], "window_end").allows(&nulls));
         assert!(ScanBounds::new(&[col("model_id").eq(lit("a"))], "window_end").allows(&nulls));
+    }
+
+    #[test]
+    fn rows_before_a_time_leave_the_live_part() {
+        let table = WindowTable::new(def(), None).unwrap();
+        for b in [
+            live(&[Some("a"), Some("a")], &[Some(1), Some(2)]),
+            live(&[Some("a"), Some("b"), None], &[Some(5), Some(15), Some(7)]),
+            live(&[Some("b")], &[None]),
+            live(&[Some("c")], &[Some(30)]),
+        ] {
+            table.push(b.batch).unwrap();
+        }
+        assert_eq!(table.drop_live_before(10).unwrap(), 5);
+        assert_eq!(table.live_rows(), 2);
+        let live = table.live.read().unwrap();
+        assert_eq!(
+            live.iter().map(|l| l.span).collect::<Vec<_>>(),
+            [Some((15, 15)), Some((30, 30))]
+        );
+        assert_eq!(live[0].models, Some(vec!["b".to_owned()]));
     }
 
     #[test]
