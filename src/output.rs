@@ -87,7 +87,7 @@ impl TableWriters {
             .with_context(|| format!("internal: no output files for table {name}"))?;
         files
             .jsonl
-            .write(batch)
+            .write(&without_binary(batch)?)
             .with_context(|| format!("writing {}/{name}.jsonl", self.dir.display()))?;
         files
             .parquet
@@ -379,10 +379,19 @@ fn sanitise(s: &str) -> String {
         .collect()
 }
 
-/// The rows of a batch as JSON objects.
+/// The batch without its binary columns (sketches), which JSON output
+/// leaves to the Parquet files and the history.
+fn without_binary(batch: &RecordBatch) -> Result<RecordBatch> {
+    let keep: Vec<usize> = (0..batch.num_columns())
+        .filter(|&i| batch.schema().field(i).data_type() != &arrow::datatypes::DataType::Binary)
+        .collect();
+    Ok(batch.project(&keep)?)
+}
+
+/// The rows of a batch as JSON objects (binary columns left out).
 fn rows_json(batch: &RecordBatch) -> Result<serde_json::Value> {
     let mut rows = arrow::json::ArrayWriter::new(Vec::new());
-    rows.write(batch)?;
+    rows.write(&without_binary(batch)?)?;
     rows.finish()?;
     Ok(serde_json::from_slice(&rows.into_inner()).unwrap_or(serde_json::Value::Array(Vec::new())))
 }

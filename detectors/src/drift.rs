@@ -281,12 +281,67 @@ impl FeatureSketches {
         }
     }
 
-    fn merge(&mut self, other: &FeatureSketches) {
+    /// Merges `other` in, as if these sketches had seen its values too.
+    pub fn merge(&mut self, other: &FeatureSketches) {
         self.numeric.merge(&other.numeric);
         self.categorical.merge(&other.categorical);
         self.nulls += other.nulls;
+        self.view = None;
+    }
+
+    /// Values seen (numeric and categorical; nulls not counted).
+    pub fn count(&self) -> u64 {
+        self.numeric.count() + self.categorical.total()
+    }
+
+    /// The sketches as bytes (the `sketch` column of `feature_sketches`):
+    /// postcard, led by [`SKETCH_FORMAT`]. Exact: decoding gives back the
+    /// same sketches.
+    pub fn to_bytes(&self) -> std::result::Result<Vec<u8>, String> {
+        postcard::to_stdvec(&(SKETCH_FORMAT, self)).map_err(|e| e.to_string())
+    }
+
+    /// Sketches written by [`to_bytes`](Self::to_bytes).
+    pub fn from_bytes(bytes: &[u8]) -> std::result::Result<Self, String> {
+        let not_sketch = |e: postcard::Error| format!("not a driftwatch sketch: {e}");
+        let (format, _) = postcard::take_from_bytes::<u32>(bytes).map_err(not_sketch)?;
+        if format != SKETCH_FORMAT {
+            return Err(format!(
+                "sketch format {format}, this build reads format {SKETCH_FORMAT}"
+            ));
+        }
+        let (_, sketches): (u32, FeatureSketches) =
+            postcard::from_bytes(bytes).map_err(not_sketch)?;
+        Ok(sketches)
+    }
+
+    /// PSI and Jensen–Shannon distance from `reference` to `current`, as
+    /// `feature_drift` computes them: on `bins` reference-quantile bins for
+    /// a numeric feature, on the categories for a categorical one (the
+    /// reference's majority kind). `None` when either side has no values of
+    /// that kind.
+    pub fn psi_js(
+        reference: &FeatureSketches,
+        current: &FeatureSketches,
+        bins: usize,
+    ) -> Option<(f64, f64)> {
+        match reference.majority_kind()? {
+            FeatureKind::Numeric => {
+                let sd = reference.numeric.std_dev().unwrap_or(0.0);
+                let d =
+                    numeric_drift(&reference.numeric.view(), sd, &current.numeric.view(), bins)?;
+                Some((d.psi, d.js))
+            }
+            FeatureKind::Categorical => {
+                let d = categorical_drift(&reference.categorical, &current.categorical)?;
+                Some((d.psi, d.js))
+            }
+        }
     }
 }
+
+/// Format of serialised [`FeatureSketches`] this build writes and reads.
+pub const SKETCH_FORMAT: u32 = 1;
 
 /// Per-window state: a sketch per feature and per model output.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -682,6 +737,16 @@ fn data_quality_schema() -> SchemaRef {
     ]))
 }
 
+fn feature_sketches_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("feature", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, true),
+        Field::new("count", DataType::UInt64, false),
+        Field::new("nulls", DataType::UInt64, false),
+        Field::new("sketch", DataType::Binary, false),
+    ]))
+}
+
 fn drift_summary_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("features_compared", DataType::UInt64, false),
@@ -701,6 +766,7 @@ impl Component for DriftDetector {
             ("feature_drift".into(), feature_drift_schema()),
             ("data_quality".into(), data_quality_schema()),
             ("drift_summary".into(), drift_summary_schema()),
+            ("feature_sketches".into(), feature_sketches_schema()),
         ]
     }
 
@@ -822,6 +888,7 @@ impl Component for DriftDetector {
 
         let mut fd = FeatureDriftRows::default();
         let mut dq = QualityRows::default();
+        let mut sk = SketchRows::default();
         let (mut compared, mut warned, mut drifted) = (0u64, 0u64, 0u64);
         for (name, current) in &window {
             let is_output = name.starts_with("prediction.");
@@ -845,6 +912,9 @@ impl Component for DriftDetector {
                 drifted += u64::from(l == Level::Drift);
             }
             let label = level.map_or(status, Level::as_str);
+            if count + current.nulls > 0 {
+                sk.push(name, kind, current)?;
+            }
             fd.push(
                 name,
                 kind,
@@ -902,7 +972,49 @@ impl Component for DriftDetector {
                 ),
             ],
         )?;
-        Ok(vec![fd.finish()?, dq.finish()?, summary])
+        Ok(vec![fd.finish()?, dq.finish()?, summary, sk.finish()?])
+    }
+}
+
+/// Rows of `feature_sketches`.
+#[derive(Default)]
+struct SketchRows {
+    feature: Vec<String>,
+    kind: Vec<Option<&'static str>>,
+    count: Vec<u64>,
+    nulls: Vec<u64>,
+    sketch: Vec<Vec<u8>>,
+}
+
+impl SketchRows {
+    fn push(
+        &mut self,
+        name: &str,
+        kind: Option<FeatureKind>,
+        s: &FeatureSketches,
+    ) -> Result<(), ArrowError> {
+        let bytes = s
+            .to_bytes()
+            .map_err(|e| ArrowError::ComputeError(format!("sketch of {name}: {e}")))?;
+        self.sketch.push(bytes);
+        self.feature.push(name.to_owned());
+        self.kind.push(kind.map(FeatureKind::as_str));
+        self.count.push(s.count());
+        self.nulls.push(s.nulls);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<RecordBatch, ArrowError> {
+        RecordBatch::try_new(
+            feature_sketches_schema(),
+            vec![
+                Arc::new(StringArray::from(self.feature)),
+                Arc::new(StringArray::from(self.kind)),
+                Arc::new(UInt64Array::from(self.count)),
+                Arc::new(UInt64Array::from(self.nulls)),
+                Arc::new(arrow::array::BinaryArray::from_iter_values(self.sketch)),
+            ],
+        )
     }
 }
 
@@ -1026,5 +1138,48 @@ impl QualityRows {
                 Arc::new(StringArray::from(self.status)),
             ],
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sketch_bytes_round_trip_and_do_not_depend_on_arrival_order() {
+        let values = [
+            FeatureValue::Categorical("b".into()),
+            FeatureValue::Numeric(2.5),
+            FeatureValue::Categorical("a".into()),
+            FeatureValue::Missing,
+            FeatureValue::Categorical("c".into()),
+            FeatureValue::Numeric(-1.0),
+        ];
+        let config = DriftConfig::default();
+        let (mut forward, mut backward) =
+            (FeatureSketches::new(&config), FeatureSketches::new(&config));
+        values.iter().for_each(|v| forward.add(v));
+        values.iter().rev().for_each(|v| backward.add(v));
+        let bytes = forward.to_bytes().unwrap();
+        let back = FeatureSketches::from_bytes(&bytes).unwrap();
+        assert_eq!(back.to_bytes().unwrap(), bytes);
+        assert_eq!((back.count(), back.nulls), (5, 1));
+        assert_eq!(back.categorical.get("a").map(|c| c.count), Some(1));
+        // the numeric sketch keeps arrival order of unfolded values; the
+        // categories are written sorted
+        let cats = |s: &FeatureSketches| postcard::to_stdvec(&s.categorical).unwrap();
+        assert_eq!(cats(&forward), cats(&backward));
+        let mut wrong = bytes.clone();
+        wrong[0] = 9;
+        assert!(
+            FeatureSketches::from_bytes(&wrong)
+                .unwrap_err()
+                .contains("format 9")
+        );
+        assert!(
+            FeatureSketches::from_bytes(b"")
+                .unwrap_err()
+                .contains("not a driftwatch sketch")
+        );
     }
 }

@@ -29,12 +29,23 @@ pub struct Counter {
 /// distinct categories a feature has (ids, free text).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CategoricalSketch {
+    /// written in category order, so that equal sketches serialise to
+    /// equal bytes (the `feature_sketches.sketch` column, checkpoints)
+    #[serde(serialize_with = "in_order")]
     counts: HashMap<CompactString, Counter>,
     total: u64,
     capacity: usize,
     /// largest count ever pruned; 0 while the sketch is exact
     pruned: u64,
     saturated: bool,
+}
+
+fn in_order<S: serde::Serializer>(
+    counts: &HashMap<CompactString, Counter>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let ordered: std::collections::BTreeMap<&CompactString, &Counter> = counts.iter().collect();
+    ordered.serialize(serializer)
 }
 
 impl Default for CategoricalSketch {
