@@ -15,7 +15,7 @@
 //! become one `<writer>-<first>-<last>.parquet`, so a query opens about one
 //! file per table, model and day however often the service checkpoints.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,6 +42,8 @@ pub struct History {
     files: BTreeMap<PathBuf, BTreeMap<u64, u64>>,
     /// Decoded files: what this writer writes is kept there at once.
     cache: Arc<FileCache>,
+    /// Directories of tables of raw rows (see [`TableDef::raw`]) written so far.
+    raw: BTreeSet<PathBuf>,
 }
 
 /// What one [`History::compact`] did.
@@ -207,6 +209,7 @@ impl History {
             seq,
             files,
             cache: FileCache::shared(),
+            raw: BTreeSet::new(),
         })
     }
 
@@ -272,6 +275,9 @@ impl History {
         let seq = self.seq + 1;
         for (def, batches) in rows {
             let mut groups: BTreeMap<(String, String), Vec<RecordBatch>> = BTreeMap::new();
+            if def.raw {
+                self.raw.insert(self.dir.join(&def.name));
+            }
             for batch in batches {
                 split(def, batch, &mut groups)?;
             }
@@ -292,7 +298,7 @@ impl History {
                     .map_err(data(format!("history of {}", def.name)))?;
                 let name = file_name(&self.writer, seq, seq);
                 write_file(&dir, &name, &def.file_schema(), &parts)?;
-                if def.cache_writes {
+                if !def.raw {
                     self.cache.insert(&dir.join(name), rows)?;
                 }
                 self.files.entry(dir).or_default().insert(seq, seq);
@@ -338,7 +344,9 @@ impl History {
     /// file per directory: a directory of an earlier date than the newest the
     /// writer has for that table and model as soon as it holds two files, the
     /// newest one once it holds [`COMPACT_FILES`]. Queries then open a file or
-    /// a few per model and day, however often the history is flushed.
+    /// a few per model and day, however often the history is flushed. Days of
+    /// raw rows ([`TableDef::raw`]) wait for [`COMPACT_FILES`] files
+    /// whatever their date: most are expired before anyone reads them.
     ///
     /// The merged file is renamed into place before its inputs are removed; a
     /// query running meanwhile may see those rows twice, a restart does not
@@ -358,7 +366,11 @@ impl History {
                 .map(|(&f, &l)| (f, l))
                 .collect();
             let latest = dir.parent().and_then(|p| newest.get(p)) == Some(&dir);
-            let limit = if latest { COMPACT_FILES } else { 2 };
+            let raw = dir
+                .parent()
+                .and_then(Path::parent)
+                .is_some_and(|table| self.raw.contains(table));
+            let limit = if latest || raw { COMPACT_FILES } else { 2 };
             if inputs.len() >= limit {
                 work.push((dir.clone(), inputs));
             }
@@ -480,6 +492,65 @@ fn write_file(dir: &Path, name: &str, schema: &SchemaRef, batches: &[RecordBatch
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Table `name` with one row dated `ms` for model `m`.
+    fn one_row(name: &str, ms: i64) -> (TableDef, Vec<RecordBatch>) {
+        use arrow::array::{StringArray, TimestampMillisecondArray};
+        use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("model_id", DataType::Utf8, false),
+            Field::new(
+                "event_time",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                false,
+            ),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from(vec!["m"])),
+                Arc::new(TimestampMillisecondArray::from(vec![ms])),
+            ],
+        )
+        .unwrap();
+        (TableDef::new(name, schema).unwrap(), vec![batch])
+    }
+
+    #[test]
+    fn earlier_days_of_raw_rows_wait_for_compact_files_flushes() {
+        const DAY: i64 = 86_400_000;
+        let dir = tempfile::tempdir().unwrap();
+        let mut history = History::open(dir.path(), "w").unwrap();
+        let flush = |history: &mut History, day: i64| {
+            let tables = [one_row("events", day * DAY), one_row("windows", day * DAY)];
+            let rows: Vec<(&TableDef, Vec<RecordBatch>)> =
+                tables.iter().map(|(d, b)| (d, b.clone())).collect();
+            history.write(&rows).unwrap()
+        };
+        assert!(one_row("events", 0).0.raw && !one_row("windows", 0).0.raw);
+        // two flushes on day 1, one on day 2: day 1 is an earlier day
+        flush(&mut history, 1);
+        flush(&mut history, 1);
+        let seq = flush(&mut history, 2);
+        let done = history.compact(seq).unwrap();
+        // only the window table's day 1 is merged
+        assert_eq!((done.directories, done.files), (1, 2));
+        let files = |table: &str, date: &str| {
+            std::fs::read_dir(dir.path().join(format!("{table}/model_id=m/date={date}")))
+                .unwrap()
+                .count()
+        };
+        assert_eq!(files("windows", "1970-01-02"), 1);
+        assert_eq!(files("events", "1970-01-02"), 2);
+        // once the raw day holds COMPACT_FILES files, it is merged too
+        for _ in 2..COMPACT_FILES {
+            flush(&mut history, 1);
+        }
+        let done = history.compact(history.seq()).unwrap();
+        assert_eq!(done.files, COMPACT_FILES + (COMPACT_FILES - 1), "{done:?}");
+        assert_eq!(files("events", "1970-01-02"), 1);
+        assert_eq!(files("windows", "1970-01-02"), 1);
+    }
 
     #[test]
     fn partition_values_are_one_safe_path_component() {

@@ -35,11 +35,14 @@ pub struct TableDef {
     /// Index of the timestamp column that dates a row for the history's
     /// `date=` partitions (`window_end`, `detected_at`, …).
     pub time_column: usize,
-    /// Whether the history puts the rows it writes straight into the file
-    /// cache: yes for the window tables that rules read at every window
-    /// close; no for `events`, raw rows that ad-hoc queries read now and
-    /// then and that would push the window tables out of the cache.
-    pub cache_writes: bool,
+    /// Raw rows (`events`): many and large, read by ad-hoc queries now and
+    /// then rather than by the rules at every window close, and expired by
+    /// whole days. The history does not put them in the file cache when it
+    /// writes them (they would push the window tables out), and compacts
+    /// their days only once they hold [`COMPACT_FILES`](crate::history::COMPACT_FILES)
+    /// files, the newest day or not (a day is mostly expired before it is
+    /// read).
+    pub raw: bool,
 }
 
 impl TableDef {
@@ -74,7 +77,7 @@ impl TableDef {
             schema,
             model_column,
             time_column,
-            cache_writes: name != "events",
+            raw: name == "events",
         })
     }
 
