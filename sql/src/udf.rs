@@ -161,14 +161,16 @@ impl Accumulator for MergeSketches {
     }
 
     fn size(&self) -> usize {
-        // the digest is bounded by its compression, the categories by
-        // their capacity: the encoded size is a fair measure
+        // called after every batch: an estimate, not an encoding. At the
+        // default settings a numeric sketch holds at most 200 centroids,
+        // 1,000 buffered values and 256 exact counts (about 20 KiB) however
+        // much it saw; a category costs a string and two counters
+        const NUMERIC_BOUND: usize = 24 << 10;
         std::mem::size_of::<Self>()
             + self
                 .merged
                 .as_ref()
-                .and_then(|m| m.to_bytes().ok())
-                .map_or(0, |b| b.len())
+                .map_or(0, |m| NUMERIC_BOUND + 64 * m.categorical.len())
     }
 }
 
