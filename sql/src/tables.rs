@@ -188,9 +188,11 @@ impl WindowTable {
         let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
         let mut dropped = 0;
         let mut kept = Vec::with_capacity(live.len());
-        for l in live.drain(..) {
+        // the live rows are replaced only once every batch is done: an
+        // error leaves them as they were
+        for l in live.iter() {
             match l.span {
-                Some((min, _)) if min >= ms => kept.push(l),
+                Some((min, _)) if min >= ms => kept.push(l.clone()),
                 Some((_, max)) if max >= ms => {
                     let time = l
                         .batch
@@ -296,6 +298,8 @@ struct ScanBounds {
     models: Option<Vec<String>>,
     from: Option<i64>,
     to: Option<i64>,
+    /// The days of `from` and `to` (`YYYY-MM-DD`), for the history's directories.
+    days: (Option<String>, Option<String>),
 }
 
 impl ScanBounds {
@@ -312,14 +316,17 @@ impl ScanBounds {
                 bounds.to = Some(bounds.to.map_or(hi, |t| t.min(hi)));
             }
         }
+        bounds.days = (
+            bounds.from.map(crate::history::date_of),
+            bounds.to.map(crate::history::date_of),
+        );
         bounds
     }
 
     /// Whether a history day directory (`YYYY-MM-DD`) can hold matching rows.
     fn allows_day(&self, date: &str) -> bool {
-        let from = self.from.map(crate::history::date_of);
-        let to = self.to.map(crate::history::date_of);
-        !(from.is_some_and(|f| date < f.as_str()) || to.is_some_and(|t| date > t.as_str()))
+        let (from, to) = &self.days;
+        !(from.as_deref().is_some_and(|f| date < f) || to.as_deref().is_some_and(|t| date > t))
     }
 
     /// Whether a live batch can hold matching rows.
