@@ -4,8 +4,9 @@
 #
 # - a Kafka-protocol broker (Tansu 0.6.0, built once from crates.io into
 #   DRIFTWATCH_TOOLS, default ~/.cache/driftwatch/tools): scripts/tansu.sh
-# - Python's confluent-kafka (the third-party producer in the Kafka tests), in
-#   a virtual environment under DRIFTWATCH_TOOLS
+# - Python's confluent-kafka (the third-party producer in the Kafka tests) and
+#   aiosmtpd (the SMTP server the email tests send to), in a virtual
+#   environment under DRIFTWATCH_TOOLS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${DRIFTWATCH_TOOLS:-$HOME/.cache/driftwatch/tools}"
@@ -15,9 +16,9 @@ TANSU_BIN="$(scripts/tansu.sh install)"
 export TANSU_BIN
 
 VENV="$TOOLS/venv"
-if ! "$VENV/bin/python" -c 'import confluent_kafka' 2>/dev/null; then
+if ! "$VENV/bin/python" -c 'import confluent_kafka, aiosmtpd' 2>/dev/null; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/kafka/requirements.txt
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
 fi
 export DRIFTWATCH_PYTHON="$VENV/bin/python"
 

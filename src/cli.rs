@@ -46,6 +46,55 @@ pub enum Command {
     Rules(RulesCommand),
     /// Runs one SQL query over the history in the data directory.
     Sql(SqlArgs),
+    /// Alerts pending or firing now, and the latest alert events
+    /// (transitions and deliveries), from the history's `alerts` table.
+    Alerts(AlertsArgs),
+    /// Silences: while one is active, notifications leave out the alerts it matches.
+    #[command(subcommand)]
+    Silence(SilenceCommand),
+}
+
+/// `driftwatch alerts`.
+#[derive(Debug, Args)]
+pub struct AlertsArgs {
+    /// How many of the latest alert events to show.
+    #[arg(long, default_value_t = 20)]
+    pub recent: usize,
+}
+
+/// `driftwatch silence`.
+#[derive(Debug, Subcommand)]
+pub enum SilenceCommand {
+    /// Adds a silence; prints its id.
+    Add {
+        /// Label matchers, all of which must hold: `model_id=churn`,
+        /// `rule=~feature_.*`, `severity!=critical`, `feature!~age|plan`.
+        #[arg(required = true)]
+        matchers: Vec<String>,
+        /// How long it lasts ("2h", "1d 6h").
+        #[arg(long, default_value = "2h")]
+        duration: String,
+        /// When it starts (RFC 3339) [default: now].
+        #[arg(long)]
+        start: Option<String>,
+        /// Why.
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// Who [default: $USER].
+        #[arg(long)]
+        author: Option<String>,
+    },
+    /// Lists silences that are active or yet to start (`--all`: ended ones too).
+    List {
+        /// Also those that ended.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Ends a silence now.
+    Expire {
+        /// Its id (or the start of it).
+        id: String,
+    },
 }
 
 /// `driftwatch rules`.

@@ -12,12 +12,14 @@ use driftwatch_ingest::{DeadLetterFile, EventParquetWriter, encode_json, format_
 use tracing::info;
 
 use crate::cli::{
-    Command, DemoArgs, GenArgs, ReferenceCommand, ReplayArgs, RulesCommand, SqlArgs, SqlFormat,
+    AlertsArgs, Command, DemoArgs, GenArgs, ReferenceCommand, ReplayArgs, RulesCommand,
+    SilenceCommand, SqlArgs, SqlFormat,
 };
 use crate::output::{ConsoleSummary, TableWriters};
 use crate::pipeline::{Pipeline, RunSummary};
 use crate::rules::{RuleRunner, RuleSource};
 use crate::settings::Settings;
+use driftwatch_triggers::Dispatcher;
 
 /// Runs one subcommand.
 pub fn run(command: Command, settings: &Settings) -> Result<()> {
@@ -54,7 +56,133 @@ pub fn run(command: Command, settings: &Settings) -> Result<()> {
         Command::Rules(RulesCommand::Check { dir }) => rules_check(settings, dir),
         Command::Rules(RulesCommand::Test { dir }) => rules_test(settings, dir),
         Command::Sql(args) => sql(settings, &args),
+        Command::Alerts(args) => alerts(settings, &args),
+        Command::Silence(command) => silence(settings, command),
     }
+}
+
+/// `driftwatch alerts`: what the `alerts` history says.
+fn alerts(settings: &Settings, args: &AlertsArgs) -> Result<()> {
+    let transitions = "state IN ('pending', 'firing', 'resolved', 'inactive')";
+    let current = format!(
+        "SELECT state, severity, rule, model_id, model_version, value, \
+           date_format(time, '%Y-%m-%dT%H:%M:%SZ') AS since, instance \
+         FROM (SELECT *, row_number() OVER (PARTITION BY rule, model_id, model_version, instance \
+                 ORDER BY time DESC) AS latest \
+               FROM alerts WHERE {transitions}) \
+         WHERE latest = 1 AND state IN ('pending', 'firing') \
+         ORDER BY state, severity, rule, model_id"
+    );
+    let recent = format!(
+        "SELECT date_format(time, '%Y-%m-%dT%H:%M:%SZ') AS at, state, severity, rule, model_id, \
+           model_version, value, action, detail \
+         FROM alerts ORDER BY time DESC, rule LIMIT {}",
+        args.recent
+    );
+    let engine = crate::rules::engine(settings, true)?;
+    let mut out = std::io::stdout().lock();
+    for (title, query) in [("current alerts", current), ("latest alert events", recent)] {
+        let (_, batches) = engine.query(&query)?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        writeln!(out, "{title}: {rows}")?;
+        if rows > 0 {
+            writeln!(
+                out,
+                "{}",
+                arrow::util::pretty::pretty_format_batches(&batches)?
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "(from the history in {}; the service writes it at each checkpoint)",
+        settings.data_dir.join("history").display()
+    )?;
+    Ok(())
+}
+
+/// `driftwatch silence`.
+fn silence(settings: &Settings, command: SilenceCommand) -> Result<()> {
+    use driftwatch_triggers::{Matcher, Silences};
+    let path = crate::rules::silences_path(settings);
+    let mut silences = Silences::open(&path)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let show = |s: &driftwatch_triggers::Silence| {
+        let matchers: Vec<String> = s.matchers.iter().map(ToString::to_string).collect();
+        format!(
+            "{}  {} .. {}  {}  by {}{}",
+            &s.id[..12],
+            format_time(s.starts_at),
+            format_time(s.ends_at),
+            matchers.join(" "),
+            if s.created_by.is_empty() {
+                "-"
+            } else {
+                &s.created_by
+            },
+            if s.comment.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", s.comment)
+            }
+        )
+    };
+    match command {
+        SilenceCommand::Add {
+            matchers,
+            duration,
+            start,
+            comment,
+            author,
+        } => {
+            let matchers = matchers
+                .iter()
+                .map(|m| Matcher::parse(m).map_err(anyhow::Error::msg))
+                .collect::<Result<Vec<_>>>()?;
+            let length = humantime::parse_duration(&duration)
+                .with_context(|| format!("--duration {duration:?}: expected e.g. \"2h\""))?;
+            let starts_at = match start {
+                Some(t) => chrono::DateTime::parse_from_rfc3339(&t)
+                    .with_context(|| format!("--start {t:?}: expected RFC 3339"))?
+                    .timestamp_millis(),
+                None => now,
+            };
+            let author = author
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_default();
+            let s = silences.add(
+                matchers,
+                starts_at,
+                starts_at + length.as_millis() as i64,
+                &author,
+                &comment,
+            )?;
+            println!("silence {} added: {}", s.id, show(&s));
+        }
+        SilenceCommand::List { all } => {
+            let list: Vec<_> = silences
+                .list()
+                .iter()
+                .filter(|s| all || s.ends_at > now)
+                .collect();
+            println!("{} silence(s) in {}", list.len(), path.display());
+            for s in list {
+                let state = if s.active(now) {
+                    "active "
+                } else if s.starts_at > now {
+                    "pending"
+                } else {
+                    "ended  "
+                };
+                println!("{state}  {}", show(s));
+            }
+        }
+        SilenceCommand::Expire { id } => {
+            let s = silences.expire(&id, now)?;
+            println!("silence {} ended: {}", s.id, show(&s));
+        }
+    }
+    Ok(())
 }
 
 fn rules_source(settings: &Settings, dir: Option<PathBuf>) -> RuleSource {
@@ -203,7 +331,7 @@ fn pipeline(
     dead_letter: PathBuf,
     console: Option<ConsoleSummary>,
     rules: (Option<RuleSource>, &str),
-) -> Result<Pipeline> {
+) -> Result<(Pipeline, Option<Dispatcher>)> {
     let dlq = DeadLetterFile::open(&dead_letter)
         .with_context(|| format!("opening dead-letter file {}", dead_letter.display()))?;
     let mut pipeline = Pipeline::new(
@@ -230,9 +358,20 @@ fn pipeline(
     if runner.rule_count() > 0 {
         info!(rules = runner.rule_count(), "alert rules loaded");
     }
+    let dispatcher = match runner.triggers() {
+        Some(_) => crate::rules::dispatcher(settings)?,
+        None => None,
+    };
+    if let Some(d) = &dispatcher {
+        crate::rules::attach(d, &mut runner);
+    }
     pipeline.set_rules(runner);
-    Ok(pipeline)
+    Ok((pipeline, dispatcher))
 }
+
+/// How long a replay waits at its end for the notifications it made to be
+/// delivered; those still pending stay in the outbox for the next run.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where a replay's predictions awaiting labels spill; removed when it ends.
 fn replay_pending_store(settings: &Settings) -> PathBuf {
@@ -247,11 +386,20 @@ fn default_dead_letter(settings: &Settings, out: Option<&Path>) -> PathBuf {
 }
 
 fn finish(
-    pipeline: Pipeline,
+    (mut pipeline, dispatcher): (Pipeline, Option<Dispatcher>),
     settings: &Settings,
     out: Option<&Path>,
     started: Instant,
 ) -> Result<RunSummary> {
+    if let Some(d) = dispatcher {
+        // the last windows' notifications, delivered before the history is
+        // written so that it holds how their deliveries ended
+        pipeline.close_all()?;
+        crate::rules::finish_delivery(&d, DRAIN_LIMIT)?;
+        if let Some(r) = pipeline.rules_mut() {
+            r.record_deliveries()?;
+        }
+    }
     let summary = pipeline.finish()?;
     let pending = replay_pending_store(settings);
     if pending.exists() {
@@ -289,13 +437,14 @@ fn replay(args: ReplayArgs, settings: &Settings) -> Result<()> {
         Some(dir) => Some(RuleSource::Dir(dir.clone())),
         None => crate::rules::configured_source(settings, false),
     };
-    let mut pipeline = pipeline(settings, out, dead_letter, console, (source, "replay"))?;
+    let (mut pipeline, dispatcher) =
+        pipeline(settings, out, dead_letter, console, (source, "replay"))?;
     for file in &args.files {
         info!(file = %file.display(), "replaying");
         let mut source = open_file(file)?;
         pipeline.run_source(source.as_mut())?;
     }
-    finish(pipeline, settings, out, started)?;
+    finish((pipeline, dispatcher), settings, out, started)?;
     Ok(())
 }
 
@@ -330,7 +479,7 @@ fn demo(args: DemoArgs, settings: &Settings) -> Result<()> {
         Some(dir) => Some(RuleSource::Dir(dir.clone())),
         None => crate::rules::configured_source(settings, true),
     };
-    let mut pipeline = pipeline(
+    let (mut pipeline, dispatcher) = pipeline(
         settings,
         out,
         default_dead_letter(settings, out),
@@ -343,7 +492,7 @@ fn demo(args: DemoArgs, settings: &Settings) -> Result<()> {
         encode_json(&event, &mut buf);
         pipeline.handle_bytes(seq as u64, &buf)?;
     }
-    finish(pipeline, settings, out, started)?;
+    finish((pipeline, dispatcher), settings, out, started)?;
     Ok(())
 }
 

@@ -133,6 +133,11 @@ impl Pipeline {
         self.rules = Some(rules);
     }
 
+    /// The rule runner, when rules run.
+    pub fn rules_mut(&mut self) -> Option<&mut RuleRunner> {
+        self.rules.as_mut()
+    }
+
     /// Adds window sinks (they must exist before the first window closes).
     pub fn add_sink(&mut self, sink: Box<dyn WindowSink + Send>) {
         self.sinks.push(sink);

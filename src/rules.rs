@@ -16,6 +16,7 @@ use driftwatch_sql::rules::{RuleFiles, check_all, read_rule_files};
 use driftwatch_sql::{
     AlertInstance, Engine, Evaluator, EventRows, History, RuleStats, Tables, WindowRef,
 };
+use driftwatch_triggers::{Audit, Outbox, Silences, Triggers, alerts_batch, system_clock};
 use serde::{Deserialize, Serialize};
 
 use crate::settings::Settings;
@@ -81,6 +82,49 @@ pub fn load_rules(
     Ok(rules)
 }
 
+/// The delivery worker, when actions are configured.
+pub fn dispatcher(settings: &Settings) -> Result<Option<driftwatch_triggers::Dispatcher>> {
+    if settings.action_set.is_empty() {
+        return Ok(None);
+    }
+    let audit = std::sync::Arc::new(Audit::open(&audit_path(settings))?);
+    let d =
+        driftwatch_triggers::Dispatcher::start(settings.action_set.clone(), audit, system_clock())?;
+    Ok(Some(d))
+}
+
+/// Has `d` deliver what `runner`'s outbox holds (an earlier run's leftovers
+/// first) and wakes it when the runner writes more.
+pub fn attach(d: &driftwatch_triggers::Dispatcher, runner: &mut RuleRunner) {
+    if let Some(t) = runner.triggers_mut() {
+        d.add(t.outbox().clone());
+        t.set_waker(d.waker());
+    }
+}
+
+/// Waits up to `limit` for the outboxes to empty, stops the worker and
+/// reports what it did.
+pub fn finish_delivery(
+    d: &driftwatch_triggers::Dispatcher,
+    limit: std::time::Duration,
+) -> Result<()> {
+    let pending = d.drain(limit)?;
+    d.stop()?;
+    let stats = d.stats();
+    println!(
+        "notifications: {} delivered, {} failed, {} attempts{}",
+        stats.delivered,
+        stats.failed,
+        stats.attempts,
+        if pending > 0 {
+            format!("; {pending} still pending in the outbox (the next run delivers them)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
 /// The tables the label join writes to after a window closed.
 const PERFORMANCE_TABLES: &[&str] = &["model_metrics", "change_points", "label_stats"];
 
@@ -121,7 +165,15 @@ pub struct RuleRunner {
     events_retention_ms: i64,
     /// The latest event time seen.
     latest_event: i64,
+    /// The alert lifecycle and notifications (when rules run).
+    triggers: Option<Triggers>,
+    /// When the triggers last looked for due notifications and ended deliveries.
+    last_tick: Option<std::time::Instant>,
 }
+
+/// How often a pipeline with no window to evaluate still looks for due
+/// notifications (a silence ended) and ended deliveries.
+const IDLE_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Events gathered before they go to the `events` table in one batch.
 const EVENT_BATCH: usize = 8192;
@@ -147,6 +199,41 @@ pub struct RulesState {
     pub evaluator: Vec<u8>,
     /// The history flush this state includes.
     pub history_seq: u64,
+    /// The alert lifecycle and groups.
+    pub triggers: Option<Vec<u8>>,
+}
+
+/// The outbox of pipeline `writer`.
+pub fn outbox_path(settings: &Settings, writer: &str) -> PathBuf {
+    settings
+        .data_dir
+        .join("outbox")
+        .join(format!("{writer}.redb"))
+}
+
+/// The silences of a data directory.
+pub fn silences_path(settings: &Settings) -> PathBuf {
+    settings.data_dir.join("silences.json")
+}
+
+/// The audit log of a data directory.
+pub fn audit_path(settings: &Settings) -> PathBuf {
+    settings.data_dir.join("audit.jsonl")
+}
+
+/// The triggers of pipeline `writer`: its outbox, the data directory's
+/// silences and audit log.
+fn open_triggers(settings: &Settings, writer: &str) -> Result<Triggers> {
+    let outbox = Outbox::open(&outbox_path(settings, writer))?;
+    let audit = Audit::open(&audit_path(settings))?;
+    let silences = Silences::open(&silences_path(settings))?;
+    Ok(Triggers::new(
+        settings.action_set.clone(),
+        std::sync::Arc::new(outbox),
+        silences,
+        std::sync::Arc::new(audit),
+        system_clock(),
+    ))
 }
 
 fn window_ref(k: &WindowKey) -> WindowRef {
@@ -172,7 +259,14 @@ impl RuleRunner {
         } else {
             None
         };
+        let triggers = if rules.is_empty() {
+            None
+        } else {
+            Some(open_triggers(settings, writer)?)
+        };
         Ok(RuleRunner {
+            triggers,
+            last_tick: None,
             evaluator: Evaluator::new(engine, rules)?,
             history,
             dirty: std::collections::BTreeMap::new(),
@@ -255,9 +349,40 @@ impl RuleRunner {
         Ok(())
     }
 
+    /// The triggers (when rules run).
+    pub fn triggers(&self) -> Option<&Triggers> {
+        self.triggers.as_ref()
+    }
+
+    /// See [`triggers`](Self::triggers).
+    pub fn triggers_mut(&mut self) -> Option<&mut Triggers> {
+        self.triggers.as_mut()
+    }
+
+    /// Writes how ended deliveries went to the `alerts` table now.
+    pub fn record_deliveries(&mut self) -> Result<()> {
+        self.tick(i64::MIN)
+    }
+
+    /// Writes due notifications to the outbox; the `alerts` rows go to the table.
+    fn tick(&mut self, now: i64) -> Result<()> {
+        let Some(t) = &mut self.triggers else {
+            return Ok(());
+        };
+        self.last_tick = Some(std::time::Instant::now());
+        let rows = t.tick(now).context("alert notifications")?;
+        if !rows.is_empty() {
+            self.push("alerts", &alerts_batch(&rows)?)?;
+        }
+        Ok(())
+    }
+
     /// Evaluates the rules for every window that changed since the last call.
     pub fn settle(&mut self) -> Result<()> {
         if self.dirty.is_empty() {
+            if self.triggers.is_some() && self.last_tick.is_none_or(|t| t.elapsed() >= IDLE_TICK) {
+                self.tick(i64::MIN)?;
+            }
             return Ok(());
         }
         // the rules of a window see its events
@@ -270,12 +395,16 @@ impl RuleRunner {
                 let evaluation = self
                     .evaluator
                     .evaluate_some(w, |r| *closed || r.reads_any(PERFORMANCE_TABLES))?;
-                // the triggers (issue 7) take the instances from here
+                if let Some(t) = &mut self.triggers {
+                    t.observe(w, &evaluation.evaluated, &evaluation.instances);
+                }
                 if self.print {
                     evaluation.instances.iter().for_each(print_instance);
                 }
             }
         }
+        let latest = dirty.iter().map(|(w, _)| w.end).max().unwrap_or(i64::MIN);
+        self.tick(latest)?;
         if let Flushing::Bytes(limit) = self.flushing
             && self.evaluator.engine().tables().live_bytes() >= limit
         {
@@ -359,6 +488,7 @@ impl RuleRunner {
         Ok(RulesState {
             evaluator: self.evaluator.snapshot()?,
             history_seq: self.snapshot_seq,
+            triggers: self.triggers.as_ref().map(Triggers::snapshot).transpose()?,
         })
     }
 
@@ -371,6 +501,9 @@ impl RuleRunner {
     /// Continues from a snapshot: history files written after it are removed.
     pub fn restore(&mut self, state: &RulesState) -> Result<()> {
         self.evaluator.restore(&state.evaluator)?;
+        if let (Some(t), Some(bytes)) = (&mut self.triggers, &state.triggers) {
+            t.restore(bytes)?;
+        }
         if let Some(h) = &mut self.history {
             let removed = h.rewind(state.history_seq)?;
             self.snapshot_seq = state.history_seq;

@@ -60,6 +60,8 @@ pub struct IngestMetrics {
     pub checkpoint_age_seconds: f64,
     /// Seconds the broker has not answered, while it does not.
     pub broker_unreachable_seconds: Option<f64>,
+    /// Notification deliveries since the service started (when actions are configured).
+    pub deliveries: Option<driftwatch_triggers::DeliveryStats>,
 }
 
 /// How `run` behaves.
@@ -117,6 +119,8 @@ struct State {
     /// an error inside a rebalance callback, for the poll loop to report
     error: Option<anyhow::Error>,
     last_checkpoint: Instant,
+    /// delivers what the partitions' outboxes hold
+    dispatcher: Option<Arc<driftwatch_triggers::Dispatcher>>,
 }
 
 impl State {
@@ -145,6 +149,11 @@ impl State {
             // files of an earlier run without a checkpoint would count twice
             rules.clear_history()?;
         }
+        if let Some(d) = &self.dispatcher {
+            // the outbox follows the partition: undelivered notifications
+            // left by its last owner go out from here
+            crate::rules::attach(d, &mut rules);
+        }
         pipeline.set_rules(rules);
         if let Some(checkpoint) = checkpoint {
             pipeline.restore(checkpoint.state)?;
@@ -165,6 +174,16 @@ impl State {
             },
         );
         Ok(())
+    }
+
+    /// Drops a partition's state (it was checkpointed, or goes back to its last checkpoint).
+    fn release(&mut self, partition: i32) {
+        if let Some(mut p) = self.partitions.remove(&partition)
+            && let (Some(d), Some(r)) = (&self.dispatcher, p.pipeline.rules_mut())
+            && let Some(t) = r.triggers()
+        {
+            d.remove(t.outbox().path());
+        }
     }
 
     /// Whether every dead letter sent so far is durable, waiting at most
@@ -236,6 +255,7 @@ impl State {
             lag: lag.cloned().unwrap_or_default(),
             checkpoint_age_seconds: self.last_checkpoint.elapsed().as_secs_f64(),
             broker_unreachable_seconds: outage.map(|t| t.elapsed().as_secs_f64()),
+            deliveries: self.dispatcher.as_ref().map(|d| d.stats()),
         }
     }
 
@@ -299,7 +319,7 @@ impl ConsumerContext for Rebalancer {
         }
         for p in &partitions {
             if !durable {
-                state.partitions.remove(p);
+                state.release(*p);
                 continue;
             }
             if let Err(e) = state.checkpoint(*p, &mut tpl) {
@@ -308,7 +328,7 @@ impl ConsumerContext for Rebalancer {
                     .get_or_insert(e.context(format!("checkpointing revoked partition {p}")));
                 return;
             }
-            state.partitions.remove(p);
+            state.release(*p);
         }
         for e in revoked.elements() {
             state
@@ -370,6 +390,7 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
         assigned: BTreeSet::new(),
         error: None,
         last_checkpoint: Instant::now(),
+        dispatcher: crate::rules::dispatcher(settings)?.map(Arc::new),
     }));
     let context = Rebalancer {
         state: Arc::clone(&state),
@@ -517,13 +538,20 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
                 .checkpoint_all(None)?
                 .unwrap_or_else(TopicPartitionList::new);
             let summary = state.summary();
+            let dispatcher = state.dispatcher.clone();
             drop(state);
             commit(&consumer, &tpl, CommitMode::Sync);
             info!("every assigned partition read to its end");
+            if let Some(d) = dispatcher {
+                crate::rules::finish_delivery(&d, EXIT_DRAIN_LIMIT)?;
+            }
             return Ok(summary);
         }
     }
 }
+
+/// How long `run --exit-at-end` waits for pending notifications.
+const EXIT_DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 /// Every (topic, partition) of `topics`, from the broker's metadata.
 fn topic_partitions(probe: &BaseConsumer, topics: &[&str]) -> Result<BTreeSet<(String, i32)>> {

@@ -41,6 +41,14 @@ pub enum SettingsError {
         /// What form is expected.
         expected: String,
     },
+    /// An action that is wrong (the message names its key).
+    #[error("configuration{}: {message}", source_hint(file))]
+    Action {
+        /// The file, if one was given.
+        file: Option<PathBuf>,
+        /// What is wrong, with the key.
+        message: String,
+    },
 }
 
 fn source_hint(file: &Option<PathBuf>) -> String {
@@ -367,20 +375,6 @@ impl Default for RawSql {
     }
 }
 
-/// `[actions.<name>]`: what a rule can start. Only `kind` is read so far;
-/// the actions run with the triggers (issue 7), which will define the rest.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct RawAction {
-    /// `webhook`, `email` or `chat`.
-    pub kind: String,
-    /// The action's own settings.
-    #[serde(flatten)]
-    pub options: BTreeMap<String, serde_json::Value>,
-}
-
-/// Kinds of action.
-pub const ACTION_KINDS: &[&str] = &["webhook", "email", "chat"];
-
 /// Validated `[sql]`.
 #[derive(Debug, Clone)]
 pub struct SqlSettings {
@@ -420,7 +414,7 @@ pub struct RawSettings {
     /// Rules, queries, history.
     pub sql: RawSql,
     /// Actions rules can name.
-    pub actions: BTreeMap<String, RawAction>,
+    pub actions: BTreeMap<String, driftwatch_triggers::ActionConfig>,
 }
 
 impl Default for RawSettings {
@@ -471,6 +465,8 @@ pub struct Settings {
     pub sql: SqlSettings,
     /// Names of the configured actions.
     pub actions: std::collections::BTreeSet<String>,
+    /// The actions, validated (secrets read from the environment).
+    pub action_set: driftwatch_triggers::Actions,
 }
 
 /// Reads the layers: defaults, then `file` if given, then the environment.
@@ -699,19 +695,18 @@ impl RawSettings {
         }
         let performance = self.performance_config(file)?;
         let sql = self.sql_settings(file)?;
-        for (name, action) in &self.actions {
-            if !ACTION_KINDS.contains(&action.kind.as_str()) {
-                return Err(invalid(
-                    &format!("actions.{name}.kind"),
-                    &action.kind,
-                    "webhook, email or chat",
-                ));
-            }
-        }
+        let action_set =
+            driftwatch_triggers::Actions::from_config_env(&self.actions).map_err(|e| {
+                SettingsError::Action {
+                    file: file.map(Path::to_path_buf),
+                    message: e.to_string(),
+                }
+            })?;
         Ok(Settings {
             performance,
             sql,
             actions: self.actions.keys().cloned().collect(),
+            action_set,
             kafka: self.kafka,
             checkpoint_interval_ms,
             checkpoint_events: self.checkpoint.events,

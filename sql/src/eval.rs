@@ -77,6 +77,8 @@ pub struct RuleFailure {
 pub struct Evaluation {
     /// Instances, rule by rule.
     pub instances: Vec<AlertInstance>,
+    /// Rules that ran without failing (with or without instances).
+    pub evaluated: Vec<String>,
     /// Rules that failed (the others still ran).
     pub failures: Vec<RuleFailure>,
     /// Microseconds the whole evaluation took.
@@ -120,7 +122,8 @@ pub fn rule_errors_schema() -> SchemaRef {
 }
 
 /// The schema of the `alerts` table: the alert history, one row per
-/// transition of an alert instance (written by the triggers).
+/// transition of an alert instance and one per alert of a notification
+/// whose delivery ended (written by the triggers).
 pub fn alerts_schema() -> SchemaRef {
     let mut fields = driftwatch_detectors::key_fields();
     fields.extend([
@@ -138,6 +141,8 @@ pub fn alerts_schema() -> SchemaRef {
         Field::new("instance", DataType::Utf8, false),
         Field::new("value", DataType::Float64, true),
         Field::new("annotations", DataType::Utf8, false),
+        Field::new("action", DataType::Utf8, true),
+        Field::new("detail", DataType::Utf8, true),
     ]);
     Arc::new(Schema::new(fields))
 }
@@ -327,6 +332,7 @@ impl Evaluator {
                 result.and_then(|(schema, batches)| instances(loaded, window, &schema, &batches));
             match result {
                 Ok(found) => {
+                    out.evaluated.push(rule.name.clone());
                     *self.stats.instances.entry(rule.name.clone()).or_default() +=
                         found.len() as u64;
                     let key = (

@@ -30,6 +30,7 @@ pub use tables::{TableDef, Tables, WindowTable, standard_schemas, standard_table
 pub mod eval;
 pub mod rules;
 
-pub use eval::{AlertInstance, Evaluation, Evaluator, RuleFailure, RuleStats};
+pub use driftwatch_ingest::event::ARROW_TIMEZONE;
+pub use eval::{AlertInstance, Evaluation, Evaluator, RuleFailure, RuleStats, alerts_schema};
 pub use rules::{Hold, LoadedRule, Rule, WindowRef};
 pub mod testing;

@@ -1,10 +1,276 @@
-//! driftwatch-triggers: the alert state machine, silences, the durable outbox
-//! and the actions (retraining webhooks, email, chat).
+//! driftwatch-triggers: the alert lifecycle, routing and grouping,
+//! silences, the durable outbox and the actions (retraining webhooks with
+//! presets, email, chat).
 //!
 //! ```text
 //! ingest ──► detectors ──► sql ──► [ triggers ] ──► webhook / email / chat
+//!                                      │
+//!   rule rows (AlertInstance) ─► AlertBook: pending → firing → resolved
+//!                               ─► Groups: route, group, silence, repeat
+//!                               ─► Outbox (redb, durable) ─► Dispatcher ─► receivers
+//!   transitions, deliveries ──► `alerts` table rows + audit log
 //! ```
 //!
-//! Nothing lives here yet: the alert lifecycle and the actions arrive with the
-//! triggers issue. The crate exists so that the dependency direction of the
-//! workspace is fixed from the start.
+//! A pipeline owns a [`Triggers`]: it hands over each rule evaluation
+//! ([`Triggers::observe`]), then calls [`Triggers::tick`] to write the due
+//! notifications to its outbox and collect the `alerts` rows. A
+//! [`Dispatcher`] delivers what the outboxes hold. The lifecycle and groups
+//! are part of the pipeline's checkpoint ([`Triggers::snapshot`]); the
+//! outbox is durable on its own and recognises a notification made again
+//! after a restart by its idempotency key.
+//!
+//! ```no_run
+//! # fn main() -> driftwatch_triggers::Result<()> {
+//! use std::sync::Arc;
+//! use driftwatch_triggers::{Actions, Audit, Dispatcher, Outbox, Silences, Triggers, system_clock};
+//! let actions = Actions::default();
+//! let dir = std::path::Path::new("driftwatch-data");
+//! let audit = Arc::new(Audit::open(&dir.join("audit.jsonl"))?);
+//! let outbox = Arc::new(Outbox::open(&dir.join("outbox/replay.redb"))?);
+//! let dispatcher = Dispatcher::start(actions.clone(), audit.clone(), system_clock())?;
+//! dispatcher.add(outbox.clone());
+//! let triggers = Triggers::new(actions, outbox, Silences::open(&dir.join("silences.json"))?, audit, system_clock());
+//! # let _ = triggers; Ok(()) }
+//! ```
+
+pub mod actions;
+pub mod alert;
+pub mod audit;
+pub mod config;
+pub mod dispatch;
+mod error;
+pub mod group;
+pub mod key;
+pub mod outbox;
+pub mod render;
+pub mod rows;
+pub mod silence;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use driftwatch_sql::{AlertInstance, WindowRef};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::warn;
+
+pub use alert::{AlertBook, AlertView, Status, Transition};
+pub use audit::Audit;
+pub use config::{Action, ActionConfig, Actions};
+pub use dispatch::{DeliveryStats, Dispatcher};
+pub use error::{Error, Result};
+pub use group::{Groups, Notification};
+pub use key::{Clock, system_clock};
+pub use outbox::{Entry, Outbox, Outcome};
+pub use rows::{AlertRow, alerts_batch};
+pub use silence::{Matcher, Silence, Silences};
+
+/// Counters of the triggers of one pipeline.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerStats {
+    /// Status changes of alerts.
+    pub transitions: u64,
+    /// Notifications written to the outbox.
+    pub notifications: u64,
+    /// Alerts left out of notifications by silences.
+    pub silenced: u64,
+}
+
+/// What a checkpoint keeps.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct State {
+    book: AlertBook,
+    groups: Groups,
+    now: i64,
+    stats: TriggerStats,
+}
+
+/// The triggers of one pipeline.
+pub struct Triggers {
+    actions: Actions,
+    state: State,
+    silences: Silences,
+    outbox: Arc<Outbox>,
+    audit: Arc<Audit>,
+    clock: Clock,
+    rows: Vec<rows::AlertRow>,
+    wake: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// (action, fingerprint, silence) already written to the audit log.
+    silenced_seen: BTreeSet<(String, String, String)>,
+}
+
+impl std::fmt::Debug for Triggers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Triggers")
+            .field("outbox", &self.outbox.path())
+            .field("stats", &self.state.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Triggers {
+    /// Triggers running `actions`, writing notifications to `outbox`.
+    pub fn new(
+        actions: Actions,
+        outbox: Arc<Outbox>,
+        silences: Silences,
+        audit: Arc<Audit>,
+        clock: Clock,
+    ) -> Self {
+        Triggers {
+            actions,
+            state: State::default(),
+            silences,
+            outbox,
+            audit,
+            clock,
+            rows: Vec::new(),
+            wake: None,
+            silenced_seen: BTreeSet::new(),
+        }
+    }
+
+    /// Called after notifications were written (wakes the delivery worker).
+    pub fn set_waker(&mut self, wake: Arc<dyn Fn() + Send + Sync>) {
+        self.wake = Some(wake);
+    }
+
+    /// The outbox.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &TriggerStats {
+        &self.state.stats
+    }
+
+    /// Alerts pending or firing.
+    pub fn current(&self) -> impl Iterator<Item = &AlertView> {
+        self.state.book.current()
+    }
+
+    fn audit(&self, event: &str, fields: serde_json::Value) {
+        if let Err(e) = self.audit.write(&self.clock, event, fields) {
+            warn!("audit log: {e}");
+        }
+    }
+
+    /// One window's evaluation: the rules that ran (`evaluated`) and the
+    /// instances they returned.
+    pub fn observe(
+        &mut self,
+        window: &WindowRef,
+        evaluated: &[String],
+        instances: &[AlertInstance],
+    ) {
+        let now = self.state.now.max(window.end);
+        self.state.now = now;
+        for rule in evaluated {
+            let found: Vec<&AlertInstance> = instances.iter().filter(|i| &i.rule == rule).collect();
+            for t in self.state.book.observe(rule, window, &found, now) {
+                if t.is_change() {
+                    self.state.stats.transitions += 1;
+                    let a = &t.alert;
+                    self.audit(
+                        "transition",
+                        json!({
+                            "rule": a.rule, "fingerprint": a.fingerprint, "model_id": a.model_id,
+                            "model_version": a.model_version, "from": t.from.map(Status::as_str),
+                            "to": a.status.as_str(), "value": a.value,
+                            "window_end": key::rfc3339(a.window_end), "event_time": key::rfc3339(now),
+                            "labels": a.labels,
+                        }),
+                    );
+                    self.rows.push(rows::AlertRow {
+                        alert: a.clone(),
+                        state: a.status.as_str().into(),
+                        time: now,
+                        action: None,
+                        detail: None,
+                    });
+                }
+                self.state.groups.apply(&self.actions, &t);
+            }
+        }
+    }
+
+    /// Writes the notifications due at event time `now` to the outbox, and
+    /// returns the `alerts` rows since the last call (transitions, and
+    /// deliveries that ended).
+    pub fn tick(&mut self, now: i64) -> Result<Vec<rows::AlertRow>> {
+        self.state.now = self.state.now.max(now);
+        if let Err(e) = self.silences.refresh() {
+            warn!("silences not read again, the last ones read stay in force: {e}");
+        }
+        let wall = (self.clock)();
+        let (notes, quiet) =
+            self.state
+                .groups
+                .due(&self.actions, self.state.now, wall, &self.silences);
+        for q in quiet {
+            let seen = (
+                q.action.clone(),
+                q.alert.fingerprint.clone(),
+                q.silence.clone(),
+            );
+            if self.silenced_seen.insert(seen) {
+                self.state.stats.silenced += 1;
+                self.audit(
+                    "silenced",
+                    json!({ "action": q.action, "fingerprint": q.alert.fingerprint, "rule": q.alert.rule, "model_id": q.alert.model_id, "silence": q.silence }),
+                );
+            }
+        }
+        let added = self.outbox.enqueue(&notes, wall)?;
+        for n in &added {
+            self.state.stats.notifications += 1;
+            let alerts: Vec<_> = n
+                .alerts
+                .iter()
+                .map(|a| json!({ "fingerprint": a.fingerprint, "rule": a.rule, "model_id": a.model_id, "status": a.status }))
+                .collect();
+            self.audit(
+                "notification",
+                json!({ "key": n.key, "action": n.action, "status": n.status, "repeat": n.repeat, "group": n.group, "alerts": alerts }),
+            );
+        }
+        if !added.is_empty()
+            && let Some(wake) = &self.wake
+        {
+            wake();
+        }
+        for entry in self.outbox.take_unreported(wall)? {
+            let state = match entry.outcome {
+                Outcome::Delivered => "delivered",
+                _ => "failed",
+            };
+            let detail = match (&entry.job_id, &entry.detail) {
+                (Some(job), _) => Some(format!("job {job}")),
+                (None, d) => d.clone(),
+            };
+            for a in &entry.notification.alerts {
+                self.rows.push(rows::AlertRow {
+                    alert: a.clone(),
+                    state: state.into(),
+                    time: entry.finished_at.unwrap_or(wall),
+                    action: Some(entry.notification.action.clone()),
+                    detail: detail.clone(),
+                });
+            }
+        }
+        Ok(std::mem::take(&mut self.rows))
+    }
+
+    /// The state to checkpoint with the pipeline.
+    pub fn snapshot(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(&self.state).map_err(error::state("the triggers' state"))
+    }
+
+    /// Continues from a [`snapshot`](Self::snapshot).
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        self.state = serde_json::from_slice(bytes).map_err(error::state("the triggers' state"))?;
+        self.rows.clear();
+        Ok(())
+    }
+}

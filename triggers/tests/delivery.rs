@@ -1,0 +1,543 @@
+//! The triggers against real receivers: an HTTP server and an SMTP server
+//! started by the test. Event time is driven by the test (window ends);
+//! deliveries run on the real delivery worker.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use driftwatch_sql::rules::Hold;
+use driftwatch_sql::{AlertInstance, WindowRef};
+use driftwatch_triggers::{
+    ActionConfig, Actions, Audit, Clock, Dispatcher, Matcher, Outbox, Silences, Triggers,
+    system_clock,
+};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use support::{Receiver, Reply, SmtpSink, closed_port};
+
+const HOUR: i64 = 3_600_000;
+/// Event time of the first window's end.
+const T0: i64 = 1_780_000_000_000;
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Triggers with their outbox, audit log and delivery worker.
+struct Harness {
+    triggers: Triggers,
+    dispatcher: Dispatcher,
+    audit: PathBuf,
+    wall: Arc<AtomicI64>,
+    /// Every `alerts` row so far.
+    all_rows: Vec<driftwatch_triggers::AlertRow>,
+    dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new(config: &str, env: &[(&str, &str)]) -> Self {
+        let raw: BTreeMap<String, ActionConfig> = toml::from_str(config).expect("config");
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let actions = Actions::from_config(&raw, &|k| env.get(k).cloned()).expect("valid actions");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let audit_path = dir.path().join("audit.jsonl");
+        let audit = Arc::new(Audit::open(&audit_path).expect("audit"));
+        let outbox = Arc::new(Outbox::open(&dir.path().join("outbox.redb")).expect("outbox"));
+        let wall = Arc::new(AtomicI64::new(T0));
+        let w = wall.clone();
+        // silences are checked against this hand-moved clock
+        let clock: Clock = Arc::new(move || w.load(Ordering::SeqCst));
+        let silences = Silences::open(&dir.path().join("silences.json")).expect("silences");
+        let dispatcher =
+            Dispatcher::start(actions.clone(), audit.clone(), system_clock()).expect("dispatcher");
+        dispatcher.add(outbox.clone());
+        let mut triggers = Triggers::new(actions, outbox, silences, audit, clock);
+        triggers.set_waker(dispatcher.waker());
+        Harness {
+            triggers,
+            dispatcher,
+            audit: audit_path,
+            wall,
+            all_rows: Vec::new(),
+            dir,
+        }
+    }
+
+    /// Rule `r` evaluated for the window ending at `end`: `held` lists the
+    /// features holding and for how many windows in a row.
+    fn window(
+        &mut self,
+        end: i64,
+        held: &[(&str, u32)],
+        hold_for: Hold,
+        keep: Hold,
+    ) -> Vec<driftwatch_triggers::AlertRow> {
+        let w = window(end);
+        let found: Vec<AlertInstance> = held
+            .iter()
+            .map(|(f, n)| instance(&w, f, *n, hold_for, keep))
+            .collect();
+        self.triggers.observe(&w, &["r".to_owned()], &found);
+        self.tick(end)
+    }
+
+    fn tick(&mut self, now: i64) -> Vec<driftwatch_triggers::AlertRow> {
+        let rows = self.triggers.tick(now).expect("tick");
+        self.all_rows.extend(rows.iter().cloned());
+        assert_eq!(
+            self.dispatcher.drain(WAIT).expect("drain"),
+            0,
+            "deliveries pending"
+        );
+        rows
+    }
+
+    fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit)
+            .expect("audit log")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    }
+
+    fn audit_events(&self, event: &str) -> Vec<serde_json::Value> {
+        self.audit()
+            .into_iter()
+            .filter(|e| e["event"] == event)
+            .collect()
+    }
+}
+
+fn window(end: i64) -> WindowRef {
+    WindowRef {
+        model_id: "churn".into(),
+        model_version: Some("v7".into()),
+        start: end - HOUR,
+        end,
+    }
+}
+
+fn instance(
+    w: &WindowRef,
+    feature: &str,
+    windows: u32,
+    hold_for: Hold,
+    keep: Hold,
+) -> AlertInstance {
+    AlertInstance {
+        rule: "r".into(),
+        severity: "critical".into(),
+        columns: [
+            ("model_id".to_owned(), serde_json::json!("churn")),
+            ("feature".to_owned(), serde_json::json!(feature)),
+        ]
+        .into(),
+        labels: [
+            ("model_id".to_owned(), "churn".to_owned()),
+            ("feature".to_owned(), feature.to_owned()),
+            ("team".to_owned(), "ml".to_owned()),
+        ]
+        .into(),
+        value: Some(0.31),
+        annotations: [("summary".to_owned(), format!("{feature} drifted"))].into(),
+        actions: vec!["hook".into(), "mail".into(), "preset".into()],
+        window: w.clone(),
+        active_since: w.end - HOUR * i64::from(windows - 1),
+        windows,
+        hold_for,
+        keep_firing_for: keep,
+    }
+}
+
+fn statuses(json: &serde_json::Value) -> Vec<String> {
+    let mut v: Vec<String> = json["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .map(|a| {
+            format!(
+                "{}:{}",
+                a["labels"]["feature"].as_str().unwrap_or("?"),
+                a["status"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn subject(message: &str) -> String {
+    message
+        .lines()
+        .find_map(|l| l.strip_prefix("Subject: "))
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[test]
+fn for_keep_firing_for_and_resolution_make_one_request_and_one_email_per_group() {
+    let hook = Receiver::start();
+    let smtp = SmtpSink::start(Some(("alerts", "s3cret-pw")));
+    let config = format!(
+        r#"
+[hook]
+kind = "webhook"
+url = "{url}/hooks/driftwatch"
+hmac_secret_env = "HOOK_SECRET"
+group_by = ["model_id"]
+
+[mail]
+kind = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {port}
+tls = "none"
+username_env = "SMTP_USER"
+password_env = "SMTP_PASSWORD"
+from = "driftwatch <driftwatch@example.com>"
+to = ["oncall@example.com", "ml@example.com"]
+group_by = ["model_id"]
+"#,
+        url = hook.url,
+        port = smtp.port
+    );
+    let secret = "hmac-secret-value-1234";
+    let mut h = Harness::new(
+        &config,
+        &[
+            ("HOOK_SECRET", secret),
+            ("SMTP_USER", "alerts"),
+            ("SMTP_PASSWORD", "s3cret-pw"),
+        ],
+    );
+    let (two, one) = (Hold::Windows(2), Hold::Windows(1));
+
+    // window 1: a and b hold for the first time: pending, nothing sent
+    let rows = h.window(T0, &[("a", 1), ("b", 1)], two, one);
+    assert_eq!(rows.iter().filter(|r| r.state == "pending").count(), 2);
+    assert!(hook.requests().is_empty());
+    assert!(smtp.messages().is_empty());
+
+    // window 2: `for = 2` reached: both fire, in one request and one email
+    let rows = h.window(T0 + HOUR, &[("a", 2), ("b", 2)], two, one);
+    assert_eq!(rows.iter().filter(|r| r.state == "firing").count(), 2);
+    let requests = hook.wait_for(1, WAIT);
+    assert_eq!(requests.len(), 1);
+    let first = &requests[0];
+    assert_eq!(
+        (first.method.as_str(), first.path.as_str()),
+        ("POST", "/hooks/driftwatch")
+    );
+    assert_eq!(first.json()["status"], "firing");
+    assert_eq!(statuses(&first.json()), ["a:firing", "b:firing"]);
+    assert_eq!(first.json()["group"]["model_id"], "churn");
+    // the signature, computed here from the documented recipe
+    let ts = first.header("x-driftwatch-timestamp");
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(format!("{ts}.").as_bytes());
+    mac.update(&first.body);
+    let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(first.header("x-driftwatch-signature"), expected);
+    let now = chrono::Utc::now().timestamp();
+    let ts: i64 = ts.parse().expect("a unix timestamp");
+    assert!((now - ts).abs() < 60, "the timestamp is the sending time");
+    assert_eq!(
+        first.header("idempotency-key"),
+        first.json()["key"].as_str().expect("key")
+    );
+    let mails = smtp.wait_for(1, WAIT);
+    assert_eq!(mails.len(), 1);
+    assert!(
+        subject(&mails[0]).contains("FIRING (2)"),
+        "{}",
+        subject(&mails[0])
+    );
+    assert!(mails[0].contains("X-Envelope-To: oncall@example.com,ml@example.com"));
+    assert!(mails[0].contains("text/plain") && mails[0].contains("text/html"));
+    assert!(mails[0].contains("a drifted") && mails[0].contains("b drifted"));
+    let key = first.json()["key"].as_str().expect("key").to_owned();
+    // each action's notification is its own delivery, with its own key
+    let mail_key = h
+        .audit_events("notification")
+        .into_iter()
+        .find(|e| e["action"] == "mail")
+        .expect("the email notification")["key"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    assert_ne!(mail_key, key);
+    assert!(
+        mails[0].contains(&format!("Message-ID: <{mail_key}@driftwatch>")),
+        "the email carries its key {mail_key}:\n{}",
+        mails[0]
+    );
+
+    // window 3: b is gone once: `keep_firing_for = 1` keeps it firing, nothing new
+    let rows = h.window(T0 + 2 * HOUR, &[("a", 3)], two, one);
+    assert!(
+        rows.iter().all(|r| r.state == "delivered"),
+        "no transition: {rows:?}"
+    );
+    assert_eq!(hook.requests().len(), 1);
+
+    // window 4: b gone twice: resolved, announced with a still firing
+    let rows = h.window(T0 + 3 * HOUR, &[("a", 4)], two, one);
+    assert!(
+        rows.iter()
+            .any(|r| r.state == "resolved" && r.alert.labels["feature"] == "b")
+    );
+    let requests = hook.wait_for(2, WAIT);
+    assert_eq!(requests.len(), 2);
+    assert_eq!(statuses(&requests[1].json()), ["a:firing", "b:resolved"]);
+    assert_ne!(requests[1].header("idempotency-key"), key);
+    assert_eq!(smtp.wait_for(2, WAIT).len(), 2);
+
+    // windows 5 and 6: a goes; it resolves one window later: the resolved notice
+    h.window(T0 + 4 * HOUR, &[], two, one);
+    assert_eq!(hook.requests().len(), 2);
+    h.window(T0 + 5 * HOUR, &[], two, one);
+    let requests = hook.wait_for(3, WAIT);
+    assert_eq!(requests.len(), 3);
+    assert_eq!(requests[2].json()["status"], "resolved");
+    assert_eq!(statuses(&requests[2].json()), ["a:resolved"]);
+    let mails = smtp.wait_for(3, WAIT);
+    assert_eq!(mails.len(), 3);
+    assert!(
+        subject(&mails[2]).contains("RESOLVED"),
+        "{}",
+        subject(&mails[2])
+    );
+
+    // deliveries reach the alerts table at the next tick, one row per alert
+    h.tick(T0 + 5 * HOUR);
+    let delivered = h.all_rows.iter().filter(|r| r.state == "delivered");
+    assert_eq!(delivered.count(), 2 * (2 + 2 + 1), "{:?}", h.all_rows);
+    assert_eq!(h.dispatcher.stats().delivered, 6);
+    assert_eq!(h.dispatcher.stats().failed, 0);
+
+    // no secret in the audit log, nor in the actions' debug output
+    let audit = std::fs::read_to_string(&h.audit).expect("audit");
+    for s in [secret, "s3cret-pw"] {
+        assert!(!audit.contains(s), "the audit log holds a secret");
+    }
+    assert_eq!(h.audit_events("delivered").len(), 6);
+    assert_eq!(h.audit_events("transition").len(), 2 + 2 + 1 + 1);
+    drop(h.dir);
+}
+
+#[test]
+fn group_wait_gathers_alerts_and_repeat_interval_reminds() {
+    let hook = Receiver::start();
+    let config = format!(
+        "[hook]\nkind = \"webhook\"\nurl = \"{}/\"\ngroup_by = [\"model_id\"]\ngroup_wait = \"90m\"\nrepeat_interval = \"3h\"\n",
+        hook.url
+    );
+    let mut h = Harness::new(&config, &[]);
+    let (none, keep) = (Hold::default(), Hold::Windows(10));
+    // a fires at T0; the group waits 90 minutes (event time) for more
+    h.window(T0, &[("a", 1)], none, keep);
+    assert!(hook.requests().is_empty());
+    h.window(T0 + HOUR, &[("a", 2), ("b", 1)], none, keep);
+    assert!(hook.requests().is_empty(), "group_wait not over at +1h");
+    h.tick(T0 + HOUR + HOUR / 2);
+    let r = hook.wait_for(1, WAIT);
+    assert_eq!(r.len(), 1);
+    assert_eq!(statuses(&r[0].json()), ["a:firing", "b:firing"]);
+    assert_eq!(r[0].json()["repeat"], false);
+    // still firing, nothing new: a reminder 3h after the last notification
+    h.window(T0 + 2 * HOUR, &[("a", 3), ("b", 2)], none, keep);
+    h.window(T0 + 4 * HOUR, &[("a", 4), ("b", 3)], none, keep);
+    assert_eq!(
+        hook.requests().len(),
+        1,
+        "repeat_interval not over at +2h30"
+    );
+    h.tick(T0 + 4 * HOUR + HOUR / 2);
+    let r = hook.wait_for(2, WAIT);
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[1].json()["repeat"], true);
+    assert_eq!(statuses(&r[1].json()), ["a:firing", "b:firing"]);
+}
+
+#[test]
+fn a_receiver_failing_five_times_gets_one_delivery_after_backed_off_retries() {
+    let hook = Receiver::start();
+    hook.script((0..5).map(|_| Reply::status(500).body("try later")));
+    let config = format!(
+        "[hook]\nkind = \"webhook\"\nurl = \"{}/\"\nbackoff = \"100ms\"\nmax_backoff = \"10s\"\nmax_attempts = 8\n",
+        hook.url
+    );
+    let mut h = Harness::new(&config, &[]);
+    h.window(T0, &[("a", 1)], Hold::default(), Hold::default());
+    let r = hook.wait_for(6, WAIT);
+    assert_eq!(r.len(), 6, "5 failures, then the delivery");
+    let key = r[0].header("idempotency-key").to_owned();
+    assert!(
+        r.iter().all(|q| q.header("idempotency-key") == key),
+        "one key for every attempt"
+    );
+    // wait n follows failure n: 100 ms · 2^(n-1), jittered down to half at most
+    for n in 1..6 {
+        let gap = r[n].at - r[n - 1].at;
+        let nominal = Duration::from_millis(100 << (n - 1));
+        assert!(
+            gap >= nominal / 2,
+            "attempt {} came {gap:?} after the one before (backoff {nominal:?})",
+            n + 1
+        );
+        assert!(
+            gap < nominal + Duration::from_secs(2),
+            "attempt {} came late: {gap:?}",
+            n + 1
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(hook.requests().len(), 6, "nothing after the delivery");
+    let stats = h.dispatcher.stats();
+    assert_eq!(
+        (stats.attempts, stats.retried, stats.delivered, stats.failed),
+        (6, 5, 1, 0)
+    );
+    assert_eq!(h.audit_events("attempt_failed").len(), 5);
+    assert_eq!(h.audit_events("delivered").len(), 1);
+    h.tick(T0);
+    let delivered = h.all_rows.iter().filter(|r| r.state == "delivered");
+    assert_eq!(delivered.count(), 1);
+}
+
+#[test]
+fn a_receiver_down_past_the_retry_limit_is_reported_failed() {
+    let config = format!(
+        "[hook]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{}/\"\nbackoff = \"50ms\"\nmax_attempts = 3\ntimeout = \"2s\"\n",
+        closed_port()
+    );
+    let mut h = Harness::new(&config, &[]);
+    h.window(T0, &[("a", 1)], Hold::default(), Hold::default());
+    let stats = h.dispatcher.stats();
+    assert_eq!((stats.attempts, stats.failed, stats.delivered), (3, 1, 0));
+    let failed = h.audit_events("failed");
+    assert_eq!(failed.len(), 1);
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .expect("error")
+            .starts_with("gave up after 3 attempts"),
+        "{failed:?}"
+    );
+    h.tick(T0);
+    let rows: Vec<_> = h.all_rows.iter().filter(|r| r.state == "failed").collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].action.as_deref(), Some("hook"));
+    assert!(
+        rows[0]
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("gave up"))
+    );
+}
+
+#[test]
+fn a_silence_holds_back_matching_alerts_until_it_ends() {
+    let hook = Receiver::start();
+    let config = format!(
+        "[hook]\nkind = \"webhook\"\nurl = \"{}/\"\ngroup_interval = \"0s\"\n",
+        hook.url
+    );
+    let mut h = Harness::new(&config, &[]);
+    let mut silences = Silences::open(&h.dir.path().join("silences.json")).expect("silences");
+    let s = silences
+        .add(
+            vec![Matcher::parse("feature=b").expect("matcher")],
+            T0,
+            T0 + 60_000,
+            "test",
+            "known",
+        )
+        .expect("silence");
+    let keep = Hold::Windows(10);
+    h.window(T0, &[("a", 1), ("b", 1)], Hold::default(), keep);
+    let r = hook.wait_for(1, WAIT);
+    assert_eq!(statuses(&r[0].json()), ["a:firing"], "b is silenced");
+    let silenced = h.audit_events("silenced");
+    assert_eq!(silenced.len(), 1);
+    assert_eq!(silenced[0]["silence"], s.id.as_str());
+    // still silenced a minute (clock) minus a millisecond later
+    h.wall.store(T0 + 59_999, Ordering::SeqCst);
+    h.tick(T0 + HOUR);
+    assert_eq!(hook.requests().len(), 1);
+    // the silence ended: b is announced at the next tick
+    h.wall.store(T0 + 60_000, Ordering::SeqCst);
+    h.tick(T0 + HOUR);
+    let r = hook.wait_for(2, WAIT);
+    assert_eq!(r.len(), 2);
+    assert_eq!(statuses(&r[1].json()), ["a:firing", "b:firing"]);
+}
+
+/// The expected requests of each preset, written from each system's API
+/// reference (see the fixture's `source` fields).
+#[test]
+fn presets_send_the_documented_request_shapes() {
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/presets.json")).expect("fixture");
+    for case in fixture["cases"].as_array().expect("cases") {
+        let name = case["name"].as_str().expect("name");
+        let receiver = Receiver::start();
+        receiver.default_reply(
+            Reply::status(case["reply_status"].as_u64().unwrap_or(200) as u16)
+                .body(case["reply_body"].as_str().unwrap_or("")),
+        );
+        let config = case["config"]
+            .as_str()
+            .expect("config")
+            .replace("{url}", &receiver.url);
+        let kind = case["kind"].as_str().unwrap_or("webhook");
+        let config = format!("[preset]\nkind = \"{kind}\"\n{config}");
+        let mut h = Harness::new(
+            &config,
+            &[
+                ("TOKEN", "tok-123"),
+                ("AF_USER", "admin"),
+                ("AF_PASSWORD", "pw"),
+            ],
+        );
+        h.window(T0, &[("a", 1)], Hold::default(), Hold::default());
+        let r = receiver.wait_for(1, WAIT);
+        assert_eq!(r.len(), 1, "{name}: one request");
+        let got = &r[0];
+        let key = got.header("idempotency-key").to_owned();
+        assert_eq!(key.len(), 32, "{name}: the key");
+        let expect = &case["request"];
+        assert_eq!(
+            got.method,
+            expect["method"].as_str().expect("method"),
+            "{name}: method"
+        );
+        assert_eq!(
+            got.path,
+            expect["path"].as_str().expect("path"),
+            "{name}: path"
+        );
+        for (header, value) in expect["headers"].as_object().expect("headers") {
+            let value = value.as_str().expect("value").replace("{key}", &key);
+            assert_eq!(got.header(header), value, "{name}: header {header}");
+        }
+        let body = serde_json::to_string(&expect["body"])
+            .expect("body")
+            .replace("{key}", &key)
+            .replace("{key8}", &key[..8]);
+        let body: serde_json::Value = serde_json::from_str(&body).expect("body");
+        assert_eq!(got.json(), body, "{name}: body");
+        let delivered = h.audit_events("delivered");
+        assert_eq!(delivered.len(), 1, "{name}: delivered");
+        let job = case["job_id"].as_str().map(|j| j.replace("{key}", &key));
+        assert_eq!(
+            delivered[0]["job_id"].as_str().map(str::to_owned),
+            job,
+            "{name}: job id in the audit log"
+        );
+    }
+}

@@ -1,0 +1,51 @@
+"""A real SMTP server for the email tests (aiosmtpd): every message it
+accepts is written to DIR as NNNN.eml. With USER and PASSWORD it requires
+AUTH (over the plain connection: a local relay's setup).
+
+usage: smtp_sink.py DIR PORT [USER PASSWORD]
+Prints "ready" once it listens; stops when stdin closes.
+"""
+
+import os
+import sys
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+
+class Sink:
+    def __init__(self, out):
+        self.out = out
+        self.count = 0
+
+    async def handle_DATA(self, server, session, envelope):
+        self.count += 1
+        path = os.path.join(self.out, "%04d.eml" % self.count)
+        with open(path + ".tmp", "wb") as f:
+            f.write(b"X-Envelope-From: " + envelope.mail_from.encode() + b"\r\n")
+            f.write(b"X-Envelope-To: " + ",".join(envelope.rcpt_tos).encode() + b"\r\n")
+            f.write(envelope.original_content)
+        os.rename(path + ".tmp", path)
+        return "250 OK queued"
+
+
+def main():
+    out, port = sys.argv[1], int(sys.argv[2])
+    kwargs = {}
+    if len(sys.argv) == 5:
+        user, password = sys.argv[3].encode(), sys.argv[4].encode()
+
+        def check(server, session, envelope, mechanism, auth_data):
+            ok = auth_data.login == user and auth_data.password == password
+            return AuthResult(success=ok)
+
+        kwargs = dict(authenticator=check, auth_required=True, auth_require_tls=False)
+    controller = Controller(Sink(out), hostname="127.0.0.1", port=port, **kwargs)
+    controller.start()
+    print("ready", flush=True)
+    sys.stdin.read()
+    controller.stop()
+
+
+if __name__ == "__main__":
+    main()
