@@ -24,11 +24,11 @@ use driftwatch_triggers::Dispatcher;
 /// Runs one subcommand.
 pub fn run(command: Command, settings: &Settings) -> Result<()> {
     match command {
-        Command::Replay(args) => replay(args, settings),
-        Command::Demo(args) => demo(args, settings),
+        Command::Replay(args) => replay(args, &settings.with_secrets()?),
+        Command::Demo(args) => demo(args, &settings.with_secrets()?),
         Command::Gen(args) => gen_file(args),
         #[cfg(feature = "kafka")]
-        Command::Run(args) => run_service(&args, settings),
+        Command::Run(args) => run_service(&args, &settings.with_secrets()?),
         #[cfg(feature = "kafka")]
         Command::Produce(args) => produce(&args, settings),
         Command::Reference(ReferenceCommand::Build {
@@ -450,6 +450,33 @@ fn replay(args: ReplayArgs, settings: &Settings) -> Result<()> {
 
 fn demo(args: DemoArgs, settings: &Settings) -> Result<()> {
     let started = Instant::now();
+    let mut settings = settings.clone();
+    let out = args.out.as_deref();
+    // without configured actions, local stand-ins for a retraining system
+    // and a chat channel receive the demo's notifications
+    let receiver = if settings.action_set.is_empty() {
+        let log = out.map_or_else(
+            || settings.data_dir.join("demo-receiver.jsonl"),
+            |d| d.join("receiver.jsonl"),
+        );
+        let r = crate::demo_receiver::DemoReceiver::start(&log)?;
+        settings.action_set = r.actions()?;
+        settings.actions = settings.action_set.iter().map(|a| a.name.clone()).collect();
+        println!(
+            "actions: critical alerts start a retraining run, every alert goes to a chat; a local receiver stands in for both (requests kept in {})",
+            log.display()
+        );
+        Some(r)
+    } else {
+        None
+    };
+    // a demo starts over: the last demo's outbox would take its
+    // notifications for repeats and not send them
+    let outbox = crate::rules::outbox_path(&settings, "demo");
+    if outbox.exists() {
+        std::fs::remove_file(&outbox).with_context(|| format!("removing {}", outbox.display()))?;
+    }
+    let settings = &settings;
     let config = SynthConfig::for_events(args.events, args.seed);
     let synth = Synth::new(config);
     println!(
@@ -471,7 +498,6 @@ fn demo(args: DemoArgs, settings: &Settings) -> Result<()> {
         settings.window.size(),
         settings.allowed_lateness_ms
     );
-    let out = args.out.as_deref();
     let console = ConsoleSummary {
         verbose: args.features,
     };
@@ -493,6 +519,9 @@ fn demo(args: DemoArgs, settings: &Settings) -> Result<()> {
         pipeline.handle_bytes(seq as u64, &buf)?;
     }
     finish((pipeline, dispatcher), settings, out, started)?;
+    if let Some(r) = receiver {
+        println!("the local receiver got {} request(s)", r.stop());
+    }
     Ok(())
 }
 

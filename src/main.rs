@@ -4,6 +4,7 @@
 mod checkpoint;
 mod cli;
 mod commands;
+mod demo_receiver;
 mod output;
 mod pipeline;
 mod reference;

@@ -465,8 +465,30 @@ pub struct Settings {
     pub sql: SqlSettings,
     /// Names of the configured actions.
     pub actions: std::collections::BTreeSet<String>,
-    /// The actions, validated (secrets read from the environment).
+    /// The actions, validated; their secrets are placeholders until
+    /// [`with_secrets`](Self::with_secrets).
     pub action_set: driftwatch_triggers::Actions,
+    /// The actions as written.
+    pub actions_raw: BTreeMap<String, driftwatch_triggers::ActionConfig>,
+    /// The configuration file, if one was given.
+    pub file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// These settings with the actions' secrets read from the environment:
+    /// for the commands that deliver notifications. A variable that is not
+    /// set refuses the configuration, naming the key.
+    pub fn with_secrets(&self) -> Result<Settings, SettingsError> {
+        let mut s = self.clone();
+        s.action_set =
+            driftwatch_triggers::Actions::from_config_env(&self.actions_raw).map_err(|e| {
+                SettingsError::Action {
+                    file: self.file.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+        Ok(s)
+    }
 }
 
 /// Reads the layers: defaults, then `file` if given, then the environment.
@@ -695,18 +717,23 @@ impl RawSettings {
         }
         let performance = self.performance_config(file)?;
         let sql = self.sql_settings(file)?;
-        let action_set =
-            driftwatch_triggers::Actions::from_config_env(&self.actions).map_err(|e| {
-                SettingsError::Action {
-                    file: file.map(Path::to_path_buf),
-                    message: e.to_string(),
-                }
-            })?;
+        // every key is checked now; the secrets are read by the commands
+        // that deliver (`with_secrets`), so that `sql` or `silence` run
+        // where they are not set
+        let action_set = driftwatch_triggers::Actions::from_config(&self.actions, &|var| {
+            Some(format!("http://{var}.placeholder.invalid/"))
+        })
+        .map_err(|e| SettingsError::Action {
+            file: file.map(Path::to_path_buf),
+            message: e.to_string(),
+        })?;
         Ok(Settings {
             performance,
             sql,
             actions: self.actions.keys().cloned().collect(),
             action_set,
+            actions_raw: self.actions,
+            file: file.map(Path::to_path_buf),
             kafka: self.kafka,
             checkpoint_interval_ms,
             checkpoint_events: self.checkpoint.events,
@@ -957,6 +984,37 @@ mod tests {
         assert_eq!(raw.window.allowed_lateness, "1m");
         let settings = raw.validate(Some(f.path())).expect("valid");
         assert_eq!(settings.window.size(), 30 * 60_000);
+    }
+
+    #[test]
+    fn actions_are_checked_at_load_and_their_secrets_when_a_command_delivers() {
+        let text = "[actions.retrain]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n\
+                    hmac_secret_env = \"DRIFTWATCH_TEST_UNSET_SECRET\"\nheaders = { \"X-Team\" = \"ml\" }\n";
+        let f = write(text);
+        let settings = load_raw_from(Some(f.path()), no_env())
+            .expect("loads")
+            .validate(Some(f.path()))
+            .expect("valid without the secret: `sql` and `silence` do not need it");
+        let err = settings.with_secrets().expect_err("the secret is not set");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("actions.retrain.hmac_secret_env: environment variable DRIFTWATCH_TEST_UNSET_SECRET is not set"),
+            "{msg}"
+        );
+        assert!(msg.contains(&f.path().display().to_string()), "{msg}");
+        // a key that does not apply is refused at load, for every command
+        let f = write(
+            "[actions.retrain]\nkind = \"webhook\"\nurl = \"http://x/\"\nsmtp_host = \"m\"\n",
+        );
+        let err = load_raw_from(Some(f.path()), no_env())
+            .expect("loads")
+            .validate(Some(f.path()))
+            .expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("actions.retrain.smtp_host: does not apply to a webhook"),
+            "{err}"
+        );
     }
 
     #[test]

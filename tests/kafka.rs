@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "../triggers/tests/support/mod.rs"]
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -591,6 +593,7 @@ fn spawn_logged(cfg: &Path, log: &Path) -> Service {
     let file = std::fs::File::create(log).unwrap();
     Service(
         driftwatch(&["run", "--exit-at-end"], cfg)
+            .env("RETRAIN_SECRET", "retrain-secret")
             .env("DRIFTWATCH__LOG__LEVEL", "info")
             .env("DRIFTWATCH__LOG__FORMAT", "json")
             .stdout(Stdio::null())
@@ -736,4 +739,76 @@ fn the_service_waits_out_a_broker_outage_without_spinning_and_ends_exact() {
     );
 
     assert_same_windows(&reference, &cfg);
+}
+
+/// The service is killed after the retraining receiver took a notification
+/// but before the outbox recorded it; the restarted service (same partition,
+/// same outbox) sends it again with the same idempotency key, and no other.
+#[test]
+fn a_notification_cut_off_by_a_kill_is_sent_again_by_the_restarted_service_with_its_key() {
+    let broker = Broker::start();
+    broker.create_topic("predictions", 2);
+    broker.create_topic("dead-letters", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = support::Receiver::start();
+    // the first request is taken but not answered before the kill
+    receiver.script([support::Reply::status(200).after(Duration::from_secs(30))]);
+    let cfg = config(dir.path(), &broker, "alerting", &["predictions"], "all");
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(rules.join("scores.toml"), support::HIGH_SCORES_RULE).unwrap();
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        r#"
+[sql]
+rules_dir = "{rules}"
+
+[actions.retrain]
+kind = "webhook"
+url = "{url}/retrain"
+hmac_secret_env = "RETRAIN_SECRET"
+backoff = "100ms"
+timeout = "60s"
+"#,
+        rules = rules.display(),
+        url = receiver.url
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    let file = dir.path().join("scores.jsonl");
+    // two 30 min windows, both firing: one notification
+    std::fs::write(&file, support::high_score_events(1, 40)).unwrap();
+    ok(driftwatch(
+        &["produce", p(&file), "--topic", "predictions"],
+        &cfg,
+    ));
+
+    let log = dir.path().join("first.log");
+    let mut service = spawn_logged(&cfg, &log);
+    let first = receiver.wait_for(1, Duration::from_secs(120));
+    assert_eq!(first.len(), 1, "the notification reached the receiver");
+    service.kill().unwrap(); // SIGKILL
+    service.wait().unwrap();
+
+    let log = dir.path().join("second.log");
+    let mut service = spawn_logged(&cfg, &log);
+    wait_success(&mut service, Duration::from_secs(120), &log);
+    let requests = receiver.wait_for(2, Duration::from_secs(10));
+    assert_eq!(
+        requests.len(),
+        2,
+        "sent once more after the restart, and only once"
+    );
+    let keys: std::collections::BTreeSet<&str> = requests
+        .iter()
+        .map(|r| r.header("idempotency-key"))
+        .collect();
+    assert_eq!(
+        keys.len(),
+        1,
+        "one key for both attempts: the receiver drops the repeat"
+    );
+    assert_eq!(requests[0].body, requests[1].body);
+    let audit = std::fs::read_to_string(data_dir(&cfg).join("audit.jsonl")).unwrap();
+    assert_eq!(audit.matches("\"event\":\"delivered\"").count(), 1);
+    assert!(!audit.contains("retrain-secret"));
 }

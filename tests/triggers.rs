@@ -50,31 +50,8 @@ timeout = "30s"
     )
     .unwrap();
     std::fs::create_dir(d.join("rules")).unwrap();
-    std::fs::write(
-        d.join("rules/scores.toml"),
-        r#"[[rule]]
-name = "high_scores"
-sql = """
-SELECT model_id, score_mean AS value FROM window_summary
-WHERE model_id = $model_id AND window_end = $window_end AND score_mean > 0.7
-"""
-severity = "critical"
-actions = ["retrain"]
-annotations = { summary = "mean score of {{ model_id }} is {{ value }}" }
-"#,
-    )
-    .unwrap();
-    let mut lines = String::new();
-    for hour in 0..3 {
-        for i in 0..10 {
-            lines.push_str(&format!(
-                "{{\"event_id\": \"e{hour}-{i}\", \"model_id\": \"churn\", \"timestamp\": \"2026-11-20T{:02}:{:02}:00Z\", \"features\": {{\"x\": {i}}}, \"prediction\": {{\"score\": 0.9}}}}\n",
-                10 + hour,
-                i * 5
-            ));
-        }
-    }
-    std::fs::write(d.join("events.jsonl"), lines).unwrap();
+    std::fs::write(d.join("rules/scores.toml"), support::HIGH_SCORES_RULE).unwrap();
+    std::fs::write(d.join("events.jsonl"), support::high_score_events(3, 10)).unwrap();
     dir
 }
 

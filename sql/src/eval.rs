@@ -27,7 +27,7 @@ pub struct AlertInstance {
     pub rule: String,
     /// Its severity.
     pub severity: String,
-    /// The row's columns other than `value` (the instance's identity), as JSON values.
+    /// The row's columns other than `value`, as JSON values (see [`identity`](Self::identity)).
     pub columns: BTreeMap<String, serde_json::Value>,
     /// The rule's labels and the row's columns as text (rule labels win).
     pub labels: BTreeMap<String, String>,
@@ -50,6 +50,21 @@ pub struct AlertInstance {
 }
 
 impl AlertInstance {
+    /// The instance's identity within its rule: its columns other than
+    /// `value` that are not numbers (text, booleans, times, nulls), as JSON.
+    /// Numeric columns are measurements that change from window to window
+    /// (a PSI, a label coverage); an alert that holds in the next window
+    /// with other figures is the same alert. Cast a numeric key to text to
+    /// make it part of the identity.
+    pub fn identity(&self) -> String {
+        let key: BTreeMap<&String, &serde_json::Value> = self
+            .columns
+            .iter()
+            .filter(|(_, v)| !v.is_number())
+            .collect();
+        serde_json::to_string(&key).unwrap_or_default()
+    }
+
     /// Whether the condition has held for the rule's `for`.
     pub fn held_long_enough(&self) -> bool {
         match self.hold_for {
@@ -264,9 +279,8 @@ fn instances(
     Ok(out)
 }
 
-/// The instance's identity within its rule: its columns other than `value`.
 fn identity(instance: &AlertInstance) -> String {
-    serde_json::to_string(&instance.columns).unwrap_or_default()
+    instance.identity()
 }
 
 /// Rules evaluated over an engine's tables.
@@ -459,6 +473,20 @@ mod tests {
             start: end - 10,
             end,
         }
+    }
+
+    #[test]
+    fn numeric_columns_are_figures_not_part_of_the_identity() {
+        let mut held = BTreeMap::new();
+        let with_psi = |end: i64, psi: f64| {
+            let mut i = instance(&at(end), "x");
+            i.columns.insert("psi".into(), serde_json::json!(psi));
+            i
+        };
+        track(&mut held, &at(10), vec![with_psi(10, 0.31)]);
+        let a = track(&mut held, &at(20), vec![with_psi(20, 0.47)]);
+        assert_eq!(a[0].windows, 2, "the same alert with another PSI");
+        assert_eq!(a[0].identity(), "{\"feature\":\"x\"}");
     }
 
     #[test]

@@ -136,7 +136,7 @@ fn scope_key(rule: &str, window: &WindowRef) -> String {
 }
 
 fn view(i: &AlertInstance, status: Status) -> AlertView {
-    let identity = serde_json::to_string(&i.columns).unwrap_or_default();
+    let identity = i.identity();
     let fingerprint = short_hash(&format!(
         "{}\0{}\0{}\0{identity}",
         i.rule,

@@ -35,6 +35,9 @@ pub struct ActionConfig {
     pub kind: String,
 
     // routing
+    /// Take the alerts of every rule, not only of rules naming this action
+    /// (severities and matchers still apply).
+    pub every_rule: bool,
     /// Severities this action takes (empty: all).
     pub severities: Vec<String>,
     /// Label matchers every alert must satisfy: `team=ml`, `feature=~age|plan`,
@@ -140,6 +143,7 @@ impl Default for ActionConfig {
     fn default() -> Self {
         ActionConfig {
             kind: String::new(),
+            every_rule: false,
             severities: Vec::new(),
             matchers: Vec::new(),
             send_resolved: None,
@@ -211,6 +215,8 @@ impl std::fmt::Debug for Secret {
 /// Which alerts an action takes.
 #[derive(Debug, Clone, Default)]
 pub struct Route {
+    /// Alerts of every rule, named or not.
+    pub every_rule: bool,
     /// Severities taken (empty: all).
     pub severities: Vec<String>,
     /// Matchers every alert must satisfy.
@@ -438,6 +444,27 @@ impl Actions {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.actions.is_empty()
+    }
+
+    /// Adds (or replaces) an action built in code (the demo's local receivers).
+    pub fn insert(&mut self, action: Action) {
+        self.actions.insert(action.name.clone(), Arc::new(action));
+    }
+
+    /// Validates one action as [`from_config`](Self::from_config) does.
+    pub fn build(
+        name: &str,
+        config: &ActionConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Action> {
+        validate(name, config, env)
+    }
+
+    /// The actions an alert goes to: those its rule names, and those taking every rule.
+    pub fn for_rule<'a>(&'a self, named: &'a [String]) -> impl Iterator<Item = &'a Arc<Action>> {
+        self.actions
+            .values()
+            .filter(move |a| a.route.every_rule || named.contains(&a.name))
     }
 }
 
@@ -833,6 +860,7 @@ fn validate(name: &str, c: &ActionConfig, env: &dyn Fn(&str) -> Option<String>) 
         kind_name: c.kind.clone(),
         kind,
         route: Route {
+            every_rule: c.every_rule,
             severities: c.severities.clone(),
             matchers,
             send_resolved: c.send_resolved.unwrap_or(!starts_pipeline),

@@ -98,10 +98,8 @@ pub struct Groups {
 impl Groups {
     /// Routes a transition into the groups of its actions.
     pub fn apply(&mut self, actions: &Actions, t: &Transition) {
-        for name in &t.actions {
-            let Some(action) = actions.get(name) else {
-                continue;
-            };
+        for action in actions.for_rule(&t.actions) {
+            let name = &action.name;
             let v = &t.alert;
             if !action.route.takes(&v.severity, &v.labels) {
                 continue;
@@ -399,6 +397,17 @@ mod tests {
         let mut quiet = Run::new("group_interval = \"0s\"\nsend_resolved = false\n");
         quiet.at(10, &["a"]);
         assert!(quiet.at(20, &[]).is_empty());
+    }
+
+    #[test]
+    fn an_alert_goes_to_the_actions_its_rule_names_and_to_those_taking_every_rule() {
+        let mut r = Run::new(
+            "[all]\nkind = \"chat\"\nurl = \"http://127.0.0.1:9/\"\nevery_rule = true\n\
+             [other]\nkind = \"chat\"\nurl = \"http://127.0.0.1:9/\"\n",
+        );
+        let mut to: Vec<String> = r.at(10, &["a"]).iter().map(|n| n.action.clone()).collect();
+        to.sort();
+        assert_eq!(to, ["all", "hook"]);
     }
 
     #[test]

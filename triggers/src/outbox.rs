@@ -20,6 +20,11 @@ use crate::group::Notification;
 
 const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
 const FINISHED: TableDefinition<&str, &[u8]> = TableDefinition::new("finished");
+/// Keys of finished entries whose outcome the pipeline has not taken yet.
+const UNREPORTED: TableDefinition<&str, ()> = TableDefinition::new("unreported");
+
+/// How often finished entries past [`KEEP_FINISHED_MS`] are looked for.
+const PRUNE_EVERY_MS: i64 = 3_600_000;
 
 /// Finished entries are kept this long (clock time) for recognising repeats.
 pub const KEEP_FINISHED_MS: i64 = 30 * 86_400_000;
@@ -64,6 +69,8 @@ pub struct Entry {
 pub struct Outbox {
     path: PathBuf,
     db: Database,
+    /// Clock time of the last prune.
+    pruned: std::sync::atomic::AtomicI64,
 }
 
 impl Outbox {
@@ -80,10 +87,12 @@ impl Outbox {
         let outbox = Outbox {
             path: path.to_owned(),
             db,
+            pruned: std::sync::atomic::AtomicI64::new(i64::MIN),
         };
         let tx = outbox.db.begin_write().map_err(|e| outbox.err(e))?;
         tx.open_table(PENDING).map_err(|e| outbox.err(e))?;
         tx.open_table(FINISHED).map_err(|e| outbox.err(e))?;
+        tx.open_table(UNREPORTED).map_err(|e| outbox.err(e))?;
         tx.commit().map_err(|e| outbox.err(e))?;
         Ok(outbox)
     }
@@ -215,44 +224,68 @@ impl Outbox {
                 finished
                     .insert(key, bytes.as_slice())
                     .map_err(|e| self.err(e))?;
+                let mut unreported = tx.open_table(UNREPORTED).map_err(|e| self.err(e))?;
+                unreported.insert(key, ()).map_err(|e| self.err(e))?;
             }
         }
         tx.commit().map_err(|e| self.err(e))
     }
 
     /// Finished entries not yet written to the `alerts` table; they are
-    /// marked written, and those older than [`KEEP_FINISHED_MS`] dropped.
+    /// marked written. Now and then, entries finished longer ago than
+    /// [`KEEP_FINISHED_MS`] are dropped.
     pub fn take_unreported(&self, now: i64) -> Result<Vec<Entry>> {
+        use std::sync::atomic::Ordering;
+        let prune = self.pruned.load(Ordering::Relaxed) <= now - PRUNE_EVERY_MS;
+        if !prune {
+            // most calls find nothing: look before paying for a durable write
+            let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+            let unreported = tx.open_table(UNREPORTED).map_err(|e| self.err(e))?;
+            if unreported.is_empty().map_err(|e| self.err(e))? {
+                return Ok(Vec::new());
+            }
+        }
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         {
             let mut finished = tx.open_table(FINISHED).map_err(|e| self.err(e))?;
-            let mut update = Vec::new();
-            let mut drop = Vec::new();
-            for item in finished.iter().map_err(|e| self.err(e))? {
-                let (k, v) = item.map_err(|e| self.err(e))?;
-                let entry = self.decode(v.value())?;
-                if entry.finished_at.unwrap_or(now) + KEEP_FINISHED_MS < now {
-                    drop.push(k.value().to_owned());
-                } else if !entry.reported {
-                    update.push(entry);
-                }
+            let mut unreported = tx.open_table(UNREPORTED).map_err(|e| self.err(e))?;
+            let mut keys = Vec::new();
+            for item in unreported.iter().map_err(|e| self.err(e))? {
+                let (k, _) = item.map_err(|e| self.err(e))?;
+                keys.push(k.value().to_owned());
             }
-            for k in drop {
-                finished.remove(k.as_str()).map_err(|e| self.err(e))?;
-            }
-            for mut entry in update {
+            for k in &keys {
+                unreported.remove(k.as_str()).map_err(|e| self.err(e))?;
+                let entry = match finished.get(k.as_str()).map_err(|e| self.err(e))? {
+                    Some(v) => self.decode(v.value())?,
+                    None => continue,
+                };
+                let mut entry = entry;
                 entry.reported = true;
                 finished
-                    .insert(
-                        entry.notification.key.as_str(),
-                        self.encode(&entry)?.as_slice(),
-                    )
+                    .insert(k.as_str(), self.encode(&entry)?.as_slice())
                     .map_err(|e| self.err(e))?;
                 out.push(entry);
             }
+            if prune {
+                let mut old = Vec::new();
+                for item in finished.iter().map_err(|e| self.err(e))? {
+                    let (k, v) = item.map_err(|e| self.err(e))?;
+                    let entry = self.decode(v.value())?;
+                    if entry.finished_at.unwrap_or(now) + KEEP_FINISHED_MS < now {
+                        old.push(k.value().to_owned());
+                    }
+                }
+                for k in old {
+                    finished.remove(k.as_str()).map_err(|e| self.err(e))?;
+                }
+            }
         }
         tx.commit().map_err(|e| self.err(e))?;
+        if prune {
+            self.pruned.store(now, Ordering::Relaxed);
+        }
         Ok(out)
     }
 }

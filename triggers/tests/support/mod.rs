@@ -298,3 +298,33 @@ impl Drop for SmtpSink {
         let _ = self.child.wait();
     }
 }
+
+/// A rule file: one critical rule that fires while a window's mean score is
+/// above 0.7, starting action `retrain`.
+pub const HIGH_SCORES_RULE: &str = r#"[[rule]]
+name = "high_scores"
+sql = """
+SELECT model_id, score_mean AS value FROM window_summary
+WHERE model_id = $model_id AND window_end = $window_end AND score_mean > 0.7
+"""
+severity = "critical"
+actions = ["retrain"]
+annotations = { summary = "mean score of {{ model_id }} is {{ value }}" }
+"#;
+
+/// Predictions of model `churn` scored 0.9 (so that [`HIGH_SCORES_RULE`]
+/// fires), from 2026-11-20 10:00 UTC, `per_hour` an hour for `hours` hours,
+/// as JSON Lines.
+pub fn high_score_events(hours: u32, per_hour: u32) -> String {
+    let mut lines = String::new();
+    for hour in 0..hours {
+        for i in 0..per_hour {
+            let minute = i * 60 / per_hour;
+            lines.push_str(&format!(
+                "{{\"event_id\": \"e{hour}-{i}\", \"model_id\": \"churn\", \"timestamp\": \"2026-11-20T{:02}:{minute:02}:00Z\", \"features\": {{\"x\": {i}}}, \"prediction\": {{\"score\": 0.9}}}}\n",
+                10 + hour
+            ));
+        }
+    }
+    lines
+}
