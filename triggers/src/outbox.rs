@@ -23,6 +23,9 @@ const FINISHED: TableDefinition<&str, &[u8]> = TableDefinition::new("finished");
 /// Keys of finished entries whose outcome the pipeline has not taken yet.
 const UNREPORTED: TableDefinition<&str, ()> = TableDefinition::new("unreported");
 
+/// How long opening waits for another holder of the file to close it.
+const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How often finished entries past [`KEEP_FINISHED_MS`] are looked for.
 const PRUNE_EVERY_MS: i64 = 3_600_000;
 
@@ -83,7 +86,20 @@ impl Outbox {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
         }
-        let db = Database::create(path).map_err(|e| err(&e))?;
+        // a partition's outbox moves with the partition: the instance that
+        // held it may take a moment to let go of the file
+        let deadline = std::time::Instant::now() + OPEN_WAIT;
+        let db = loop {
+            match Database::create(path) {
+                Ok(db) => break db,
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(err(&e)),
+            }
+        };
         let outbox = Outbox {
             path: path.to_owned(),
             db,
