@@ -462,11 +462,7 @@ fn demo(args: DemoArgs, settings: &Settings) -> Result<()> {
         let r = crate::demo_receiver::DemoReceiver::start(&log)?;
         settings.action_set = r.actions()?;
         settings.actions = settings.action_set.iter().map(|a| a.name.clone()).collect();
-        println!(
-            "actions: critical alerts start a retraining run, every alert goes to a chat; a local receiver stands in for both (requests kept in {})",
-            log.display()
-        );
-        Some(r)
+        Some((r, log))
     } else {
         None
     };
@@ -494,10 +490,17 @@ fn demo(args: DemoArgs, settings: &Settings) -> Result<()> {
             .unwrap_or_else(|| "never".into()),
     );
     println!(
-        "windows: {} ms, allowed lateness {} ms; labels arrive minutes to days after their predictions\n",
+        "windows: {} ms, allowed lateness {} ms; labels arrive minutes to days after their predictions",
         settings.window.size(),
         settings.allowed_lateness_ms
     );
+    if let Some((_, log)) = &receiver {
+        println!(
+            "actions: critical alerts start a retraining run, every alert goes to a chat; a local receiver stands in for both (requests kept in {})",
+            log.display()
+        );
+    }
+    println!();
     let console = ConsoleSummary {
         verbose: args.features,
     };
@@ -519,7 +522,7 @@ fn demo(args: DemoArgs, settings: &Settings) -> Result<()> {
         pipeline.handle_bytes(seq as u64, &buf)?;
     }
     finish((pipeline, dispatcher), settings, out, started)?;
-    if let Some(r) = receiver {
+    if let Some((r, _)) = receiver {
         println!("the local receiver got {} request(s)", r.stop());
     }
     Ok(())
