@@ -369,10 +369,6 @@ fn pipeline(
     Ok((pipeline, dispatcher))
 }
 
-/// How long a replay waits at its end for the notifications it made to be
-/// delivered; those still pending stay in the outbox for the next run.
-const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Where a replay's predictions awaiting labels spill; removed when it ends.
 fn replay_pending_store(settings: &Settings) -> PathBuf {
     settings.data_dir.join("pending").join("replay.redb")
@@ -395,7 +391,7 @@ fn finish(
         // the last windows' notifications, delivered before the history is
         // written so that it holds how their deliveries ended
         pipeline.close_all()?;
-        crate::rules::finish_delivery(&d, DRAIN_LIMIT)?;
+        crate::rules::finish_delivery(&d, crate::rules::DRAIN_LIMIT)?;
         if let Some(r) = pipeline.rules_mut() {
             r.record_deliveries()?;
         }

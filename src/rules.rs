@@ -102,6 +102,11 @@ pub fn attach(d: &driftwatch_triggers::Dispatcher, runner: &mut RuleRunner) {
     }
 }
 
+/// How long a bounded run (a replay, the demo, `run --exit-at-end`) waits at
+/// its end for its notifications to be delivered; those still pending stay
+/// in the outbox for the next run.
+pub const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Waits up to `limit` for the outboxes to empty, stops the worker and
 /// reports what it did.
 pub fn finish_delivery(

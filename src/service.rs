@@ -543,15 +543,12 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
             commit(&consumer, &tpl, CommitMode::Sync);
             info!("every assigned partition read to its end");
             if let Some(d) = dispatcher {
-                crate::rules::finish_delivery(&d, EXIT_DRAIN_LIMIT)?;
+                crate::rules::finish_delivery(&d, crate::rules::DRAIN_LIMIT)?;
             }
             return Ok(summary);
         }
     }
 }
-
-/// How long `run --exit-at-end` waits for pending notifications.
-const EXIT_DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 /// Every (topic, partition) of `topics`, from the broker's metadata.
 fn topic_partitions(probe: &BaseConsumer, topics: &[&str]) -> Result<BTreeSet<(String, i32)>> {

@@ -127,6 +127,9 @@ pub struct ActionConfig {
     pub smtp_port: Option<u16>,
     /// `starttls`, `tls` (implicit) or `none` (plain, local relays only).
     pub tls: String,
+    /// PEM file of CA certificates to trust besides the public roots (a
+    /// private CA of an internal relay).
+    pub tls_ca_file: String,
     /// Sender address.
     pub from: String,
     /// Recipients.
@@ -181,6 +184,7 @@ impl Default for ActionConfig {
             smtp_host: String::new(),
             smtp_port: None,
             tls: "starttls".into(),
+            tls_ca_file: String::new(),
             from: String::new(),
             to: Vec::new(),
             subject: None,
@@ -370,6 +374,8 @@ pub struct Email {
     pub tls: Tls,
     /// Login.
     pub credentials: Option<(Secret, Secret)>,
+    /// Extra trusted CA certificates (PEM).
+    pub ca_pem: Option<Vec<u8>>,
     /// Sender.
     pub from: String,
     /// Recipients.
@@ -542,6 +548,7 @@ fn set_keys(c: &ActionConfig) -> Vec<&'static str> {
     check(!c.smtp_host.is_empty(), "smtp_host");
     check(c.smtp_port.is_some(), "smtp_port");
     check(c.tls != d.tls, "tls");
+    check(!c.tls_ca_file.is_empty(), "tls_ca_file");
     check(!c.from.is_empty(), "from");
     check(!c.to.is_empty(), "to");
     check(c.subject.is_some(), "subject");
@@ -582,6 +589,7 @@ fn allowed(kind: &str) -> &'static [&'static str] {
             "smtp_host",
             "smtp_port",
             "tls",
+            "tls_ca_file",
             "from",
             "to",
             "subject",
@@ -658,6 +666,15 @@ fn validate(name: &str, c: &ActionConfig, env: &dyn Fn(&str) -> Option<String>) 
     }
     let mut templates = minijinja::Environment::new();
     templates.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+    // the HTML body escapes what it shows: annotations carry values from
+    // events (a category, a model id) that must not become markup
+    templates.set_auto_escape_callback(|name| {
+        if name == "html" {
+            minijinja::AutoEscape::Html
+        } else {
+            minijinja::AutoEscape::None
+        }
+    });
     let mut add = |key: &str, text: &str| -> Result<()> {
         templates
             .add_template_owned(key.to_owned(), text.to_owned())
@@ -722,11 +739,38 @@ fn validate(name: &str, c: &ActionConfig, env: &dyn Fn(&str) -> Option<String>) 
                 "html",
                 c.html.as_deref().unwrap_or(crate::render::DEFAULT_HTML),
             )?;
+            let ca_pem = if c.tls_ca_file.is_empty() {
+                None
+            } else {
+                if tls == Tls::None {
+                    return Err(bad(
+                        name,
+                        "tls_ca_file",
+                        "applies with tls = starttls or tls",
+                    ));
+                }
+                let pem = std::fs::read(&c.tls_ca_file).map_err(|e| {
+                    bad(
+                        name,
+                        "tls_ca_file",
+                        format!("cannot read {:?}: {e}", c.tls_ca_file),
+                    )
+                })?;
+                lettre::transport::smtp::client::Certificate::from_pem(&pem).map_err(|e| {
+                    bad(
+                        name,
+                        "tls_ca_file",
+                        format!("{:?} is not a PEM certificate: {e}", c.tls_ca_file),
+                    )
+                })?;
+                Some(pem)
+            };
             let email = Email {
                 host: required(name, "smtp_host", &c.smtp_host, "(the SMTP server)")?,
                 port,
                 tls,
                 credentials,
+                ca_pem,
                 from,
                 to: c.to.clone(),
             };

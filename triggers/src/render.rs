@@ -115,3 +115,60 @@ pub fn render(action: &Action, name: &str, ctx: &Value) -> Result<String> {
 pub fn has(action: &Action, name: &str) -> bool {
     action.templates.get_template(name).is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::alert::{AlertView, Status};
+    use crate::config::{ActionConfig, Actions};
+
+    #[test]
+    fn the_html_body_escapes_values_from_events_and_the_text_does_not() {
+        let raw: BTreeMap<String, ActionConfig> = toml::from_str(
+            "[mail]\nkind = \"email\"\nsmtp_host = \"m\"\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]\n",
+        )
+        .expect("config");
+        let actions = Actions::from_config(&raw, &|_| None).expect("valid");
+        let action = actions.get("mail").expect("mail");
+        let alert = AlertView {
+            fingerprint: "f".into(),
+            rule: "r".into(),
+            severity: "critical".into(),
+            status: Status::Firing,
+            model_id: "m".into(),
+            model_version: None,
+            window_start: 0,
+            window_end: 1,
+            value: None,
+            labels: BTreeMap::new(),
+            annotations: [(
+                "summary".to_owned(),
+                "category <script>x</script> & co".to_owned(),
+            )]
+            .into(),
+            identity: "{}".into(),
+            starts_at: 0,
+            fired_at: Some(1),
+            ends_at: None,
+        };
+        let n = Notification {
+            key: "k".into(),
+            action: "mail".into(),
+            status: "firing".into(),
+            group: BTreeMap::new(),
+            alerts: vec![alert],
+            time: 1,
+            repeat: false,
+        };
+        let ctx = context(&n);
+        let html = render(action, "html", &ctx).expect("html");
+        assert!(
+            html.contains("category &lt;script&gt;x&lt;&#x2f;script&gt; &amp; co"),
+            "{html}"
+        );
+        let text = render(action, "text", &ctx).expect("text");
+        assert!(text.contains("category <script>x</script> & co"), "{text}");
+    }
+}

@@ -541,3 +541,48 @@ fn presets_send_the_documented_request_shapes() {
         );
     }
 }
+
+/// STARTTLS and implicit TLS against servers whose certificate a private CA
+/// signed: trusted with `tls_ca_file`, refused without it.
+#[test]
+fn email_goes_over_starttls_and_implicit_tls_and_checks_the_server_certificate() {
+    let starttls = SmtpSink::start_with("starttls", Some(("alerts", "pw")));
+    let implicit = SmtpSink::start_with("tls", None);
+    let untrusted = SmtpSink::start_with("starttls", None);
+    let ca = support::tls_fixture("ca.pem");
+    let mail = |name: &str, port: u16, tls: &str, ca: Option<&std::path::Path>, login: bool| {
+        format!(
+            "[{name}]\nkind = \"email\"\nevery_rule = true\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\ntls = \"{tls}\"\n{}{}from = \"d@example.com\"\nto = [\"o@example.com\"]\nmax_attempts = 1\ntimeout = \"5s\"\n",
+            ca.map(|c| format!("tls_ca_file = \"{}\"\n", c.display()))
+                .unwrap_or_default(),
+            if login {
+                "username_env = \"U\"\npassword_env = \"P\"\n"
+            } else {
+                ""
+            },
+        )
+    };
+    let config = [
+        mail("starttls", starttls.port, "starttls", Some(&ca), true),
+        mail("implicit", implicit.port, "tls", Some(&ca), false),
+        mail("untrusted", untrusted.port, "starttls", None, false),
+    ]
+    .join("\n");
+    let mut h = Harness::new(&config, &[("U", "alerts"), ("P", "pw")]);
+    h.window(T0, &[("a", 1)], Hold::default(), Hold::default());
+    assert_eq!(
+        starttls.wait_for(1, WAIT).len(),
+        1,
+        "over STARTTLS, with login"
+    );
+    assert_eq!(implicit.wait_for(1, WAIT).len(), 1, "over implicit TLS");
+    assert!(
+        untrusted.messages().is_empty(),
+        "an unknown certificate is refused"
+    );
+    let failed = h.audit_events("failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["action"], "untrusted");
+    let stats = h.dispatcher.stats();
+    assert_eq!((stats.delivered, stats.failed), (2, 1));
+}

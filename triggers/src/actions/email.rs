@@ -5,6 +5,7 @@
 
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client as smtp_tls;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::Attempt;
@@ -31,23 +32,36 @@ pub fn message(action: &Action, email: &Email, n: &Notification) -> Result<Messa
         .map_err(|e| e.to_string())
 }
 
+/// The TLS setting of `email`: the public roots, and its own CA if it has one.
+fn tls(email: &Email) -> Result<smtp_tls::Tls, lettre::transport::smtp::Error> {
+    if email.tls == Tls::None {
+        return Ok(smtp_tls::Tls::None);
+    }
+    let mut params = smtp_tls::TlsParameters::builder(email.host.clone());
+    if let Some(pem) = &email.ca_pem {
+        params = params.add_root_certificate(smtp_tls::Certificate::from_pem(pem)?);
+    }
+    let params = params.build()?;
+    Ok(match email.tls {
+        Tls::Implicit => smtp_tls::Tls::Wrapper(params),
+        _ => smtp_tls::Tls::Required(params),
+    })
+}
+
 /// Sends `n` by email.
 pub async fn send(action: &Action, email: &Email, n: &Notification) -> Attempt {
     let message = match message(action, email, n) {
         Ok(m) => m,
         Err(e) => return Attempt::Refused(format!("the message: {e}")),
     };
-    let builder = match email.tls {
-        Tls::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&email.host),
-        Tls::Implicit => AsyncSmtpTransport::<Tokio1Executor>::relay(&email.host),
-        Tls::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
-            &email.host,
-        )),
+    let tls = match tls(email) {
+        Ok(t) => t,
+        Err(e) => return Attempt::Refused(format!("TLS for {}: {e}", email.host)),
     };
-    let mut builder = match builder {
-        Ok(b) => b.port(email.port).timeout(Some(action.retry.timeout)),
-        Err(e) => return Attempt::Refused(format!("SMTP server {}: {e}", email.host)),
-    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&email.host)
+        .port(email.port)
+        .tls(tls)
+        .timeout(Some(action.retry.timeout));
     if let Some((user, password)) = &email.credentials {
         builder = builder.credentials(Credentials::new(
             user.expose().to_owned(),

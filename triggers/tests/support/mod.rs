@@ -214,6 +214,17 @@ pub fn python() -> String {
     }
 }
 
+/// A file of the test-only TLS certificates (`ca.pem`, `server.pem`, `server.key`).
+pub fn tls_fixture(name: &str) -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let local = here.join("tests/fixtures/tls").join(name);
+    if local.exists() {
+        local
+    } else {
+        here.join("triggers/tests/fixtures/tls").join(name)
+    }
+}
+
 /// A real SMTP server writing each message it accepts to a directory.
 pub struct SmtpSink {
     pub port: u16,
@@ -223,8 +234,14 @@ pub struct SmtpSink {
 }
 
 impl SmtpSink {
-    /// Starts one; with `login`, it requires AUTH with that user and password.
+    /// Starts one without TLS; with `login`, it requires AUTH with that user and password.
     pub fn start(login: Option<(&str, &str)>) -> Self {
+        Self::start_with("plain", login)
+    }
+
+    /// Starts one in `mode` (`plain`, `starttls`, `tls`) with the test
+    /// certificate of 127.0.0.1 ([`tls_fixture`]`("server.pem")`).
+    pub fn start_with(mode: &str, login: Option<(&str, &str)>) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_owned();
         let port = closed_port();
@@ -235,7 +252,9 @@ impl SmtpSink {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("triggers/tests/support/smtp_sink.py")
         };
         let mut cmd = Command::new(python());
-        cmd.arg(&script).arg(&dir).arg(port.to_string());
+        cmd.arg(&script).arg(&dir).arg(port.to_string()).arg(mode);
+        cmd.arg(tls_fixture("server.pem"))
+            .arg(tls_fixture("server.key"));
         if let Some((u, p)) = login {
             cmd.arg(u).arg(p);
         }
