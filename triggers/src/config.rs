@@ -514,6 +514,26 @@ fn secret(
     }
 }
 
+/// A user and password from `username_env` and `password_env` (both or neither).
+fn login(
+    name: &str,
+    c: &ActionConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<(Secret, Secret)>> {
+    match (
+        secret(name, "username_env", &c.username_env, env)?,
+        secret(name, "password_env", &c.password_env, env)?,
+    ) {
+        (Some(u), Some(p)) => Ok(Some((u, p))),
+        (None, None) => Ok(None),
+        _ => Err(bad(
+            name,
+            "password_env",
+            "username_env and password_env go together",
+        )),
+    }
+}
+
 /// The keys of `config` that differ from the defaults, for refusing those
 /// that do not apply to its kind.
 fn set_keys(c: &ActionConfig) -> Vec<&'static str> {
@@ -531,6 +551,8 @@ fn set_keys(c: &ActionConfig) -> Vec<&'static str> {
     check(!c.headers.is_empty(), "headers");
     check(!c.headers_env.is_empty(), "headers_env");
     check(!c.token_env.is_empty(), "token_env");
+    check(!c.username_env.is_empty(), "username_env");
+    check(!c.password_env.is_empty(), "password_env");
     check(!c.hmac_secret_env.is_empty(), "hmac_secret_env");
     check(c.body.is_some(), "body");
     check(!c.inputs.is_empty(), "inputs");
@@ -552,6 +574,7 @@ fn set_keys(c: &ActionConfig) -> Vec<&'static str> {
     check(!c.from.is_empty(), "from");
     check(!c.to.is_empty(), "to");
     check(c.subject.is_some(), "subject");
+    check(c.text.is_some(), "text");
     check(c.html.is_some(), "html");
     keys
 }
@@ -626,9 +649,6 @@ fn validate(name: &str, c: &ActionConfig, env: &dyn Fn(&str) -> Option<String>) 
             ));
         }
     }
-    if c.kind != "email" && c.text.is_some() && c.kind != "chat" {
-        return Err(bad(name, "text", "applies to email and chat actions only"));
-    }
     for s in &c.severities {
         if !["info", "warning", "critical"].contains(&s.as_str()) {
             return Err(bad(
@@ -700,20 +720,7 @@ fn validate(name: &str, c: &ActionConfig, env: &dyn Fn(&str) -> Option<String>) 
                 Tls::Implicit => 465,
                 Tls::None => 25,
             });
-            let credentials = match (
-                secret(name, "username_env", &c.username_env, env)?,
-                secret(name, "password_env", &c.password_env, env)?,
-            ) {
-                (Some(u), Some(p)) => Some((u, p)),
-                (None, None) => None,
-                _ => {
-                    return Err(bad(
-                        name,
-                        "password_env",
-                        "username_env and password_env go together",
-                    ));
-                }
-            };
+            let credentials = login(name, c, env)?;
             let from = required(name, "from", &c.from, "(the sender address)")?;
             if c.to.is_empty() {
                 return Err(bad(name, "to", "required (at least one recipient)"));
@@ -816,20 +823,7 @@ fn validate(name: &str, c: &ActionConfig, env: &dyn Fn(&str) -> Option<String>) 
                     .unwrap_or(Secret(String::new()));
                 secret_headers.push((header.clone(), value));
             }
-            let basic = match (
-                secret(name, "username_env", &c.username_env, env)?,
-                secret(name, "password_env", &c.password_env, env)?,
-            ) {
-                (Some(u), Some(p)) => Some((u, p)),
-                (None, None) => None,
-                _ => {
-                    return Err(bad(
-                        name,
-                        "password_env",
-                        "username_env and password_env go together",
-                    ));
-                }
-            };
+            let basic = login(name, c, env)?;
             for header in c.headers.keys().chain(c.headers_env.keys()) {
                 reqwest::header::HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
                     bad(name, "headers", format!("{header:?} is not a header name"))
@@ -1042,6 +1036,22 @@ mod tests {
         );
         assert!(
             e.starts_with("actions.r.smtp_host: does not apply to a webhook"),
+            "{e}"
+        );
+        let e = err(
+            "[r]\nkind = \"webhook\"\nurl = \"http://x\"\ntext = \"hi\"\n",
+            &[],
+        );
+        assert!(
+            e.starts_with("actions.r.text: does not apply to a webhook"),
+            "{e}"
+        );
+        let e = err(
+            "[r]\nkind = \"chat\"\nurl = \"http://x\"\nusername_env = \"U\"\n",
+            &[],
+        );
+        assert!(
+            e.starts_with("actions.r.username_env: does not apply to a chat"),
             "{e}"
         );
         let e = err(

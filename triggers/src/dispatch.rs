@@ -232,16 +232,6 @@ async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Fingerprints and rules of an entry's alerts, for the audit log.
-fn alerts_of(entry: &Entry) -> serde_json::Value {
-    entry
-        .notification
-        .alerts
-        .iter()
-        .map(|a| json!({ "fingerprint": a.fingerprint, "rule": a.rule, "model_id": a.model_id, "status": a.status }))
-        .collect()
-}
-
 async fn deliver(shared: &Shared, client: &reqwest::Client, outbox: Arc<Outbox>, mut entry: Entry) {
     let key = entry.notification.key.clone();
     let name = entry.notification.action.clone();
@@ -272,7 +262,7 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, outbox: Arc<Outbox>,
             info!(action = %name, key = %key, attempts = entry.attempts, job_id = job_id.as_deref().unwrap_or("-"), "notification delivered");
             audit(
                 "delivered",
-                json!({ "key": key, "action": name, "attempts": entry.attempts, "status": status, "job_id": job_id, "alerts": alerts_of(&entry) }),
+                json!({ "key": key, "action": name, "attempts": entry.attempts, "status": status, "job_id": job_id, "alerts": entry.notification.alert_refs() }),
             );
         }
         Some((retry, Attempt::Retry(error))) if entry.attempts < retry.max_attempts => {
@@ -301,7 +291,7 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, outbox: Arc<Outbox>,
             warn!(action = %name, key = %key, attempts = entry.attempts, "notification failed: {error}");
             audit(
                 "failed",
-                json!({ "key": key, "action": name, "attempts": entry.attempts, "error": error, "alerts": alerts_of(&entry) }),
+                json!({ "key": key, "action": name, "attempts": entry.attempts, "error": error, "alerts": entry.notification.alert_refs() }),
             );
         }
     }

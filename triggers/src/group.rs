@@ -42,6 +42,17 @@ pub struct Notification {
 }
 
 impl Notification {
+    /// Each alert's fingerprint, rule, model and status: how the audit log
+    /// names a notification's alerts.
+    pub fn alert_refs(&self) -> serde_json::Value {
+        self.alerts
+            .iter()
+            .map(|a| {
+                serde_json::json!({ "fingerprint": a.fingerprint, "rule": a.rule, "model_id": a.model_id, "status": a.status })
+            })
+            .collect()
+    }
+
     /// Labels every alert has with the same value.
     pub fn common_labels(&self) -> BTreeMap<String, String> {
         let mut alerts = self.alerts.iter();
@@ -238,14 +249,10 @@ impl Groups {
                         m.announced = true;
                     }
                 }
-                for fp in &resolved_done {
-                    g.members.remove(fp);
-                }
-            } else {
-                // resolved alerts that were silenced leave without a notice
-                for fp in &resolved_done {
-                    g.members.remove(fp);
-                }
+            }
+            // resolved alerts leave the group, announced or (silenced) not
+            for fp in &resolved_done {
+                g.members.remove(fp);
             }
             if g.members.is_empty() {
                 empty.push(key.clone());

@@ -225,14 +225,9 @@ impl Triggers {
         let added = self.outbox.enqueue(&notes, wall)?;
         for n in &added {
             self.state.stats.notifications += 1;
-            let alerts: Vec<_> = n
-                .alerts
-                .iter()
-                .map(|a| json!({ "fingerprint": a.fingerprint, "rule": a.rule, "model_id": a.model_id, "status": a.status }))
-                .collect();
             self.audit(
                 "notification",
-                json!({ "key": n.key, "action": n.action, "status": n.status, "repeat": n.repeat, "group": n.group, "alerts": alerts }),
+                json!({ "key": n.key, "action": n.action, "status": n.status, "repeat": n.repeat, "group": n.group, "alerts": n.alert_refs() }),
             );
         }
         if !added.is_empty()
