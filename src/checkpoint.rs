@@ -64,18 +64,10 @@ pub struct CheckpointDir {
 impl CheckpointDir {
     /// `DATA_DIR/checkpoints/<group>`.
     pub fn new(data_dir: &Path, group: &str) -> Self {
-        let group: String = group
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
         CheckpointDir {
-            dir: data_dir.join("checkpoints").join(group),
+            dir: data_dir
+                .join("checkpoints")
+                .join(driftwatch_ingest::names::path_component(group)),
         }
     }
 

@@ -204,7 +204,8 @@ pub struct ProduceArgs {
 /// `driftwatch replay`.
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// Event files, read in the order given; predictions and labels may be mixed.
+    /// Event files; predictions and labels may be mixed or in separate
+    /// files. Several files are read as one stream, merged by event time.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Write window results (JSONL and Parquet per table) and the run summary here.

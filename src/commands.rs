@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use driftwatch_ingest::synth::{Synth, SynthConfig};
-use driftwatch_ingest::{DeadLetterFile, EventParquetWriter, encode_json, format_time, open_file};
+use driftwatch_ingest::{
+    DeadLetterFile, EventParquetWriter, MergedSource, encode_json, format_time, open_file,
+};
 use tracing::info;
 
 use crate::cli::{
@@ -435,11 +437,17 @@ fn replay(args: ReplayArgs, settings: &Settings) -> Result<()> {
     };
     let (mut pipeline, dispatcher) =
         pipeline(settings, out, dead_letter, console, (source, "replay"))?;
+    // several files are one stream, merged by event time
+    let mut sources = Vec::with_capacity(args.files.len());
     for file in &args.files {
         info!(file = %file.display(), "replaying");
-        let mut source = open_file(file)?;
-        pipeline.run_source(source.as_mut())?;
+        sources.push(open_file(file)?);
     }
+    let mut source = match sources.len() {
+        1 => sources.pop().unwrap_or_else(|| unreachable!()),
+        _ => Box::new(MergedSource::new(sources)),
+    };
+    pipeline.run_source(source.as_mut())?;
     finish((pipeline, dispatcher), settings, out, started)?;
     Ok(())
 }

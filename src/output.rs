@@ -15,6 +15,7 @@ use driftwatch_detectors::performance::{
 };
 use driftwatch_detectors::{ClosedWindow, WindowKey};
 use driftwatch_ingest::format_time;
+use driftwatch_ingest::names::path_component;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -356,7 +357,7 @@ impl WindowFiles {
 
     fn path(&self, table: &str, model: &str, mut name: String) -> PathBuf {
         name.push_str(".json");
-        self.dir.join(table).join(sanitise(model)).join(name)
+        self.dir.join(table).join(path_component(model)).join(name)
     }
 }
 
@@ -364,19 +365,9 @@ fn window_name(k: &WindowKey) -> String {
     let mut name = format!("{}_{}", k.start, k.end);
     if let Some(v) = &k.model_version {
         name.push('_');
-        name.push_str(&sanitise(v));
+        name.push_str(&path_component(v));
     }
     name
-}
-
-/// A name safe as one path component.
-fn sanitise(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '.' => c,
-            _ => '_',
-        })
-        .collect()
 }
 
 /// The batch without its binary columns (sketches), which JSON output
@@ -431,7 +422,7 @@ impl WindowSink for WindowFiles {
             );
             if let Some(v) = &p.model_version {
                 name.push('_');
-                name.push_str(&sanitise(v));
+                name.push_str(&path_component(v));
             }
             let path = self.path("change_points", &p.model_id, name);
             let bytes = serde_json::to_vec_pretty(&rows_json(&batch)?)?;
@@ -444,5 +435,28 @@ impl WindowSink for WindowFiles {
             crate::checkpoint::write_atomically(&path, &bytes)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_files_of_path_like_models_stay_in_their_own_directory() {
+        let files = WindowFiles::new(Path::new("/data"));
+        let table = Path::new("/data/window_summary");
+        let mut dirs = Vec::new();
+        for model in ["..", ".", "a/b", "a_b", "a%2Fb"] {
+            let path = files.path("window_summary", model, "1_2".into());
+            let dir = path.parent().expect("a model directory");
+            assert_eq!(dir.parent(), Some(table), "{model}: {}", path.display());
+            let name = dir.file_name().and_then(|n| n.to_str()).expect("utf-8");
+            assert!(name != "." && name != "..", "{model}");
+            dirs.push(name.to_owned());
+        }
+        dirs.sort();
+        dirs.dedup();
+        assert_eq!(dirs.len(), 5, "{dirs:?}");
     }
 }

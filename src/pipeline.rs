@@ -13,7 +13,8 @@ use driftwatch_detectors::{
     ClosedWindow, DriftDetector, WindowSet, components, summary_components,
 };
 use driftwatch_ingest::{
-    DeadLetterSink, Decoder, Event, Position, Record, Rejected, Source, encode_json,
+    Admit, DeadLetterBudget, DeadLetterSink, Decoder, Event, LabelEvent, Position, Record, Reject,
+    Rejected, Source, encode_json,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -55,6 +56,11 @@ pub struct RunSummary {
     pub models: BTreeMap<String, ModelCounts>,
     /// Where the refused records went.
     pub dead_letter: String,
+    /// Refusals counted but not written to the dead-letter sink, by reason:
+    /// blank lines, and refusals of a source past
+    /// `ingest.dead_letter_max_bytes`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dead_letter_unwritten: BTreeMap<String, u64>,
     /// Label join and performance metrics (when enabled).
     pub performance: Option<PerformanceStats>,
     /// Rule evaluations (when rules run).
@@ -62,15 +68,22 @@ pub struct RunSummary {
     pub rules: Option<RuleStats>,
 }
 
+/// The run summary's entry for the counts of models past the bound on
+/// listed models.
+const OTHER_MODELS: &str = "(other models)";
+
 /// Decoder, windows, dead-letter sink and window sinks, wired together.
 pub struct Pipeline {
     decoder: Decoder,
     windows: WindowSet,
     performance: Option<PerformanceTracker>,
     dead_letter: Box<dyn DeadLetterSink + Send>,
+    dead_letter_budget: DeadLetterBudget,
     sinks: Vec<Box<dyn WindowSink + Send>>,
     rules: Option<RuleRunner>,
     summary: RunSummary,
+    /// models listed one by one in the summary
+    max_listed_models: usize,
     scratch: Vec<u8>,
 }
 
@@ -106,15 +119,18 @@ impl Pipeline {
         };
         Ok(Pipeline {
             decoder: Decoder::new(settings.decoder.clone()),
-            windows: WindowSet::new(settings.window, settings.allowed_lateness_ms, parts),
+            windows: WindowSet::new(settings.window, settings.allowed_lateness_ms, parts)
+                .with_limits(settings.limits),
             performance,
             dead_letter,
+            dead_letter_budget: DeadLetterBudget::new(settings.dead_letter_max_bytes),
             sinks,
             rules: None,
             summary: RunSummary {
                 dead_letter: dead_letter_name,
                 ..RunSummary::default()
             },
+            max_listed_models: 2 * settings.limits.max_models,
             scratch: Vec::new(),
         })
     }
@@ -151,10 +167,32 @@ impl Pipeline {
             .rejected_by_reason
             .entry(rejected.reason.code().to_owned())
             .or_default() += 1;
-        self.dead_letter
-            .send(rejected)
-            .context("writing the dead-letter sink; stopping rather than losing the event")?;
+        match self.dead_letter_budget.admit(rejected) {
+            Admit::Write => self
+                .dead_letter
+                .send(rejected)
+                .context("writing the dead-letter sink; stopping rather than losing the event")?,
+            Admit::Blank => self.unwritten(rejected),
+            Admit::OverCap { first } => {
+                if first {
+                    warn!(
+                        source = %rejected.position.source(),
+                        max_bytes = self.dead_letter_budget.max_bytes_per_source(),
+                        "dead letters of this source reached ingest.dead_letter_max_bytes; further refusals are counted by reason, not written"
+                    );
+                }
+                self.unwritten(rejected)
+            }
+        }
         Ok(())
+    }
+
+    fn unwritten(&mut self, rejected: &Rejected) {
+        *self
+            .summary
+            .dead_letter_unwritten
+            .entry(rejected.reason.code().to_owned())
+            .or_default() += 1;
     }
 
     /// Handles one record.
@@ -177,11 +215,7 @@ impl Pipeline {
             Record::Event(Event::Label(label), _) => {
                 self.summary.read += 1;
                 self.summary.accepted += 1;
-                self.summary.labels += 1;
-                self.model(&label.model_id).labels += 1;
-                if let Some(t) = &mut self.performance {
-                    t.label(&label)?;
-                }
+                self.label(&label)?;
                 self.advance_performance()
             }
             Record::Event(Event::Prediction(prediction), position) => {
@@ -194,6 +228,11 @@ impl Pipeline {
                         if let Some(t) = &mut self.performance {
                             t.prediction(&prediction)?;
                         }
+                        // a label the prediction carries (training data)
+                        // arrives with it
+                        if let Some(label) = prediction.carried_label() {
+                            self.label(&label)?;
+                        }
                         if let Some(r) = &mut self.rules {
                             r.prediction(&prediction)?;
                         }
@@ -202,7 +241,9 @@ impl Pipeline {
                         self.advance_performance()
                     }
                     Err(reason) => {
-                        self.model(&prediction.model_id).late += 1;
+                        if matches!(reason, Reject::Late { .. }) {
+                            self.model(&prediction.model_id).late += 1;
+                        }
                         self.scratch.clear();
                         encode_json(&Event::Prediction(prediction), &mut self.scratch);
                         let len = self.scratch.len() as u64;
@@ -214,12 +255,28 @@ impl Pipeline {
         }
     }
 
+    /// Counts an accepted label and joins it.
+    fn label(&mut self, label: &LabelEvent) -> Result<()> {
+        self.summary.labels += 1;
+        self.model(&label.model_id).labels += 1;
+        if let Some(t) = &mut self.performance {
+            t.label(label)?;
+        }
+        Ok(())
+    }
+
     fn model(&mut self, id: &str) -> &mut ModelCounts {
         // look up by &str first: allocating the key on every event would cost more than the count
         if !self.summary.models.contains_key(id) {
-            self.summary
-                .models
-                .insert(id.to_owned(), ModelCounts::default());
+            // labels name any model: past the bound on models, the counts
+            // of models not yet listed go to one entry
+            let id = if self.summary.models.len() < self.max_listed_models {
+                id
+            } else {
+                OTHER_MODELS
+            };
+            self.summary.models.entry(id.to_owned()).or_default();
+            return self.summary.models.get_mut(id).expect("inserted above");
         }
         self.summary.models.get_mut(id).expect("inserted above")
     }

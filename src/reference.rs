@@ -1,13 +1,16 @@
 //! Reference profiles in the data directory: built from training data,
 //! listed, shown, and loaded into the drift detector at start-up.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use driftwatch_detectors::drift::{Profile, StoredProfile};
 use driftwatch_detectors::{Component, DriftDetector};
+use driftwatch_ingest::names::path_component;
 use driftwatch_ingest::{
-    Decoder, Event, EventTime, FeatureKind, Record, format_time, open_file, open_table_file,
+    Admit, DeadLetterBudget, DeadLetterFile, DeadLetterSink, Decoder, Event, EventTime,
+    FeatureKind, Record, format_time, open_file, open_table_file,
 };
 use tracing::info;
 
@@ -18,23 +21,11 @@ pub fn dir(settings: &Settings) -> PathBuf {
     settings.data_dir.join("references")
 }
 
-fn file_name(part: &str) -> String {
-    part.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// The file of a model version's profile (`_any` for a profile of every version).
 pub fn path(settings: &Settings, model: &str, version: Option<&str>) -> PathBuf {
-    dir(settings).join(file_name(model)).join(format!(
+    dir(settings).join(path_component(model)).join(format!(
         "{}.profile",
-        version.map_or("_any".to_owned(), file_name)
+        version.map_or("_any".to_owned(), path_component)
     ))
 }
 
@@ -163,6 +154,18 @@ pub fn build(
     let mut state = detector.new_state();
     let mut decoder = Decoder::new(settings.decoder.clone());
     let (mut read, mut used, mut rejected) = (0u64, 0u64, 0u64);
+    // a build's refusals, beside the profile, with their reasons
+    let target = path(settings, model, version);
+    let dead_letter_path = target.with_extension("dead-letter.jsonl");
+    match std::fs::remove_file(&dead_letter_path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("removing {}", dead_letter_path.display()));
+        }
+        _ => {}
+    }
+    let mut dead_letter: Option<DeadLetterFile> = None;
+    let mut budget = DeadLetterBudget::new(settings.dead_letter_max_bytes);
+    let mut reasons: BTreeMap<&'static str, u64> = BTreeMap::new();
     let (mut first, mut last) = (EventTime::MAX, EventTime::MIN);
     for file in files {
         let mut source = if selection.table {
@@ -185,13 +188,36 @@ pub fn build(
                     detector.update(&mut state, &p);
                 }
                 Record::Event(..) => {}
-                Record::Rejected(_) => rejected += 1,
+                Record::Rejected(r) => {
+                    rejected += 1;
+                    *reasons.entry(r.reason.code()).or_default() += 1;
+                    if budget.admit(&r) == Admit::Write {
+                        let sink = match &mut dead_letter {
+                            Some(sink) => sink,
+                            None => dead_letter.insert(DeadLetterFile::open(&dead_letter_path)?),
+                        };
+                        sink.send(&r)?;
+                    }
+                }
             }
         }
     }
+    if let Some(sink) = &mut dead_letter {
+        sink.flush()?;
+    }
+    let refusals = if rejected == 0 {
+        "0 rejected".to_owned()
+    } else {
+        let by_reason: Vec<String> = reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        let place = match &dead_letter {
+            Some(_) => format!("; in {}", dead_letter_path.display()),
+            None => String::new(),
+        };
+        format!("{rejected} rejected: {}{place}", by_reason.join(", "))
+    };
     if used == 0 {
         bail!(
-            "no prediction of model {model}{} in {} records ({rejected} rejected)",
+            "no prediction of model {model}{} in {} records ({refusals})",
             version.map(|v| format!(" version {v}")).unwrap_or_default(),
             read
         );
@@ -203,10 +229,9 @@ pub fn build(
         version,
         &format!("{}{}", source.join(", "), selection.describe()),
     );
-    let target = path(settings, model, version);
     stored.save(&target)?;
     println!(
-        "reference for {model} {}: {used} predictions of {read} records ({rejected} rejected), {} features → {}",
+        "reference for {model} {}: {used} predictions of {read} records ({refusals}), {} features → {}",
         version.unwrap_or("(any version)"),
         stored.features.len(),
         target.display()

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use driftwatch_detectors::performance::{
     AdwinConfig, DdmConfig, PageHinkleyConfig, PerformanceConfig, StoreConfig, Task,
 };
-use driftwatch_detectors::{Decision, DriftConfig, Thresholds, WindowSpec};
+use driftwatch_detectors::{Decision, DriftConfig, Limits, Thresholds, WindowSpec};
 use driftwatch_ingest::KafkaConfig;
 use driftwatch_ingest::{DecoderConfig, FeatureKind, FeatureSchema};
 use serde::Deserialize;
@@ -93,18 +93,53 @@ pub enum WindowKind {
     Hopping,
 }
 
+/// `[limits]`: bounds on the live state of a stream (a replay, a Kafka
+/// partition); a prediction past one is refused with its reason.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// Models with open windows.
+    pub max_models: usize,
+    /// Versions of one model with open windows.
+    pub max_versions_per_model: usize,
+    /// Open windows of all models.
+    pub max_open_windows: usize,
+    /// Distinct feature names of one model version with open windows.
+    pub max_features: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        let d = Limits::default();
+        RawLimits {
+            max_models: d.max_models,
+            max_versions_per_model: d.max_versions_per_model,
+            max_open_windows: d.max_open_windows,
+            max_features: d.max_features,
+        }
+    }
+}
+
 /// `[ingest]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawIngest {
     /// Largest accepted event, e.g. `"1MiB"`.
     pub max_event_bytes: String,
+    /// How far ahead of the wall clock an event time may be, e.g. `"5m"`;
+    /// `"off"` takes any time.
+    pub max_future_skew: String,
+    /// Dead-letter bytes one source (a file, a topic partition) may write
+    /// in a run, e.g. `"256MiB"`; past it refusals are counted, not written.
+    pub dead_letter_max_bytes: String,
 }
 
 impl Default for RawIngest {
     fn default() -> Self {
         RawIngest {
             max_event_bytes: "1MiB".into(),
+            max_future_skew: "5m".into(),
+            dead_letter_max_bytes: "256MiB".into(),
         }
     }
 }
@@ -399,6 +434,8 @@ pub struct RawSettings {
     pub window: RawWindow,
     /// Decoding and validation.
     pub ingest: RawIngest,
+    /// Bounds on the live state.
+    pub limits: RawLimits,
     /// Logging.
     pub log: RawLog,
     /// Drift and data-quality detector.
@@ -423,6 +460,7 @@ impl Default for RawSettings {
             data_dir: PathBuf::from("driftwatch-data"),
             window: RawWindow::default(),
             ingest: RawIngest::default(),
+            limits: RawLimits::default(),
             log: RawLog::default(),
             drift: RawDrift::default(),
             models: BTreeMap::new(),
@@ -446,6 +484,10 @@ pub struct Settings {
     pub allowed_lateness_ms: i64,
     /// Decoder settings.
     pub decoder: DecoderConfig,
+    /// Dead-letter bytes one source may write in a run.
+    pub dead_letter_max_bytes: u64,
+    /// Bounds on the live state.
+    pub limits: Limits,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -608,6 +650,39 @@ impl RawSettings {
                     "a size of at least 64 bytes such as \"512KiB\" or \"1MiB\"",
                 )
             })?;
+        let dead_letter_max_bytes = self
+            .ingest
+            .dead_letter_max_bytes
+            .parse::<bytesize::ByteSize>()
+            .map(|b| b.as_u64())
+            .map_err(|_| {
+                invalid(
+                    "ingest.dead_letter_max_bytes",
+                    &self.ingest.dead_letter_max_bytes,
+                    "a size such as \"64MiB\" or \"1GiB\"",
+                )
+            })?;
+        let l = &self.limits;
+        for (key, value) in [
+            ("limits.max_models", l.max_models),
+            ("limits.max_versions_per_model", l.max_versions_per_model),
+            ("limits.max_open_windows", l.max_open_windows),
+            ("limits.max_features", l.max_features),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "0", "a positive number"));
+            }
+        }
+        let limits = Limits {
+            max_models: l.max_models,
+            max_versions_per_model: l.max_versions_per_model,
+            max_open_windows: l.max_open_windows,
+            max_features: l.max_features,
+        };
+        let max_future_skew_ms = match self.ingest.max_future_skew.trim() {
+            "off" => None,
+            skew => Some(duration_ms(file, "ingest.max_future_skew", skew)?),
+        };
         let mut schema = FeatureSchema::default();
         for (model, m) in &self.models {
             for (feature, kind) in &m.features {
@@ -682,8 +757,19 @@ impl RawSettings {
                 "a comma-separated host:port list",
             ));
         }
-        if self.kafka.group_id.trim().is_empty() {
-            return Err(invalid("kafka.group_id", "", "a consumer group name"));
+        if self.kafka.group_id.trim().is_empty()
+            || driftwatch_ingest::names::check_name(
+                String::new,
+                &self.kafka.group_id,
+                driftwatch_ingest::names::MAX_ID_BYTES,
+            )
+            .is_err()
+        {
+            return Err(invalid(
+                "kafka.group_id",
+                &self.kafka.group_id,
+                "a consumer group name of at most 64 bytes without control characters",
+            ));
         }
         if self.kafka.topics.is_empty() || self.kafka.topics.iter().any(|t| t.trim().is_empty()) {
             return Err(invalid(
@@ -741,9 +827,13 @@ impl RawSettings {
             data_dir: self.data_dir,
             window,
             allowed_lateness_ms,
+            dead_letter_max_bytes,
+            limits,
             decoder: DecoderConfig {
                 max_event_bytes,
                 schema,
+                max_future_skew_ms,
+                clock: None,
             },
             log_format: self.log.format,
             log_level: self.log.level,

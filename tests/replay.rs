@@ -112,8 +112,14 @@ fn malformed_lines_go_to_the_dead_letter_file_and_good_lines_all_count() {
     assert_eq!(summary["read"], line);
     assert_eq!(summary["accepted"], good.len() as u64);
     assert_eq!(summary["rejected"], bad.len() as u64);
+    // every refusal is in the dead-letter file but the blank line, which
+    // is counted only
     let dead = jsonl(&out.join("dead-letter.jsonl"));
-    assert_eq!(dead.len(), bad.len());
+    assert_eq!(dead.len(), bad.len() - 1);
+    assert_eq!(
+        summary["dead_letter_unwritten"],
+        serde_json::json!({"empty": 1})
+    );
     for record in &dead {
         let n = record["line"].as_u64().expect("line number");
         assert_eq!(
@@ -595,7 +601,7 @@ fn reference_profile_from_a_plain_feature_table() {
         dir.path(),
     );
     assert!(
-        built.contains("1000 predictions of 1001 records (1 rejected)"),
+        built.contains("1000 predictions of 1001 records (1 rejected: "),
         "{built}"
     );
     let shown = ok(
@@ -758,4 +764,315 @@ fn the_events_table_holds_every_accepted_prediction_sliceable_by_segment() {
         (got - sum).abs() <= 1e-9 * sum.abs().max(1.0),
         "{name}: {got} vs {sum}"
     );
+}
+
+/// Runs `driftwatch replay FILE --out OUT -q` in `cwd` with extra
+/// environment; returns the run summary.
+fn replay_with_env(file: &Path, out: &Path, cwd: &Path, env: &[(&str, &str)]) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["replay", p(file), "--out", p(out), "-q"])
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .env_remove("DRIFTWATCH_CONFIG")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run driftwatch");
+    assert!(
+        output.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    read_json(&out.join("run-summary.json"))
+}
+
+/// A prediction of `model` at `time` (RFC 3339).
+fn prediction_line(id: &str, model: &str, time: &str) -> String {
+    serde_json::json!({
+        "event_id": id, "model_id": model, "timestamp": time,
+        "features": {"x": 1.5}, "prediction": {"score": 0.5}
+    })
+    .to_string()
+}
+
+/// `n` predictions of `model`, one a minute from 2026-11-01T00:00:00Z.
+fn minute_predictions(model: &str, n: usize) -> Vec<String> {
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap();
+    (0..n)
+        .map(|i| {
+            let t = start + chrono::Duration::minutes(i as i64);
+            prediction_line(&format!("{model}-{i}"), model, &t.to_rfc3339())
+        })
+        .collect()
+}
+
+#[test]
+fn a_far_future_event_is_refused_and_every_other_model_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.jsonl");
+    let mut lines = vec![prediction_line("a", "attacker", "9999-12-31T23:00:00Z")];
+    lines.extend(minute_predictions("churn", 200));
+    std::fs::write(&events, lines.join("\n")).expect("write");
+    let summary = replay_with_env(&events, &dir.path().join("out"), dir.path(), &[]);
+    assert_eq!(
+        summary["rejected_by_reason"],
+        serde_json::json!({"future_event": 1})
+    );
+    assert_eq!(summary["models"]["churn"]["predictions"], 200);
+    assert_eq!(summary["models"]["churn"]["late"], 0);
+    // 200 minutes: four one-hour windows
+    assert_eq!(summary["windows_closed"], 4);
+    let dead = jsonl(&dir.path().join("out/dead-letter.jsonl"));
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ingest.max_future_skew"),
+        "{}",
+        dead[0]
+    );
+}
+
+#[test]
+fn long_model_ids_are_refused_and_path_like_ones_kept_apart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.jsonl");
+    let long = "m".repeat(250);
+    let slashes = "/".repeat(60);
+    // the models' events interleaved, one a minute each
+    let streams: Vec<Vec<String>> = [long.as_str(), "..", ".", "a/b", "a_b", &slashes]
+        .iter()
+        .map(|m| minute_predictions(m, if m.len() == 250 { 30 } else { 90 }))
+        .collect();
+    let lines: Vec<String> = (0..90)
+        .flat_map(|i| streams.iter().filter_map(move |s| s.get(i).cloned()))
+        .collect();
+    std::fs::write(&events, lines.join("\n")).expect("write");
+    let summary = replay_with_env(&events, &dir.path().join("out"), dir.path(), &[]);
+    assert_eq!(
+        summary["rejected_by_reason"],
+        serde_json::json!({"invalid_name": 30})
+    );
+    for model in ["..", ".", "a/b", "a_b", slashes.as_str()] {
+        assert_eq!(summary["models"][model]["predictions"], 90, "{model}");
+    }
+    // each model has a history directory of its own, inside the table's
+    let table = dir.path().join("driftwatch-data/history/window_summary");
+    let mut models: Vec<String> = std::fs::read_dir(&table)
+        .expect("history written")
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    models.sort();
+    assert_eq!(models.len(), 5, "{models:?}");
+    assert!(
+        models
+            .iter()
+            .all(|m| m.starts_with("model_id=") && !m.ends_with("=..") && !m.ends_with("=.")),
+        "{models:?}"
+    );
+    // and the SQL engine finds every model's rows under its own id
+    let out = ok(
+        &[
+            "sql",
+            "SELECT model_id, count(*) AS windows FROM window_summary GROUP BY model_id ORDER BY model_id",
+            "--format",
+            "json",
+        ],
+        dir.path(),
+    );
+    for model in ["..", ".", "a/b", "a_b"] {
+        assert!(out.contains(&format!("\"model_id\":\"{model}\"")), "{out}");
+    }
+}
+
+#[test]
+fn blank_lines_are_counted_and_dead_letters_stop_at_their_cap() {
+    use flate2::write::GzEncoder;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 2M blank lines gzip to a few kilobytes
+    let blank = dir.path().join("blank.jsonl.gz");
+    let mut gz = GzEncoder::new(
+        std::fs::File::create(&blank).unwrap(),
+        flate2::Compression::best(),
+    );
+    gz.write_all(&vec![b'\n'; 2_000_000]).unwrap();
+    gz.finish().unwrap();
+    assert!(std::fs::metadata(&blank).unwrap().len() < 10_000);
+    let out = dir.path().join("out-blank");
+    let summary = replay_with_env(&blank, &out, dir.path(), &[]);
+    assert_eq!(summary["rejected_by_reason"]["empty"], 2_000_000);
+    assert_eq!(summary["dead_letter_unwritten"]["empty"], 2_000_000);
+    let dead = out.join("dead-letter.jsonl");
+    assert!(std::fs::metadata(&dead).map_or(0, |m| m.len()) == 0);
+
+    // 20,000 junk lines of 300 bytes (6 MB) against a cap of 1 MiB
+    let junk = dir.path().join("junk.jsonl.gz");
+    let mut gz = GzEncoder::new(
+        std::fs::File::create(&junk).unwrap(),
+        flate2::Compression::best(),
+    );
+    for _ in 0..20_000 {
+        gz.write_all(&[b'x'; 300]).unwrap();
+        gz.write_all(b"\n").unwrap();
+    }
+    gz.finish().unwrap();
+    let out = dir.path().join("out-junk");
+    let summary = replay_with_env(
+        &junk,
+        &out,
+        dir.path(),
+        &[("DRIFTWATCH__INGEST__DEAD_LETTER_MAX_BYTES", "1MiB")],
+    );
+    assert_eq!(summary["rejected_by_reason"]["invalid_json"], 20_000);
+    let written = jsonl(&out.join("dead-letter.jsonl")).len() as u64;
+    let unwritten = summary["dead_letter_unwritten"]["invalid_json"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(written + unwritten, 20_000);
+    assert!(
+        written > 1000 && unwritten > 10_000,
+        "{written} {unwritten}"
+    );
+    let size = std::fs::metadata(out.join("dead-letter.jsonl"))
+        .unwrap()
+        .len();
+    assert!(size <= 1024 * 1024, "{size} bytes of dead letters");
+}
+
+#[test]
+fn rfc3339_events_from_1950_on_are_accepted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("weather.jsonl");
+    let start = chrono::DateTime::parse_from_rfc3339("1950-01-01T00:00:00Z").unwrap();
+    let lines: Vec<String> = (0..400)
+        .map(|day| {
+            let t = start + chrono::Duration::days(day);
+            prediction_line(&format!("d{day}"), "rain", &t.to_rfc3339())
+        })
+        .collect();
+    std::fs::write(&events, lines.join("\n")).expect("write");
+    let summary = replay_with_env(&events, &dir.path().join("out"), dir.path(), &[]);
+    assert_eq!(summary["accepted"], 400);
+    assert_eq!(summary["rejected"], 0);
+    assert_eq!(summary["windows_closed"], 400);
+}
+
+#[test]
+fn a_labelled_training_file_builds_a_reference_and_replays_as_prediction_and_label() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let train = dir.path().join("train.jsonl");
+    let start = chrono::DateTime::parse_from_rfc3339("1960-01-01T00:00:00Z").unwrap();
+    let mut lines: Vec<String> = (0..500)
+        .map(|i| {
+            let t = start + chrono::Duration::days(i);
+            let wind = ["n", "s"][i as usize % 2];
+            serde_json::json!({
+                "event_id": format!("r{i}"), "model_id": "rain", "timestamp": t.to_rfc3339(),
+                "features": {"humidity": 40 + i % 50, "wind": wind},
+                "prediction": {"score": (i % 10) as f64 / 10.0},
+                "label": if i % 3 == 0 { "1" } else { "0" }
+            })
+            .to_string()
+        })
+        .collect();
+    lines.push(r#"{"event_id":"bad","model_id":"rain","timestamp":"1960-01-01T00:00:00Z","prediction":{"score":2}}"#.to_owned());
+    std::fs::write(&train, lines.join("\n")).expect("write");
+    let built = ok(
+        &["reference", "build", p(&train), "--model", "rain"],
+        dir.path(),
+    );
+    assert!(
+        built.contains("500 predictions of 501 records (1 rejected: out_of_range 1; in "),
+        "{built}"
+    );
+    let dead = dir
+        .path()
+        .join("driftwatch-data/references/rain/_any.dead-letter.jsonl");
+    assert_eq!(jsonl(&dead)[0]["reason"], "out_of_range");
+
+    let one = dir.path().join("one.jsonl");
+    std::fs::write(&one, &lines[0]).expect("write");
+    let summary = replay_with_env(&one, &dir.path().join("out"), dir.path(), &[]);
+    assert_eq!(summary["read"], 1);
+    assert_eq!(summary["accepted"], 1);
+    assert_eq!(summary["predictions"], 1);
+    assert_eq!(summary["labels"], 1);
+    assert_eq!(summary["performance"]["labels"]["received"], 1);
+    assert_eq!(summary["performance"]["labels"]["joined"], 1);
+}
+
+#[test]
+fn separate_prediction_and_label_files_replay_like_the_merged_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let generated = dir.path().join("gen.jsonl");
+    ok(
+        &[
+            "gen",
+            "--events",
+            "20000",
+            "--seed",
+            "3",
+            "--out",
+            p(&generated),
+        ],
+        dir.path(),
+    );
+    // the stream in event-time order, and the same records split by kind
+    let mut lines: Vec<(String, String)> = std::fs::read_to_string(&generated)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["timestamp"].as_str().unwrap().to_owned(), l.to_owned())
+        })
+        .collect();
+    lines.sort_by(|a, b| a.0.cmp(&b.0));
+    let write = |name: &str, keep: &dyn Fn(&str) -> bool| {
+        let path = dir.path().join(name);
+        let text: Vec<&str> = lines
+            .iter()
+            .map(|(_, l)| l.as_str())
+            .filter(|l| keep(l))
+            .collect();
+        std::fs::write(&path, text.join("\n")).unwrap();
+        path
+    };
+    let merged = write("merged.jsonl", &|_| true);
+    let predictions = write("predictions.jsonl", &|l| l.contains("\"prediction\""));
+    let labels = write("labels.jsonl", &|l| !l.contains("\"prediction\""));
+
+    let merged_out = dir.path().join("out-merged");
+    ok(
+        &["replay", p(&merged), "--out", p(&merged_out), "-q"],
+        dir.path(),
+    );
+    let split_out = dir.path().join("out-split");
+    ok(
+        &[
+            "replay",
+            p(&predictions),
+            p(&labels),
+            "--out",
+            p(&split_out),
+            "-q",
+        ],
+        dir.path(),
+    );
+    let mut a = read_json(&merged_out.join("run-summary.json"));
+    let mut b = read_json(&split_out.join("run-summary.json"));
+    assert!(a["performance"]["labels"]["joined"].as_u64().unwrap() > 5000);
+    assert_eq!(a["performance"]["labels"]["joined_before_prediction"], 0);
+    for s in [&mut a, &mut b] {
+        s["dead_letter"] = Value::Null;
+    }
+    assert_eq!(a, b);
+    for table in [
+        "window_summary.jsonl",
+        "model_metrics.jsonl",
+        "feature_drift.jsonl",
+    ] {
+        let read = |d: &Path| std::fs::read_to_string(d.join(table)).unwrap();
+        assert!(read(&merged_out) == read(&split_out), "{table} differs");
+    }
 }

@@ -48,6 +48,9 @@ fn schema_and_decoder_agree_on_samples() {
         r#"{"event_id":"a","model_id":"m","timestamp":1795694400000,"label":2.5}"#.to_owned(),
         r#"{"event_id":"a","model_id":"m","timestamp":1.7956944e12,"label":2.5}"#.to_owned(),
         format!(r#"{{"event_id":"a","model_id":"m",{ts},"label":"1","prediction":null}}"#),
+        // a prediction carrying its label (training data), of 1950
+        r#"{"event_id":"a","model_id":"m","timestamp":"1950-01-01T00:00:00Z","prediction":{"score":0.5},"label":"1"}"#.to_owned(),
+        format!(r#"{{"event_id":"a","model_id":"{}",{ts},"label":"1"}}"#, "m".repeat(64)),
         // refused by both
         format!(r#"{{"model_id":"m",{ts},"label":"1"}}"#),
         format!(r#"{{"event_id":"","model_id":"m",{ts},"label":"1"}}"#),
@@ -55,9 +58,12 @@ fn schema_and_decoder_agree_on_samples() {
         r#"{"event_id":"a","model_id":"m","timestamp":"yesterday","label":"1"}"#.to_owned(),
         r#"{"event_id":"a","model_id":"m","timestamp":1795694400,"label":"1"}"#.to_owned(),
         r#"{"event_id":"a","model_id":"m","timestamp":1795694400000.5,"label":"1"}"#.to_owned(),
+        format!(r#"{{"event_id":"a","model_id":"{}",{ts},"label":"1"}}"#, "m".repeat(65)),
+        format!(r#"{{"event_id":"a","model_id":"m\u001b[2J",{ts},"label":"1"}}"#),
         format!(
-            r#"{{"event_id":"a","model_id":"m",{ts},"label":"1","prediction":{{"score":0.5}}}}"#
+            r#"{{"event_id":"a","model_id":"m","model_version":"v\n1",{ts},"prediction":{{"score":0.5}}}}"#
         ),
+        format!(r#"{{"event_id":"a","model_id":"m",{ts},"prediction":{{"score":0.5}},"label":""}}"#),
         format!(r#"{{"event_id":"a","model_id":"m",{ts}}}"#),
         format!(r#"{{"event_id":"a","model_id":"m",{ts},"prediction":{{}}}}"#),
         format!(r#"{{"event_id":"a","model_id":"m",{ts},"prediction":{{"score":1.5}}}}"#),

@@ -30,6 +30,7 @@ fn events() -> (Vec<PredictionEvent>, Vec<LabelEvent>) {
                 ..Prediction::default()
             },
             segments: Vec::new(),
+            label: None,
         });
         labels.push(LabelEvent {
             event_id: id,

@@ -89,6 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ..Prediction::default()
             },
             segments: Vec::new(),
+            label: None,
         })?;
     }
     t.advance()?;

@@ -46,7 +46,7 @@ pub use error::{Error, Result};
 pub use slots::FeatureSlots;
 pub use summary::{FeatureSummary, WindowSummary};
 pub use window::{Watermark, WindowSpec};
-pub use windows::{ClosedWindow, WindowKey, WindowSet, WindowStats, key_fields};
+pub use windows::{ClosedWindow, Limits, WindowKey, WindowSet, WindowStats, key_fields};
 
 /// The components every window runs by default: the summaries and the drift
 /// detector with default settings.

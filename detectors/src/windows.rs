@@ -53,12 +53,56 @@ pub struct WindowStats {
     pub closed: u64,
 }
 
+/// Bounds on the state the window set keeps, so that no input can exhaust
+/// memory: a prediction past one of them is refused with
+/// [`Reject::TooMany`], and the run goes on. They bound the live state:
+/// a model, version or feature counts while a window of it is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Models with open windows.
+    pub max_models: usize,
+    /// Versions of one model with open windows.
+    pub max_versions_per_model: usize,
+    /// Open windows, all models together.
+    pub max_open_windows: usize,
+    /// Distinct feature names of one model version while it has open windows.
+    pub max_features: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_models: 10_000,
+            max_versions_per_model: 32,
+            max_open_windows: 50_000,
+            max_features: 2_000,
+        }
+    }
+}
+
+/// A model version with open windows: how many, and its feature names.
+#[derive(Default)]
+struct LiveSeries {
+    windows: usize,
+    features: ahash::HashSet<Arc<str>>,
+    /// the feature names of its last prediction, in order: a prediction
+    /// with the same (interned) names needs no look-up
+    layout: Vec<Arc<str>>,
+}
+
+type SeriesKey = (Arc<str>, Option<Arc<str>>);
+
 /// All open windows, and the watermark that closes them.
 pub struct WindowSet {
     spec: WindowSpec,
     watermark: Watermark,
     components: Components,
     open: HashMap<WindowKey, OpenWindow, ahash::RandomState>,
+    limits: Limits,
+    /// model versions with open windows
+    live: HashMap<SeriesKey, LiveSeries, ahash::RandomState>,
+    /// models with open windows, and how many of their versions have some
+    live_models: HashMap<Arc<str>, usize, ahash::RandomState>,
     /// smallest end among open windows
     next_close: EventTime,
     stats: WindowStats,
@@ -127,9 +171,18 @@ impl WindowSet {
             watermark: Watermark::new(lateness_ms),
             components,
             open: HashMap::default(),
+            limits: Limits::default(),
+            live: HashMap::default(),
+            live_models: HashMap::default(),
             next_close: EventTime::MAX,
             stats: WindowStats::default(),
         }
+    }
+
+    /// The same set with other [`Limits`].
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The output tables: name and full schema (key columns first).
@@ -255,6 +308,11 @@ impl WindowSet {
             c.load_learned(bytes).map_err(Error::Checkpoint)?;
         }
         self.next_close = open.keys().map(|k| k.end).min().unwrap_or(EventTime::MAX);
+        self.live.clear();
+        self.live_models.clear();
+        for key in open.keys() {
+            self.window_opened(key);
+        }
         self.open = open;
         self.watermark = s.watermark;
         self.stats = s.stats;
@@ -287,6 +345,7 @@ impl WindowSet {
                 });
             }
         }
+        self.check_limits(event)?;
         self.watermark.observe(t);
         let wm = self.watermark.current().unwrap_or(EventTime::MIN);
         for (start, end) in self.spec.windows(t) {
@@ -304,6 +363,7 @@ impl WindowSet {
                 Some(w) => w,
                 None => {
                     self.next_close = self.next_close.min(end);
+                    self.window_opened(&key);
                     let states = self.components.iter().map(|c| c.new_state()).collect();
                     self.open
                         .entry(key)
@@ -315,8 +375,166 @@ impl WindowSet {
                 component.update(state.as_mut(), event);
             }
         }
+        self.remember_features(event);
         self.stats.accepted += 1;
         Ok(())
+    }
+
+    /// Refuses a prediction that would take the live state past a limit:
+    /// a new model, a new version of a model, new feature names of a
+    /// model version, or new windows. Nothing changes when it is refused.
+    fn check_limits(&self, event: &PredictionEvent) -> Result<(), Reject> {
+        let limits = &self.limits;
+        let key: SeriesKey = (Arc::clone(&event.model_id), event.model_version.clone());
+        let live = self.live.get(&key);
+        if live.is_none() {
+            match self.live_models.get(&event.model_id) {
+                None if self.live_models.len() >= limits.max_models => {
+                    return Err(Reject::TooMany {
+                        code: "too_many_models",
+                        what: format!("model {:?} would be one model too many", event.model_id),
+                        key: "limits.max_models",
+                        limit: limits.max_models as u64,
+                    });
+                }
+                Some(&versions) if versions >= limits.max_versions_per_model => {
+                    return Err(Reject::TooMany {
+                        code: "too_many_versions",
+                        what: format!(
+                            "version {:?} of model {:?} would be one version too many",
+                            event.model_version.as_deref().unwrap_or(""),
+                            event.model_id
+                        ),
+                        key: "limits.max_versions_per_model",
+                        limit: limits.max_versions_per_model as u64,
+                    });
+                }
+                _ => {}
+            }
+        }
+        let same_layout = live.is_some_and(|l| {
+            l.layout.len() == event.features.len()
+                && l.layout
+                    .iter()
+                    .zip(&event.features)
+                    .all(|(a, f)| Arc::ptr_eq(a, &f.name))
+        });
+        if !same_layout {
+            let known = live.map_or(0, |l| l.features.len());
+            let new = event
+                .features
+                .iter()
+                .filter(|f| live.is_none_or(|l| !l.features.contains(&f.name)))
+                .count();
+            if known + new > limits.max_features {
+                return Err(Reject::TooMany {
+                    code: "too_many_features",
+                    what: format!(
+                        "{new} new feature names for model {:?} version {:?}, which has {known}",
+                        event.model_id,
+                        event.model_version.as_deref().unwrap_or("")
+                    ),
+                    key: "limits.max_features",
+                    limit: limits.max_features as u64,
+                });
+            }
+        }
+        // an event opens at most size / slide windows: far from the limit,
+        // they need not be counted
+        let per_event = (self.spec.size() / self.spec.slide()) as usize + 1;
+        if self.open.len() + per_event <= limits.max_open_windows {
+            return Ok(());
+        }
+        let wm = self
+            .watermark
+            .current()
+            .unwrap_or(EventTime::MIN)
+            .max(event.timestamp.saturating_sub(self.watermark.lateness()));
+        let new_windows = self
+            .spec
+            .windows(event.timestamp)
+            .filter(|&(start, end)| {
+                end > wm
+                    && !self.open.contains_key(&WindowKey {
+                        model_id: Arc::clone(&event.model_id),
+                        model_version: event.model_version.clone(),
+                        start,
+                        end,
+                    })
+            })
+            .count();
+        if new_windows > 0 && self.open.len() + new_windows > limits.max_open_windows {
+            return Err(Reject::TooMany {
+                code: "too_many_windows",
+                what: format!(
+                    "{new_windows} new windows for model {:?} while {} are open",
+                    event.model_id,
+                    self.open.len()
+                ),
+                key: "limits.max_open_windows",
+                limit: limits.max_open_windows as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts a window that opened in its model version's live state.
+    fn window_opened(&mut self, key: &WindowKey) {
+        let series = (Arc::clone(&key.model_id), key.model_version.clone());
+        let live = self.live.entry(series).or_default();
+        if live.windows == 0 {
+            *self
+                .live_models
+                .entry(Arc::clone(&key.model_id))
+                .or_default() += 1;
+        }
+        live.windows += 1;
+    }
+
+    /// Forgets a closed window; a model version without open windows
+    /// leaves the live state.
+    fn window_closed(&mut self, key: &WindowKey) {
+        let series = (Arc::clone(&key.model_id), key.model_version.clone());
+        let Some(live) = self.live.get_mut(&series) else {
+            return;
+        };
+        live.windows = live.windows.saturating_sub(1);
+        if live.windows > 0 {
+            return;
+        }
+        self.live.remove(&series);
+        if let Some(versions) = self.live_models.get_mut(&key.model_id) {
+            *versions = versions.saturating_sub(1);
+            if *versions == 0 {
+                self.live_models.remove(&key.model_id);
+            }
+        }
+    }
+
+    /// Keeps the feature names of an accepted prediction in its model
+    /// version's live state.
+    fn remember_features(&mut self, event: &PredictionEvent) {
+        let series = (Arc::clone(&event.model_id), event.model_version.clone());
+        let Some(live) = self.live.get_mut(&series) else {
+            // every window the event belongs to had closed but the latest
+            // (hopping): nothing of it is kept
+            return;
+        };
+        let same = live.layout.len() == event.features.len()
+            && live
+                .layout
+                .iter()
+                .zip(&event.features)
+                .all(|(a, f)| Arc::ptr_eq(a, &f.name));
+        if !same {
+            live.layout.clear();
+            for f in &event.features {
+                live.layout.push(Arc::clone(&f.name));
+                if !live.features.contains(&f.name) {
+                    live.features.insert(Arc::clone(&f.name));
+                }
+            }
+        }
     }
 
     /// Closes every window the watermark has passed, earliest first.
@@ -347,6 +565,7 @@ impl WindowSet {
             let Some(window) = self.open.remove(&key) else {
                 continue;
             };
+            self.window_closed(&key);
             closed.push(self.finish(key, window)?);
         }
         self.next_close = self

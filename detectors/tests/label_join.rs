@@ -39,6 +39,7 @@ fn prediction(id: &str, t: i64, score: f64) -> PredictionEvent {
             ..Prediction::default()
         },
         segments: Vec::new(),
+        label: None,
     }
 }
 

@@ -283,3 +283,98 @@ fn model_versions_get_their_own_windows() {
     windows.push(&events[1]).unwrap();
     assert_eq!(windows.close_all().unwrap().len(), 2);
 }
+
+/// A prediction of `model` (version `version`) at `t` with the features `names`.
+fn event(model: &str, version: Option<&str>, t: i64, names: &[&str]) -> PredictionEvent {
+    let mut e = predictions(1, 9).remove(0);
+    e.model_id = Arc::from(model);
+    e.model_version = version.map(Arc::from);
+    e.timestamp = t;
+    e.features = names
+        .iter()
+        .map(|n| driftwatch_ingest::Feature {
+            name: Arc::from(*n),
+            value: FeatureValue::Numeric(1.0),
+        })
+        .collect();
+    e
+}
+
+#[test]
+fn the_live_state_is_bounded_and_refusals_name_the_limit() {
+    use driftwatch_detectors::Limits;
+    let base = 1_793_491_200_000;
+    let limits = Limits {
+        max_models: 3,
+        max_versions_per_model: 2,
+        max_open_windows: 5,
+        max_features: 4,
+    };
+    let mut windows = WindowSet::new(WindowSpec::tumbling(HOUR).unwrap(), 0, default_components())
+        .with_limits(limits);
+    let code = |r: Result<(), Reject>| r.map_or_else(|e| e.code(), |()| "ok");
+    assert_eq!(code(windows.push(&event("a", None, base, &["x"]))), "ok");
+    assert_eq!(code(windows.push(&event("b", None, base, &["x"]))), "ok");
+    assert_eq!(
+        code(windows.push(&event("c", Some("1"), base, &["x"]))),
+        "ok"
+    );
+    let err = windows.push(&event("d", None, base, &["x"])).unwrap_err();
+    assert_eq!(err.code(), "too_many_models");
+    assert!(err.to_string().contains("limits.max_models = 3"), "{err}");
+    assert_eq!(
+        code(windows.push(&event("c", Some("2"), base, &["x"]))),
+        "ok"
+    );
+    assert_eq!(
+        code(windows.push(&event("c", Some("3"), base, &["x"]))),
+        "too_many_versions"
+    );
+    // feature names: 4 per model version; the same names again are free
+    assert_eq!(
+        code(windows.push(&event("a", None, base + 1, &["x", "y", "z", "w"]))),
+        "ok"
+    );
+    assert_eq!(
+        code(windows.push(&event("a", None, base + 2, &["x", "y", "z", "w"]))),
+        "ok"
+    );
+    assert_eq!(
+        code(windows.push(&event("a", None, base + 3, &["v"]))),
+        "too_many_features"
+    );
+    // five windows are open: a sixth is refused, an open one takes events
+    assert_eq!(
+        code(windows.push(&event("b", None, base + HOUR / 2, &["x"]))),
+        "ok"
+    );
+    assert_eq!(windows.open_windows(), 4);
+    assert_eq!(
+        code(windows.push(&event("a", None, base + HOUR / 2 + 1, &["x"]))),
+        "ok"
+    );
+    // b's second window is the fifth open one; c's would be the sixth
+    assert_eq!(
+        code(windows.push(&event("b", None, base + HOUR + 1, &["x"]))),
+        "ok"
+    );
+    let err = windows
+        .push(&event("c", Some("1"), base + HOUR + 1, &["x"]))
+        .unwrap_err();
+    assert_eq!(err.code(), "too_many_windows");
+    assert!(
+        err.to_string().contains("limits.max_open_windows = 5"),
+        "{err}"
+    );
+    assert_eq!(windows.close_ready().unwrap().len(), 4);
+    assert_eq!(windows.open_windows(), 1);
+    // once their windows closed, models, versions and features are free again
+    for (model, version) in [("d", None), ("c", Some("3"))] {
+        assert_eq!(
+            code(windows.push(&event(model, version, base + HOUR + 2, &["v"]))),
+            "ok",
+            "{model}"
+        );
+    }
+    assert_eq!(windows.stats().accepted, 11);
+}

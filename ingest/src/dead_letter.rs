@@ -25,6 +25,72 @@ pub trait DeadLetterSink {
     }
 }
 
+/// Keeps dead letters from growing past a bound: blank lines are counted,
+/// not written, and each source may write at most `max_bytes_per_source`
+/// bytes of records (counted as the kept original plus a fixed allowance
+/// for the reason and position). Past the cap, refusals are only counted.
+#[derive(Debug)]
+pub struct DeadLetterBudget {
+    max_bytes_per_source: u64,
+    used: ahash::HashMap<String, u64>,
+}
+
+/// What to do with one refused event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Write it to the dead-letter sink.
+    Write,
+    /// A blank line: count it only.
+    Blank,
+    /// Its source has used up its bytes: count it only. `first` is true for
+    /// the first refusal past the cap, for the caller to report once.
+    OverCap {
+        /// The first refusal of its source past the cap.
+        first: bool,
+    },
+}
+
+/// Bytes counted for a dead-letter record besides its original.
+const RECORD_OVERHEAD: u64 = 256;
+
+impl DeadLetterBudget {
+    /// A budget of `max_bytes_per_source` bytes for every source.
+    pub fn new(max_bytes_per_source: u64) -> Self {
+        DeadLetterBudget {
+            max_bytes_per_source,
+            used: Default::default(),
+        }
+    }
+
+    /// The cap per source.
+    pub fn max_bytes_per_source(&self) -> u64 {
+        self.max_bytes_per_source
+    }
+
+    /// Decides whether `rejected` is written, and counts it if so.
+    pub fn admit(&mut self, rejected: &Rejected) -> Admit {
+        if rejected.reason == crate::reject::Reject::Empty {
+            return Admit::Blank;
+        }
+        let cost = rejected.original.len() as u64 + RECORD_OVERHEAD;
+        let source = rejected.position.source();
+        let used = match self.used.get_mut(source.as_ref()) {
+            Some(used) => used,
+            None => self.used.entry(source.into_owned()).or_default(),
+        };
+        if *used >= self.max_bytes_per_source {
+            return Admit::OverCap { first: false };
+        }
+        *used += cost;
+        if *used > self.max_bytes_per_source {
+            // this record would pass the cap: it is the first one left out
+            *used = self.max_bytes_per_source;
+            return Admit::OverCap { first: true };
+        }
+        Admit::Write
+    }
+}
+
 /// One dead-letter record as written to a JSON Lines file.
 #[derive(Debug, Serialize)]
 struct Entry<'a> {
@@ -131,5 +197,40 @@ impl DeadLetterSink for DeadLetterFile {
             .get_ref()
             .sync_data()
             .map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reject::Reject;
+
+    fn rejected(file: &str, reason: Reject, len: usize) -> Rejected {
+        let position = Position::Line {
+            file: file.into(),
+            line: 1,
+        };
+        Rejected::new(reason, position, &vec![b'x'; len], len as u64)
+    }
+
+    #[test]
+    fn blank_lines_are_counted_and_each_source_stops_at_its_cap() {
+        let mut budget = DeadLetterBudget::new(10_000);
+        assert_eq!(budget.admit(&rejected("a", Reject::Empty, 0)), Admit::Blank);
+        let junk = || Reject::InvalidJson("junk".into());
+        let mut written = 0;
+        let mut first = 0;
+        for _ in 0..100 {
+            match budget.admit(&rejected("a", junk(), 1000)) {
+                Admit::Write => written += 1,
+                Admit::OverCap { first: true } => first += 1,
+                Admit::OverCap { first: false } => {}
+                Admit::Blank => panic!("not blank"),
+            }
+        }
+        // 1,256 bytes a record: 7 fit in 10,000 bytes
+        assert_eq!((written, first), (7, 1));
+        // another source has a budget of its own
+        assert_eq!(budget.admit(&rejected("b", junk(), 1000)), Admit::Write);
     }
 }

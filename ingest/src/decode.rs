@@ -10,6 +10,7 @@ use crate::event::{
     Event, EventTime, Feature, FeatureKind, FeatureValue, Label, LabelEvent, Prediction,
     PredictionEvent,
 };
+use crate::names::{MAX_ID_BYTES, MAX_NAME_BYTES, check_name};
 use crate::raw::{RawEvent, RawPrediction, RawTime, Scalar, ScalarMap, Str};
 use crate::reject::Reject;
 
@@ -46,14 +47,52 @@ pub struct DecoderConfig {
     pub max_event_bytes: u64,
     /// Declared feature kinds.
     pub schema: FeatureSchema,
+    /// How far ahead of the wall clock an event time may be (ms); `None`
+    /// takes any time.
+    pub max_future_skew_ms: Option<i64>,
+    /// The wall clock the skew is measured from: `None` reads the system
+    /// clock at every event; `Some(t)` is a fixed clock (tests).
+    pub clock: Option<EventTime>,
 }
+
+/// Default of [`DecoderConfig::max_future_skew_ms`]: five minutes.
+pub const DEFAULT_MAX_FUTURE_SKEW_MS: i64 = 5 * 60 * 1000;
 
 impl Default for DecoderConfig {
     fn default() -> Self {
         DecoderConfig {
             max_event_bytes: 1024 * 1024,
             schema: FeatureSchema::default(),
+            max_future_skew_ms: Some(DEFAULT_MAX_FUTURE_SKEW_MS),
+            clock: None,
         }
+    }
+}
+
+impl DecoderConfig {
+    /// The wall clock now, in ms since the epoch.
+    fn now(&self) -> EventTime {
+        self.clock.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as EventTime)
+        })
+    }
+
+    /// Refuses an event time further ahead of the clock than the skew.
+    fn check_future(&self, t: EventTime) -> Result<(), Reject> {
+        let Some(skew_ms) = self.max_future_skew_ms else {
+            return Ok(());
+        };
+        let now = self.now();
+        if t > now.saturating_add(skew_ms) {
+            return Err(Reject::FutureEvent {
+                event_time: t,
+                now,
+                skew_ms,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -92,8 +131,9 @@ impl Interner {
     }
 }
 
-/// Earliest accepted epoch-millisecond timestamp (1973-03-03). Smaller numbers
-/// are almost always epoch *seconds* sent by mistake.
+/// Earliest accepted timestamp sent as a number of epoch milliseconds
+/// (1973-03-03). Smaller numbers are almost always epoch *seconds* sent by
+/// mistake; an RFC 3339 string has no unit to confuse and may be older.
 const MIN_EPOCH_MS: i64 = 100_000_000_000;
 /// Latest accepted timestamp: 9999-12-31T23:59:59.999Z.
 const MAX_EPOCH_MS: i64 = 253_402_300_799_999;
@@ -214,6 +254,10 @@ impl Decoder {
         version: Option<&str>,
         row: u64,
     ) -> Result<Event, Reject> {
+        check_name(|| "model_id".into(), model, MAX_ID_BYTES)?;
+        if let Some(v) = version {
+            check_name(|| "model_version".into(), v, MAX_ID_BYTES)?;
+        }
         let model_id = self.interner.intern(model);
         let features = self.features(&model_id, Some(features))?;
         Ok(Event::Prediction(PredictionEvent {
@@ -224,6 +268,7 @@ impl Decoder {
             features,
             prediction: Prediction::default(),
             segments: Vec::new(),
+            label: None,
         }))
     }
 
@@ -231,10 +276,11 @@ impl Decoder {
     pub fn validate(&mut self, raw: RawEvent<'_>) -> Result<Event, Reject> {
         let event_id = required_str(raw.event_id, "event_id")?;
         let model_id = required_str(raw.model_id, "model_id")?;
+        check_name(|| "model_id".into(), &model_id, MAX_ID_BYTES)?;
         let timestamp = parse_time(raw.timestamp.ok_or(Reject::MissingField("timestamp"))?)?;
+        self.config.check_future(timestamp)?;
         let model_id = self.interner.intern(&model_id);
         match (raw.prediction, raw.label) {
-            (Some(_), Some(_)) => Err(Reject::AmbiguousKind),
             (None, None) => Err(Reject::UnknownKind),
             (None, Some(label)) => Ok(Event::Label(LabelEvent {
                 event_id: event_id.into_owned(),
@@ -242,9 +288,12 @@ impl Decoder {
                 timestamp,
                 label: parse_label(label)?,
             })),
-            (Some(prediction), None) => {
+            (Some(prediction), label) => {
                 let model_version = match raw.model_version {
-                    Some(Str(v)) if !v.is_empty() => Some(self.interner.intern(&v)),
+                    Some(Str(v)) if !v.is_empty() => {
+                        check_name(|| "model_version".into(), &v, MAX_ID_BYTES)?;
+                        Some(self.interner.intern(&v))
+                    }
                     _ => None,
                 };
                 let features = self.features(&model_id, raw.features)?;
@@ -257,6 +306,7 @@ impl Decoder {
                     features,
                     prediction: parse_prediction(prediction)?,
                     segments,
+                    label: label.map(parse_label).transpose()?,
                 }))
             }
         }
@@ -300,6 +350,7 @@ impl Decoder {
                 Some(known) if **known == *name => Arc::clone(known),
                 _ => {
                     same_layout = false;
+                    check_name(|| format!("features.{name}"), &name, MAX_NAME_BYTES)?;
                     self.interner.intern(&name)
                 }
             };
@@ -326,6 +377,7 @@ impl Decoder {
         let mut segments = Vec::with_capacity(raw.len());
         for (Str(name), value) in raw {
             if let Some(value) = value.to_category() {
+                check_name(|| format!("segments.{name}"), &name, MAX_NAME_BYTES)?;
                 segments.push((self.interner.intern(&name), value));
             }
         }
@@ -381,8 +433,9 @@ fn required_str<'a>(
 /// Parses an event time: RFC 3339 text or integer epoch milliseconds.
 pub fn parse_time(raw: RawTime<'_>) -> Result<EventTime, Reject> {
     let t = match raw {
+        // a date has no unit to confuse: any year RFC 3339 can write is taken
         RawTime::Text(Str(s)) => match chrono::DateTime::parse_from_rfc3339(&s) {
-            Ok(dt) => dt.timestamp_millis(),
+            Ok(dt) => return Ok(dt.timestamp_millis()),
             Err(_) => {
                 return Err(Reject::BadTimestamp {
                     value: format!("{s:?}"),
@@ -625,9 +678,9 @@ mod tests {
         );
         assert_eq!(
             code(&format!(
-                r#"{{"event_id":"a","model_id":"m",{ts},"label":"1","prediction":{{"score":0.1}}}}"#
+                r#"{{"event_id":"a","model_id":"m",{ts},"label":"","prediction":{{"score":0.1}}}}"#
             )),
-            "ambiguous_kind"
+            "empty_field"
         );
         assert_eq!(
             code(&format!(r#"{{"event_id":"a","model_id":"m",{ts}}}"#)),
@@ -706,6 +759,121 @@ mod tests {
                 .expect_err("too big")
                 .code(),
             "oversized"
+        );
+    }
+
+    #[test]
+    fn rfc3339_times_before_1973_are_taken_but_small_epoch_numbers_are_not() {
+        let event = |ts: &str| {
+            format!(
+                r#"{{"event_id":"a","model_id":"rain","timestamp":{ts},"prediction":{{"score":0.5}}}}"#
+            )
+        };
+        let Ok(Event::Prediction(p)) = decode(&event(r#""1950-01-01T00:00:00Z""#)) else {
+            panic!("1950 refused")
+        };
+        assert_eq!(p.timestamp, -631_152_000_000);
+        assert!(decode(&event(r#""1969-12-31T23:59:59.999Z""#)).is_ok());
+        assert_eq!(code(&event("-631152000000")), "bad_timestamp");
+        assert_eq!(code(&event("1795608000")), "bad_timestamp");
+    }
+
+    #[test]
+    fn times_ahead_of_the_clock_are_refused_past_the_skew() {
+        let now = 1_795_694_400_000; // 2026-11-26T12:00:00Z
+        let mut decoder = Decoder::new(DecoderConfig {
+            clock: Some(now),
+            ..DecoderConfig::default()
+        });
+        let event = |ts: &str, label: bool| {
+            let kind = if label {
+                r#""label":"1""#
+            } else {
+                r#""prediction":{"score":0.5}"#
+            };
+            format!(r#"{{"event_id":"a","model_id":"m","timestamp":"{ts}",{kind}}}"#)
+        };
+        for label in [false, true] {
+            assert!(
+                decoder
+                    .decode_json(event("2026-11-26T12:04:59Z", label).as_bytes())
+                    .is_ok()
+            );
+            let err = decoder
+                .decode_json(event("9999-12-31T23:00:00Z", label).as_bytes())
+                .expect_err("far future");
+            assert_eq!(err.code(), "future_event");
+            assert!(err.to_string().contains("ingest.max_future_skew"), "{err}");
+            assert_eq!(
+                decoder
+                    .decode_json(event("2026-11-26T12:05:01Z", label).as_bytes())
+                    .expect_err("past the skew")
+                    .code(),
+                "future_event"
+            );
+        }
+        let mut unchecked = Decoder::new(DecoderConfig {
+            clock: Some(now),
+            max_future_skew_ms: None,
+            ..DecoderConfig::default()
+        });
+        assert!(
+            unchecked
+                .decode_json(event("9999-12-31T23:00:00Z", false).as_bytes())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn ids_and_names_past_their_limits_are_refused_with_the_field() {
+        let long = "m".repeat(250);
+        let err = decode(&format!(
+            r#"{{"event_id":"a","model_id":"{long}","timestamp":1795608000000,"label":"1"}}"#
+        ))
+        .expect_err("long model id");
+        assert_eq!(err.code(), "invalid_name");
+        assert!(err.to_string().contains("`model_id`"), "{err}");
+        assert!(err.to_string().contains("limit is 64 bytes"), "{err}");
+        let err = decode(&format!(
+            r#"{{"event_id":"a","model_id":"m","model_version":"{long}","timestamp":1795608000000,"prediction":{{"score":0.5}}}}"#
+        ))
+        .expect_err("long version");
+        assert!(err.to_string().contains("`model_version`"), "{err}");
+        let err = decode(
+            r#"{"event_id":"a","model_id":"m","timestamp":1795608000000,"features":{"x\u001b[2J":1},"prediction":{"score":0.5}}"#,
+        )
+        .expect_err("escape in a feature name");
+        assert_eq!(err.code(), "invalid_name");
+        let err = decode(
+            r#"{"event_id":"a","model_id":"m","timestamp":1795608000000,"segments":{"a\nb":"eu"},"prediction":{"score":0.5}}"#,
+        )
+        .expect_err("newline in a segment name");
+        assert_eq!(err.code(), "invalid_name");
+        assert!(decode(&format!(
+            r#"{{"event_id":"a","model_id":"{}","timestamp":1795608000000,"prediction":{{"score":0.5}}}}"#,
+            "/".repeat(64)
+        ))
+        .is_ok());
+    }
+
+    #[test]
+    fn a_prediction_may_carry_its_label() {
+        let Ok(Event::Prediction(p)) = decode(
+            r#"{"event_id":"r1","model_id":"rain","timestamp":"1950-01-02T00:00:00Z","features":{"humidity":81},"prediction":{"score":0.7},"label":"1"}"#,
+        ) else {
+            panic!("a labelled prediction refused")
+        };
+        assert_eq!(p.label, Some(Label::Class("1".into())));
+        let label = p.carried_label().expect("carried");
+        assert_eq!(
+            (label.event_id.as_str(), label.timestamp),
+            ("r1", p.timestamp)
+        );
+        let mut json = Vec::new();
+        crate::encode_json(&Event::Prediction(p.clone()), &mut json);
+        assert_eq!(
+            decode(std::str::from_utf8(&json).expect("utf-8")),
+            Ok(Event::Prediction(p))
         );
     }
 

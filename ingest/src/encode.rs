@@ -82,6 +82,10 @@ pub fn encode_json(event: &Event, out: &mut Vec<u8>) {
                 out.push(b'}');
             }
             out.push(b'}');
+            if let Some(label) = &p.label {
+                out.extend_from_slice(b",\"label\":");
+                encode_label(out, label);
+            }
             if !p.segments.is_empty() {
                 out.extend_from_slice(b",\"segments\":{");
                 for (i, (name, value)) in p.segments.iter().enumerate() {
@@ -104,11 +108,15 @@ pub fn encode_json(event: &Event, out: &mut Vec<u8>) {
             out.extend_from_slice(b",\"timestamp\":");
             string(out, &format_time(l.timestamp));
             out.extend_from_slice(b",\"label\":");
-            match &l.label {
-                Label::Class(c) => string(out, c),
-                Label::Value(v) => number(out, *v),
-            }
+            encode_label(out, &l.label);
             out.push(b'}');
         }
+    }
+}
+
+fn encode_label(out: &mut Vec<u8>, label: &Label) {
+    match label {
+        Label::Class(c) => string(out, c),
+        Label::Value(v) => number(out, *v),
     }
 }

@@ -53,6 +53,22 @@ pub struct PredictionEvent {
     pub prediction: Prediction,
     /// Segment dimensions (`region = "eu"`); names are interned.
     pub segments: Vec<(Arc<str>, String)>,
+    /// The ground truth, when the event carries it (training or validation
+    /// data: features, output and label on one row). It counts as a label
+    /// event with the prediction's id and time.
+    pub label: Option<Label>,
+}
+
+impl PredictionEvent {
+    /// The label this prediction carries, as a label event of its own.
+    pub fn carried_label(&self) -> Option<LabelEvent> {
+        self.label.as_ref().map(|label| LabelEvent {
+            event_id: self.event_id.clone(),
+            model_id: Arc::clone(&self.model_id),
+            timestamp: self.timestamp,
+            label: label.clone(),
+        })
+    }
 }
 
 /// One named feature value.

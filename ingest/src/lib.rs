@@ -32,6 +32,8 @@ pub mod event;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod kafka_config;
+pub mod merge;
+pub mod names;
 pub mod parquet_source;
 pub mod parquet_writer;
 pub mod raw;
@@ -40,7 +42,7 @@ pub mod source;
 #[cfg(feature = "synth")]
 pub mod synth;
 
-pub use dead_letter::{DeadLetterFile, DeadLetterSink};
+pub use dead_letter::{Admit, DeadLetterBudget, DeadLetterFile, DeadLetterSink};
 pub use decode::{Decoder, DecoderConfig, FeatureSchema};
 pub use encode::encode_json;
 pub use error::{Error, Result};
@@ -49,6 +51,7 @@ pub use event::{
     PredictionEvent, format_time,
 };
 pub use kafka_config::{Assignment, KafkaConfig};
+pub use merge::MergedSource;
 pub use parquet_writer::EventParquetWriter;
 pub use reject::Reject;
 pub use source::{

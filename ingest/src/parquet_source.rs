@@ -96,6 +96,18 @@ impl Source for ParquetSource {
                     row: self.rows_done,
                 };
                 self.rows_done += 1;
+                // a row is held to the same limit as a JSON line; its
+                // original is not rendered (the position finds it)
+                let len = row_bytes(batch, row);
+                if len > decoder.max_event_bytes() {
+                    let reason = Reject::Oversized {
+                        len,
+                        limit: decoder.max_event_bytes(),
+                    };
+                    return Ok(Some(Record::Rejected(Rejected::new(
+                        reason, position, b"", len,
+                    ))));
+                }
                 let result = match (&self.table, &self.rows) {
                     (Some((model, version)), Some(rows)) => scalar_map(rows, row, "features")
                         .and_then(|f| {
@@ -378,6 +390,54 @@ fn raw_row(batch: &RecordBatch, row: usize) -> Result<RawEvent<'_>, Reject> {
 }
 
 /// The row as one JSON object, for the dead-letter record.
+/// The bytes of one row's values: strings and binaries by length, other
+/// values by width, nested values summed.
+fn row_bytes(batch: &RecordBatch, row: usize) -> u64 {
+    batch.columns().iter().map(|c| value_bytes(c, row)).sum()
+}
+
+fn value_bytes(array: &dyn Array, row: usize) -> u64 {
+    if array.is_null(row) {
+        return 0;
+    }
+    let range_bytes = |values: &dyn Array, start: usize, end: usize| -> u64 {
+        (start..end).map(|i| value_bytes(values, i)).sum()
+    };
+    match array.data_type() {
+        DataType::Utf8 => array.as_string::<i32>().value_length(row) as u64,
+        DataType::LargeUtf8 => array.as_string::<i64>().value_length(row) as u64,
+        DataType::Utf8View => array.as_string_view().value(row).len() as u64,
+        DataType::Binary => array.as_binary::<i32>().value_length(row) as u64,
+        DataType::LargeBinary => array.as_binary::<i64>().value_length(row) as u64,
+        DataType::BinaryView => array.as_binary_view().value(row).len() as u64,
+        DataType::Struct(_) => array
+            .as_struct()
+            .columns()
+            .iter()
+            .map(|c| value_bytes(c, row))
+            .sum(),
+        DataType::List(_) => {
+            let list = array.as_list::<i32>();
+            let offsets = list.value_offsets();
+            let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+            range_bytes(list.values(), start, end)
+        }
+        DataType::LargeList(_) => {
+            let list = array.as_list::<i64>();
+            let offsets = list.value_offsets();
+            let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+            range_bytes(list.values(), start, end)
+        }
+        DataType::Map(_, _) => {
+            let map = array.as_map();
+            let offsets = map.value_offsets();
+            let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+            range_bytes(map.entries(), start, end)
+        }
+        other => other.primitive_width().unwrap_or(8) as u64,
+    }
+}
+
 fn row_as_json(batch: &RecordBatch, row: usize) -> Vec<u8> {
     let mut out = Vec::new();
     let mut writer = arrow::json::LineDelimitedWriter::new(&mut out);
@@ -389,4 +449,75 @@ fn row_as_json(batch: &RecordBatch, row: usize) -> Vec<u8> {
         out.pop();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, Float64Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+
+    fn prediction_file(dir: &Path, notes: Vec<String>) -> PathBuf {
+        let n = notes.len();
+        let features = StructArray::from(vec![(
+            Arc::new(Field::new("note", DataType::Utf8, false)),
+            Arc::new(StringArray::from(notes)) as ArrayRef,
+        )]);
+        let prediction = StructArray::from(vec![(
+            Arc::new(Field::new("score", DataType::Float64, false)),
+            Arc::new(Float64Array::from(vec![0.5; n])) as ArrayRef,
+        )]);
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("e{i}")),
+            )),
+            Arc::new(StringArray::from(vec!["m"; n])),
+            Arc::new(StringArray::from(vec!["2026-11-26T12:00:00Z"; n])),
+            Arc::new(features),
+            Arc::new(prediction),
+        ];
+        let schema = Schema::new(
+            [
+                "event_id",
+                "model_id",
+                "timestamp",
+                "features",
+                "prediction",
+            ]
+            .iter()
+            .zip(&columns)
+            .map(|(name, c)| Field::new(*name, c.data_type().clone(), false))
+            .collect::<Vec<_>>(),
+        );
+        let batch = RecordBatch::try_new(Arc::new(schema), columns).expect("batch");
+        let path = dir.join("events.parquet");
+        let file = File::create(&path).expect("create");
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+        path
+    }
+
+    #[test]
+    fn parquet_rows_past_max_event_bytes_are_refused_like_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big = "x".repeat(3 * 1024 * 1024);
+        let path = prediction_file(dir.path(), vec!["a".into(), big, "b".into()]);
+        let mut source = ParquetSource::open(&path).expect("open");
+        let mut decoder = Decoder::new(crate::DecoderConfig::default());
+        let mut outcomes = Vec::new();
+        while let Some(record) = source.next_record(&mut decoder).expect("read") {
+            outcomes.push(match record {
+                Record::Event(..) => "event".to_owned(),
+                Record::Rejected(r) => {
+                    assert!(r.original.is_empty(), "the oversized row is not rendered");
+                    assert!(r.original_len > 3 * 1024 * 1024);
+                    assert_eq!(r.position.to_string(), format!("{} row 1", path.display()));
+                    r.reason.code().to_owned()
+                }
+            });
+        }
+        assert_eq!(outcomes, ["event", "oversized", "event"]);
+    }
 }

@@ -46,9 +46,6 @@ pub enum Reject {
         /// What is wrong with it.
         detail: &'static str,
     },
-    /// The event has both a `prediction` and a `label`.
-    #[error("event has both `prediction` and `label`; send them as two events")]
-    AmbiguousKind,
     /// The event has neither a `prediction` nor a `label`.
     #[error("event has neither `prediction` nor `label`")]
     UnknownKind,
@@ -89,6 +86,46 @@ pub enum Reject {
         /// The event's model.
         model_id: String,
     },
+    /// An id or name is too long or holds a control character.
+    #[error("invalid name at `{field}`: {detail}")]
+    InvalidName {
+        /// Where the name is: `model_id`, `model_version`, `features.<name>`.
+        field: String,
+        /// What is wrong with it, naming the limit.
+        detail: String,
+    },
+    /// The event time is further ahead of the wall clock than
+    /// `ingest.max_future_skew` allows: a producer's clock is wrong, and
+    /// taking the time would close every window before it.
+    #[error(
+        "event time {} is {}s ahead of the clock ({}); the limit is ingest.max_future_skew = {}s",
+        format_time(*event_time),
+        (*event_time - *now) / 1000,
+        format_time(*now),
+        *skew_ms / 1000
+    )]
+    FutureEvent {
+        /// The event's time.
+        event_time: EventTime,
+        /// The wall clock when it was decoded.
+        now: EventTime,
+        /// The configured skew.
+        skew_ms: i64,
+    },
+    /// Taking the event would take the live state past a configured limit
+    /// (models, versions of a model, feature names, open windows).
+    #[error("{what}; the limit is {key} = {limit}")]
+    TooMany {
+        /// The reason's code: `too_many_models`, `too_many_versions`,
+        /// `too_many_features` or `too_many_windows`.
+        code: &'static str,
+        /// What would pass the limit.
+        what: String,
+        /// The configuration key of the limit.
+        key: &'static str,
+        /// Its value.
+        limit: u64,
+    },
     /// The event arrived after every window it belongs to had closed.
     #[error(
         "late event: event time {} is before the watermark {} (window ended {})",
@@ -118,13 +155,15 @@ impl Reject {
             Reject::EmptyField(_) => "empty_field",
             Reject::WrongType { .. } => "wrong_type",
             Reject::BadTimestamp { .. } => "bad_timestamp",
-            Reject::AmbiguousKind => "ambiguous_kind",
             Reject::UnknownKind => "unknown_kind",
             Reject::EmptyPrediction => "empty_prediction",
             Reject::OutOfRange { .. } => "out_of_range",
             Reject::FeatureTypeMismatch { .. } => "feature_type_mismatch",
             Reject::Duplicate(_) => "duplicate",
             Reject::Late { .. } => "late_event",
+            Reject::InvalidName { .. } => "invalid_name",
+            Reject::TooMany { code, .. } => code,
+            Reject::FutureEvent { .. } => "future_event",
             Reject::MissingKey => "missing_key",
             Reject::KeyMismatch { .. } => "key_mismatch",
         }

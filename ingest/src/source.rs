@@ -61,6 +61,22 @@ impl fmt::Display for Position {
     }
 }
 
+impl Position {
+    /// The source a position is in: a file, a topic's partition, or the
+    /// generator.
+    pub fn source(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Position::Line { file, .. } | Position::Row { file, .. } => {
+                std::borrow::Cow::Borrowed(file)
+            }
+            Position::Generated { .. } => std::borrow::Cow::Borrowed("generated"),
+            Position::Kafka {
+                topic, partition, ..
+            } => std::borrow::Cow::Owned(format!("{topic}/{partition}")),
+        }
+    }
+}
+
 /// An event that was refused, with everything needed to find and replay it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejected {

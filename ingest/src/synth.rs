@@ -787,6 +787,7 @@ impl Synth {
             features,
             prediction,
             segments: vec![(Arc::from("region"), region.to_owned())],
+            label: None,
         }
     }
 }

@@ -89,6 +89,7 @@ fn lanes() -> Result<&'static Lanes> {
         .map(|i| {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
+                .thread_stack_size(LANE_STACK)
                 .thread_name(format!("driftwatch-sql-{i}"))
                 .enable_time()
                 .build()
@@ -126,6 +127,131 @@ async fn run(state: Arc<SessionState>, plan: LogicalPlan, limits: Limits) -> Res
         }
     }
     Ok((schema, batches))
+}
+
+/// Longest query text accepted, in bytes (rules and ad-hoc queries).
+pub const MAX_QUERY_BYTES: usize = 64 * 1024;
+
+/// Deepest nesting of expressions (`a + b + …` is one level a term) or of
+/// plan nodes (subqueries, unions, joins) a query may have. Evaluation
+/// walks these trees recursively; past this depth a query is refused when
+/// it is planned (`rules check` included), not when it runs.
+pub const MAX_NESTING: usize = 256;
+
+/// Stack of the thread that parses and plans a query: a query of
+/// [`MAX_QUERY_BYTES`] nested as deep as its text allows is planned, found
+/// too deep and dropped within it. Only the pages used are committed.
+const PLANNING_STACK: usize = 256 << 20;
+
+/// Stack of the threads that run queries (their plans are at most
+/// [`MAX_NESTING`] deep; DataFusion's recursion protection grows it further
+/// where it recurses).
+const LANE_STACK: usize = 16 << 20;
+
+/// Functions analysts' SQL may not call: each allocates as much as its
+/// arguments ask for (`repeat('x', 1e9)`, `range(1e10)`), outside the
+/// memory limit. They are removed from every session.
+pub const REFUSED_FUNCTIONS: &[&str] = &[
+    "repeat",
+    "lpad",
+    "rpad",
+    "range",
+    "generate_series",
+    "array_repeat",
+    "array_resize",
+];
+
+/// Counts how deep a tree nests, stopping once past [`MAX_NESTING`].
+#[derive(Default)]
+struct Nesting {
+    current: usize,
+    deepest: usize,
+}
+
+impl Nesting {
+    fn down(&mut self) -> datafusion::common::tree_node::TreeNodeRecursion {
+        use datafusion::common::tree_node::TreeNodeRecursion;
+        self.current += 1;
+        self.deepest = self.deepest.max(self.current);
+        if self.current > MAX_NESTING {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        }
+    }
+}
+
+impl<'n> datafusion::common::tree_node::TreeNodeVisitor<'n> for Nesting {
+    type Node = datafusion::logical_expr::Expr;
+
+    fn f_down(
+        &mut self,
+        _: &'n Self::Node,
+    ) -> datafusion::common::Result<datafusion::common::tree_node::TreeNodeRecursion> {
+        Ok(self.down())
+    }
+
+    fn f_up(
+        &mut self,
+        _: &'n Self::Node,
+    ) -> datafusion::common::Result<datafusion::common::tree_node::TreeNodeRecursion> {
+        self.current -= 1;
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    }
+}
+
+/// The plan's nodes, counted the same way.
+struct PlanNesting(Nesting);
+
+impl<'n> datafusion::common::tree_node::TreeNodeVisitor<'n> for PlanNesting {
+    type Node = LogicalPlan;
+
+    fn f_down(
+        &mut self,
+        _: &'n Self::Node,
+    ) -> datafusion::common::Result<datafusion::common::tree_node::TreeNodeRecursion> {
+        Ok(self.0.down())
+    }
+
+    fn f_up(
+        &mut self,
+        _: &'n Self::Node,
+    ) -> datafusion::common::Result<datafusion::common::tree_node::TreeNodeRecursion> {
+        self.0.current -= 1;
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    }
+}
+
+/// Refuses a plan whose nodes or expressions nest deeper than [`MAX_NESTING`].
+fn check_nesting(plan: &LogicalPlan) -> Result<()> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let too_deep = |what: &str| {
+        Error::Refused(format!(
+            "the query's {what} nest more than {MAX_NESTING} levels deep; split it up"
+        ))
+    };
+    let mut nodes = PlanNesting(Nesting::default());
+    plan.visit_with_subqueries(&mut nodes)?;
+    if nodes.0.deepest > MAX_NESTING {
+        return Err(too_deep("plan nodes (subqueries, unions, joins)"));
+    }
+    let mut deepest = 0;
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            let mut nesting = Nesting::default();
+            expr.visit(&mut nesting)?;
+            deepest = deepest.max(nesting.deepest);
+            Ok(if deepest > MAX_NESTING {
+                TreeNodeRecursion::Stop
+            } else {
+                TreeNodeRecursion::Continue
+            })
+        })
+    })?;
+    if deepest > MAX_NESTING {
+        return Err(too_deep("expressions"));
+    }
+    Ok(())
 }
 
 /// A DataFusion session over [`Tables`].
@@ -201,6 +327,10 @@ impl Engine {
         for (name, table) in tables.iter() {
             ctx.register_table(name.as_str(), Arc::clone(table) as _)?;
         }
+        for name in REFUSED_FUNCTIONS {
+            ctx.deregister_udf(name);
+            ctx.deregister_udtf(name);
+        }
         crate::udf::register(&ctx);
         let mut engine = Engine {
             ctx,
@@ -250,9 +380,32 @@ impl Engine {
     }
 
     /// Plans `sql` without running it: it must be one read-only query
-    /// (`SELECT`, `WITH … SELECT`, `VALUES`). Placeholders (`$model_id`, …)
-    /// stay in the plan until [`execute`](Self::execute) fills them.
+    /// (`SELECT`, `WITH … SELECT`, `VALUES`) of at most [`MAX_QUERY_BYTES`],
+    /// nested at most [`MAX_NESTING`] deep, calling none of the
+    /// [`REFUSED_FUNCTIONS`]. Placeholders (`$model_id`, …) stay in the
+    /// plan until [`execute`](Self::execute) fills them.
+    ///
+    /// Planning runs on a thread of its own with a large stack: a query of
+    /// the allowed size is refused for its depth, never crashes the process.
     pub fn plan(&self, sql: &str) -> Result<LogicalPlan> {
+        if sql.len() > MAX_QUERY_BYTES {
+            return Err(Error::Refused(format!(
+                "the query is {} bytes long; the limit is {MAX_QUERY_BYTES} bytes",
+                sql.len()
+            )));
+        }
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("driftwatch-sql-plan".into())
+                .stack_size(PLANNING_STACK)
+                .spawn_scoped(scope, || self.plan_here(sql))
+                .map_err(crate::error::io("starting the SQL planning thread"))?
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    fn plan_here(&self, sql: &str) -> Result<LogicalPlan> {
         let mut statements = DFParser::parse_sql(sql)?;
         if statements.len() != 1 {
             return Err(Error::Refused(format!(
@@ -273,12 +426,27 @@ impl Engine {
             }
         }
         let state = self.ctx.state();
-        let plan = self.waiter.block_on(state.statement_to_plan(statement))?;
+        let plan = self
+            .waiter
+            .block_on(state.statement_to_plan(statement))
+            .map_err(|e| {
+                let text = e.to_string();
+                match REFUSED_FUNCTIONS
+                    .iter()
+                    .find(|f| text.contains(&format!("function '{f}'")))
+                {
+                    Some(f) => Error::Refused(format!(
+                        "function `{f}` is not allowed: it allocates as much as its arguments ask, outside the memory limit"
+                    )),
+                    None => Error::from(e),
+                }
+            })?;
         datafusion::execution::context::SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false)
             .verify_plan(&plan)?;
+        check_nesting(&plan)?;
         Ok(plan)
     }
 

@@ -59,42 +59,11 @@ pub struct Compaction {
 /// while its date is the newest one the writer has for the model.
 pub const COMPACT_FILES: usize = 8;
 
-/// Percent-encodes a partition value so that it is one safe path component
-/// (DataFusion decodes it when it reads the partition back).
-pub(crate) fn encode_partition(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => out.push(b as char),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-/// The value [`encode_partition`] encoded.
-pub(crate) fn decode_partition(name: &str) -> String {
-    let bytes = name.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = (bytes[i] == b'%')
-            .then(|| name.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match hex {
-            Some(b) => {
-                out.push(b);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+/// Partition values are path components made the way every file name
+/// derived from an id is (escaped, never `.` or `..`).
+pub(crate) use driftwatch_ingest::names::{
+    from_path_component as decode_partition, path_component as encode_partition,
+};
 
 pub(crate) fn date_of(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)

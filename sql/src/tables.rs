@@ -366,7 +366,7 @@ impl TableProvider for WindowTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         _limit: Option<usize>,
@@ -383,13 +383,21 @@ impl TableProvider for WindowTable {
             .collect();
         if let Some(dir) = &self.history {
             // the history is read on the query runtime's workers: a few
-            // small files, most of them from the cache
+            // small files, most of them from the cache. What a scan holds
+            // of it counts against the query's memory limit: a query that
+            // would load more fails instead of growing the process
             let external = |e: Error| datafusion::error::DataFusionError::External(Box::new(e));
+            let reservation = datafusion::execution::memory_pool::MemoryConsumer::new(format!(
+                "{} history",
+                self.def.name
+            ))
+            .register(&state.runtime_env().memory_pool);
             for file in self.history_files(dir, &bounds).map_err(external)? {
                 let rows = self
                     .cache
                     .get(&file, |p| self.read_file(p))
                     .map_err(external)?;
+                reservation.try_grow(rows.iter().map(|b| b.get_array_memory_size()).sum())?;
                 batches.extend(rows.iter().cloned());
             }
         }

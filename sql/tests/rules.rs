@@ -525,3 +525,92 @@ fn for_counts_windows_across_a_restart() {
     }
     assert_eq!(second.stats().evaluations, 3);
 }
+
+/// `SELECT 1 + 1 + … + 1 AS x FROM model_metrics` with `terms` terms.
+fn chain(terms: usize) -> String {
+    format!(
+        "SELECT model_id, {} AS x FROM model_metrics",
+        vec!["1"; terms].join(" + ")
+    )
+}
+
+#[test]
+fn a_rule_nested_too_deep_is_refused_by_rules_check_not_at_evaluation() {
+    // these used to pass the check and overflow a SQL thread's stack when
+    // evaluated (1,000 terms), or abort `rules check` itself (3,000); the
+    // test runs on a 2 MiB test thread
+    for terms in [1_000, 3_000, 15_000] {
+        let error = one_error(&rule("deep", &chain(terms), ""));
+        assert!(
+            error.contains("rules/test.toml") && error.contains("deep"),
+            "{error}"
+        );
+        assert!(error.contains("nest more than 256 levels"), "{error}");
+    }
+    // a long query is refused for its length before it is parsed
+    let error = one_error(&rule("long", &chain(40_000), ""));
+    assert!(error.contains("the limit is 65536 bytes"), "{error}");
+    // below the limit, the query is checked and runs on the SQL threads
+    assert!(check(&rule("fine", &chain(200), "")).is_empty());
+    let engine = engine();
+    let sum = format!("SELECT {} AS x", vec!["1"; 200].join(" + "));
+    let (_, batches) = engine.query(&sum).expect("a 200-term sum runs");
+    let x = batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>();
+    assert_eq!(x.map(|a| a.value(0)), Some(200));
+}
+
+#[test]
+fn functions_that_allocate_without_bound_are_refused() {
+    let engine = engine();
+    for sql in [
+        "SELECT length(repeat('x', 300000000)) AS n",
+        "SELECT lpad('x', 300000000) AS n",
+        "SELECT * FROM range(10000000000)",
+        "SELECT generate_series(1, 10000000000) AS n",
+        "SELECT array_repeat(1, 1000000000) AS n",
+    ] {
+        let err = engine.query(sql).expect_err(sql).to_string();
+        assert!(err.contains("is not allowed"), "{sql}: {err}");
+    }
+    let error = one_error(&rule(
+        "big",
+        "SELECT model_id, repeat('x', 300000000) AS s FROM model_metrics",
+        "",
+    ));
+    assert!(
+        error.contains("function `repeat` is not allowed"),
+        "{error}"
+    );
+}
+
+#[test]
+fn history_a_query_loads_counts_against_its_memory_limit() {
+    let dir = tempfile::tempdir().expect("dir");
+    let history_dir = dir.path().join("history");
+    let writer = engine_with(Limits::default(), Some(&history_dir));
+    let mut history = History::open(&history_dir, "p0").expect("history");
+    writer
+        .tables()
+        .push("feature_drift", &feature_drift_rows(20_000))
+        .expect("push");
+    writer.tables().flush(&mut history).expect("flush");
+    // the rows are only in the history now: loading them needs more than 64 KiB
+    let small = engine_with(
+        Limits {
+            memory: 64 << 10,
+            ..Limits::default()
+        },
+        Some(&history_dir),
+    );
+    let err = small
+        .query("SELECT count(*) FROM feature_drift")
+        .expect_err("past the memory limit")
+        .to_string();
+    assert!(err.contains("Resources exhausted"), "{err}");
+    assert!(err.contains("feature_drift history"), "{err}");
+    // with room, the same query reads every row
+    assert_eq!(count(&writer, "SELECT count(*) FROM feature_drift"), 20_000);
+}
