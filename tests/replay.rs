@@ -856,20 +856,13 @@ fn long_model_ids_are_refused_and_path_like_ones_kept_apart() {
     for model in ["..", ".", "a/b", "a_b", slashes.as_str()] {
         assert_eq!(summary["models"][model]["predictions"], 90, "{model}");
     }
-    // each model has a history directory of its own, inside the table's
+    // the history holds days, not models: one directory, inside the table's
     let table = dir.path().join("driftwatch-data/history/window_summary");
-    let mut models: Vec<String> = std::fs::read_dir(&table)
+    let days: Vec<String> = std::fs::read_dir(&table)
         .expect("history written")
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    models.sort();
-    assert_eq!(models.len(), 5, "{models:?}");
-    assert!(
-        models
-            .iter()
-            .all(|m| m.starts_with("model_id=") && !m.ends_with("=..") && !m.ends_with("=.")),
-        "{models:?}"
-    );
+    assert_eq!(days, ["date=2026-11-01"]);
     // and the SQL engine finds every model's rows under its own id
     let out = ok(
         &[
@@ -881,8 +874,21 @@ fn long_model_ids_are_refused_and_path_like_ones_kept_apart() {
         dir.path(),
     );
     for model in ["..", ".", "a/b", "a_b"] {
-        assert!(out.contains(&format!("\"model_id\":\"{model}\"")), "{out}");
+        assert!(
+            out.contains(&format!("{{\"model_id\":\"{model}\",\"windows\":2}}")),
+            "{out}"
+        );
     }
+    let out = ok(
+        &[
+            "sql",
+            "SELECT count(*) AS windows FROM window_summary WHERE model_id = 'a/b'",
+            "--format",
+            "json",
+        ],
+        dir.path(),
+    );
+    assert!(out.contains("{\"windows\":2}"), "{out}");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{Statement, Visit};
 use futures::StreamExt;
 
 use crate::error::{Error, Result};
@@ -200,6 +200,65 @@ impl<'n> datafusion::common::tree_node::TreeNodeVisitor<'n> for Nesting {
     }
 }
 
+/// Counts how deep expressions nest in a statement's syntax tree, breaking
+/// off once past [`MAX_NESTING`].
+#[derive(Default)]
+struct SyntaxNesting(usize);
+
+impl datafusion::sql::sqlparser::ast::Visitor for SyntaxNesting {
+    type Break = ();
+
+    fn pre_visit_expr(
+        &mut self,
+        _: &datafusion::sql::sqlparser::ast::Expr,
+    ) -> std::ops::ControlFlow<()> {
+        self.0 += 1;
+        if self.0 > MAX_NESTING {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+
+    fn post_visit_expr(
+        &mut self,
+        _: &datafusion::sql::sqlparser::ast::Expr,
+    ) -> std::ops::ControlFlow<()> {
+        self.0 -= 1;
+        std::ops::ControlFlow::Continue(())
+    }
+}
+
+/// How deep set operations nest (`SELECT … UNION ALL SELECT … UNION ALL …`
+/// is one level a term), counted without recursion, up to just past
+/// [`MAX_NESTING`].
+fn set_nesting(body: &datafusion::sql::sqlparser::ast::SetExpr) -> usize {
+    use datafusion::sql::sqlparser::ast::SetExpr;
+    let mut stack = vec![(body, 1)];
+    let mut deepest = 0;
+    while let Some((expr, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        if deepest > MAX_NESTING {
+            break;
+        }
+        match expr {
+            SetExpr::SetOperation { left, right, .. } => {
+                stack.push((left, depth + 1));
+                stack.push((right, depth + 1));
+            }
+            SetExpr::Query(q) => stack.push((&q.body, depth + 1)),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+fn too_deep(what: &str) -> Error {
+    Error::Refused(format!(
+        "the query's {what} nest more than {MAX_NESTING} levels deep; split it up"
+    ))
+}
+
 /// The plan's nodes, counted the same way.
 struct PlanNesting(Nesting);
 
@@ -225,11 +284,6 @@ impl<'n> datafusion::common::tree_node::TreeNodeVisitor<'n> for PlanNesting {
 /// Refuses a plan whose nodes or expressions nest deeper than [`MAX_NESTING`].
 fn check_nesting(plan: &LogicalPlan) -> Result<()> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-    let too_deep = |what: &str| {
-        Error::Refused(format!(
-            "the query's {what} nest more than {MAX_NESTING} levels deep; split it up"
-        ))
-    };
     let mut nodes = PlanNesting(Nesting::default());
     plan.visit_with_subqueries(&mut nodes)?;
     if nodes.0.deepest > MAX_NESTING {
@@ -415,7 +469,19 @@ impl Engine {
         }
         let statement = statements.pop_front().unwrap_or_else(|| unreachable!());
         match &statement {
-            DfStatement::Statement(s) if matches!(**s, Statement::Query(_)) => {}
+            DfStatement::Statement(s) if matches!(**s, Statement::Query(_)) => {
+                // planning a deep tree costs time quadratic in its depth:
+                // refuse it from the syntax tree, before planning
+                let mut depth = SyntaxNesting::default();
+                if s.visit(&mut depth).is_break() {
+                    return Err(too_deep("expressions"));
+                }
+                if let Statement::Query(q) = &**s
+                    && set_nesting(&q.body) > MAX_NESTING
+                {
+                    return Err(too_deep("set operations (UNION, INTERSECT, EXCEPT)"));
+                }
+            }
             other => {
                 let text = other.to_string();
                 let kind: Vec<&str> = text.split_whitespace().take(2).collect();

@@ -1,19 +1,23 @@
 //! The history: every row of every table once its window has closed, as
-//! Parquet under `DATA_DIR/history`, partitioned by model and date:
+//! Parquet under `DATA_DIR/history`, partitioned by date:
 //!
 //! ```text
-//! history/<table>/model_id=<model>/date=<YYYY-MM-DD>/<writer>-<seq>.parquet
+//! history/<table>/date=<YYYY-MM-DD>/<writer>-<seq>.parquet
 //! ```
 //!
 //! A writer (the replay, or one Kafka partition of the service) appends one
-//! file per table, model and date at each flush, numbered by a flush
-//! sequence. A checkpoint records the sequence it has flushed; a restart
+//! file per table and date at each flush, numbered by a flush sequence. A
+//! file holds every model's rows, sorted by `model_id`, so the number of
+//! files does not grow with the number of models, and a scan for one model
+//! takes its rows as a slice found by binary search. (Histories written
+//! before this layout, under `<table>/model_id=<model>/date=…/`, are still
+//! read.) A checkpoint records the sequence it has flushed; a restart
 //! removes the writer's files numbered after it, so rows that the restarted
 //! service will produce again are not in the history twice.
 //!
 //! Flushes that a checkpoint has recorded are compacted: a directory's files
 //! become one `<writer>-<first>-<last>.parquet`, so a query opens about one
-//! file per table, model and day however often the service checkpoints.
+//! file per table and day however often the service checkpoints.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -231,7 +235,7 @@ impl History {
         Ok(removed)
     }
 
-    /// Writes one flush: `rows` of each table, split by model and date.
+    /// Writes one flush: `rows` of each table, split by date, sorted by model.
     /// Returns the flush's sequence number (unchanged when there was nothing
     /// to write).
     pub fn write(&mut self, rows: &[(&TableDef, Vec<RecordBatch>)]) -> Result<u64> {
@@ -243,30 +247,18 @@ impl History {
         }
         let seq = self.seq + 1;
         for (def, batches) in rows {
-            let mut groups: BTreeMap<(String, String), Vec<RecordBatch>> = BTreeMap::new();
+            let mut groups: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
             if def.raw {
                 self.raw.insert(self.dir.join(&def.name));
             }
             for batch in batches {
                 split(def, batch, &mut groups)?;
             }
-            let keep: Vec<usize> = (0..def.schema.fields().len())
-                .filter(|&c| c != def.model_column)
-                .collect();
-            for ((model, date), rows) in groups {
-                let dir = self
-                    .dir
-                    .join(&def.name)
-                    .join(format!("model_id={}", encode_partition(&model)))
-                    .join(format!("date={date}"));
-                // the directory holds the model: the file does not
-                let parts = rows
-                    .iter()
-                    .map(|b| b.project(&keep))
-                    .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(data(format!("history of {}", def.name)))?;
+            for (date, rows) in groups {
+                let dir = self.dir.join(&def.name).join(format!("date={date}"));
+                let rows = vec![sorted_by_model(&def.schema, def.model_column, &rows)?];
                 let name = file_name(&self.writer, seq, seq);
-                write_file(&dir, &name, &def.file_schema(), &parts)?;
+                write_file(&dir, &name, &def.schema, &rows)?;
                 if !def.raw {
                     self.cache.insert(&dir.join(name), rows)?;
                 }
@@ -288,7 +280,9 @@ impl History {
             .files
             .keys()
             .filter(|d| {
-                d.parent().and_then(Path::parent) == Some(table_dir.as_path())
+                // a day of the table (or, in the older layout, of one of its models)
+                (d.parent() == Some(table_dir.as_path())
+                    || d.parent().and_then(Path::parent) == Some(table_dir.as_path()))
                     && d.file_name()
                         .and_then(|n| n.to_str())
                         .and_then(|n| n.strip_prefix("date="))
@@ -311,7 +305,7 @@ impl History {
     /// Merges this writer's files of flushes up to `upto` (flushes a
     /// checkpoint has recorded, so no restart rewinds into them) into one
     /// file per directory: a directory of an earlier date than the newest the
-    /// writer has for that table and model as soon as it holds two files, the
+    /// writer has for that table as soon as it holds two files, the
     /// newest one once it holds [`COMPACT_FILES`]. Queries then open a file or
     /// a few per model and day, however often the history is flushed. Days of
     /// raw rows ([`TableDef::raw`]) wait for [`COMPACT_FILES`] files
@@ -335,10 +329,7 @@ impl History {
                 .map(|(&f, &l)| (f, l))
                 .collect();
             let latest = dir.parent().and_then(|p| newest.get(p)) == Some(&dir);
-            let raw = dir
-                .parent()
-                .and_then(Path::parent)
-                .is_some_and(|table| self.raw.contains(table));
+            let raw = self.raw.iter().any(|table| dir.starts_with(table));
             let limit = if latest || raw { COMPACT_FILES } else { 2 };
             if inputs.len() >= limit {
                 work.push((dir.clone(), inputs));
@@ -350,7 +341,13 @@ impl History {
                 .map(|&(f, l)| dir.join(file_name(&self.writer, f, l)))
                 .collect();
             let (schema, batches) = read_files(&paths)?;
-            // the inputs' rows in memory, when every one of them is
+            // the merged rows stay sorted by model, when the files hold the model
+            let batches = match schema.index_of("model_id") {
+                Ok(column) => vec![sorted_by_model(&schema, column, &batches)?],
+                Err(_) => batches,
+            };
+            // the inputs' rows in memory (as queries see them), when every
+            // one of them is: the merged file's rows, in its order
             let cached: Option<Vec<RecordBatch>> = paths
                 .iter()
                 .map(|p| self.cache.peek(p))
@@ -360,8 +357,12 @@ impl History {
             let last = inputs.iter().map(|&(_, l)| l).max().unwrap_or(first);
             let name = file_name(&self.writer, first, last);
             write_file(&dir, &name, &schema, &batches)?;
-            if let Some(rows) = cached {
-                self.cache.insert(&dir.join(name), rows)?;
+            if let Some(rows) = cached
+                && let Some(row_schema) = rows.first().map(RecordBatch::schema)
+                && let Ok(column) = row_schema.index_of("model_id")
+            {
+                let sorted = sorted_by_model(&row_schema, column, &rows)?;
+                self.cache.insert(&dir.join(name), vec![sorted])?;
             }
             for path in &paths {
                 remove(path)?;
@@ -406,20 +407,48 @@ fn read_files(paths: &[PathBuf]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     Ok((schema, batches))
 }
 
-/// Splits `batch` by (model, date) into `groups`.
+/// `batches` (of `schema`) as one batch sorted by the model column, rows of
+/// one model in their order.
+fn sorted_by_model(
+    schema: &SchemaRef,
+    model: usize,
+    batches: &[RecordBatch],
+) -> Result<RecordBatch> {
+    use arrow::array::UInt32Array;
+    use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+    let context = || "sorting history rows by model".to_owned();
+    let all = concat_batches(schema, batches).map_err(data(context()))?;
+    let order = UInt32Array::from_iter_values(0..all.num_rows() as u32);
+    let indices = lexsort_to_indices(
+        &[
+            SortColumn {
+                values: Arc::clone(all.column(model)),
+                options: None,
+            },
+            SortColumn {
+                values: Arc::new(order),
+                options: None,
+            },
+        ],
+        None,
+    )
+    .map_err(data(context()))?;
+    take_record_batch(&all, &indices).map_err(data(context()))
+}
+
+/// Splits `batch` by date into `groups`.
 fn split(
     def: &TableDef,
     batch: &RecordBatch,
-    groups: &mut BTreeMap<(String, String), Vec<RecordBatch>>,
+    groups: &mut BTreeMap<String, Vec<RecordBatch>>,
 ) -> Result<()> {
-    let models = batch.column(def.model_column).as_string::<i32>();
     let times = batch
         .column(def.time_column)
         .as_primitive::<TimestampMillisecondType>();
-    let keys: Vec<(String, String)> = (0..batch.num_rows())
-        .map(|i| (models.value(i).to_owned(), date_of(times.value(i))))
+    let keys: Vec<String> = (0..batch.num_rows())
+        .map(|i| date_of(times.value(i)))
         .collect();
-    let distinct: std::collections::BTreeSet<&(String, String)> = keys.iter().collect();
+    let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
     if distinct.len() == 1 {
         let key = keys[0].clone();
         groups.entry(key).or_default().push(batch.clone());
@@ -505,7 +534,7 @@ mod tests {
         // only the window table's day 1 is merged
         assert_eq!((done.directories, done.files), (1, 2));
         let files = |table: &str, date: &str| {
-            std::fs::read_dir(dir.path().join(format!("{table}/model_id=m/date={date}")))
+            std::fs::read_dir(dir.path().join(format!("{table}/date={date}")))
                 .unwrap()
                 .count()
         };
@@ -519,6 +548,42 @@ mod tests {
         assert_eq!(done.files, COMPACT_FILES + (COMPACT_FILES - 1), "{done:?}");
         assert_eq!(files("events", "1970-01-02"), 1);
         assert_eq!(files("windows", "1970-01-02"), 1);
+    }
+
+    #[test]
+    fn a_flush_writes_one_file_per_table_and_day_sorted_by_model() {
+        use arrow::array::{StringArray, TimestampMillisecondArray};
+        let dir = tempfile::tempdir().unwrap();
+        let mut history = History::open(dir.path(), "w").unwrap();
+        let (def, _) = one_row("windows", 0);
+        let models: Vec<String> = (0..1000)
+            .map(|i| format!("m{}", (i * 7919) % 1000))
+            .collect();
+        let batch = RecordBatch::try_new(
+            Arc::clone(&def.schema),
+            vec![
+                Arc::new(StringArray::from(models.clone())),
+                Arc::new(TimestampMillisecondArray::from(vec![0; 1000])),
+            ],
+        )
+        .unwrap();
+        history.write(&[(&def, vec![batch])]).unwrap();
+        assert_eq!(history.file_count(), 1);
+        let (_, rows) = crate::cache::read_parquet(
+            &dir.path()
+                .join("windows/date=1970-01-01/w-000000000001.parquet"),
+        )
+        .unwrap();
+        let read: Vec<String> = rows
+            .iter()
+            .flat_map(|b| {
+                let ids = b.column(0).as_string::<i32>();
+                ids.iter().flatten().map(str::to_owned).collect::<Vec<_>>()
+            })
+            .collect();
+        let mut expected = models;
+        expected.sort();
+        assert_eq!(read, expected);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //!
 //! Every table is one logical table: the rows of windows closed since the
 //! last flush, held in memory, and the history, Parquet files under
-//! `DATA_DIR/history/<table>/model_id=…/date=…/`. Rules are `SELECT`
+//! `DATA_DIR/history/<table>/date=…/` (rows sorted by model). Rules are `SELECT`
 //! statements planned once against the schemas and evaluated when a model's
 //! window closes or its metrics are revised, with `$model_id`,
 //! `$model_version`, `$window_start` and `$window_end` bound to that window.

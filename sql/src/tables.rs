@@ -10,9 +10,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use arrow::array::{ArrayRef, RecordBatch, StringArray, new_null_array};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, new_null_array};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -21,7 +21,7 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use crate::cache::FileCache;
 use crate::error::{Error, Result};
-use crate::history::{decode_partition, encode_partition};
+use crate::history::decode_partition;
 
 /// A table's name, schema and the columns the history partitions it by.
 #[derive(Debug, Clone)]
@@ -79,20 +79,6 @@ impl TableDef {
             time_column,
             raw: name == "events",
         })
-    }
-
-    /// The columns stored in a history file (all but `model_id`, which the
-    /// directory holds).
-    pub fn file_schema(&self) -> SchemaRef {
-        let fields: Vec<Field> = self
-            .schema
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != self.model_column)
-            .map(|(_, f)| f.as_ref().clone())
-            .collect();
-        Arc::new(Schema::new(fields))
     }
 }
 
@@ -183,7 +169,7 @@ impl WindowTable {
     /// their retention, not worth writing to the history. Returns how many
     /// went.
     pub fn drop_live_before(&self, ms: i64) -> Result<usize> {
-        use arrow::array::{AsArray, BooleanArray};
+        use arrow::array::BooleanArray;
         use arrow::datatypes::TimestampMillisecondType;
         let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
         let mut dropped = 0;
@@ -259,7 +245,6 @@ const LIVE_MODELS: usize = 16;
 
 impl LiveBatch {
     fn new(def: &TableDef, batch: RecordBatch) -> Self {
-        use arrow::array::AsArray;
         use arrow::datatypes::TimestampMillisecondType;
         let models = batch
             .column(def.model_column)
@@ -397,8 +382,21 @@ impl TableProvider for WindowTable {
                     .cache
                     .get(&file, |p| self.read_file(p))
                     .map_err(external)?;
-                reservation.try_grow(rows.iter().map(|b| b.get_array_memory_size()).sum())?;
-                batches.extend(rows.iter().cloned());
+                let before = batches.len();
+                match &bounds.models {
+                    // a file's rows are sorted by model: the models asked
+                    // for are slices of it, found by binary search
+                    Some(models) => {
+                        for batch in rows.iter() {
+                            batches.extend(model_slices(batch, self.def.model_column, models));
+                        }
+                    }
+                    None => batches.extend(rows.iter().cloned()),
+                }
+                if batches.len() > before {
+                    // a slice holds its whole file in memory
+                    reservation.try_grow(rows.iter().map(|b| b.get_array_memory_size()).sum())?;
+                }
             }
         }
         let columns: Vec<usize> = match projection {
@@ -414,20 +412,31 @@ impl TableProvider for WindowTable {
 }
 
 impl WindowTable {
-    /// The history files that can hold rows within `bounds`: the
-    /// directories of the models they name (all models when they name none)
-    /// and of the days their time span allows.
+    /// The history files that can hold rows within `bounds`: the files of
+    /// the days their time span allows (and, in a history written before
+    /// files held every model, `model_id=` directories of the models they
+    /// name).
     fn history_files(&self, dir: &Path, bounds: &ScanBounds) -> Result<Vec<PathBuf>> {
-        let model_dirs: Vec<PathBuf> = match &bounds.models {
-            Some(models) => models
-                .iter()
-                .map(|m| dir.join(format!("model_id={}", encode_partition(m))))
-                .collect(),
-            None => subdirs(dir)?,
-        };
+        let mut day_parents = vec![dir.to_owned()];
+        for sub in subdirs(dir)? {
+            let Some(model) = sub
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("model_id="))
+            else {
+                continue;
+            };
+            let wanted = bounds
+                .models
+                .as_ref()
+                .is_none_or(|m| m.iter().any(|m| *m == decode_partition(model)));
+            if wanted {
+                day_parents.push(sub);
+            }
+        }
         let mut files = Vec::new();
-        for model_dir in model_dirs {
-            for day in subdirs(&model_dir)? {
+        for parent in day_parents {
+            for day in subdirs(&parent)? {
                 let Some(date) = day
                     .file_name()
                     .and_then(|n| n.to_str())
@@ -451,22 +460,28 @@ impl WindowTable {
         Ok(files)
     }
 
-    /// A history file's rows in the table's schema: the model from the
-    /// directory name, columns matched by name (a column the file lacks, as
-    /// in files of an older version, is null).
+    /// A history file's rows in the table's schema: columns matched by
+    /// name (a column the file lacks, as in files of an older version, is
+    /// null); in a file of the older layout without a `model_id` column,
+    /// the model from its directory's name.
     fn read_file(&self, path: &Path) -> Result<Vec<RecordBatch>> {
         let (file_schema, batches) = crate::cache::read_parquet(path)?;
-        let model = path
-            .parent()
-            .and_then(Path::parent)
-            .and_then(|p| p.file_name())
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("model_id="))
-            .map(decode_partition)
-            .ok_or_else(|| Error::Data {
-                context: format!("reading {}", path.display()),
-                message: "not under a model_id= directory".into(),
-            })?;
+        let model = if file_schema.index_of("model_id").is_ok() {
+            None
+        } else {
+            let model = path
+                .parent()
+                .and_then(Path::parent)
+                .and_then(|p| p.file_name())
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("model_id="))
+                .map(decode_partition)
+                .ok_or_else(|| Error::Data {
+                    context: format!("reading {}", path.display()),
+                    message: "no model_id column, and not under a model_id= directory".into(),
+                })?;
+            Some(model)
+        };
         let bad = |message: String| Error::Data {
             context: format!("reading {}", path.display()),
             message,
@@ -474,29 +489,29 @@ impl WindowTable {
         batches
             .iter()
             .map(|b| {
-                let columns = self
-                    .def
-                    .schema
-                    .fields()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, field)| {
-                        if i == self.def.model_column {
-                            return Ok(Arc::new(StringArray::from(vec![
-                                model.as_str();
-                                b.num_rows()
-                            ])) as ArrayRef);
-                        }
-                        match file_schema.index_of(field.name()) {
-                            Ok(c) if b.column(c).data_type() == field.data_type() => {
-                                Ok(Arc::clone(b.column(c)))
+                let columns =
+                    self.def
+                        .schema
+                        .fields()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, field)| {
+                            if let Some(model) = model.as_deref()
+                                && i == self.def.model_column
+                            {
+                                return Ok(Arc::new(StringArray::from(vec![model; b.num_rows()]))
+                                    as ArrayRef);
                             }
-                            Ok(c) => cast(b.column(c), field.data_type())
-                                .map_err(|e| bad(format!("column {}: {e}", field.name()))),
-                            Err(_) => Ok(new_null_array(field.data_type(), b.num_rows())),
-                        }
-                    })
-                    .collect::<Result<Vec<_>>>()?;
+                            match file_schema.index_of(field.name()) {
+                                Ok(c) if b.column(c).data_type() == field.data_type() => {
+                                    Ok(Arc::clone(b.column(c)))
+                                }
+                                Ok(c) => cast(b.column(c), field.data_type())
+                                    .map_err(|e| bad(format!("column {}: {e}", field.name()))),
+                                Err(_) => Ok(new_null_array(field.data_type(), b.num_rows())),
+                            }
+                        })
+                        .collect::<Result<Vec<_>>>()?;
                 RecordBatch::try_new(Arc::clone(&self.def.schema), columns)
                     .map_err(|e| bad(e.to_string()))
             })
@@ -513,6 +528,34 @@ fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(crate::error::io(context())(e)),
     }
+}
+
+/// The rows of `batch` (sorted by its model column) of each of `models`,
+/// as zero-copy slices.
+fn model_slices(batch: &RecordBatch, model_column: usize, models: &[String]) -> Vec<RecordBatch> {
+    let ids = batch.column(model_column).as_string::<i32>();
+    let n = ids.len();
+    let first_not_below = |m: &str, strict: bool| {
+        // the first row whose model is not below m (after m when strict)
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let v = ids.value(mid);
+            if v < m || (strict && v == m) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    };
+    models
+        .iter()
+        .filter_map(|m| {
+            let (start, end) = (first_not_below(m, false), first_not_below(m, true));
+            (end > start).then(|| batch.slice(start, end - start))
+        })
+        .collect()
 }
 
 fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -698,6 +741,7 @@ mod tests {
     use datafusion::logical_expr::{col, lit};
 
     fn def() -> TableDef {
+        use arrow::datatypes::{Field, Schema};
         let schema = Arc::new(Schema::new(vec![
             Field::new("model_id", DataType::Utf8, true),
             Field::new(
