@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::pipeline::PipelineState;
 
-/// Format of [`PartitionCheckpoint`] files.
-const FORMAT: u32 = 3;
+/// Format of [`PartitionCheckpoint`] files (4: the run summary counts
+/// refusals not written to the dead-letter sink).
+const FORMAT: u32 = 4;
 
 /// The checkpointed state of one partition number (the same partition of
 /// every consumed topic: a model's predictions and labels meet there).
@@ -106,6 +107,16 @@ impl CheckpointDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
+        // the format comes first: a checkpoint of another format is named
+        // as such, not taken for a damaged file
+        let (format, _): (u32, _) = postcard::take_from_bytes(&bytes)
+            .with_context(|| format!("{}: not a driftwatch checkpoint", path.display()))?;
+        if format != FORMAT {
+            bail!(
+                "{}: checkpoint format {format}, this build reads format {FORMAT}",
+                path.display()
+            );
+        }
         let checkpoint: PartitionCheckpoint = postcard::from_bytes(&bytes)
             .with_context(|| format!("{}: not a driftwatch checkpoint", path.display()))?;
         if checkpoint.format != FORMAT || checkpoint.partition != partition {

@@ -58,8 +58,9 @@ pub struct RunSummary {
     pub dead_letter: String,
     /// Refusals counted but not written to the dead-letter sink, by reason:
     /// blank lines, and refusals of a source past
-    /// `ingest.dead_letter_max_bytes`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// `ingest.dead_letter_max_bytes`. (Always written: checkpoints store
+    /// the summary in a format without field names.)
+    #[serde(default)]
     pub dead_letter_unwritten: BTreeMap<String, u64>,
     /// Label join and performance metrics (when enabled).
     pub performance: Option<PerformanceStats>,

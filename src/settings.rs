@@ -1133,6 +1133,20 @@ mod tests {
                 "ingest.max_event_bytes",
             ),
             ("[kafka]\ntopics = []\n", "kafka.topics"),
+            ("[kafka]\ngroup_id = \"a\\nb\"\n", "kafka.group_id"),
+            (
+                "[kafka]\ngroup_id = \"ggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggg\"\n",
+                "kafka.group_id",
+            ),
+            (
+                "[ingest]\nmax_future_skew = \"tomorrow\"\n",
+                "ingest.max_future_skew",
+            ),
+            (
+                "[ingest]\ndead_letter_max_bytes = \"lots\"\n",
+                "ingest.dead_letter_max_bytes",
+            ),
+            ("[limits]\nmax_models = 0\n", "limits.max_models"),
             ("[kafka]\nbrokers = \" \"\n", "kafka.brokers"),
             (
                 "[kafka]\ntopics = [\"a\"]\ndead_letter_topic = \"a\"\n",

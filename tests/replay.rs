@@ -11,11 +11,17 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn driftwatch(args: &[&str], cwd: &Path) -> Output {
+    driftwatch_env(args, cwd, &[])
+}
+
+/// `driftwatch ARGS` in `cwd` with extra environment.
+fn driftwatch_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
         .args(args)
         .current_dir(cwd)
         .env_remove("RUST_LOG")
         .env_remove("DRIFTWATCH_CONFIG")
+        .envs(env.iter().copied())
         .output()
         .expect("run driftwatch");
     if !out.status.success() {
@@ -769,19 +775,8 @@ fn the_events_table_holds_every_accepted_prediction_sliceable_by_segment() {
 /// Runs `driftwatch replay FILE --out OUT -q` in `cwd` with extra
 /// environment; returns the run summary.
 fn replay_with_env(file: &Path, out: &Path, cwd: &Path, env: &[(&str, &str)]) -> Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-        .args(["replay", p(file), "--out", p(out), "-q"])
-        .current_dir(cwd)
-        .env_remove("RUST_LOG")
-        .env_remove("DRIFTWATCH_CONFIG")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run driftwatch");
-    assert!(
-        output.status.success(),
-        "replay failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = driftwatch_env(&["replay", p(file), "--out", p(out), "-q"], cwd, env);
+    assert!(output.status.success(), "replay failed");
     read_json(&out.join("run-summary.json"))
 }
 
@@ -1081,4 +1076,53 @@ fn separate_prediction_and_label_files_replay_like_the_merged_file() {
         let read = |d: &Path| std::fs::read_to_string(d.join(table)).unwrap();
         assert!(read(&merged_out) == read(&split_out), "{table} differs");
     }
+}
+
+#[test]
+fn a_flood_of_feature_names_or_versions_is_refused_past_the_limits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.jsonl");
+    let mut lines = Vec::new();
+    // 20 events of 40,000 new feature names each (800,000 names, 13 MB)
+    for e in 0..20 {
+        let features: serde_json::Map<String, Value> = (0..40_000)
+            .map(|f| (format!("f{e}_{f}"), Value::from(1)))
+            .collect();
+        lines.push(
+            serde_json::json!({
+                "event_id": format!("wide{e}"), "model_id": "wide",
+                "timestamp": "2026-11-01T00:00:00Z",
+                "features": features, "prediction": {"score": 0.5}
+            })
+            .to_string(),
+        );
+    }
+    // 2,000 versions of one model
+    for v in 0..2_000 {
+        lines.push(
+            serde_json::json!({
+                "event_id": format!("v{v}"), "model_id": "versions", "model_version": format!("v{v}"),
+                "timestamp": "2026-11-01T00:00:01Z", "prediction": {"score": 0.5}
+            })
+            .to_string(),
+        );
+    }
+    lines.extend(minute_predictions("churn", 10));
+    std::fs::write(&events, lines.join("\n")).expect("write");
+    let summary = replay_with_env(&events, &dir.path().join("out"), dir.path(), &[]);
+    assert_eq!(
+        summary["rejected_by_reason"],
+        serde_json::json!({"too_many_features": 20, "too_many_versions": 2_000 - 16})
+    );
+    assert_eq!(summary["models"]["versions"]["predictions"], 16);
+    assert_eq!(summary["models"]["churn"]["predictions"], 10);
+    let dead = jsonl(&dir.path().join("out/dead-letter.jsonl"));
+    assert!(
+        dead[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("limits.max_features = 1000"),
+        "{}",
+        dead[0]
+    );
 }

@@ -56,7 +56,10 @@ pub struct WindowStats {
 /// Bounds on the state the window set keeps, so that no input can exhaust
 /// memory: a prediction past one of them is refused with
 /// [`Reject::TooMany`], and the run goes on. They bound the live state:
-/// a model, version or feature counts while a window of it is open.
+/// a model, version or feature counts while a window of it is open. An
+/// open window holds about 40 KiB of sketches per feature (measured with
+/// the default drift settings): the defaults keep a stream under about
+/// 2 GiB with a few features per model; raise them for more models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Models with open windows.
@@ -72,10 +75,10 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_models: 10_000,
-            max_versions_per_model: 32,
-            max_open_windows: 50_000,
-            max_features: 2_000,
+            max_models: 1_000,
+            max_versions_per_model: 16,
+            max_open_windows: 5_000,
+            max_features: 1_000,
         }
     }
 }

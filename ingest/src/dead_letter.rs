@@ -25,8 +25,8 @@ pub trait DeadLetterSink {
     }
 }
 
-/// Keeps dead letters from growing past a bound: blank lines are counted,
-/// not written, and each source may write at most `max_bytes_per_source`
+/// Keeps dead letters from growing past a bound: blank lines of files are
+/// counted, not written, and each source may write at most `max_bytes_per_source`
 /// bytes of records (counted as the kept original plus a fixed allowance
 /// for the reason and position). Past the cap, refusals are only counted.
 #[derive(Debug)]
@@ -69,7 +69,11 @@ impl DeadLetterBudget {
 
     /// Decides whether `rejected` is written, and counts it if so.
     pub fn admit(&mut self, rejected: &Rejected) -> Admit {
-        if rejected.reason == crate::reject::Reject::Empty {
+        // a blank line of a file (a Kafka message, empty or not, is one
+        // record at its offset and is kept like any other)
+        if rejected.reason == crate::reject::Reject::Empty
+            && matches!(rejected.position, Position::Line { .. })
+        {
             return Admit::Blank;
         }
         let cost = rejected.original.len() as u64 + RECORD_OVERHEAD;

@@ -362,7 +362,10 @@ impl Decoder {
                 !self.interner.is_full(),
                 "features",
             )?;
-            if self.layouts.len() < 10_000 || self.layouts.contains_key(model_id) {
+            // bounded: 10,000 models, layouts of up to 4,096 names
+            if features.len() <= 4096
+                && (self.layouts.len() < 10_000 || self.layouts.contains_key(model_id))
+            {
                 let names = features.iter().map(|f| Arc::clone(&f.name)).collect();
                 self.layouts.insert(Arc::clone(model_id), names);
             }

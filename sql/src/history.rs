@@ -24,7 +24,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
 use parquet::arrow::ArrowWriter;
@@ -408,32 +408,30 @@ fn read_files(paths: &[PathBuf]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
 }
 
 /// `batches` (of `schema`) as one batch sorted by the model column, rows of
-/// one model in their order.
+/// one model in their order. Rows are gathered from the batches in that
+/// order at once, without concatenating them first.
 fn sorted_by_model(
     schema: &SchemaRef,
     model: usize,
     batches: &[RecordBatch],
 ) -> Result<RecordBatch> {
-    use arrow::array::UInt32Array;
-    use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
     let context = || "sorting history rows by model".to_owned();
-    let all = concat_batches(schema, batches).map_err(data(context()))?;
-    let order = UInt32Array::from_iter_values(0..all.num_rows() as u32);
-    let indices = lexsort_to_indices(
-        &[
-            SortColumn {
-                values: Arc::clone(all.column(model)),
-                options: None,
-            },
-            SortColumn {
-                values: Arc::new(order),
-                options: None,
-            },
-        ],
-        None,
-    )
-    .map_err(data(context()))?;
-    take_record_batch(&all, &indices).map_err(data(context()))
+    if batches.is_empty() {
+        return Ok(RecordBatch::new_empty(Arc::clone(schema)));
+    }
+    let ids: Vec<_> = batches
+        .iter()
+        .map(|b| b.column(model).as_string::<i32>())
+        .collect();
+    let mut order: Vec<(usize, usize)> = ids
+        .iter()
+        .enumerate()
+        .flat_map(|(b, a)| (0..a.len()).map(move |r| (b, r)))
+        .collect();
+    // stable: rows of one model keep their order
+    order.sort_by(|&(b1, r1), &(b2, r2)| ids[b1].value(r1).cmp(ids[b2].value(r2)));
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    arrow::compute::interleave_record_batch(&refs, &order).map_err(data(context()))
 }
 
 /// Splits `batch` by date into `groups`.
