@@ -678,24 +678,21 @@ fn sql(query: &str, cwd: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// `driftwatch gen --events 20000 --seed 3 --out FILE`.
+fn gen_20000_seed_3(file: &Path, cwd: &Path) {
+    ok(
+        &["gen", "--events", "20000", "--seed", "3", "--out", p(file)],
+        cwd,
+    );
+}
+
 /// Issue 6: the `events` table holds every accepted prediction once, with
 /// its features and segments sliceable by name.
 #[test]
 fn the_events_table_holds_every_accepted_prediction_sliceable_by_segment() {
     let dir = tempfile::tempdir().expect("tempdir");
     let events = dir.path().join("events.jsonl");
-    ok(
-        &[
-            "gen",
-            "--events",
-            "20000",
-            "--seed",
-            "3",
-            "--out",
-            p(&events),
-        ],
-        dir.path(),
-    );
+    gen_20000_seed_3(&events, dir.path());
     let out = dir.path().join("out");
     ok(&["replay", p(&events), "--out", p(&out), "-q"], dir.path());
     let summary = read_json(&out.join("run-summary.json"));
@@ -1007,18 +1004,7 @@ fn a_labelled_training_file_builds_a_reference_and_replays_as_prediction_and_lab
 fn separate_prediction_and_label_files_replay_like_the_merged_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let generated = dir.path().join("gen.jsonl");
-    ok(
-        &[
-            "gen",
-            "--events",
-            "20000",
-            "--seed",
-            "3",
-            "--out",
-            p(&generated),
-        ],
-        dir.path(),
-    );
+    gen_20000_seed_3(&generated, dir.path());
     // the stream in event-time order, and the same records split by kind
     let mut lines: Vec<(String, String)> = std::fs::read_to_string(&generated)
         .unwrap()
