@@ -190,7 +190,12 @@ impl Drop for Dispatcher {
 }
 
 async fn run(shared: Arc<Shared>) {
-    let client = match reqwest::Client::builder().build() {
+    // redirects are not followed: a receiver that answers 3xx to another
+    // host would get the secret headers and the signature
+    let client = match reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
         Ok(c) => c,
         Err(e) => {
             warn!("no HTTP client, webhooks cannot be delivered: {e}");

@@ -440,6 +440,50 @@ fn a_receiver_down_past_the_retry_limit_is_reported_failed() {
     );
 }
 
+/// Issue 17: a receiver that redirects to another origin gets neither the
+/// secret headers nor the signature there.
+#[test]
+fn a_redirecting_receiver_is_not_followed_with_the_secrets() {
+    let hook = Receiver::start();
+    let elsewhere = Receiver::start();
+    hook.default_reply(Reply::status(307).location(&format!("{}/steal", elsewhere.url)));
+    let config = format!(
+        r#"
+[hook]
+kind = "webhook"
+url = "{}/"
+hmac_secret_env = "HOOK_SECRET"
+backoff = "50ms"
+max_attempts = 3
+[hook.headers_env]
+X-Api-Key = "HOOK_KEY"
+"#,
+        hook.url
+    );
+    let mut h = Harness::new(
+        &config,
+        &[("HOOK_SECRET", "hmac-s3cret"), ("HOOK_KEY", "key-s3cret")],
+    );
+    h.window(T0, &[("a", 1)], Hold::default(), Hold::default());
+    let sent = hook.wait_for(1, WAIT);
+    assert_eq!(sent[0].header("x-api-key"), "key-s3cret");
+    assert!(!sent[0].header("x-driftwatch-signature").is_empty());
+    // a 3xx is an answer, not a failure to retry: one request, refused
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(hook.requests().len(), 1);
+    assert!(elsewhere.requests().is_empty(), "the redirect was followed");
+    let stats = h.dispatcher.stats();
+    assert_eq!((stats.attempts, stats.failed, stats.delivered), (1, 1, 0));
+    let failed = h.audit_events("failed");
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .expect("error")
+            .contains("redirects are not followed"),
+        "{failed:?}"
+    );
+}
+
 #[test]
 fn a_silence_holds_back_matching_alerts_until_it_ends() {
     let hook = Receiver::start();

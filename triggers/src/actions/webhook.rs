@@ -302,6 +302,10 @@ pub fn answer(preset: &Preset, key: &str, status: u16, body: &[u8]) -> Answer {
         // the run named after this key exists: an earlier attempt made it
         (Preset::Airflow { .. }, 409) => Answer::Delivered(Some(format!("driftwatch-{key}"))),
         (_, 408 | 429) | (_, 500..=599) => Answer::Retry(what),
+        (_, 300..=399) => Answer::Refused(format!(
+            "HTTP {status}: redirects are not followed (they would carry the secret headers \
+             and the signature elsewhere); set the action's url to the final address"
+        )),
         _ => Answer::Refused(what),
     }
 }

@@ -41,6 +41,8 @@ pub struct Reply {
     pub status: u16,
     pub body: String,
     pub delay: Duration,
+    /// A `Location` header (a redirect).
+    pub location: Option<String>,
 }
 
 impl Reply {
@@ -49,7 +51,13 @@ impl Reply {
             status,
             body: String::new(),
             delay: Duration::ZERO,
+            location: None,
         }
+    }
+
+    pub fn location(mut self, url: &str) -> Self {
+        self.location = Some(url.to_owned());
+        self
     }
 
     pub fn body(mut self, body: &str) -> Self {
@@ -85,7 +93,7 @@ async fn handle(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, String) {
+) -> (StatusCode, HeaderMap, String) {
     let reply = {
         let mut s = shared.lock().expect("receiver state");
         s.requests.push(Received {
@@ -106,8 +114,13 @@ async fn handle(
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
+    let mut headers = HeaderMap::new();
+    if let Some(location) = &reply.location {
+        headers.insert("location", location.parse().expect("a header value"));
+    }
     (
         StatusCode::from_u16(reply.status).expect("a status"),
+        headers,
         reply.body,
     )
 }
