@@ -93,6 +93,19 @@ struct LiveSeries {
     layout: Vec<Arc<str>>,
 }
 
+impl LiveSeries {
+    /// Whether `event` has the (interned) feature names of the last
+    /// prediction, in order: then none of them needs a look-up.
+    fn same_layout(&self, event: &PredictionEvent) -> bool {
+        self.layout.len() == event.features.len()
+            && self
+                .layout
+                .iter()
+                .zip(&event.features)
+                .all(|(a, f)| Arc::ptr_eq(a, &f.name))
+    }
+}
+
 type SeriesKey = (Arc<str>, Option<Arc<str>>);
 
 /// All open windows, and the watermark that closes them.
@@ -415,13 +428,7 @@ impl WindowSet {
                 _ => {}
             }
         }
-        let same_layout = live.is_some_and(|l| {
-            l.layout.len() == event.features.len()
-                && l.layout
-                    .iter()
-                    .zip(&event.features)
-                    .all(|(a, f)| Arc::ptr_eq(a, &f.name))
-        });
+        let same_layout = live.is_some_and(|l| l.same_layout(event));
         if !same_layout {
             let known = live.map_or(0, |l| l.features.len());
             let new = event
@@ -523,13 +530,7 @@ impl WindowSet {
             // (hopping): nothing of it is kept
             return;
         };
-        let same = live.layout.len() == event.features.len()
-            && live
-                .layout
-                .iter()
-                .zip(&event.features)
-                .all(|(a, f)| Arc::ptr_eq(a, &f.name));
-        if !same {
+        if !live.same_layout(event) {
             live.layout.clear();
             for f in &event.features {
                 live.layout.push(Arc::clone(&f.name));
