@@ -57,9 +57,10 @@ pub struct WindowStats {
 /// memory: a prediction past one of them is refused with
 /// [`Reject::TooMany`], and the run goes on. They bound the live state:
 /// a model, version or feature counts while a window of it is open. An
-/// open window holds about 40 KiB of sketches per feature (measured with
-/// the default drift settings): the defaults keep a stream under about
-/// 2 GiB with a few features per model; raise them for more models.
+/// open window holds about 40 KiB of sketches per feature (estimated from
+/// the peak RSS of `scripts/bench-hostile.sh`'s 10,000-model run, default
+/// drift settings): the default of 1,000 models took 368 MiB there; raise
+/// the limits with the memory the service has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Models with open windows.
