@@ -20,6 +20,7 @@ pub mod error;
 pub mod events;
 pub mod history;
 pub mod tables;
+pub mod template;
 pub mod udf;
 
 pub use engine::{Engine, Limits};

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::LogicalPlan;
 use driftwatch_ingest::event::ARROW_TIMEZONE;
@@ -307,6 +308,23 @@ fn check_window() -> WindowRef {
     }
 }
 
+/// A value of a column of type `t`, as a result row shows it to annotations.
+fn sample_value(t: &DataType) -> serde_json::Value {
+    match t {
+        t if t.is_integer() => 1.into(),
+        t if t.is_numeric() => 0.5.into(),
+        DataType::Boolean => true.into(),
+        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {
+            "2026-01-01T00:00:00Z".into()
+        }
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => {
+            serde_json::Value::Array(Vec::new())
+        }
+        DataType::Struct(_) | DataType::Map(..) => serde_json::Value::Object(Default::default()),
+        _ => "check".into(),
+    }
+}
+
 /// Checks one rule (everything but the name's uniqueness) and plans it.
 pub fn check_rule(
     engine: &Engine,
@@ -353,6 +371,20 @@ pub fn check_rule(
     }
     let plan = engine.plan(&rule.sql).map_err(|e| fail(e.to_string()))?;
     let schema = plan.schema();
+    // annotations render over the result's columns: refuse one that reads a
+    // column the query does not return, or uses a filter that does not exist
+    let columns: BTreeSet<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let sample = serde_json::Value::Object(
+        schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), sample_value(f.data_type())))
+            .collect(),
+    );
+    for key in rule.annotations.keys() {
+        crate::template::check(&env, key, &columns, std::slice::from_ref(&sample))
+            .map_err(|e| fail(format!("annotation {key}: {e}")))?;
+    }
     if let Ok(field) = schema.field_with_unqualified_name("value")
         && !field.data_type().is_numeric()
     {

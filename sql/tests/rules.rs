@@ -153,6 +153,29 @@ fn rules_check_names_file_and_rule_for_each_kind_of_error() {
         e.contains("rule template") && e.contains("annotation summary"),
         "{e}"
     );
+    // issue 17: an unknown filter or column in an annotation is refused
+    // when the rules are checked, not when the alert first renders it
+    let e = one_error(&rule(
+        "filter",
+        "SELECT model_id, psi AS value FROM feature_drift",
+        "annotations = { summary = \"{{ model_id }} at {{ value | pct }}\" }",
+    ));
+    assert!(
+        e.starts_with("rules/test.toml: rule filter: annotation summary: unknown filter")
+            && e.contains("pct"),
+        "{e}"
+    );
+    let e = one_error(&rule(
+        "column",
+        "SELECT model_id, psi AS value FROM feature_drift",
+        "annotations = { summary = \"{{ feature }} drifted\" }",
+    ));
+    assert!(
+        e.contains(
+            "rule column: annotation summary: unknown variable feature (known: model_id, value)"
+        ),
+        "{e}"
+    );
     // the same name twice
     let errors = check(&(rule("twice", "SELECT 1 AS a", "") + &rule("twice", "SELECT 2 AS a", "")));
     assert_eq!(errors.len(), 1, "{errors:?}");

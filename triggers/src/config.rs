@@ -684,16 +684,15 @@ fn validate(name: &str, c: &ActionConfig, env: &dyn Fn(&str) -> Option<String>) 
     if retry.timeout.is_zero() {
         return Err(bad(name, "timeout", "must be positive"));
     }
-    let mut templates = minijinja::Environment::new();
-    templates.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
-    // the HTML body escapes what it shows: annotations carry values from
-    // events (a category, a model id) that must not become markup
-    templates.set_auto_escape_callback(|name| {
-        if name == "html" {
-            minijinja::AutoEscape::Html
-        } else {
-            minijinja::AutoEscape::None
-        }
+    // a body is JSON unless a configured Content-Type says otherwise
+    let json_body = c
+        .headers
+        .iter()
+        .find(|(h, _)| h.eq_ignore_ascii_case("content-type"))
+        .is_none_or(|(_, v)| v.to_ascii_lowercase().contains("json"));
+    let mut templates = crate::render::environment(crate::render::Escaping {
+        json_body,
+        chat_text: c.kind == "chat",
     });
     let mut add = |key: &str, text: &str| -> Result<()> {
         templates
@@ -893,7 +892,7 @@ fn validate(name: &str, c: &ActionConfig, env: &dyn Fn(&str) -> Option<String>) 
             (ActionKind::Webhook(hook), starts)
         }
     };
-    Ok(Action {
+    let action = Action {
         name: name.to_owned(),
         kind_name: c.kind.clone(),
         kind,
@@ -907,7 +906,9 @@ fn validate(name: &str, c: &ActionConfig, env: &dyn Fn(&str) -> Option<String>) 
         retry,
         templates: Arc::new(templates),
         inputs,
-    })
+    };
+    crate::render::check(&action).map_err(|(key, e)| bad(name, &key, format!("template: {e}")))?;
+    Ok(action)
 }
 
 fn preset(name: &str, c: &ActionConfig) -> Result<Preset> {

@@ -42,6 +42,7 @@ mod error;
 pub mod group;
 pub mod key;
 pub mod outbox;
+pub mod redact;
 pub mod render;
 pub mod rows;
 pub mod silence;

@@ -19,6 +19,7 @@
 
 use serde_json::{Value, json};
 
+use crate::alert::{AlertView, Status};
 use crate::config::Action;
 use crate::error::{Error, Result};
 use crate::group::Notification;
@@ -40,6 +41,149 @@ pub const DEFAULT_HTML: &str = "<p><b>{{ status | upper }}</b>: {{ firing }} fir
 <tr><th>status</th><th>rule</th><th>severity</th><th>model</th><th>window end</th><th>value</th><th>summary</th></tr>
 {% for a in alerts %}<tr><td>{{ a.status }}</td><td>{{ a.rule }}</td><td>{{ a.severity }}</td><td>{{ a.model_id }} {{ a.model_version or '' }}</td><td>{{ a.window_end }}</td><td>{{ a.value if a.value is not none else '' }}</td><td>{{ a.annotations.summary or '' }}</td></tr>
 {% endfor %}</table>";
+
+/// How interpolated values are escaped in an action's templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Escaping {
+    /// The webhook `body` is JSON: every value is escaped as the inside of a
+    /// JSON string, so a hostile id cannot close the string and add keys
+    /// (`tojson` writes a whole JSON value).
+    pub json_body: bool,
+    /// The `text` goes to a chat: `&`, `<`, `>` become entities and mentions
+    /// (`@here`, `@channel`, …) are broken with a word joiner.
+    pub chat_text: bool,
+}
+
+const JSON_STRING: &str = "json-string";
+const CHAT: &str = "chat";
+
+/// An empty template environment escaping as `escaping` says; the email
+/// `html` is always HTML-escaped.
+pub(crate) fn environment(escaping: Escaping) -> minijinja::Environment<'static> {
+    use minijinja::AutoEscape;
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+    env.set_auto_escape_callback(move |name| match name {
+        "html" => AutoEscape::Html,
+        "body" if escaping.json_body => AutoEscape::Custom(JSON_STRING),
+        "text" if escaping.chat_text => AutoEscape::Custom(CHAT),
+        _ => AutoEscape::None,
+    });
+    env.set_formatter(|out, state, value| {
+        let escape: fn(&str) -> String = match state.auto_escape() {
+            AutoEscape::Custom(JSON_STRING) => json_string_inside,
+            AutoEscape::Custom(CHAT) => chat_escaped,
+            _ => return minijinja::escape_formatter(out, state, value),
+        };
+        let text = if value.is_safe() || value.is_undefined() {
+            value.to_string()
+        } else {
+            escape(&value.to_string())
+        };
+        std::fmt::Write::write_str(out, &text).map_err(minijinja::Error::from)
+    });
+    env
+}
+
+/// `text` escaped to sit between the quotes of a JSON string.
+fn json_string_inside(text: &str) -> String {
+    let quoted = serde_json::to_string(text).unwrap_or_default();
+    quoted[1..quoted.len() - 1].to_owned()
+}
+
+/// `text` as chat message text: Slack's three entities, and `@word` broken
+/// with U+2060 so that Mattermost and Rocket.Chat do not notify anyone.
+fn chat_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '@' if chars.peek().is_some_and(|n| n.is_alphanumeric()) => out.push_str("@\u{2060}"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Variables every template can read (the context's top-level names).
+const CONTEXT: [&str; 10] = [
+    "key",
+    "action",
+    "status",
+    "group",
+    "common_labels",
+    "alerts",
+    "firing",
+    "resolved",
+    "repeat",
+    "time",
+];
+
+/// Checks every template of `action`: variables it reads exist, and it
+/// renders for a firing and for a resolved sample notification. The error
+/// names the template (`body`, `input.model_id`, …) and what is wrong.
+pub(crate) fn check(action: &Action) -> std::result::Result<(), (String, String)> {
+    let known = CONTEXT.iter().map(|c| (*c).to_owned()).collect();
+    let samples: Vec<Value> = [Status::Firing, Status::Resolved]
+        .into_iter()
+        .map(|status| context(&sample(&action.name, status)))
+        .collect();
+    // names first: the iterator holds the environment's lock, which
+    // get_template takes again
+    let names: Vec<String> = action
+        .templates
+        .templates()
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    for name in names {
+        driftwatch_sql::template::check(&action.templates, &name, &known, &samples)
+            .map_err(|e| (name, e))?;
+    }
+    Ok(())
+}
+
+/// A notification with every field set, for checking templates.
+fn sample(action: &str, status: Status) -> Notification {
+    let resolved = status == Status::Resolved;
+    let alert = AlertView {
+        fingerprint: "0123456789abcdef".into(),
+        rule: "sample_rule".into(),
+        severity: "warning".into(),
+        status,
+        model_id: "sample-model".into(),
+        model_version: Some("v1".into()),
+        window_start: 1_767_225_600_000,
+        window_end: 1_767_229_200_000,
+        value: Some(0.5),
+        labels: [("rule", "sample_rule"), ("model_id", "sample-model")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        annotations: [
+            ("summary", "a sample alert"),
+            ("description", "checks templates"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        identity: "{}".into(),
+        starts_at: 1_767_229_200_000,
+        fired_at: Some(1_767_229_200_000),
+        ends_at: resolved.then_some(1_767_232_800_000),
+    };
+    Notification {
+        key: "0123456789abcdef0123456789abcdef".into(),
+        action: action.to_owned(),
+        status: status.as_str().to_owned(),
+        group: alert.labels.clone(),
+        alerts: vec![alert],
+        time: 1_767_232_800_000,
+        repeat: resolved,
+    }
+}
 
 /// Preset inputs when none are configured: name → template.
 pub fn default_inputs() -> Vec<(String, String)> {
@@ -119,6 +263,7 @@ pub fn has(action: &Action, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::sync::Arc;
 
     use super::*;
     use crate::alert::{AlertView, Status};
@@ -170,5 +315,100 @@ mod tests {
         );
         let text = render(action, "text", &ctx).expect("text");
         assert!(text.contains("category <script>x</script> & co"), "{text}");
+    }
+    fn action(config: &str) -> Arc<Action> {
+        let raw: BTreeMap<String, ActionConfig> = toml::from_str(config).expect("config");
+        let actions = Actions::from_config(&raw, &|_| Some("https://chat.example/hook".into()))
+            .expect("valid");
+        actions.get("a").expect("a").clone()
+    }
+
+    fn hostile(model_id: &str, summary: &str) -> Value {
+        let mut n = sample("a", Status::Firing);
+        n.alerts[0].model_id = model_id.to_owned();
+        n.alerts[0]
+            .annotations
+            .insert("summary".into(), summary.to_owned());
+        context(&n)
+    }
+
+    #[test]
+    fn a_json_body_escapes_every_value_and_tojson_writes_whole_values() {
+        let a = action(
+            r#"[a]
+kind = "webhook"
+url = "http://127.0.0.1:1/"
+body = '{"model": "{{ alerts[0].model_id }}", "summary": "{{ alerts[0].annotations.summary | upper }}", "labels": {{ alerts[0].labels | tojson }}, "value": {{ alerts[0].value }}}'
+"#,
+        );
+        let ctx = hostile("x\", \"injected\": \"yes", "line\nbreak \u{1b}[31m\"");
+        let body = render(&a, "body", &ctx).expect("body");
+        let json: serde_json::Value = serde_json::from_str(&body).expect(&body);
+        let keys: Vec<&str> = json
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["labels", "model", "summary", "value"]);
+        assert_eq!(json["model"], "x\", \"injected\": \"yes");
+        assert_eq!(json["summary"], "LINE\nBREAK \u{1b}[31M\"");
+        assert_eq!(json["labels"]["rule"], "sample_rule");
+        assert_eq!(json["value"], 0.5);
+    }
+
+    #[test]
+    fn a_body_declared_as_another_type_is_not_json_escaped() {
+        let a = action(
+            r#"[a]
+kind = "webhook"
+url = "http://127.0.0.1:1/"
+body = "model={{ alerts[0].model_id }}"
+headers = { Content-Type = "text/plain" }
+"#,
+        );
+        let body = render(&a, "body", &hostile("a\"b", "")).expect("body");
+        assert_eq!(body, "model=a\"b");
+    }
+
+    #[test]
+    fn chat_text_escapes_markup_and_breaks_mentions_from_values() {
+        let a = action(
+            "[a]\nkind = \"chat\"\nurl_env = \"CHAT_URL\"\ntext = \"<{{ alerts[0].model_id }}> {{ alerts[0].annotations.summary }}\"\n",
+        );
+        let text = render(&a, "text", &hostile("<!channel>", "a & b @here mail@x")).expect("text");
+        assert_eq!(
+            text,
+            "<&lt;!channel&gt;> a &amp; b @\u{2060}here mail@\u{2060}x"
+        );
+    }
+
+    #[test]
+    fn templates_with_unknown_filters_or_variables_are_refused_at_load() {
+        let load = |extra: &str| {
+            let raw: BTreeMap<String, ActionConfig> = toml::from_str(&format!(
+                "[a]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\n{extra}"
+            ))
+            .expect("config");
+            Actions::from_config(&raw, &|_| None)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let e = load("body = \"{{ status | shout }}\"").expect_err("unknown filter");
+        assert!(
+            e.starts_with("actions.a.body: template: unknown filter"),
+            "{e}"
+        );
+        assert!(e.contains("shout"), "{e}");
+        let e = load("body = \"{{ modle }}\"").expect_err("unknown variable");
+        assert!(
+            e.starts_with("actions.a.body: template: unknown variable modle"),
+            "{e}"
+        );
+        // a filter reached only for resolved alerts is checked too
+        let e = load("body = \"{% if status == 'resolved' %}{{ key | nope }}{% endif %}\"")
+            .expect_err("resolved branch");
+        assert!(e.contains("nope"), "{e}");
+        load("body = \"{{ alerts | tojson }}\"").expect("fine");
     }
 }

@@ -484,6 +484,112 @@ X-Api-Key = "HOOK_KEY"
     );
 }
 
+/// Issue 17: a hostile `model_id` reaches a JSON body template and a chat
+/// message; the body parses to exactly the template's keys, and the chat
+/// gets no mention or markup from the value.
+#[test]
+fn values_from_events_cannot_add_json_keys_or_chat_mentions() {
+    let hook = Receiver::start();
+    let chat = Receiver::start();
+    let config = format!(
+        r#"
+[hook]
+kind = "webhook"
+url = "{}/"
+body = '{{"model": "{{{{ common_labels.model_id }}}}", "summary": "{{{{ alerts[0].annotations.summary }}}}", "alerts": {{{{ alerts | length }}}}}}'
+[chat]
+kind = "chat"
+url_env = "CHAT_URL"
+every_rule = true
+"#,
+        hook.url
+    );
+    let mut h = Harness::new(&config, &[("CHAT_URL", &format!("{}/chat", chat.url))]);
+    let hostile = "x\", \"injected\": \"yes <!channel> @here";
+    let w = WindowRef {
+        model_id: hostile.into(),
+        ..window(T0)
+    };
+    let mut alert = instance(&w, "a", 1, Hold::default(), Hold::default());
+    alert.actions = vec!["hook".into()];
+    alert.labels.insert("model_id".into(), hostile.into());
+    alert
+        .annotations
+        .insert("summary".into(), format!("{hostile} drifted"));
+    h.triggers.observe(&w, &["r".to_owned()], &[alert]);
+    h.tick(T0);
+    let body = hook.wait_for(1, WAIT)[0].json();
+    let keys: Vec<&str> = body
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["alerts", "model", "summary"], "{body}");
+    assert_eq!(body["model"], hostile);
+    assert_eq!(body["summary"], format!("{hostile} drifted"));
+    let text = chat.wait_for(1, WAIT)[0].json()["text"]
+        .as_str()
+        .expect("text")
+        .to_owned();
+    assert!(
+        !text.contains("<!channel>") && !text.contains("@here"),
+        "{text}"
+    );
+    assert!(text.contains("&lt;!channel&gt; @\u{2060}here"), "{text}");
+}
+
+/// Issue 17: a receiver that echoes the request in its error answer does not
+/// get the credentials into the audit log or the `alerts` table.
+#[test]
+fn an_echoing_receiver_leaves_no_credential_in_what_is_stored() {
+    let hook = Receiver::start();
+    hook.default_reply(Reply::status(400).echo());
+    let config = format!(
+        r#"
+[hook]
+kind = "webhook"
+url = "{}/hook?token=tok-s3cret"
+username_env = "HOOK_USER"
+password_env = "HOOK_PASSWORD"
+hmac_secret_env = "HOOK_SECRET"
+[hook.headers_env]
+X-Custom = "HOOK_KEY"
+"#,
+        hook.url
+    );
+    let mut h = Harness::new(
+        &config,
+        &[
+            ("HOOK_USER", "robot"),
+            ("HOOK_PASSWORD", "pw-s3cret"),
+            ("HOOK_SECRET", "hmac-s3cret"),
+            ("HOOK_KEY", "key-s3cret"),
+        ],
+    );
+    h.window(T0, &[("a", 1)], Hold::default(), Hold::default());
+    let sent = hook.wait_for(1, WAIT);
+    assert!(sent[0].header("authorization").starts_with("Basic "));
+    h.tick(T0);
+    let failed = h.audit_events("failed");
+    let error = failed[0]["error"].as_str().expect("error");
+    assert!(error.contains("HTTP 400: {\"headers\""), "{error}");
+    let basic = sent[0].header("authorization").trim_start_matches("Basic ");
+    let stored = std::fs::read_to_string(&h.audit).expect("audit")
+        + &h.all_rows
+            .iter()
+            .filter_map(|r| r.detail.clone())
+            .collect::<String>();
+    assert!(
+        h.all_rows.iter().any(|r| r.state == "failed"),
+        "no failed row: {:?}",
+        h.all_rows
+    );
+    for secret in ["pw-s3cret", basic, "key-s3cret", "tok-s3cret"] {
+        assert!(!stored.contains(secret), "{secret} stored: {stored}");
+    }
+}
+
 #[test]
 fn a_silence_holds_back_matching_alerts_until_it_ends() {
     let hook = Receiver::start();

@@ -32,7 +32,7 @@ pub async fn attempt(
     n: &Notification,
     now_ms: i64,
 ) -> Attempt {
-    match &action.kind {
+    let outcome = match &action.kind {
         ActionKind::Email(email) => email::send(action, email, n).await,
         ActionKind::Webhook(hook) => {
             let request = match webhook::prepare(action, hook, n, now_ms.div_euclid(1000)) {
@@ -49,8 +49,20 @@ pub async fn attempt(
             )
             .await
         }
+    };
+    // what a receiver answered is stored (audit log, alerts table): never
+    // with a credential in it
+    let redact = |m: String| crate::redact::redact(&m, &crate::redact::secrets(action));
+    match outcome {
+        Attempt::Retry(m) => Attempt::Retry(redact(m)),
+        Attempt::Refused(m) => Attempt::Refused(redact(m)),
+        delivered @ Attempt::Delivered { .. } => delivered,
     }
 }
+
+/// The most of a receiver's answer that is read: enough for any job id or
+/// error message, and a receiver cannot fill the memory.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 async fn send(
     client: &reqwest::Client,
@@ -69,13 +81,20 @@ async fn send(
     if let Some((user, password)) = basic {
         rb = rb.basic_auth(user.expose(), Some(password.expose()));
     }
-    let response = match rb.body(request.body).send().await {
+    let mut response = match rb.body(request.body).send().await {
         Ok(r) => r,
         // without the URL: a chat webhook's URL is a secret
         Err(e) => return Attempt::Retry(e.without_url().to_string()),
     };
     let status = response.status().as_u16();
-    let body = response.bytes().await.unwrap_or_default();
+    let mut body: Vec<u8> = Vec::new();
+    while body.len() < MAX_ANSWER_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body.truncate(MAX_ANSWER_BYTES);
     match webhook::answer(preset, key, status, &body) {
         webhook::Answer::Delivered(job_id) => Attempt::Delivered {
             status: Some(status.to_string()),

@@ -296,8 +296,8 @@ pub fn answer(preset: &Preset, key: &str, status: u16, body: &[u8]) -> Answer {
         };
         return Answer::Delivered(job);
     }
-    let excerpt: String = String::from_utf8_lossy(body).chars().take(200).collect();
-    let what = format!("HTTP {status}: {excerpt}");
+    // the whole answer: it is redacted, then cut, where the attempt ends
+    let what = format!("HTTP {status}: {}", String::from_utf8_lossy(body));
     match (preset, status) {
         // the run named after this key exists: an earlier attempt made it
         (Preset::Airflow { .. }, 409) => Answer::Delivered(Some(format!("driftwatch-{key}"))),

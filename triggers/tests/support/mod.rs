@@ -43,6 +43,8 @@ pub struct Reply {
     pub delay: Duration,
     /// A `Location` header (a redirect).
     pub location: Option<String>,
+    /// Answer with the request's headers and path as the body.
+    pub echo: bool,
 }
 
 impl Reply {
@@ -52,7 +54,14 @@ impl Reply {
             body: String::new(),
             delay: Duration::ZERO,
             location: None,
+            echo: false,
         }
+    }
+
+    /// Echoes the request (a careless receiver's error page).
+    pub fn echo(mut self) -> Self {
+        self.echo = true;
+        self
     }
 
     pub fn location(mut self, url: &str) -> Self {
@@ -94,6 +103,14 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, HeaderMap, String) {
+    let echoed = serde_json::json!({
+        "path": uri.to_string(),
+        "headers": headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect::<BTreeMap<_, _>>(),
+    })
+    .to_string();
     let reply = {
         let mut s = shared.lock().expect("receiver state");
         s.requests.push(Received {
@@ -121,7 +138,7 @@ async fn handle(
     (
         StatusCode::from_u16(reply.status).expect("a status"),
         headers,
-        reply.body,
+        if reply.echo { echoed } else { reply.body },
     )
 }
 
