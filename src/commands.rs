@@ -88,11 +88,7 @@ fn alerts(settings: &Settings, args: &AlertsArgs) -> Result<()> {
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         writeln!(out, "{title}: {rows}")?;
         if rows > 0 {
-            writeln!(
-                out,
-                "{}",
-                arrow::util::pretty::pretty_format_batches(&batches)?
-            )?;
+            writeln!(out, "{}", crate::output::table_text(&batches)?)?;
         }
     }
     writeln!(
@@ -254,10 +250,10 @@ fn sql(settings: &Settings, args: &SqlArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match args.format {
         SqlFormat::Table => {
-            let table = arrow::util::pretty::pretty_format_batches(&batches)?;
+            let table = crate::output::table_text(&batches)?;
             if batches.is_empty() {
                 let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-                writeln!(out, "{}", names.join(" | "))?;
+                writeln!(out, "{}", crate::output::printable(&names.join(" | ")))?;
             } else {
                 writeln!(out, "{table}")?;
             }

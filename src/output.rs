@@ -20,6 +20,75 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+/// `text` safe to show on a terminal or in a text log: control characters
+/// (C0, DEL, C1: escape sequences, newlines, bells) and the bidirectional
+/// overrides that reorder what a reader sees are written as escapes
+/// (`\n`, `\u{1b}`). Values from events (categories, rule columns) and
+/// from receivers reach the console and the logs.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let hostile = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(hostile) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if hostile(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+/// `batches` as a table for people: string cells shown with
+/// [`printable`], and anything nested that still holds a control character
+/// escaped in the rendered text.
+pub fn table_text(batches: &[RecordBatch]) -> Result<String> {
+    use arrow::array::{ArrayRef, StringArray};
+    use arrow::datatypes::DataType;
+    let shown: Vec<RecordBatch> = batches
+        .iter()
+        .map(|b| {
+            let columns: Vec<ArrayRef> = b
+                .columns()
+                .iter()
+                .map(|c| -> Result<ArrayRef> {
+                    if !matches!(
+                        c.data_type(),
+                        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                    ) {
+                        return Ok(c.clone());
+                    }
+                    let text = arrow::compute::cast(c, &DataType::Utf8)?;
+                    let text = text.as_string::<i32>();
+                    let escaped: StringArray = text.iter().map(|v| v.map(printable)).collect();
+                    Ok(std::sync::Arc::new(escaped))
+                })
+                .collect::<Result<_>>()?;
+            // the shown columns are all Utf8 where they were text
+            let fields: Vec<arrow::datatypes::Field> = b
+                .schema()
+                .fields()
+                .iter()
+                .zip(&columns)
+                .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
+                .collect();
+            Ok(RecordBatch::try_new(
+                std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+                columns,
+            )?)
+        })
+        .collect::<Result<_>>()?;
+    let table = arrow::util::pretty::pretty_format_batches(&shown)?.to_string();
+    Ok(table.lines().map(printable).collect::<Vec<_>>().join("\n"))
+}
+
 /// Receives each closed window.
 pub trait WindowSink {
     /// One closed window.
@@ -206,7 +275,7 @@ impl ConsoleSummary {
                 line.push_str(&format!("  {label} {v:.3}"));
             }
         }
-        println!("{line}");
+        println!("{}", printable(&line));
     }
 }
 
@@ -218,8 +287,8 @@ impl WindowSink for ConsoleSummary {
         for p in &out.change_points {
             println!(
                 "    change: {} {} {} by {} at {} (seen {}), statistic {:.3}",
-                p.model_id,
-                p.model_version.as_deref().unwrap_or("-"),
+                printable(&p.model_id),
+                printable(p.model_version.as_deref().unwrap_or("-")),
                 p.metric,
                 p.detector,
                 &format_time(p.event_time)[..16],
@@ -277,7 +346,7 @@ impl WindowSink for ConsoleSummary {
                 line.push_str(&format!("  drifted {k}/{n}"));
             }
         }
-        println!("{line}");
+        println!("{}", printable(&line));
         if let Some(f) = table(w, "feature_drift") {
             let names = f.column_by_name("feature").map(|c| c.as_string::<i32>());
             let levels = f.column_by_name("level").map(|c| c.as_string::<i32>());
@@ -300,7 +369,7 @@ impl WindowSink for ConsoleSummary {
                     drifted.push(format!("{} ({stat})", names.value(row)));
                 }
                 if !drifted.is_empty() {
-                    println!("    drift: {}", drifted.join(", "));
+                    println!("    drift: {}", printable(&drifted.join(", ")));
                 }
             }
         }
@@ -320,6 +389,7 @@ impl WindowSink for ConsoleSummary {
                     (Some(mean), Some(min), Some(max)) => format!("μ {mean:>10.3}  [{min}, {max}]"),
                     _ => format!("categorical {}", u64_at(f, "categorical", row).unwrap_or(0)),
                 };
+                let name = printable(name);
                 println!("    {name:<22} n {count:>7}  missing {missing:>5}  {stats}");
             }
         }

@@ -544,6 +544,7 @@ impl RunSummary {
             println!("  rejected {reason:<22} {n}");
         }
         for (model, c) in &self.models {
+            let model = crate::output::printable(model);
             println!(
                 "  model {model:<10} predictions {:>9}  labels {:>9}  late {:>6}",
                 c.predictions, c.labels, c.late

@@ -558,8 +558,8 @@ fn print_instance(i: &AlertInstance) {
     if !i.held_long_enough() {
         line.push_str(&format!("  (pending: {} window(s) so far)", i.windows));
     }
-    println!("{line}");
+    println!("{}", crate::output::printable(&line));
     if let Some(summary) = i.annotations.get("summary") {
-        println!("      {summary}");
+        println!("      {}", crate::output::printable(summary));
     }
 }

@@ -1112,3 +1112,87 @@ fn a_flood_of_feature_names_or_versions_is_refused_past_the_limits() {
         dead[0]
     );
 }
+
+/// Issue 17: values from events with escape sequences and newlines (a
+/// category, shown by a rule's alert line and its annotation, and by
+/// `driftwatch sql`) reach the terminal escaped, one line each.
+#[test]
+fn control_characters_from_events_are_escaped_on_the_console_and_in_sql_tables() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let hostile = "fr\u{1b}]0;owned\u{7}\u{1b}[2J\nFORGED line\u{202e}";
+    let events: Vec<String> = (0..90)
+        .map(|i| {
+            serde_json::json!({
+                "event_id": format!("e{i}"), "model_id": "churn",
+                "timestamp": format!("2026-11-01T{:02}:{:02}:00Z", i / 60, i % 60),
+                "features": {"x": 1.5, "country": hostile},
+                "prediction": {"score": 0.5}
+            })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(d.join("events.jsonl"), events.join("\n")).expect("write");
+    std::fs::write(
+        d.join("driftwatch.toml"),
+        "data_dir = \"data\"\n[sql]\nrules_dir = \"rules\"\n",
+    )
+    .expect("config");
+    std::fs::create_dir(d.join("rules")).expect("rules dir");
+    std::fs::write(
+        d.join("rules/country.toml"),
+        r#"[[rule]]
+name = "country_seen"
+sql = """SELECT model_id, categorical['country'] AS country, 1.0 AS value FROM events
+         WHERE model_id = $model_id AND event_time >= $window_start AND event_time < $window_end LIMIT 1"""
+annotations = { summary = "country {{ country }} seen" }
+"#,
+    )
+    .expect("rule");
+    let out = driftwatch(
+        &[
+            "--config",
+            "driftwatch.toml",
+            "replay",
+            "events.jsonl",
+            "--out",
+            "out",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "replay failed");
+    let escaped = r"fr\u{1b}]0;owned\u{7}\u{1b}[2J\nFORGED line\u{202e}";
+    for (what, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}') && !text.contains('\u{202e}'),
+            "{what}: {text}"
+        );
+        assert!(
+            !text.lines().any(|l| l.starts_with("FORGED")),
+            "{what}: {text}"
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("country={escaped}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("country {escaped} seen")),
+        "{stdout}"
+    );
+    let table = ok(
+        &[
+            "--config",
+            "driftwatch.toml",
+            "sql",
+            "SELECT DISTINCT categorical['country'] AS country, map_keys(categorical) AS k, \
+             make_array(categorical['country']) AS nested FROM events",
+        ],
+        d,
+    );
+    assert!(
+        !table.contains('\u{1b}') && !table.lines().any(|l| l.starts_with("FORGED")),
+        "{table}"
+    );
+    assert!(table.contains(escaped), "{table}");
+    assert!(table.contains("1 row(s)"), "{table}");
+}
