@@ -6,8 +6,6 @@
 //! only after the file is durable, and on start skips records before them.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -34,26 +32,10 @@ pub struct PartitionCheckpoint {
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old file or
-/// the new one: a temporary file, fsync, rename, fsync of the directory.
+/// the new one ([`driftwatch_ingest::durable`]).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let mut file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    drop(file);
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", dir.display()))?;
-    Ok(())
+    driftwatch_ingest::durable::write(path, bytes)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The checkpoint files of one consumer group.

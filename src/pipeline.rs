@@ -587,9 +587,10 @@ impl RunSummary {
         }
     }
 
-    /// Writes the summary as JSON.
+    /// Writes the summary as JSON (whole or not at all: a reader polling
+    /// for it never sees half of one).
     pub fn write_json(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+        crate::checkpoint::write_atomically(path, text.as_bytes())
     }
 }

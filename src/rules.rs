@@ -87,7 +87,7 @@ pub fn dispatcher(settings: &Settings) -> Result<Option<driftwatch_triggers::Dis
     if settings.action_set.is_empty() {
         return Ok(None);
     }
-    let audit = std::sync::Arc::new(Audit::open(&audit_path(settings))?);
+    let audit = std::sync::Arc::new(Audit::open(&audit_path(settings), settings.audit_sync)?);
     let d =
         driftwatch_triggers::Dispatcher::start(settings.action_set.clone(), audit, system_clock())?;
     Ok(Some(d))
@@ -230,7 +230,7 @@ pub fn audit_path(settings: &Settings) -> PathBuf {
 /// silences and audit log.
 fn open_triggers(settings: &Settings, writer: &str) -> Result<Triggers> {
     let outbox = Outbox::open(&outbox_path(settings, writer))?;
-    let audit = Audit::open(&audit_path(settings))?;
+    let audit = Audit::open(&audit_path(settings), settings.audit_sync)?;
     let silences = Silences::open(&silences_path(settings))?;
     Ok(Triggers::new(
         settings.action_set.clone(),

@@ -452,6 +452,8 @@ pub struct RawSettings {
     pub sql: RawSql,
     /// Actions rules can name.
     pub actions: BTreeMap<String, driftwatch_triggers::ActionConfig>,
+    /// The audit log.
+    pub audit: driftwatch_triggers::AuditConfig,
 }
 
 impl Default for RawSettings {
@@ -469,6 +471,7 @@ impl Default for RawSettings {
             performance: RawPerformance::default(),
             sql: RawSql::default(),
             actions: BTreeMap::new(),
+            audit: driftwatch_triggers::AuditConfig::default(),
         }
     }
 }
@@ -512,6 +515,8 @@ pub struct Settings {
     pub action_set: driftwatch_triggers::Actions,
     /// The actions as written.
     pub actions_raw: BTreeMap<String, driftwatch_triggers::ActionConfig>,
+    /// When the audit log's lines reach the disk.
+    pub audit_sync: driftwatch_triggers::AuditSync,
     /// The configuration file, if one was given.
     pub file: Option<PathBuf>,
 }
@@ -819,6 +824,7 @@ impl RawSettings {
             actions: self.actions.keys().cloned().collect(),
             action_set,
             actions_raw: self.actions,
+            audit_sync: self.audit.sync,
             file: file.map(Path::to_path_buf),
             kafka: self.kafka,
             checkpoint_interval_ms,

@@ -1196,3 +1196,77 @@ annotations = { summary = "country {{ country }} seen" }
     assert!(table.contains(escaped), "{table}");
     assert!(table.contains("1 row(s)"), "{table}");
 }
+
+/// Issue 17: `reference build` killed at every point of its run leaves the
+/// profile as it was or as the new build writes it, never a torn file.
+#[test]
+fn a_kill_during_a_profile_write_leaves_the_old_or_the_new_profile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let train = |seed: &str| {
+        let file = d.join(format!("train-{seed}.jsonl"));
+        ok(
+            &[
+                "gen",
+                "--events",
+                "3000",
+                "--no-drift",
+                "--seed",
+                seed,
+                "--out",
+                p(&file),
+            ],
+            d,
+        );
+        file
+    };
+    let (a, b) = (train("1"), train("2"));
+    let build = |file: &Path| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_driftwatch"));
+        c.args([
+            "reference",
+            "build",
+            p(file),
+            "--model",
+            "churn",
+            "--version",
+            "v12",
+        ])
+        .current_dir(d)
+        .env_remove("DRIFTWATCH_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        c
+    };
+    let profile = d.join("driftwatch-data/references/churn/v12.profile");
+    let mut whole = Vec::new();
+    let started = std::time::Instant::now();
+    for file in [&a, &b] {
+        assert!(build(file).status().expect("run").success());
+        whole.push(std::fs::read(&profile).expect("profile"));
+    }
+    let took = started.elapsed() / 2;
+    assert_ne!(whole[0], whole[1]);
+    for round in 0..30u32 {
+        let mut child = build(if round % 2 == 0 { &a } else { &b })
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(took * round / 30);
+        let _ = child.kill();
+        child.wait().expect("wait");
+        let now = std::fs::read(&profile).expect("profile");
+        assert!(whole.contains(&now), "round {round}: a torn profile");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(profile.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "v12.profile")
+        .collect();
+    // a killed write may leave its temporary (hidden, never read as a profile)
+    assert!(
+        leftovers
+            .iter()
+            .all(|n| n.to_string_lossy().starts_with(".v12.profile.")),
+        "{leftovers:?}"
+    );
+}

@@ -269,6 +269,81 @@ fn silences_are_added_listed_and_expired_from_the_cli() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected name=value"));
 }
 
+/// The silences in `cwd`'s data directory, read as the service reads them
+/// (a torn or corrupt file fails here).
+fn silences_on_disk(cwd: &Path) -> Vec<Value> {
+    let path = cwd.join("data/silences.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{} is not valid: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn spawn_silence_add(cwd: &Path, n: usize) -> Child {
+    command(
+        cwd,
+        &[
+            "silence",
+            "add",
+            &format!("feature=f{n}"),
+            "--duration",
+            "1h",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap()
+}
+
+/// Issue 17: twenty `silence add` processes at once keep all twenty
+/// silences, in every one of twenty trials.
+#[test]
+fn twenty_concurrent_silence_adds_all_land_in_every_trial() {
+    for trial in 0..20 {
+        let dir = setup(closed_port());
+        let cwd = dir.path();
+        let children: Vec<Child> = (0..20).map(|n| spawn_silence_add(cwd, n)).collect();
+        for mut c in children {
+            assert!(c.wait().unwrap().success(), "trial {trial}: an add failed");
+        }
+        let features: BTreeSet<String> = silences_on_disk(cwd)
+            .iter()
+            .map(|s| s["matchers"][0].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(features.len(), 20, "trial {trial}: {features:?}");
+    }
+}
+
+/// Issue 17: `silence add` processes killed at every point of their run
+/// leave a whole silences file, holding every add that reported success.
+#[test]
+fn a_kill_during_silence_writes_leaves_a_whole_file() {
+    let dir = setup(closed_port());
+    let cwd = dir.path();
+    // how long one add takes here, to spread the kills over it
+    let started = Instant::now();
+    assert!(spawn_silence_add(cwd, 1000).wait().unwrap().success());
+    let took = started.elapsed();
+    let mut landed = 1;
+    for round in 0..40u32 {
+        let mut child = spawn_silence_add(cwd, round as usize);
+        std::thread::sleep(took * round / 40);
+        let _ = child.kill();
+        if child.wait().unwrap().success() {
+            landed += 1;
+        }
+        let on_disk = silences_on_disk(cwd);
+        assert!(
+            on_disk.len() >= landed,
+            "round {round}: {} < {landed}",
+            on_disk.len()
+        );
+    }
+}
+
 #[test]
 fn a_silenced_alert_is_not_sent_by_the_replay() {
     let receiver = Receiver::start();

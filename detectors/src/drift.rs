@@ -472,22 +472,17 @@ pub struct StoredFeature {
 }
 
 impl StoredProfile {
-    /// Writes the profile (postcard, exact) to `path`, atomically.
+    /// Writes the profile (postcard, exact) to `path`, atomically and durably.
     pub fn save(&self, path: &std::path::Path) -> Result<()> {
         let io = |e: std::io::Error| Error::Io {
             path: path.to_owned(),
             source: e,
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
         let bytes = postcard::to_stdvec(self).map_err(|e| Error::Decode {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bytes).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        driftwatch_ingest::durable::write(path, &bytes).map_err(io)
     }
 
     /// Reads a profile written by [`save`](Self::save).

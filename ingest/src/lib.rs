@@ -26,6 +26,7 @@
 
 pub mod dead_letter;
 pub mod decode;
+pub mod durable;
 pub mod encode;
 pub mod error;
 pub mod event;

@@ -20,7 +20,6 @@
 //! file per table and day however often the service checkpoints.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -135,7 +134,8 @@ fn remove(path: &Path) -> Result<()> {
 impl History {
     /// The history under `dir` (created if missing), written as `writer`
     /// (letters, digits, `-`, `_`); continues after the writer's last flush.
-    /// Files left behind by a compaction that stopped half-way are removed.
+    /// Files left behind by a compaction that stopped half-way, and the
+    /// temporaries of writes a crash cut off, are removed.
     pub fn open(dir: &Path, writer: &str) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
         let writer = encode_partition(writer);
@@ -146,7 +146,17 @@ impl History {
             let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
                 continue;
             };
-            if let Some((first, last)) = name.to_str().and_then(|n| range_of(n, &writer)) {
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            // a write cut off by a crash
+            if driftwatch_ingest::durable::temporary_target(name)
+                .is_some_and(|target| range_of(target, &writer).is_some())
+            {
+                remove(&path)?;
+                continue;
+            }
+            if let Some((first, last)) = range_of(name, &writer) {
                 files
                     .entry(parent.to_owned())
                     .or_default()
@@ -461,28 +471,25 @@ fn split(
     Ok(())
 }
 
-/// Writes `batches` as `dir/name` through a temporary file and a rename, so
-/// that a reader never sees half a file.
+/// Writes `batches` as `dir/name`, atomically and durably: a reader never
+/// sees half a file, and a crash never leaves one.
 fn write_file(dir: &Path, name: &str, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-    let tmp = dir.join(format!(".{name}.tmp"));
     let path = dir.join(name);
-    let file = File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         // unique per row: a dictionary only costs time
         .set_column_dictionary_enabled("event_id".into(), false)
         .build();
     let context = format!("writing {}", path.display());
-    let mut writer = ArrowWriter::try_new(file, Arc::clone(schema), Some(props))
-        .map_err(data(context.clone()))?;
-    for b in batches {
-        writer.write(b).map_err(data(context.clone()))?;
-    }
-    let file = writer.into_inner().map_err(data(context.clone()))?;
-    file.sync_all().map_err(io(context.clone()))?;
-    std::fs::rename(&tmp, &path).map_err(io(context))?;
-    Ok(())
+    driftwatch_ingest::durable::write_with(&path, |file| {
+        let mut writer = ArrowWriter::try_new(file, Arc::clone(schema), Some(props))?;
+        for b in batches {
+            writer.write(b)?;
+        }
+        writer.close()?;
+        Ok(())
+    })
+    .map_err(io(context))
 }
 
 #[cfg(test)]

@@ -22,10 +22,10 @@
 //! ```no_run
 //! # fn main() -> driftwatch_triggers::Result<()> {
 //! use std::sync::Arc;
-//! use driftwatch_triggers::{Actions, Audit, Dispatcher, Outbox, Silences, Triggers, system_clock};
+//! use driftwatch_triggers::{Actions, Audit, AuditSync, Dispatcher, Outbox, Silences, Triggers, system_clock};
 //! let actions = Actions::default();
 //! let dir = std::path::Path::new("driftwatch-data");
-//! let audit = Arc::new(Audit::open(&dir.join("audit.jsonl"))?);
+//! let audit = Arc::new(Audit::open(&dir.join("audit.jsonl"), AuditSync::Line)?);
 //! let outbox = Arc::new(Outbox::open(&dir.join("outbox/replay.redb"))?);
 //! let dispatcher = Dispatcher::start(actions.clone(), audit.clone(), system_clock())?;
 //! dispatcher.add(outbox.clone());
@@ -56,7 +56,7 @@ use serde_json::json;
 use tracing::warn;
 
 pub use alert::{AlertBook, AlertView, Status, Transition};
-pub use audit::Audit;
+pub use audit::{Audit, AuditConfig, AuditSync};
 pub use config::{Action, ActionConfig, Actions};
 pub use dispatch::{DeliveryStats, Dispatcher};
 pub use error::{Error, Result};

@@ -2,13 +2,18 @@
 //! leaves out the alerts a silence matches while it is active; when the
 //! silence ends, those alerts are announced at the group's next turn.
 //!
-//! Silences are kept in `DATA_DIR/silences.json`, written whole and renamed
-//! into place, so that the CLI of another process can add or expire one
-//! while the service runs: the service reads the file again when it changes.
+//! Silences are kept in `DATA_DIR/silences.json`, written whole, durably and
+//! renamed into place ([`driftwatch_ingest::durable`]), so that the CLI of
+//! another process can add or expire one while the service runs: the service
+//! reads the file again when it changes. Adding and expiring read, change and
+//! write the file under a lock (`silences.json.lock`), so concurrent CLIs
+//! each keep the others' changes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+
+use driftwatch_ingest::durable;
 
 use serde::{Deserialize, Serialize};
 
@@ -159,7 +164,8 @@ impl Silence {
 pub struct Silences {
     path: PathBuf,
     list: Vec<Silence>,
-    seen: Option<SystemTime>,
+    /// What the file was when last read: a rename gives a new inode.
+    seen: Option<(Option<SystemTime>, u64)>,
 }
 
 /// Silences that ended longer ago than this are dropped from the file.
@@ -179,8 +185,21 @@ impl Silences {
 
     /// Reads the file again if it changed since it was last read.
     pub fn refresh(&mut self) -> Result<()> {
-        let modified = match std::fs::metadata(&self.path) {
-            Ok(m) => m.modified().ok(),
+        let seen = match std::fs::metadata(&self.path) {
+            Ok(m) => Some(version(&m)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(format!("reading {}", self.path.display()))(e)),
+        };
+        if seen.is_some() && seen == self.seen {
+            return Ok(());
+        }
+        self.reload()
+    }
+
+    /// Reads the file.
+    fn reload(&mut self) -> Result<()> {
+        let file = match std::fs::File::open(&self.path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.list.clear();
                 self.seen = None;
@@ -188,15 +207,28 @@ impl Silences {
             }
             Err(e) => return Err(io(format!("reading {}", self.path.display()))(e)),
         };
-        if modified.is_some() && modified == self.seen {
-            return Ok(());
-        }
-        let text =
-            std::fs::read(&self.path).map_err(io(format!("reading {}", self.path.display())))?;
+        let read = |e| io(format!("reading {}", self.path.display()))(e);
+        let seen = version(&file.metadata().map_err(read)?);
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut text).map_err(read)?;
         self.list = serde_json::from_slice(&text)
             .map_err(|e| Error::Silence(format!("{}: {e}", self.path.display())))?;
-        self.seen = modified;
+        self.seen = Some(seen);
         Ok(())
+    }
+
+    /// Runs `change` on the silences as the file holds them now, and writes
+    /// them, holding the file's lock throughout.
+    fn update<T>(&mut self, change: impl FnOnce(&mut Vec<Silence>) -> Result<T>) -> Result<T> {
+        let _lock = durable::Lock::acquire(&self.path)
+            .map_err(io(format!("locking {}", self.path.display())))?;
+        self.reload()?;
+        let out = change(&mut self.list)?;
+        let bytes = serde_json::to_vec_pretty(&self.list).map_err(state("silences"))?;
+        durable::write(&self.path, &bytes)
+            .map_err(io(format!("writing {}", self.path.display())))?;
+        self.seen = std::fs::metadata(&self.path).ok().map(|m| version(&m));
+        Ok(out)
     }
 
     /// Every silence kept (active, future and recently ended).
@@ -226,68 +258,59 @@ impl Silences {
         if ends_at <= starts_at {
             return Err(Error::Silence("it must end after it starts".into()));
         }
-        self.refresh()?;
-        let text = format!(
-            "{starts_at}\0{ends_at}\0{}\0{}",
-            matchers
-                .iter()
-                .map(|m| m.to_string())
-                .collect::<Vec<_>>()
-                .join("\0"),
-            self.list.len()
-        );
-        let id = crate::key::short_hash(&text);
-        let silence = Silence {
-            id,
-            matchers,
-            starts_at,
-            ends_at,
-            created_by: created_by.to_owned(),
-            comment: comment.to_owned(),
-        };
-        self.list.push(silence.clone());
-        self.list
-            .retain(|s| s.ends_at + KEEP_EXPIRED_MS > starts_at);
-        self.save()?;
-        Ok(silence)
+        self.update(|list| {
+            let text = format!(
+                "{starts_at}\0{ends_at}\0{}\0{}",
+                matchers
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\0"),
+                list.len()
+            );
+            let silence = Silence {
+                id: crate::key::short_hash(&text),
+                matchers,
+                starts_at,
+                ends_at,
+                created_by: created_by.to_owned(),
+                comment: comment.to_owned(),
+            };
+            list.push(silence.clone());
+            list.retain(|s| s.ends_at + KEEP_EXPIRED_MS > starts_at);
+            Ok(silence)
+        })
     }
 
     /// Ends the silence whose id starts with `id` at `now`.
     pub fn expire(&mut self, id: &str, now: i64) -> Result<Silence> {
-        self.refresh()?;
-        let found: Vec<usize> = (0..self.list.len())
-            .filter(|&i| self.list[i].id.starts_with(id))
-            .collect();
-        let i = match found.as_slice() {
-            [i] => *i,
-            [] => return Err(Error::Silence(format!("no silence with id {id:?}"))),
-            _ => {
-                return Err(Error::Silence(format!(
-                    "{id:?} names more than one silence"
-                )));
-            }
-        };
-        let s = &mut self.list[i];
-        s.ends_at = s.ends_at.min(now).max(s.starts_at);
-        let out = s.clone();
-        self.save()?;
-        Ok(out)
+        self.update(|list| {
+            let found: Vec<usize> = (0..list.len())
+                .filter(|&i| list[i].id.starts_with(id))
+                .collect();
+            let i = match found.as_slice() {
+                [i] => *i,
+                [] => return Err(Error::Silence(format!("no silence with id {id:?}"))),
+                _ => {
+                    return Err(Error::Silence(format!(
+                        "{id:?} names more than one silence"
+                    )));
+                }
+            };
+            let s = &mut list[i];
+            s.ends_at = s.ends_at.min(now).max(s.starts_at);
+            Ok(s.clone())
+        })
     }
+}
 
-    fn save(&mut self) -> Result<()> {
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-        }
-        let tmp = self.path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec_pretty(&self.list).map_err(state("silences"))?;
-        std::fs::write(&tmp, bytes).map_err(io(format!("writing {}", tmp.display())))?;
-        std::fs::rename(&tmp, &self.path)
-            .map_err(io(format!("writing {}", self.path.display())))?;
-        self.seen = std::fs::metadata(&self.path)
-            .ok()
-            .and_then(|m| m.modified().ok());
-        Ok(())
-    }
+/// What identifies one version of the file.
+fn version(m: &std::fs::Metadata) -> (Option<SystemTime>, u64) {
+    #[cfg(unix)]
+    let id = std::os::unix::fs::MetadataExt::ino(m);
+    #[cfg(not(unix))]
+    let id = m.len();
+    (m.modified().ok(), id)
 }
 
 #[cfg(test)]

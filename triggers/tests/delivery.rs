@@ -13,8 +13,8 @@ use std::time::Duration;
 use driftwatch_sql::rules::Hold;
 use driftwatch_sql::{AlertInstance, WindowRef};
 use driftwatch_triggers::{
-    ActionConfig, Actions, Audit, Clock, Dispatcher, Matcher, Outbox, Silences, Triggers,
-    system_clock,
+    ActionConfig, Actions, Audit, AuditSync, Clock, Dispatcher, Matcher, Outbox, Silences,
+    Triggers, system_clock,
 };
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -46,7 +46,7 @@ impl Harness {
         let actions = Actions::from_config(&raw, &|k| env.get(k).cloned()).expect("valid actions");
         let dir = tempfile::tempdir().expect("tempdir");
         let audit_path = dir.path().join("audit.jsonl");
-        let audit = Arc::new(Audit::open(&audit_path).expect("audit"));
+        let audit = Arc::new(Audit::open(&audit_path, AuditSync::Line).expect("audit"));
         let outbox = Arc::new(Outbox::open(&dir.path().join("outbox.redb")).expect("outbox"));
         let wall = Arc::new(AtomicI64::new(T0));
         let w = wall.clone();
