@@ -5,6 +5,7 @@
 # figure.
 #
 #   scripts/bench-kafka.sh [EVENTS]     (default 500000)
+#   KAFKA_EVENTS_FILE=FILE scripts/bench-kafka.sh   (the events of FILE instead)
 #
 # Starts a private Tansu broker (scripts/tansu.sh) on a free loopback port,
 # creates the topics, publishes EVENTS generated events with
@@ -49,8 +50,15 @@ TOML
 }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-"$BIN" gen --events "$EVENTS" --out "$WORK/events.jsonl" 2>/dev/null
-"$BIN" --config "$(config producer)" produce "$WORK/events.jsonl" --topic events 2>/dev/null
+if [ -n "${KAFKA_EVENTS_FILE:-}" ]; then
+  EVENTS_FILE=$KAFKA_EVENTS_FILE
+  EVENTS=$(wc -l <"$EVENTS_FILE")
+else
+  EVENTS_FILE="$WORK/events.jsonl"
+  "$BIN" gen --events "$EVENTS" --out "$EVENTS_FILE" 2>/dev/null
+fi
+echo "events: $EVENTS"
+"$BIN" --config "$(config producer)" produce "$EVENTS_FILE" --topic events 2>/dev/null
 timed() {
   local start end
   start=$(date +%s.%N)

@@ -19,9 +19,15 @@ WORK="${BENCH_DIR:-${TMPDIR:-/tmp}/driftwatch-bench}"
 mkdir -p "$WORK"
 [ -x /usr/bin/time ] || { echo "needs /usr/bin/time: apt-get install time" >&2; exit 1; }
 
-cargo build --release --quiet
-BIN=target/release/driftwatch
-[ -n "${CARGO_TARGET_DIR:-}" ] && BIN="$CARGO_TARGET_DIR/release/driftwatch"
+# DRIFTWATCH_BIN: measure another build (a copy of an earlier commit's, for
+# a before/after pair) instead of building this checkout
+if [ -n "${DRIFTWATCH_BIN:-}" ]; then
+  BIN=$DRIFTWATCH_BIN
+else
+  cargo build --release --quiet
+  BIN=target/release/driftwatch
+  [ -n "${CARGO_TARGET_DIR:-}" ] && BIN="$CARGO_TARGET_DIR/release/driftwatch"
+fi
 
 FILE="$WORK/events-$EVENTS.jsonl"
 [ -f "$FILE" ] || "$BIN" gen --events "$EVENTS" --out "$FILE"

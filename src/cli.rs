@@ -250,8 +250,26 @@ pub struct DemoArgs {
 #[derive(Debug, Args)]
 pub struct GenArgs {
     /// Number of events (predictions and labels) to write.
+    #[arg(
+        long,
+        required_unless_present = "predictions",
+        conflicts_with = "predictions"
+    )]
+    pub events: Option<u64>,
+    /// Write events until this many predictions are written (with the
+    /// labels that arrived meanwhile), instead of `--events`.
     #[arg(long)]
-    pub events: u64,
+    pub predictions: Option<u64>,
+    /// Only this model's traffic: churn (binary), fraud (binary) or eta
+    /// (regression).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// At most this many numeric features per model (of 22).
+    #[arg(long)]
+    pub numeric_features: Option<usize>,
+    /// At most this many categorical features per model (of 6).
+    #[arg(long)]
+    pub categorical_features: Option<usize>,
     /// Output file; `.gz` gives gzip JSONL, `.parquet` Parquet, anything else JSONL.
     #[arg(long)]
     pub out: PathBuf,

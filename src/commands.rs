@@ -530,7 +530,14 @@ fn demo(args: DemoArgs, settings: &Settings) -> Result<()> {
 
 fn gen_file(args: GenArgs) -> Result<()> {
     let started = Instant::now();
-    let mut config = SynthConfig::for_events(args.events, args.seed);
+    let mut config = match (args.events, args.predictions) {
+        (_, Some(p)) => SynthConfig::for_predictions(p, args.seed),
+        (Some(e), None) => SynthConfig::for_events(e, args.seed),
+        (None, None) => anyhow::bail!("give --events or --predictions"),
+    };
+    config.model = args.model.clone();
+    config.numeric_features = args.numeric_features;
+    config.categorical_features = args.categorical_features;
     if args.no_drift {
         config.drift_after_ms = None;
     }
@@ -541,16 +548,24 @@ fn gen_file(args: GenArgs) -> Result<()> {
         );
     }
     config.late_fraction = args.late_fraction;
-    let synth = Synth::new(config);
-    let n = usize::try_from(args.events)?;
+    let synth = Synth::try_new(config).map_err(|e| anyhow::anyhow!("--model: {e}"))?;
+    let columns = synth.feature_columns();
+    let limit_events = args.events.unwrap_or(u64::MAX);
+    let limit_predictions = args.predictions.unwrap_or(u64::MAX);
+    let written = std::cell::Cell::new(0u64);
+    let predictions = std::cell::Cell::new(0u64);
+    let events = synth
+        .take_while(|e| {
+            if matches!(e, driftwatch_ingest::event::Event::Prediction(_)) {
+                predictions.set(predictions.get() + 1);
+            }
+            written.get() < limit_events && predictions.get() <= limit_predictions
+        })
+        .inspect(|_| written.set(written.get() + 1));
     let name = args.out.to_string_lossy().to_string();
     if name.ends_with(".parquet") {
-        let mut writer = EventParquetWriter::create(
-            &args.out,
-            synth.feature_columns(),
-            vec![Arc::from("region")],
-        )?;
-        for event in synth.take(n) {
+        let mut writer = EventParquetWriter::create(&args.out, columns, vec![Arc::from("region")])?;
+        for event in events {
             writer.write(event)?;
         }
         writer.finish()?;
@@ -560,7 +575,7 @@ fn gen_file(args: GenArgs) -> Result<()> {
         let file = BufWriter::with_capacity(1 << 20, file);
         let write_all = |out: &mut dyn Write| -> Result<()> {
             let mut buf = Vec::with_capacity(2048);
-            for event in synth.take(n) {
+            for event in events {
                 buf.clear();
                 encode_json(&event, &mut buf);
                 buf.push(b'\n');
@@ -578,6 +593,6 @@ fn gen_file(args: GenArgs) -> Result<()> {
             file.flush()?;
         }
     }
-    info!(file = %args.out.display(), events = n, seconds = format!("{:.2}", started.elapsed().as_secs_f64()), "generated");
+    info!(file = %args.out.display(), events = written.get(), predictions = predictions.get().min(limit_predictions), seconds = format!("{:.2}", started.elapsed().as_secs_f64()), "generated");
     Ok(())
 }

@@ -1270,3 +1270,60 @@ fn a_kill_during_a_profile_write_leaves_the_old_or_the_new_profile() {
         "{leftovers:?}"
     );
 }
+
+/// Issue 18: the benchmark workload — one model, a given number of
+/// predictions, 20 numeric and 5 categorical features.
+#[test]
+fn gen_writes_one_models_predictions_with_the_features_asked_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("w.jsonl");
+    ok(
+        &[
+            "gen",
+            "--predictions",
+            "3000",
+            "--model",
+            "churn",
+            "--numeric-features",
+            "20",
+            "--categorical-features",
+            "5",
+            "--out",
+            p(&file),
+        ],
+        dir.path(),
+    );
+    let events = jsonl(&file);
+    let predictions: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.get("prediction").is_some())
+        .collect();
+    assert_eq!(predictions.len(), 3000);
+    assert!(events.len() > 3000, "labels arrive between the predictions");
+    for e in &events {
+        assert_eq!(e["model_id"], "churn");
+    }
+    let features = predictions[0]["features"].as_object().expect("features");
+    let numeric = features.values().filter(|v| v.is_number()).count();
+    let text = features.values().filter(|v| v.is_string()).count();
+    assert_eq!((numeric, text), (20, 5), "{features:?}");
+    let out = driftwatch(
+        &[
+            "gen",
+            "--predictions",
+            "10",
+            "--model",
+            "nope",
+            "--out",
+            p(&file),
+        ],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no synthetic model \"nope\" (there are churn, fraud, eta)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

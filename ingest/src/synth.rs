@@ -47,6 +47,12 @@ pub struct SynthConfig {
     pub late_fraction: f64,
     /// How late the late predictions arrive (ms).
     pub late_by_ms: i64,
+    /// Only this model's traffic (at the same overall rate); `None`: all three.
+    pub model: Option<String>,
+    /// At most this many numeric features per model (the first ones).
+    pub numeric_features: Option<usize>,
+    /// At most this many categorical features per model (the first ones).
+    pub categorical_features: Option<usize>,
 }
 
 impl Default for SynthConfig {
@@ -60,6 +66,9 @@ impl Default for SynthConfig {
             drift_after_ms: Some(3 * 24 * 3600 * 1000),
             late_fraction: 0.0005,
             late_by_ms: 2 * 3600 * 1000,
+            model: None,
+            numeric_features: None,
+            categorical_features: None,
         }
     }
 }
@@ -75,6 +84,45 @@ impl SynthConfig {
         let predictions = events as f64 / (1.0 + config.label_fraction);
         config.drift_after_ms = Some((predictions * config.mean_interval_ms / 2.0) as i64);
         config
+    }
+
+    /// A config whose drift starts half-way through `predictions` predictions.
+    pub fn for_predictions(predictions: u64, seed: u64) -> Self {
+        let config = SynthConfig::default();
+        SynthConfig::for_events(
+            (predictions as f64 * (1.0 + config.label_fraction)) as u64,
+            seed,
+        )
+    }
+
+    /// The model specs this config generates.
+    fn models(&self) -> Result<Vec<ModelSpec>, String> {
+        let mut all = models();
+        if let Some(id) = &self.model {
+            let known: Vec<String> = all.iter().map(|m| m.id.to_string()).collect();
+            all.retain(|m| &*m.id == id.as_str());
+            if all.is_empty() {
+                return Err(format!(
+                    "no synthetic model {id:?} (there are {})",
+                    known.join(", ")
+                ));
+            }
+            all[0].share = 1.0;
+        }
+        for m in &mut all {
+            let (mut numeric, mut categorical) = (0, 0);
+            m.features.retain(|f| match f.kind {
+                Kind::Numeric { .. } => {
+                    numeric += 1;
+                    self.numeric_features.is_none_or(|n| numeric <= n)
+                }
+                Kind::Categorical { .. } => {
+                    categorical += 1;
+                    self.categorical_features.is_none_or(|n| categorical <= n)
+                }
+            });
+        }
+        Ok(all)
     }
 }
 
@@ -612,25 +660,37 @@ fn pick(rng: &mut Pcg64, weights: &[f64]) -> usize {
 }
 
 impl Synth {
-    /// A stream with the given settings.
+    /// A stream with the given settings, which name no model (`model: None`)
+    /// or one that exists.
+    ///
+    /// # Panics
+    /// When `config.model` names no synthetic model: use
+    /// [`try_new`](Self::try_new) for a name from outside.
     pub fn new(config: SynthConfig) -> Self {
+        Self::try_new(config).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A stream with the given settings; an error names a model that does
+    /// not exist.
+    pub fn try_new(config: SynthConfig) -> Result<Self, String> {
         let rng = Pcg64::seed_from_u64(config.seed);
         let gap =
             Exp::new(1.0 / config.mean_interval_ms.max(1e-3)).unwrap_or_else(|_| unreachable!());
         // median delay two hours, 5 % under ten minutes, 5 % over a day
         let delay =
             LogNormal::new((2.0f64 * 3600.0 * 1000.0).ln(), 1.5).unwrap_or_else(|_| unreachable!());
-        Synth {
+        let models = config.models()?;
+        Ok(Synth {
             // predictions jitter up to two seconds back: start the clock past it
             clock: (config.start + 2000) as f64,
             config,
             rng,
-            models: models(),
+            models,
             seq: 0,
             labels: BinaryHeap::new(),
             gap,
             delay,
-        }
+        })
     }
 
     /// Only the predictions of the stream (tests and benchmarks that drive
