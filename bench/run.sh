@@ -72,19 +72,10 @@ PY
 
 echo "driftwatch replay ($BIN)" >&2
 export DRIFTWATCH__DATA_DIR="$WORK/data"
-config() {
-  export DRIFTWATCH__SQL__RULES_DIR="$WORK/no-rules"
-  case $1 in
-    summaries) export DRIFTWATCH__DRIFT__ENABLED=false DRIFTWATCH__PERFORMANCE__ENABLED=false ;;
-    drift) export DRIFTWATCH__DRIFT__ENABLED=true DRIFTWATCH__PERFORMANCE__ENABLED=false ;;
-    all) export DRIFTWATCH__DRIFT__ENABLED=true DRIFTWATCH__PERFORMANCE__ENABLED=true ;;
-    rules) export DRIFTWATCH__DRIFT__ENABLED=true DRIFTWATCH__PERFORMANCE__ENABLED=true \
-      DRIFTWATCH__SQL__RULES_DIR="$ROOT/rules" ;;
-  esac
-}
+. scripts/replay-configs.sh
 for i in 1 2 3; do
   for c in summaries drift all rules; do
-    config "$c"
+    replay_config "$c"
     rm -rf "$WORK/data" "$WORK/dw-$c"
     timed driftwatch "$c" "$WORK/dw-$c.txt" "$BIN" replay "$JSONL" -q --out "$WORK/dw-$c"
   done

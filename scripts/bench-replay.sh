@@ -50,20 +50,12 @@ run() {
 # three configurations, each run three times in turn (the machine's noise
 # then hits each about alike)
 export DRIFTWATCH__DATA_DIR="$WORK/data"
-config() {
-  export DRIFTWATCH__SQL__RULES_DIR="$WORK/no-rules"
-  case $1 in
-    summaries) export DRIFTWATCH__DRIFT__ENABLED=false DRIFTWATCH__PERFORMANCE__ENABLED=false ;;
-    drift) export DRIFTWATCH__DRIFT__ENABLED=true DRIFTWATCH__PERFORMANCE__ENABLED=false ;;
-    all) export DRIFTWATCH__DRIFT__ENABLED=true DRIFTWATCH__PERFORMANCE__ENABLED=true ;;
-    rules) export DRIFTWATCH__DRIFT__ENABLED=true DRIFTWATCH__PERFORMANCE__ENABLED=true \
-      DRIFTWATCH__SQL__RULES_DIR="$PWD/rules" ;;
-  esac
-}
+ROOT=$PWD
+. scripts/replay-configs.sh
 declare -A results
 for i in 1 2 3; do
   for c in summaries drift all rules; do
-    config "$c"
+    replay_config "$c"
     results[$c]+="$(run "$FILE")"$'\n'
   done
 done
@@ -76,5 +68,5 @@ printf "%s" "${results[all]}"
 echo "everything on and the bundled alert rules (rules/):"
 printf "%s" "${results[rules]}"
 echo "everything on, a tenth of the events:"
-config all
+replay_config all
 run "$SMALL"
