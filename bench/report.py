@@ -110,6 +110,76 @@ def kafka_ratios(path):
     return found or None
 
 
+# driftwatch's peak RSS at the largest size over the smallest that still
+# counts as flat
+FLAT = 1.25
+
+
+def scaling(path):
+    """The memory-scaling run: per tool and configuration, per size, the
+    run's record (status, peak RSS, CPU seconds, error)."""
+    if not path.exists():
+        return None
+    runs = jsonl(path)
+    sizes = sorted({r["predictions"] for r in runs})
+    tools = []
+    for r in runs:
+        key = (r["tool"], r["config"])
+        if key not in tools:
+            tools.append(key)
+    table = {f"{t} ({c})" if t == "driftwatch" else t: {str(r["predictions"]): r for r in runs
+                                                        if (r["tool"], r["config"]) == (t, c)}
+             for t, c in tools}
+    return {"sizes": sizes, "tools": table}
+
+
+def scaling_lines(scale):
+    sizes = scale["sizes"]
+    lines = [
+        "Memory as the workload grows (`bench/run.sh`, its scaling run): every tool reads the same "
+        "Parquet file of the standard workload at each size, once, as a whole process. Peak RSS, "
+        "with the CPU seconds in brackets; a peer that fails or runs out of its time limit is not "
+        "run at the larger sizes.",
+        "",
+        "| tool | " + " | ".join(f"{n:,} predictions" for n in sizes) + " |",
+        "| --- | " + " | ".join("---:" for _ in sizes) + " |",
+    ]
+    for label, runs in scale["tools"].items():
+        cells = []
+        for n in sizes:
+            r = runs.get(str(n))
+            if r is None:
+                cells.append("—")
+            elif r["status"] == "ok":
+                cells.append(f"{r['peak_rss_kib'] / 1024:,.0f} MiB ({r['cpu_s']:,.0f} s)")
+            elif r["status"] == "skipped":
+                cells.append(r.get("error") or "not run")
+                continue
+            else:
+                err = (r.get("error") or r["status"]).strip().splitlines()
+                text = err[-1][:140] if err else r["status"]
+                if r["status"] in ("failed", "timeout") and r.get("peak_rss_kib"):
+                    text += f"; {r['peak_rss_kib'] / 1024:,.0f} MiB when stopped"
+                cells.append(f"{r['status']}: {text}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for label, runs in scale["tools"].items():
+        if not label.startswith("driftwatch"):
+            continue
+        ok = [runs[str(n)] for n in sizes if str(n) in runs and runs[str(n)]["status"] == "ok"]
+        if len(ok) < 2:
+            continue
+        first, last = ok[0], ok[-1]
+        growth = last["peak_rss_kib"] / first["peak_rss_kib"]
+        verdict = "flat" if growth <= FLAT else "**not flat**"
+        lines.append(
+            f"{label}: peak RSS {first['peak_rss_kib'] / 1024:,.0f} MiB at {first['predictions']:,} "
+            f"predictions, {last['peak_rss_kib'] / 1024:,.0f} MiB at {last['predictions']:,}: "
+            f"{growth:.2f}× ({verdict}; flat here means at most {FLAT}×).")
+    lines.append("")
+    return lines
+
+
 def version(venvs, peer, package):
     try:
         text = subprocess.run(
@@ -127,6 +197,8 @@ def version(venvs, peer, package):
 def svg(rows, path):
     """Horizontal bars: prediction events per CPU-second, log-free linear."""
     bars = [(r["label"], r["events_per_cpu_s"]) for r in rows if r.get("events_per_cpu_s")]
+    if not bars:
+        return
     width, left, bar_h, gap = 760, 260, 22, 8
     top = 40
     height = top + len(bars) * (bar_h + gap) + 30
@@ -156,7 +228,7 @@ def main():
     ap.add_argument("--docs", type=Path)
     args = ap.parse_args()
     n = args.predictions
-    times = jsonl(args.work / "times.jsonl")
+    times = jsonl(args.work / "times.jsonl") if (args.work / "times.jsonl").exists() else []
     rows = []
     for (tool, config), what in WORK.items():
         runs = [t for t in times if t["tool"] == tool and t["config"] in (config, "install")]
@@ -181,8 +253,9 @@ def main():
     peers = [by[(p, "drift")] for p in DRIFT_PEERS if by[(p, "drift")].get("events_per_cpu_s")]
     fastest = max(peers, key=lambda r: r["events_per_cpu_s"]) if peers else None
     ratio = dw["events_per_cpu_s"] / fastest["events_per_cpu_s"] if fastest and dw.get("events_per_cpu_s") else None
-    agree = agreement(args.work)
+    agree = agreement(args.work) if (args.work / "exact.jsonl").exists() else {}
     kafka = kafka_ratios(args.work / "kafka.txt")
+    scale = scaling(args.work / "scaling.jsonl")
     versions = {p: version(args.venvs, p, pkg) for p, pkg in
                 [("exact", "scipy"), ("nannyml", "nannyml"), ("evidently", "evidently"),
                  ("whylogs", "whylogs"), ("river", "river")]}
@@ -197,6 +270,7 @@ def main():
         "ratio_vs_fastest_drift_peer": ratio,
         "kafka_vs_bare_consumer_percent": kafka,
         "fastest_drift_peer": fastest["tool"] if fastest else None,
+        "scaling": scale,
     }
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "results.json").write_text(json.dumps(results, indent=1) + "\n")
@@ -262,6 +336,10 @@ def main():
         lines.append(f"| {stat} | {a['compared']:,} | {diff} | {goals[stat]} | "
                      f"{'—' if met is None else ('yes' if met else '**no**')} |")
     lines.append("")
+    if scale:
+        lines += scaling_lines(scale)
+    else:
+        lines += ["The memory-scaling run did not run (`bench/run.sh --scaling-only` runs it).", ""]
     chart = "![events per CPU-second]({}throughput.svg)"
     table = "\n".join(lines) + "\n"
     # the chart beside the table in bench/results/, and from docs/

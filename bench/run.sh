@@ -2,7 +2,7 @@
 # driftwatch beside the tools users would otherwise pick, on the same data,
 # on this machine, in one run:
 #
-#   bench/run.sh [PREDICTIONS]      (default 1000000)
+#   bench/run.sh [--no-scaling | --scaling-only] [PREDICTIONS]   (default 1000000)
 #
 # 1. generates the standard workload with driftwatch's generator: PREDICTIONS
 #    predictions of one binary classifier (churn) with 20 numeric and 5
@@ -19,20 +19,42 @@
 # 4. compares driftwatch's per-window statistics with the exact ones;
 # 5. times `driftwatch run` consuming the same events from a local broker
 #    (Tansu, scripts/bench-kafka.sh) against a bare rdkafka consumer;
-# 6. writes bench/results/results.json, bench/results/table.md,
-#    bench/results/throughput.svg, and the table into docs/BENCHMARKS.md.
+# 6. the memory-scaling run: at each size of BENCH_SCALING_SIZES (default
+#    1M, 5M and 20M predictions), driftwatch (`drift` and `all`) and every
+#    peer read the same Parquet file once; peak RSS, or the size at which a
+#    tool fails. A peer gets BENCH_PEER_TIMEOUT seconds (default 1500) per
+#    size; one that failed, or whose time at the last size projects past
+#    that limit, is not run at the larger sizes (the table says which);
+# 7. writes bench/results/results.json, bench/results/table.md,
+#    bench/results/throughput.svg, and the tables into docs/BENCHMARKS.md.
+#
+# --no-scaling leaves out step 6; --scaling-only runs only step 6 and then
+# regenerates the tables with the figures of steps 2–5 that the work
+# directory holds from an earlier run.
 #
 # Needs GNU time (/usr/bin/time) and python3 with venv. Work files go to
 # BENCH_DIR (default /tmp/driftwatch-bench18); virtual environments to
 # BENCH_VENVS (default ~/.cache/driftwatch/bench). DRIFTWATCH_BIN measures
-# another build instead of building this checkout.
+# another build instead of building this checkout. BENCH_RESULTS writes the
+# results elsewhere (and leaves docs/BENCHMARKS.md alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+PARTS="compare scaling"
+case "${1:-}" in
+  --no-scaling) PARTS=compare; shift ;;
+  --scaling-only) PARTS=scaling; shift ;;
+  -*) echo "usage: bench/run.sh [--no-scaling | --scaling-only] [PREDICTIONS]" >&2; exit 2 ;;
+esac
 PREDICTIONS="${1:-1000000}"
+SIZES="${BENCH_SCALING_SIZES:-1000000 5000000 20000000}"
+PEER_TIMEOUT="${BENCH_PEER_TIMEOUT:-1500}"
+PEERS="exact nannyml evidently whylogs river"
 WORK="${BENCH_DIR:-${TMPDIR:-/tmp}/driftwatch-bench18}"
 VENVS="${BENCH_VENVS:-$HOME/.cache/driftwatch/bench}"
-RESULTS="$ROOT/bench/results"
+RESULTS="${BENCH_RESULTS:-$ROOT/bench/results}"
+DOCS=()
+[ -n "${BENCH_RESULTS:-}" ] || DOCS=(--docs "$ROOT/docs/BENCHMARKS.md")
 mkdir -p "$WORK" "$VENVS" "$RESULTS"
 [ -x /usr/bin/time ] || { echo "needs /usr/bin/time: apt-get install time" >&2; exit 1; }
 
@@ -43,36 +65,80 @@ else
   BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/driftwatch"
 fi
 
-GEN=(--predictions "$PREDICTIONS" --model churn --numeric-features 20 --categorical-features 5 --late-fraction 0 --seed 42)
-JSONL="$WORK/workload-$PREDICTIONS.jsonl"
-PARQUET="$WORK/workload-$PREDICTIONS.parquet"
-[ -f "$JSONL" ] || "$BIN" gen "${GEN[@]}" --out "$JSONL" 2>/dev/null
-[ -f "$PARQUET" ] || "$BIN" gen "${GEN[@]}" --out "$PARQUET" 2>/dev/null
+# workload N FORMAT: the standard workload of N predictions (generated once)
+workload() {
+  local file="$WORK/workload-$1.$2"
+  [ -f "$file" ] || "$BIN" gen --predictions "$1" --model churn --numeric-features 20 \
+    --categorical-features 5 --late-fraction 0 --seed 42 --out "$file" 2>/dev/null
+  echo "$file"
+}
 
-TIMES="$WORK/times.jsonl"
-: >"$TIMES"
-# timed NAME CONFIG OUTFILE CMD...: runs CMD under GNU time, appends a line to times.jsonl
+# timed NAME CONFIG OUTFILE CMD...: runs CMD under GNU time and appends a
+# line to $TIMES (with SIZE predictions); a command that exits 124 (from
+# `timeout`) ran out of time
+SIZE=$PREDICTIONS
 timed() {
   local name=$1 config=$2 out=$3
   shift 3
-  local status=ok
-  /usr/bin/time -f "%e %U %S %M" -o "$WORK/time.txt" "$@" >"$out" 2>"$WORK/stderr.txt" || status=failed
+  local status=ok code=0
+  /usr/bin/time -f "%e %U %S %M" -o "$WORK/time.txt" "$@" >"$out" 2>"$WORK/stderr.txt" || code=$?
   # a failed command adds a line before the figures
   read -r wall user sys rss < <(tail -n 1 "$WORK/time.txt") || true
   local error=""
-  [ "$status" = ok ] || error=$(tail -c 600 "$WORK/stderr.txt")
-  python3 - "$name" "$config" "$status" "${wall:-0}" "${user:-0}" "${sys:-0}" "${rss:-0}" "$error" >>"$TIMES" <<'PY'
+  if [ "$code" = 124 ]; then
+    status=timeout error="stopped at the limit of $PEER_TIMEOUT s (BENCH_PEER_TIMEOUT)"
+  elif [ "$code" != 0 ]; then
+    status=failed error="exit $code: $(tail -c 600 "$WORK/stderr.txt")"
+  fi
+  python3 - "$name" "$config" "$status" "${wall:-0}" "${user:-0}" "${sys:-0}" "${rss:-0}" "$SIZE" "$error" >>"$TIMES" <<'PY'
 import json, sys
-name, config, status, wall, user, sys_, rss, error = sys.argv[1:9]
+name, config, status, wall, user, sys_, rss, size, error = sys.argv[1:10]
 print(json.dumps({"tool": name, "config": config, "status": status, "wall_s": float(wall),
-                  "cpu_s": float(user) + float(sys_), "peak_rss_kib": int(rss), "error": error or None}))
+                  "cpu_s": float(user) + float(sys_), "peak_rss_kib": int(rss),
+                  "predictions": int(size), "error": error or None}))
 PY
-  echo "  $name $config: $status, wall ${wall:-?}s, cpu $(awk -v u="${user:-0}" -v s="${sys:-0}" 'BEGIN{print u+s}')s, rss $(( ${rss:-0} / 1024 )) MiB" >&2
+  echo "  $name $config ($SIZE): $status, wall ${wall:-?}s, cpu $(awk -v u="${user:-0}" -v s="${sys:-0}" 'BEGIN{print u+s}')s, rss $(( ${rss:-0} / 1024 )) MiB" >&2
 }
+
+# installed PEER: the peer's virtual environment, installed from its
+# requirements when they changed; on failure a line in $TIMES and status 1
+installed() {
+  local peer=$1 venv="$VENVS/venv-$1" req="$ROOT/bench/requirements/$1.txt"
+  if ! cmp -s "$req" "$venv/.requirements" 2>/dev/null; then
+    echo "installing $peer into $venv" >&2
+    if python3 -m venv "$venv" >"$WORK/install-$peer.txt" 2>&1 \
+      && "$venv/bin/pip" install -q -r "$req" >>"$WORK/install-$peer.txt" 2>&1; then
+      cp "$req" "$venv/.requirements"
+    else
+      python3 -c 'import json,sys; print(json.dumps({"tool": sys.argv[1], "config": "install", "status": "failed", "predictions": int(sys.argv[3]), "error": open(sys.argv[2]).read()[-600:]}))' \
+        "$peer" "$WORK/install-$peer.txt" "$SIZE" >>"$TIMES"
+      echo "  $peer: install failed (see $WORK/install-$peer.txt)" >&2
+      return 1
+    fi
+  fi
+}
+
+# peer PEER FILE OUT: times the peer on FILE, its output in OUT.jsonl and
+# its messages in OUT.stderr.txt
+peer() {
+  timed "$1" drift "$3.jsonl" timeout -k 10 "$PEER_TIMEOUT" env PYTHONPATH="$ROOT/bench/peers" \
+    "$VENVS/venv-$1/bin/python" "$ROOT/bench/peers/$1_peer.py" "$2"
+  cp "$WORK/stderr.txt" "$3.stderr.txt"
+}
+
+. scripts/replay-configs.sh
+replay_unset() {
+  unset DRIFTWATCH__DATA_DIR DRIFTWATCH__SQL__RULES_DIR DRIFTWATCH__DRIFT__ENABLED DRIFTWATCH__PERFORMANCE__ENABLED
+}
+
+if [[ " $PARTS " == *" compare "* ]]; then
+JSONL=$(workload "$PREDICTIONS" jsonl)
+PARQUET=$(workload "$PREDICTIONS" parquet)
+TIMES="$WORK/times.jsonl"
+: >"$TIMES"
 
 echo "driftwatch replay ($BIN)" >&2
 export DRIFTWATCH__DATA_DIR="$WORK/data"
-. scripts/replay-configs.sh
 for i in 1 2 3; do
   for c in summaries drift all rules; do
     replay_config "$c"
@@ -80,28 +146,12 @@ for i in 1 2 3; do
     timed driftwatch "$c" "$WORK/dw-$c.txt" "$BIN" replay "$JSONL" -q --out "$WORK/dw-$c"
   done
 done
-unset DRIFTWATCH__DATA_DIR DRIFTWATCH__SQL__RULES_DIR DRIFTWATCH__DRIFT__ENABLED DRIFTWATCH__PERFORMANCE__ENABLED
+replay_unset
 
-for peer in exact nannyml evidently whylogs river; do
-  venv="$VENVS/venv-$peer"
-  req="$ROOT/bench/requirements/$peer.txt"
-  stamp="$venv/.requirements"
-  if ! cmp -s "$req" "$stamp" 2>/dev/null; then
-    echo "installing $peer into $venv" >&2
-    if python3 -m venv "$venv" >"$WORK/install-$peer.txt" 2>&1 \
-      && "$venv/bin/pip" install -q -r "$req" >>"$WORK/install-$peer.txt" 2>&1; then
-      cp "$req" "$stamp"
-    else
-      python3 -c 'import json,sys; print(json.dumps({"tool": sys.argv[1], "config": "install", "status": "failed", "error": open(sys.argv[2]).read()[-600:]}))' \
-        "$peer" "$WORK/install-$peer.txt" >>"$TIMES"
-      echo "  $peer: install failed (see $WORK/install-$peer.txt)" >&2
-      continue
-    fi
-  fi
-  echo "$peer" >&2
-  timed "$peer" drift "$WORK/$peer.jsonl" env PYTHONPATH="$ROOT/bench/peers" \
-    "$venv/bin/python" "$ROOT/bench/peers/${peer}_peer.py" "$PARQUET"
-  cp "$WORK/stderr.txt" "$WORK/$peer.stderr.txt"
+for p in $PEERS; do
+  installed "$p" || continue
+  echo "$p" >&2
+  peer "$p" "$PARQUET" "$WORK/$p"
 done
 
 echo "driftwatch from the local broker against a bare rdkafka consumer" >&2
@@ -110,6 +160,53 @@ if KAFKA_EVENTS_FILE="$JSONL" scripts/bench-kafka.sh >"$WORK/kafka.txt" 2>"$WORK
 else
   echo "  the Kafka run failed (see $WORK/kafka.stderr.txt)" >&2
 fi
+fi
+
+if [[ " $PARTS " == *" scaling "* ]]; then
+echo "memory as the workload grows: $SIZES predictions" >&2
+TIMES="$WORK/scaling.jsonl"
+: >"$TIMES"
+SCALE="$WORK/scaling"
+declare -A last_wall=() stopped=()
+last_size=""
+for SIZE in $SIZES; do
+  file=$(workload "$SIZE" parquet)
+  export DRIFTWATCH__DATA_DIR="$SCALE/data"
+  for c in drift all; do
+    replay_config "$c"
+    rm -rf "$SCALE"
+    timed driftwatch "$c" /dev/null "$BIN" replay "$file" -q --out "$SCALE/out"
+  done
+  replay_unset
+  for p in $PEERS; do
+    installed "$p" || continue
+    if [ -n "${stopped[$p]:-}" ]; then
+      reason=${stopped[$p]}
+    elif [ -n "${last_wall[$p]:-}" ]; then
+      projected=$(awk -v w="${last_wall[$p]}" -v a="$last_size" -v b="$SIZE" 'BEGIN{printf "%d", w*b/a}')
+      reason=""
+      [ "$projected" -le "$PEER_TIMEOUT" ] \
+        || reason="not run: ${last_wall[$p]} s at $last_size predictions projects to $projected s, over the limit of $PEER_TIMEOUT s"
+    else
+      reason=""
+    fi
+    if [ -n "$reason" ]; then
+      stopped[$p]=$reason
+      python3 -c 'import json,sys; print(json.dumps({"tool": sys.argv[1], "config": "drift", "status": "skipped", "predictions": int(sys.argv[2]), "error": sys.argv[3]}))' \
+        "$p" "$SIZE" "$reason" >>"$TIMES"
+      echo "  $p ($SIZE): $reason" >&2
+      continue
+    fi
+    peer "$p" "$file" "$SCALE-$p-$SIZE"
+    read -r status wall < <(tail -n 1 "$TIMES" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["status"], r["wall_s"])')
+    last_wall[$p]=$wall
+    [ "$status" = ok ] || stopped[$p]="not run: $status at $SIZE predictions"
+  done
+  last_size=$SIZE
+  # the large files only for this run
+  [ "$SIZE" = "$PREDICTIONS" ] || rm -f "$file"
+done
+fi
 
 python3 "$ROOT/bench/report.py" --work "$WORK" --predictions "$PREDICTIONS" \
-  --binary "$BIN" --venvs "$VENVS" --results "$RESULTS" --docs "$ROOT/docs/BENCHMARKS.md"
+  --binary "$BIN" --venvs "$VENVS" --results "$RESULTS" "${DOCS[@]}"
