@@ -40,8 +40,19 @@ fn draw(dist: &str, p: &[f64], seed: u64, n: usize) -> Vec<f64> {
                 }
             }
             "pareto" => p[0] * g.uniform().powf(-1.0 / p[1]),
+            "exponential" => -p[0] * g.uniform().ln(),
             other => panic!("unknown distribution {other}"),
         })
+        .collect()
+}
+
+/// Values recorded to `decimals` places (the fixture script's `rounded`).
+fn rounded(values: Vec<f64>, decimals: Option<i32>) -> Vec<f64> {
+    let Some(d) = decimals else { return values };
+    let scale = 10f64.powi(d);
+    values
+        .into_iter()
+        .map(|x| (x * scale + 0.5).floor() / scale)
         .collect()
 }
 
@@ -97,8 +108,9 @@ fn numeric_statistics_match_scipy() {
         let dist = case["dist"].as_str().unwrap();
         let (rp, rs, rn) = side(case, "reference");
         let (cp, cs, cn) = side(case, "current");
-        let reference = draw(dist, &rp, rs, rn);
-        let current = draw(dist, &cp, cs, cn);
+        let decimals = case["decimals"].as_i64().map(|d| d as i32);
+        let reference = rounded(draw(dist, &rp, rs, rn), decimals);
+        let current = rounded(draw(dist, &cp, cs, cn), decimals);
         // (serde_json reads floats to within an ulp, so not bit-exact here)
         for (have, want) in reference
             .iter()

@@ -1,5 +1,6 @@
 //! [`NumericSketch`]: the distribution of a numeric feature in bounded memory.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
@@ -506,6 +507,38 @@ impl SketchView {
     /// Whether the CDF is a step function (exact counts).
     pub fn is_step(&self) -> bool {
         self.exact.is_some()
+    }
+
+    /// The CDF read as a t-digest reads its centroids: piecewise linear
+    /// through the middle of each step, from (min, 0) to (max, 1). A
+    /// view that is not a step function comes back as it is.
+    pub fn through_midpoints(&self) -> Cow<'_, SketchView> {
+        let Some(counts) = &self.exact else {
+            return Cow::Borrowed(self);
+        };
+        let (Some(first), Some(last)) = (counts.first(), counts.last()) else {
+            return Cow::Borrowed(self);
+        };
+        let total = self.count.max(1) as f64;
+        let mut xs = Vec::with_capacity(counts.len() + 2);
+        let mut fs = Vec::with_capacity(counts.len() + 2);
+        xs.push(first.0);
+        fs.push(0.0);
+        let mut before = 0.0;
+        for (v, c) in counts {
+            let c = *c as f64;
+            xs.push(*v);
+            fs.push((before + c / 2.0) / total);
+            before += c;
+        }
+        xs.push(last.0);
+        fs.push(1.0);
+        Cow::Owned(SketchView {
+            xs,
+            fs,
+            exact: None,
+            count: self.count,
+        })
     }
 
     /// Points where the CDF changes slope or steps.

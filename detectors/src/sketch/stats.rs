@@ -15,6 +15,7 @@
 //!   between reference and current counts (no continuity correction), with its
 //!   p-value from the χ² distribution with k − 1 degrees of freedom.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use statrs::distribution::{ChiSquared, ContinuousCDF};
@@ -165,8 +166,18 @@ pub fn numeric_drift(
     if reference.count() == 0 || current.count() == 0 {
         return None;
     }
-    let points = knots(reference, current);
-    let (a, b) = (reference.cdf_sorted(&points), current.cdf_sorted(&points));
+    // a step CDF (exact counts) against a t-digest's is read the way the
+    // digest reads its centroids, through the middle of each step: read
+    // at the top of its steps it would differ from the digest by half a
+    // value's share wherever values are tied (0.01 in KS and JS on a
+    // feature recorded to one decimal), whatever the two samples
+    let (r, c) = if reference.is_step() == current.is_step() {
+        (Cow::Borrowed(reference), Cow::Borrowed(current))
+    } else {
+        (reference.through_midpoints(), current.through_midpoints())
+    };
+    let points = knots(&r, &c);
+    let (a, b) = (r.cdf_sorted(&points), c.cdf_sorted(&points));
     let mut ks: f64 = 0.0;
     let mut wasserstein = 0.0;
     for i in 0..points.len() {
@@ -175,8 +186,8 @@ pub fn numeric_drift(
         if i + 1 < points.len() {
             // values just below the next knot: a step CDF keeps its value,
             // a linear one reaches the next knot's (it is continuous)
-            let a1 = if reference.is_step() { a0 } else { a[i + 1] };
-            let b1 = if current.is_step() { b0 } else { b[i + 1] };
+            let a1 = if r.is_step() { a0 } else { a[i + 1] };
+            let b1 = if c.is_step() { b0 } else { b[i + 1] };
             ks = ks.max((a1 - b1).abs());
             wasserstein += abs_integral(a0 - b0, a1 - b1, points[i + 1] - points[i]);
         }
@@ -185,6 +196,19 @@ pub fn numeric_drift(
         .filter_map(|i| reference.quantile(i as f64 / bins.max(2) as f64))
         .collect();
     edges.dedup();
+    if reference.is_step() && !current.is_step() {
+        // the edges are values of the reference, and a digest puts half
+        // of a tied value's share on either side of it: move each edge
+        // half-way to the next reference value, where the reference's
+        // CDF is the same and the digest's reads the whole tie
+        let values = reference.support();
+        for e in &mut edges {
+            let next = values.partition_point(|v| *v <= *e);
+            if let Some(v) = values.get(next) {
+                *e = *e + (*v - *e) / 2.0;
+            }
+        }
+    }
     let (r, c) = (bin_shares(reference, &edges), bin_shares(current, &edges));
     Some(NumericDrift {
         ks,
