@@ -45,13 +45,9 @@ pub struct CheckpointDir {
 }
 
 impl CheckpointDir {
-    /// `DATA_DIR/checkpoints/<group>`.
-    pub fn new(data_dir: &Path, group: &str) -> Self {
-        CheckpointDir {
-            dir: data_dir
-                .join("checkpoints")
-                .join(driftwatch_ingest::names::path_component(group)),
-        }
+    /// The checkpoints in `dir` (`DataDir::checkpoints` of a group).
+    pub fn new(dir: PathBuf) -> Self {
+        CheckpointDir { dir }
     }
 
     fn path(&self, partition: i32) -> PathBuf {

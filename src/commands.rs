@@ -94,7 +94,7 @@ fn alerts(settings: &Settings, args: &AlertsArgs) -> Result<()> {
     writeln!(
         out,
         "(from the history in {}; the service writes it at each checkpoint)",
-        settings.data_dir.join("history").display()
+        settings.data_dir.history().display()
     )?;
     Ok(())
 }
@@ -102,7 +102,7 @@ fn alerts(settings: &Settings, args: &AlertsArgs) -> Result<()> {
 /// `driftwatch silence`.
 fn silence(settings: &Settings, command: SilenceCommand) -> Result<()> {
     use driftwatch_triggers::{Matcher, Silences};
-    let path = crate::rules::silences_path(settings);
+    let path = settings.data_dir.silences();
     let mut silences = Silences::open(&path)?;
     let now = chrono::Utc::now().timestamp_millis();
     let show = |s: &driftwatch_triggers::Silence| {
@@ -293,7 +293,7 @@ fn run_service(args: &crate::cli::RunArgs, settings: &Settings) -> Result<()> {
     };
     let summary = crate::service::run(settings, &options)?;
     summary.print(started.elapsed());
-    let path = settings.data_dir.join("run-summary.json");
+    let path = settings.data_dir.run_summary();
     summary.write_json(&path)?;
     println!("summary: {}", path.display());
     Ok(())
@@ -369,13 +369,13 @@ fn pipeline(
 
 /// Where a replay's predictions awaiting labels spill; removed when it ends.
 fn replay_pending_store(settings: &Settings) -> PathBuf {
-    settings.data_dir.join("pending").join("replay.redb")
+    settings.data_dir.replay_pending()
 }
 
 fn default_dead_letter(settings: &Settings, out: Option<&Path>) -> PathBuf {
     match out {
         Some(dir) => dir.join("dead-letter.jsonl"),
-        None => settings.data_dir.join("dead-letter.jsonl"),
+        None => settings.data_dir.dead_letter(),
     }
 }
 
@@ -456,7 +456,7 @@ fn demo(args: DemoArgs, settings: &Settings) -> Result<()> {
     // and a chat channel receive the demo's notifications
     let receiver = if settings.action_set.is_empty() {
         let log = out.map_or_else(
-            || settings.data_dir.join("demo-receiver.jsonl"),
+            || settings.data_dir.demo_receiver(),
             |d| d.join("receiver.jsonl"),
         );
         let r = crate::demo_receiver::DemoReceiver::start(&log)?;
@@ -468,7 +468,7 @@ fn demo(args: DemoArgs, settings: &Settings) -> Result<()> {
     };
     // a demo starts over: the last demo's outbox would take its
     // notifications for repeats and not send them
-    let outbox = crate::rules::outbox_path(&settings, "demo");
+    let outbox = settings.data_dir.outbox("demo");
     if outbox.exists() {
         std::fs::remove_file(&outbox).with_context(|| format!("removing {}", outbox.display()))?;
     }

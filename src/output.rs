@@ -14,6 +14,7 @@ use driftwatch_detectors::performance::{
     MetricsRevision, PerformanceOutput, change_points_batch, label_stats_batch,
 };
 use driftwatch_detectors::{ClosedWindow, WindowKey};
+use driftwatch_engine::DataDir;
 use driftwatch_ingest::format_time;
 use driftwatch_ingest::names::path_component;
 use parquet::arrow::ArrowWriter;
@@ -414,20 +415,18 @@ impl WindowSink for ConsoleSummary {
 /// order) and the counters in the state count every label once.
 #[derive(Debug)]
 pub struct WindowFiles {
-    dir: PathBuf,
+    data: DataDir,
 }
 
 impl WindowFiles {
-    /// Result files under the data directory `dir`.
-    pub fn new(dir: &Path) -> Self {
-        WindowFiles {
-            dir: dir.to_owned(),
-        }
+    /// Result files in the data directory `data`.
+    pub fn new(data: DataDir) -> Self {
+        WindowFiles { data }
     }
 
     fn path(&self, table: &str, model: &str, mut name: String) -> PathBuf {
         name.push_str(".json");
-        self.dir.join(table).join(path_component(model)).join(name)
+        self.data.window_results(table, model).join(name)
     }
 }
 
@@ -514,7 +513,7 @@ mod tests {
 
     #[test]
     fn window_files_of_path_like_models_stay_in_their_own_directory() {
-        let files = WindowFiles::new(Path::new("/data"));
+        let files = WindowFiles::new(DataDir::new("/data"));
         let table = Path::new("/data/window_summary");
         let mut dirs = Vec::new();
         for model in ["..", ".", "a/b", "a_b", "a%2Fb"] {

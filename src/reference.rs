@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use driftwatch_detectors::drift::{Profile, StoredProfile};
 use driftwatch_detectors::{Component, DriftDetector};
-use driftwatch_ingest::names::path_component;
 use driftwatch_ingest::{
     Admit, DeadLetterBudget, DeadLetterFile, DeadLetterSink, Decoder, Event, EventTime,
     FeatureKind, Record, format_time, open_file, open_table_file,
@@ -16,22 +15,9 @@ use tracing::info;
 
 use crate::settings::Settings;
 
-/// Where the profiles live.
-pub fn dir(settings: &Settings) -> PathBuf {
-    settings.data_dir.join("references")
-}
-
-/// The file of a model version's profile (`_any` for a profile of every version).
-pub fn path(settings: &Settings, model: &str, version: Option<&str>) -> PathBuf {
-    dir(settings).join(path_component(model)).join(format!(
-        "{}.profile",
-        version.map_or("_any".to_owned(), path_component)
-    ))
-}
-
 /// Every stored profile, sorted by path.
 pub fn all(settings: &Settings) -> Result<Vec<(PathBuf, StoredProfile)>> {
-    let root = dir(settings);
+    let root = settings.data_dir.references();
     let mut out = Vec::new();
     if !root.is_dir() {
         return Ok(out);
@@ -155,7 +141,7 @@ pub fn build(
     let mut decoder = Decoder::new(settings.decoder.clone());
     let (mut read, mut used, mut rejected) = (0u64, 0u64, 0u64);
     // a build's refusals, beside the profile, with their reasons
-    let target = path(settings, model, version);
+    let target = settings.data_dir.reference(model, version);
     let dead_letter_path = target.with_extension("dead-letter.jsonl");
     match std::fs::remove_file(&dead_letter_path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -243,7 +229,10 @@ pub fn build(
 pub fn list(settings: &Settings) -> Result<()> {
     let profiles = all(settings)?;
     if profiles.is_empty() {
-        println!("no reference profiles in {}", dir(settings).display());
+        println!(
+            "no reference profiles in {}",
+            settings.data_dir.references().display()
+        );
     }
     for (p, s) in profiles {
         println!(
@@ -263,7 +252,7 @@ pub fn list(settings: &Settings) -> Result<()> {
 
 /// Prints one profile feature by feature.
 pub fn show(settings: &Settings, model: &str, version: Option<&str>) -> Result<()> {
-    let p = path(settings, model, version);
+    let p = settings.data_dir.reference(model, version);
     if !p.is_file() {
         bail!(
             "no reference profile for {model} {} ({})",

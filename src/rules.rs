@@ -23,7 +23,7 @@ use crate::settings::Settings;
 
 /// A session over the history in `data_dir` (when `history`) and empty live tables.
 pub fn engine(settings: &Settings, history: bool) -> Result<Engine> {
-    let dir = history.then(|| settings.data_dir.join("history"));
+    let dir = history.then(|| settings.data_dir.history());
     let tables = Tables::new(driftwatch_sql::standard_tables()?, dir.as_deref())?;
     Ok(Engine::new(tables, settings.sql.limits.clone())?)
 }
@@ -87,7 +87,10 @@ pub fn dispatcher(settings: &Settings) -> Result<Option<driftwatch_triggers::Dis
     if settings.action_set.is_empty() {
         return Ok(None);
     }
-    let audit = std::sync::Arc::new(Audit::open(&audit_path(settings), settings.audit_sync)?);
+    let audit = std::sync::Arc::new(Audit::open(
+        &settings.data_dir.audit(),
+        settings.audit_sync,
+    )?);
     let d =
         driftwatch_triggers::Dispatcher::start(settings.action_set.clone(), audit, system_clock())?;
     Ok(Some(d))
@@ -208,30 +211,12 @@ pub struct RulesState {
     pub triggers: Option<Vec<u8>>,
 }
 
-/// The outbox of pipeline `writer`.
-pub fn outbox_path(settings: &Settings, writer: &str) -> PathBuf {
-    settings
-        .data_dir
-        .join("outbox")
-        .join(format!("{writer}.redb"))
-}
-
-/// The silences of a data directory.
-pub fn silences_path(settings: &Settings) -> PathBuf {
-    settings.data_dir.join("silences.json")
-}
-
-/// The audit log of a data directory.
-pub fn audit_path(settings: &Settings) -> PathBuf {
-    settings.data_dir.join("audit.jsonl")
-}
-
 /// The triggers of pipeline `writer`: its outbox, the data directory's
 /// silences and audit log.
 fn open_triggers(settings: &Settings, writer: &str) -> Result<Triggers> {
-    let outbox = Outbox::open(&outbox_path(settings, writer))?;
-    let audit = Audit::open(&audit_path(settings), settings.audit_sync)?;
-    let silences = Silences::open(&silences_path(settings))?;
+    let outbox = Outbox::open(&settings.data_dir.outbox(writer))?;
+    let audit = Audit::open(&settings.data_dir.audit(), settings.audit_sync)?;
+    let silences = Silences::open(&settings.data_dir.silences())?;
     Ok(Triggers::new(
         settings.action_set.clone(),
         std::sync::Arc::new(outbox),
@@ -260,7 +245,7 @@ impl RuleRunner {
             None => Vec::new(),
         };
         let history = if settings.sql.history {
-            Some(History::open(&settings.data_dir.join("history"), writer)?)
+            Some(History::open(&settings.data_dir.history(), writer)?)
         } else {
             None
         };

@@ -132,7 +132,7 @@ impl State {
             &self.settings,
             Box::new(self.dead_letter.clone()),
             self.dead_letter_name.clone(),
-            vec![Box::new(WindowFiles::new(&self.settings.data_dir))],
+            vec![Box::new(WindowFiles::new(self.settings.data_dir.clone()))],
             Some(&self.checkpoints.pending_store(partition)),
         )?;
         // the history of a partition is written under one name whichever
@@ -370,7 +370,7 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
     let kafka = &settings.kafka;
     let (dead_letter, dead_letter_name): (Box<dyn DeadLetterSink + Send>, String) =
         if kafka.dead_letter_topic.is_empty() {
-            let path = settings.data_dir.join("dead-letter.jsonl");
+            let path = settings.data_dir.dead_letter();
             (
                 Box::new(DeadLetterFile::open(&path)?),
                 path.display().to_string(),
@@ -383,7 +383,7 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
         };
     let state = Arc::new(Mutex::new(State {
         settings: settings.clone(),
-        checkpoints: CheckpointDir::new(&settings.data_dir, &kafka.group_id),
+        checkpoints: CheckpointDir::new(settings.data_dir.checkpoints(&kafka.group_id)),
         dead_letter: SharedDeadLetter(Arc::new(Mutex::new(dead_letter))),
         dead_letter_name,
         partitions: BTreeMap::new(),
@@ -429,7 +429,7 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
     let mut outage: Option<Instant> = None;
     let mut last_probe = Instant::now();
     let mut last_report = Instant::now();
-    let metrics_path = settings.data_dir.join("metrics.json");
+    let metrics_path = settings.data_dir.metrics();
     loop {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             let mut state = lock(&state);

@@ -11,6 +11,7 @@ use driftwatch_detectors::performance::{
     AdwinConfig, DdmConfig, PageHinkleyConfig, PerformanceConfig, StoreConfig, Task,
 };
 use driftwatch_detectors::{Decision, DriftConfig, Limits, Thresholds, WindowSpec};
+use driftwatch_engine::DataDir;
 use driftwatch_ingest::KafkaConfig;
 use driftwatch_ingest::{DecoderConfig, FeatureKind, FeatureSchema};
 use serde::Deserialize;
@@ -480,7 +481,7 @@ impl Default for RawSettings {
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Local state directory.
-    pub data_dir: PathBuf,
+    pub data_dir: DataDir,
     /// Window shape.
     pub window: WindowSpec,
     /// Allowed lateness in ms.
@@ -830,7 +831,7 @@ impl RawSettings {
             checkpoint_interval_ms,
             checkpoint_events: self.checkpoint.events,
             drift,
-            data_dir: self.data_dir,
+            data_dir: DataDir::new(self.data_dir),
             window,
             allowed_lateness_ms,
             dead_letter_max_bytes,

@@ -1,0 +1,26 @@
+//! The driftwatch engine: what runs the stages of the other crates as one
+//! service. It sits last in the flow, and only the binary depends on it:
+//!
+//! ```text
+//! ingest ─► detectors ─► sql ─► triggers ─► engine ─► driftwatch (binary)
+//!                                           │
+//!                                           └─ DATA_DIR: history/, references/,
+//!                                              checkpoints/, outbox/, silences, audit
+//! ```
+//!
+//! It owns the layout of the data directory ([`DataDir`]): every file the
+//! service keeps between runs is named here, and nowhere else.
+//!
+//! ```
+//! use driftwatch_engine::DataDir;
+//!
+//! let data = DataDir::new("/var/lib/driftwatch");
+//! assert_eq!(
+//!     data.reference("churn", Some("v2")),
+//!     std::path::Path::new("/var/lib/driftwatch/references/churn/v2.profile")
+//! );
+//! ```
+
+mod data_dir;
+
+pub use data_dir::DataDir;
