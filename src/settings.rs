@@ -784,6 +784,9 @@ impl RawSettings {
                 "one or more topic names, e.g. [\"predictions\", \"labels\"]",
             ));
         }
+        if let Some((key, value, why)) = self.kafka.forced_property() {
+            return Err(invalid(&key, &value, &format!("no value: {why}")));
+        }
         if self.kafka.topics.contains(&self.kafka.dead_letter_topic) {
             return Err(invalid(
                 "kafka.dead_letter_topic",
@@ -1155,6 +1158,14 @@ mod tests {
             ),
             ("[limits]\nmax_models = 0\n", "limits.max_models"),
             ("[kafka]\nbrokers = \" \"\n", "kafka.brokers"),
+            (
+                "[kafka.consumer_properties]\n\"enable.auto.commit\" = \"true\"\n",
+                "kafka.consumer_properties.\"enable.auto.commit\"",
+            ),
+            (
+                "[kafka.properties]\n\"group.id\" = \"other\"\n",
+                "kafka.properties.\"group.id\"",
+            ),
             (
                 "[kafka]\ntopics = [\"a\"]\ndead_letter_topic = \"a\"\n",
                 "kafka.dead_letter_topic",

@@ -40,19 +40,23 @@ impl KafkaConfig {
     /// Consumer settings: offsets are committed by driftwatch after its
     /// checkpoint is durable, never automatically; a group with no committed
     /// offset starts at the beginning; the end of a partition is reported.
+    /// Pass-through properties win over these defaults, except those of
+    /// [`FORCED_CONSUMER_PROPERTIES`](crate::kafka_config::FORCED_CONSUMER_PROPERTIES),
+    /// which are set last (settings refuse them at load).
     pub fn consumer_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
-            .set("group.id", &self.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "true");
-        // pass-through properties win over these defaults
         for (k, v) in self.base(&self.consumer_properties).config_map() {
             config.set(k, v);
         }
-        config.set("bootstrap.servers", &self.brokers);
+        for (name, value, _) in crate::kafka_config::FORCED_CONSUMER_PROPERTIES {
+            config.set(name, value);
+        }
+        config
+            .set("group.id", &self.group_id)
+            .set("bootstrap.servers", &self.brokers);
         config
     }
 
@@ -410,5 +414,23 @@ mod tests {
         assert!(consumer.is_ok(), "{:?}", consumer.err());
         let producer: std::result::Result<BaseProducer, _> = config.producer_config().create();
         assert!(producer.is_ok(), "{:?}", producer.err());
+    }
+
+    #[test]
+    fn no_user_property_can_turn_on_automatic_offset_commits() {
+        let mut config = KafkaConfig::default();
+        for map in [&mut config.properties, &mut config.consumer_properties] {
+            map.insert("enable.auto.commit".into(), "true".into());
+            map.insert("enable.auto.offset.store".into(), "true".into());
+            map.insert("group.id".into(), "someone-else".into());
+            map.insert("session.timeout.ms".into(), "12345".into());
+        }
+        let client = config.consumer_config();
+        assert_eq!(client.get("enable.auto.commit"), Some("false"));
+        assert_eq!(client.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(client.get("group.id"), Some("driftwatch"));
+        // other properties pass through
+        assert_eq!(client.get("session.timeout.ms"), Some("12345"));
+        assert!(client.create::<BaseConsumer>().is_ok());
     }
 }

@@ -33,6 +33,45 @@ pub struct KafkaConfig {
     pub producer_properties: BTreeMap<String, String>,
 }
 
+/// Consumer properties driftwatch sets itself, after any the user gives:
+/// offsets are stored in the checkpoint and committed only once it is
+/// durable, so a property that commits them otherwise would break
+/// exactly-once. Each with its value and why.
+pub const FORCED_CONSUMER_PROPERTIES: [(&str, &str, &str); 3] = [
+    (
+        "enable.auto.commit",
+        "false",
+        "driftwatch commits offsets after its checkpoint is durable (exactly-once)",
+    ),
+    (
+        "enable.auto.offset.store",
+        "false",
+        "driftwatch stores offsets in its checkpoint (exactly-once)",
+    ),
+    ("group.id", "", "set the consumer group with kafka.group_id"),
+];
+
+impl KafkaConfig {
+    /// The first property of `properties` or `consumer_properties` that
+    /// driftwatch sets itself ([`FORCED_CONSUMER_PROPERTIES`]): the
+    /// config key, the value given and why it cannot be set.
+    pub fn forced_property(&self) -> Option<(String, String, &'static str)> {
+        [
+            ("kafka.properties", &self.properties),
+            ("kafka.consumer_properties", &self.consumer_properties),
+        ]
+        .into_iter()
+        .find_map(|(section, map)| {
+            FORCED_CONSUMER_PROPERTIES
+                .iter()
+                .find_map(|(name, _, why)| {
+                    map.get(*name)
+                        .map(|v| (format!("{section}.\"{name}\""), v.clone(), *why))
+                })
+        })
+    }
+}
+
 /// See [`KafkaConfig::assignment`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
