@@ -1,7 +1,6 @@
 //! The `driftwatch` binary: wiring only. Parse the command line, load and
 //! validate settings, set up logging, build the pipeline, run, exit.
 
-mod checkpoint;
 mod cli;
 mod commands;
 mod demo_receiver;

@@ -473,7 +473,9 @@ impl WindowSink for WindowFiles {
         });
         let path = self.path("windows", &k.model_id, window_name(k));
         let bytes = serde_json::to_vec_pretty(&doc)?;
-        crate::checkpoint::write_atomically(&path, &bytes)
+        Ok(driftwatch_engine::checkpoint::write_atomically(
+            &path, &bytes,
+        )?)
     }
 
     fn performance(&mut self, out: &PerformanceOutput) -> Result<()> {
@@ -481,7 +483,7 @@ impl WindowSink for WindowFiles {
             let k = &r.key;
             let path = self.path("metrics", &k.model_id, window_name(k));
             let bytes = serde_json::to_vec_pretty(&rows_json(&r.batch)?)?;
-            crate::checkpoint::write_atomically(&path, &bytes)?;
+            driftwatch_engine::checkpoint::write_atomically(&path, &bytes)?;
         }
         for p in &out.change_points {
             let batch = change_points_batch(std::slice::from_ref(p))?;
@@ -495,13 +497,13 @@ impl WindowSink for WindowFiles {
             }
             let path = self.path("change_points", &p.model_id, name);
             let bytes = serde_json::to_vec_pretty(&rows_json(&batch)?)?;
-            crate::checkpoint::write_atomically(&path, &bytes)?;
+            driftwatch_engine::checkpoint::write_atomically(&path, &bytes)?;
         }
         for row in &out.label_stats {
             let batch = label_stats_batch(std::slice::from_ref(row))?;
             let path = self.path("label_stats", &row.0, format!("{}_{}", row.1, row.2));
             let bytes = serde_json::to_vec_pretty(&rows_json(&batch)?)?;
-            crate::checkpoint::write_atomically(&path, &bytes)?;
+            driftwatch_engine::checkpoint::write_atomically(&path, &bytes)?;
         }
         Ok(())
     }

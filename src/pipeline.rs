@@ -480,6 +480,11 @@ impl Pipeline {
     }
 }
 
+/// Format of checkpoints of [`PipelineState`]: changes whenever its
+/// encoding does (4: the run summary counts refusals not written to the
+/// dead-letter sink).
+pub const CHECKPOINT_FORMAT: u32 = 4;
+
 /// A pipeline's checkpointed state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PipelineState {
@@ -591,6 +596,9 @@ impl RunSummary {
     /// for it never sees half of one).
     pub fn write_json(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self)?;
-        crate::checkpoint::write_atomically(path, text.as_bytes())
+        Ok(driftwatch_engine::checkpoint::write_atomically(
+            path,
+            text.as_bytes(),
+        )?)
     }
 }

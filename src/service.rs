@@ -32,11 +32,11 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
-use crate::checkpoint::CheckpointDir;
 use crate::output::WindowFiles;
-use crate::pipeline::{Pipeline, RunSummary};
+use crate::pipeline::{CHECKPOINT_FORMAT, Pipeline, PipelineState, RunSummary};
 use crate::rules::RuleRunner;
 use crate::settings::Settings;
+use driftwatch_engine::CheckpointDir;
 
 /// Ingest figures of the service, written to `DATA_DIR/metrics.json` every
 /// few seconds (and served by the HTTP API to come).
@@ -111,7 +111,7 @@ struct Partition {
 
 struct State {
     settings: Settings,
-    checkpoints: CheckpointDir,
+    checkpoints: CheckpointDir<PipelineState>,
     dead_letter: SharedDeadLetter,
     dead_letter_name: String,
     partitions: BTreeMap<i32, Partition>,
@@ -383,7 +383,10 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
         };
     let state = Arc::new(Mutex::new(State {
         settings: settings.clone(),
-        checkpoints: CheckpointDir::new(settings.data_dir.checkpoints(&kafka.group_id)),
+        checkpoints: CheckpointDir::new(
+            settings.data_dir.checkpoints(&kafka.group_id),
+            CHECKPOINT_FORMAT,
+        ),
         dead_letter: SharedDeadLetter(Arc::new(Mutex::new(dead_letter))),
         dead_letter_name,
         partitions: BTreeMap::new(),
@@ -525,7 +528,7 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
             );
         }
         if let Ok(json) = serde_json::to_vec_pretty(&metrics) {
-            crate::checkpoint::write_atomically(&metrics_path, &json)?;
+            driftwatch_engine::checkpoint::write_atomically(&metrics_path, &json)?;
         }
         // in a group, the partitions this instance holds (its share of a
         // backfill); with `assignment = "all"`, every partition

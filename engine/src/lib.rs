@@ -9,7 +9,8 @@
 //! ```
 //!
 //! It owns the layout of the data directory ([`DataDir`]): every file the
-//! service keeps between runs is named here, and nowhere else.
+//! service keeps between runs is named here, and nowhere else; and the
+//! checkpoints ([`CheckpointDir`]), the unit of exactly-once.
 //!
 //! ```
 //! use driftwatch_engine::DataDir;
@@ -21,6 +22,10 @@
 //! );
 //! ```
 
+pub mod checkpoint;
 mod data_dir;
+mod error;
 
+pub use checkpoint::{CheckpointDir, PartitionCheckpoint};
 pub use data_dir::DataDir;
+pub use error::{Error, Result};
