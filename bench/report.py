@@ -138,7 +138,8 @@ def scaling_lines(scale):
     lines = [
         "Memory as the workload grows (`bench/run.sh`, its scaling run): every tool reads the same "
         "Parquet file of the standard workload at each size, once, as a whole process. Peak RSS, "
-        "with the CPU seconds in brackets; a peer that fails or runs out of its time limit is not "
+        "with the CPU seconds in brackets. Each run has a time limit (BENCH_PEER_TIMEOUT); a tool "
+        "that fails, or whose time extrapolated from the smaller sizes would pass the limit, is not "
         "run at the larger sizes.",
         "",
         "| tool | " + " | ".join(f"{n:,} predictions" for n in sizes) + " |",

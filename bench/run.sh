@@ -22,9 +22,10 @@
 # 6. the memory-scaling run: at each size of BENCH_SCALING_SIZES (default
 #    1M, 5M and 20M predictions), driftwatch (`drift` and `all`) and every
 #    peer read the same Parquet file once; peak RSS, or the size at which a
-#    tool fails. A peer gets BENCH_PEER_TIMEOUT seconds (default 1500) per
-#    size; one that failed, or whose time at the last size projects past
-#    that limit, is not run at the larger sizes (the table says which);
+#    tool fails. Each run gets BENCH_PEER_TIMEOUT seconds (default 1500);
+#    a tool that failed, or whose time extrapolated from the sizes before
+#    would pass that limit, is not run at the larger sizes (the table says
+#    which and why);
 # 7. writes bench/results/results.json, bench/results/table.md,
 #    bench/results/throughput.svg, and the tables into docs/BENCHMARKS.md.
 #
@@ -167,42 +168,65 @@ echo "memory as the workload grows: $SIZES predictions" >&2
 TIMES="$WORK/scaling.jsonl"
 : >"$TIMES"
 SCALE="$WORK/scaling"
-declare -A last_wall=() stopped=()
-last_size=""
+# per tool and configuration: the wall times and sizes measured so far, and
+# why it is not run any more
+declare -A walls=() sizes=() stopped=()
+
+# due KEY: empty when KEY should run at SIZE; otherwise why not. A tool that
+# failed is not run again; one whose time, extrapolated from its last two
+# sizes (t ∝ size^k, k from those two, at least 1), would pass the limit is
+# not started.
+due() {
+  local key=$1
+  if [ -n "${stopped[$key]:-}" ]; then
+    echo "${stopped[$key]}"
+    return
+  fi
+  [ -n "${walls[$key]:-}" ] || return 0
+  local projected
+  projected=$(awk -v w="${walls[$key]}" -v s="${sizes[$key]}" -v n="$SIZE" 'BEGIN{
+    c = split(w, t, " "); split(s, z, " "); k = 1
+    if (c >= 2 && t[c-1] > 0 && z[c] != z[c-1]) { k = log(t[c]/t[c-1]) / log(z[c]/z[c-1]); if (k < 1) k = 1 }
+    printf "%d", t[c] * (n / z[c]) ^ k }')
+  [ "$projected" -le "$PEER_TIMEOUT" ] \
+    || echo "not run: ${walls[$key]##* } s at ${sizes[$key]##* } predictions projects to $projected s, over the limit of $PEER_TIMEOUT s"
+}
+
+# scaled KEY TOOL CONFIG CMD...: times CMD at SIZE when KEY is due (with
+# the time limit), or records why it is not run
+scaled() {
+  local key=$1 tool=$2 config=$3 reason
+  shift 3
+  reason=$(due "$key")
+  if [ -n "$reason" ]; then
+    stopped[$key]=$reason
+    python3 -c 'import json,sys; print(json.dumps({"tool": sys.argv[1], "config": sys.argv[2], "status": "skipped", "predictions": int(sys.argv[3]), "error": sys.argv[4]}))' \
+      "$tool" "$config" "$SIZE" "$reason" >>"$TIMES"
+    echo "  $tool $config ($SIZE): $reason" >&2
+    return
+  fi
+  "$@"
+  local status wall
+  read -r status wall < <(tail -n 1 "$TIMES" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["status"], r["wall_s"])')
+  walls[$key]="${walls[$key]:-} $wall"
+  sizes[$key]="${sizes[$key]:-} $SIZE"
+  [ "$status" = ok ] || stopped[$key]="not run: $status at $SIZE predictions"
+}
+
 for SIZE in $SIZES; do
   file=$(workload "$SIZE" parquet)
   export DRIFTWATCH__DATA_DIR="$SCALE/data"
   for c in drift all; do
     replay_config "$c"
     rm -rf "$SCALE"
-    timed driftwatch "$c" /dev/null "$BIN" replay "$file" -q --out "$SCALE/out"
+    scaled "dw-$c" driftwatch "$c" timed driftwatch "$c" /dev/null \
+      timeout -k 10 "$PEER_TIMEOUT" "$BIN" replay "$file" -q --out "$SCALE/out"
   done
   replay_unset
   for p in $PEERS; do
     installed "$p" || continue
-    if [ -n "${stopped[$p]:-}" ]; then
-      reason=${stopped[$p]}
-    elif [ -n "${last_wall[$p]:-}" ]; then
-      projected=$(awk -v w="${last_wall[$p]}" -v a="$last_size" -v b="$SIZE" 'BEGIN{printf "%d", w*b/a}')
-      reason=""
-      [ "$projected" -le "$PEER_TIMEOUT" ] \
-        || reason="not run: ${last_wall[$p]} s at $last_size predictions projects to $projected s, over the limit of $PEER_TIMEOUT s"
-    else
-      reason=""
-    fi
-    if [ -n "$reason" ]; then
-      stopped[$p]=$reason
-      python3 -c 'import json,sys; print(json.dumps({"tool": sys.argv[1], "config": "drift", "status": "skipped", "predictions": int(sys.argv[2]), "error": sys.argv[3]}))' \
-        "$p" "$SIZE" "$reason" >>"$TIMES"
-      echo "  $p ($SIZE): $reason" >&2
-      continue
-    fi
-    peer "$p" "$file" "$SCALE-$p-$SIZE"
-    read -r status wall < <(tail -n 1 "$TIMES" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["status"], r["wall_s"])')
-    last_wall[$p]=$wall
-    [ "$status" = ok ] || stopped[$p]="not run: $status at $SIZE predictions"
+    scaled "$p" "$p" drift peer "$p" "$file" "$SCALE-$p-$SIZE"
   done
-  last_size=$SIZE
   # the large files only for this run
   [ "$SIZE" = "$PREDICTIONS" ] || rm -f "$file"
 done
