@@ -367,6 +367,9 @@ impl Spill {
         tx.set_durability(Durability::None)
             .map_err(|e| self.err(e))?;
         let (mut len, mut min_time) = (0u64, EventTime::MAX);
+        // the filter of the keys that stay, built in the same pass (sized
+        // for twice the keys there were)
+        let mut filter = KeyFilter::new(self.len * 2, self.filter.max_bytes);
         {
             let mut table = tx.open_table(TABLE).map_err(|e| self.err(e))?;
             let mut replace: Vec<(String, Vec<u8>)> = Vec::new();
@@ -380,6 +383,7 @@ impl Spill {
                         Ok(e) => e,
                         Err(e) => {
                             failure = Some(format!("entry of {k}: {e}"));
+                            filter.insert(k);
                             return true;
                         }
                     };
@@ -387,12 +391,14 @@ impl Spill {
                         None => {
                             len += 1;
                             min_time = min_time.min(entry.time());
+                            filter.insert(k);
                             true
                         }
                         Some(None) => false,
                         Some(Some(e)) => {
                             len += 1;
                             min_time = min_time.min(e.time());
+                            filter.insert(k);
                             match postcard::to_stdvec(&e) {
                                 Ok(bytes) => replace.push((k.to_owned(), bytes)),
                                 Err(e) => failure = Some(e.to_string()),
@@ -414,7 +420,8 @@ impl Spill {
         tx.commit().map_err(|e| self.err(e))?;
         self.len = len;
         self.min_time = min_time;
-        self.rebuild_filter()
+        self.filter = filter;
+        Ok(())
     }
 
     /// Makes the current disk state durable and names it; keeps the
