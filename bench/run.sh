@@ -156,7 +156,7 @@ for p in $PEERS; do
 done
 
 echo "driftwatch from the local broker against a bare rdkafka consumer" >&2
-if KAFKA_EVENTS_FILE="$JSONL" scripts/bench-kafka.sh >"$WORK/kafka.txt" 2>"$WORK/kafka.stderr.txt"; then
+if DRIFTWATCH_BIN="$BIN" KAFKA_EVENTS_FILE="$JSONL" scripts/bench-kafka.sh >"$WORK/kafka.txt" 2>"$WORK/kafka.stderr.txt"; then
   cat "$WORK/kafka.txt" >&2
 else
   echo "  the Kafka run failed (see $WORK/kafka.stderr.txt)" >&2
@@ -213,6 +213,32 @@ scaled() {
   [ "$status" = ok ] || stopped[$key]="not run: $status at $SIZE predictions"
 }
 
+# measured_or_peer PEER FILE: the comparison's figures of PEER when it ran on
+# this same file (the comparison's peers read the Parquet workload of its
+# size too), or a run of its own
+measured_or_peer() {
+  local earlier
+  earlier=$(python3 - "$WORK/times.jsonl" "$1" "$SIZE" <<'PY'
+import json, sys
+path, tool, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+try:
+    rows = [json.loads(l) for l in open(path) if l.strip()]
+except OSError:
+    rows = []
+ok = [r for r in rows if r["tool"] == tool and r["config"] == "drift"
+      and r.get("predictions") == size and r["status"] == "ok"]
+if ok:
+    print(json.dumps(dict(ok[-1], measured="in the comparison above")))
+PY
+)
+  if [ -n "$earlier" ]; then
+    echo "$earlier" >>"$TIMES"
+    echo "  $1 drift ($SIZE): the comparison's run of the same file" >&2
+  else
+    peer "$1" "$2" "$SCALE-$1-$SIZE"
+  fi
+}
+
 for SIZE in $SIZES; do
   file=$(workload "$SIZE" parquet)
   export DRIFTWATCH__DATA_DIR="$SCALE/data"
@@ -225,7 +251,7 @@ for SIZE in $SIZES; do
   replay_unset
   for p in $PEERS; do
     installed "$p" || continue
-    scaled "$p" "$p" drift peer "$p" "$file" "$SCALE-$p-$SIZE"
+    scaled "$p" "$p" drift measured_or_peer "$p" "$file"
   done
   # the large files only for this run
   [ "$SIZE" = "$PREDICTIONS" ] || rm -f "$file"

@@ -6,6 +6,7 @@
 #
 #   scripts/bench-kafka.sh [EVENTS]     (default 500000)
 #   KAFKA_EVENTS_FILE=FILE scripts/bench-kafka.sh   (the events of FILE instead)
+#   DRIFTWATCH_BIN=PATH scripts/bench-kafka.sh      (measure that driftwatch build)
 #
 # Starts a private Tansu broker (scripts/tansu.sh) on a free loopback port,
 # creates the topics, publishes EVENTS generated events with
@@ -19,8 +20,14 @@ TOOLS="${DRIFTWATCH_TOOLS:-$HOME/.cache/driftwatch/tools}"
 PY="$TOOLS/venv/bin/python"
 [ -x "$PY" ] || { echo "run scripts/test.sh once first (it makes $TOOLS/venv)" >&2; exit 1; }
 TARGET="${CARGO_TARGET_DIR:-target}"
-cargo build --release --quiet --bin driftwatch --example bare_consumer
-BIN="$TARGET/release/driftwatch"
+# DRIFTWATCH_BIN: measure that build (bench/run.sh passes its own)
+if [ -n "${DRIFTWATCH_BIN:-}" ]; then
+  cargo build --release --quiet --example bare_consumer
+  BIN=$DRIFTWATCH_BIN
+else
+  cargo build --release --quiet --bin driftwatch --example bare_consumer
+  BIN="$TARGET/release/driftwatch"
+fi
 BARE="$TARGET/release/examples/bare_consumer"
 
 WORK="$(mktemp -d)"
