@@ -42,12 +42,8 @@ pub fn run(command: Command, settings: &Settings) -> Result<()> {
             first,
             table,
         }) => {
-            let selection = crate::reference::Selection::parse(
-                from.as_deref(),
-                until.as_deref(),
-                first,
-                table,
-            )?;
+            let selection =
+                crate::reference::selection(from.as_deref(), until.as_deref(), first, table)?;
             crate::reference::build(settings, &files, &model, version.as_deref(), &selection)
                 .map(|_| ())
         }

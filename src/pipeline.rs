@@ -101,7 +101,7 @@ impl Pipeline {
         let parts = match &settings.drift {
             Some(config) => {
                 let detector = DriftDetector::new(config.clone())?;
-                crate::reference::load_into(settings, &detector)?;
+                driftwatch_engine::reference::load_into(&settings.data_dir, &detector)?;
                 components(detector)
             }
             None => summary_components(),

@@ -23,6 +23,23 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// Something asked for is not in the data directory (the user's).
+    #[error("no {what} ({})", path.display())]
+    NotFound {
+        /// What was looked for.
+        what: String,
+        /// Where it would be.
+        path: PathBuf,
+    },
+    /// The input given cannot do what was asked (the user's).
+    #[error("{0}")]
+    Input(String),
+    /// Reading or decoding events.
+    #[error(transparent)]
+    Ingest(#[from] driftwatch_ingest::Error),
+    /// A detector, its settings or a stored profile.
+    #[error(transparent)]
+    Detector(#[from] driftwatch_detectors::Error),
     /// State that could not be encoded (internal: a bug).
     #[error("encoding {what}: {message}")]
     Encode {

@@ -10,7 +10,8 @@
 //!
 //! It owns the layout of the data directory ([`DataDir`]): every file the
 //! service keeps between runs is named here, and nowhere else; and the
-//! checkpoints ([`CheckpointDir`]), the unit of exactly-once.
+//! checkpoints ([`CheckpointDir`]), the unit of exactly-once; and the
+//! reference profiles stored there ([`reference`]).
 //!
 //! ```
 //! use driftwatch_engine::DataDir;
@@ -25,6 +26,7 @@
 pub mod checkpoint;
 mod data_dir;
 mod error;
+pub mod reference;
 
 pub use checkpoint::{CheckpointDir, PartitionCheckpoint};
 pub use data_dir::DataDir;
