@@ -129,7 +129,8 @@ peer() {
 
 . scripts/replay-configs.sh
 replay_unset() {
-  unset DRIFTWATCH__DATA_DIR DRIFTWATCH__SQL__RULES_DIR DRIFTWATCH__DRIFT__ENABLED DRIFTWATCH__PERFORMANCE__ENABLED
+  unset DRIFTWATCH__DATA_DIR DRIFTWATCH__SQL__RULES_DIR DRIFTWATCH__DRIFT__ENABLED DRIFTWATCH__PERFORMANCE__ENABLED \
+    DRIFTWATCH__INGEST__MAX_FUTURE_SKEW
 }
 
 if [[ " $PARTS " == *" compare "* ]]; then
@@ -247,6 +248,21 @@ for SIZE in $SIZES; do
     rm -rf "$SCALE"
     scaled "dw-$c" driftwatch "$c" timed driftwatch "$c" /dev/null \
       timeout -k 10 "$PEER_TIMEOUT" "$BIN" replay "$file" -q --out "$SCALE/out"
+    # a run that refused events did not do the work the peers did
+    python3 - "$TIMES" "$SCALE/out/run-summary.json" <<'PY'
+import json, sys
+times, summary = sys.argv[1], sys.argv[2]
+try:
+    s = json.load(open(summary))
+except OSError:
+    sys.exit(0)
+if s.get("rejected"):
+    rows = open(times).read().splitlines()
+    last = json.loads(rows[-1])
+    last.update(status="failed", error=f"{s['rejected']} events refused: {s.get('rejected_by_reason')}")
+    rows[-1] = json.dumps(last)
+    open(times, "w").write("\n".join(rows) + "\n")
+PY
   done
   replay_unset
   for p in $PEERS; do
