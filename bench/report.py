@@ -34,6 +34,9 @@ WORK = {
 # peers that compute drift statistics for every feature of every window
 DRIFT_PEERS = ["exact", "nannyml", "evidently", "whylogs"]
 TOLERANCE = {"ks": 0.01, "psi": 0.01, "js": 0.01}
+# normalised Wasserstein: within 2 % of the exact value, or 0.005 where the
+# value is small (the tolerance of detectors/tests/drift_oracle.rs)
+WASSERSTEIN_REL, WASSERSTEIN_ABS = 0.02, 0.005
 
 
 def jsonl(path):
@@ -53,7 +56,8 @@ def agreement(work):
     exact = jsonl(work / "exact.jsonl")
     drift = {(r["window_start"], r["feature"]): r for r in exact if "feature" in r}
     accuracy = {r["window_start"]: r for r in exact if "accuracy" in r}
-    out = {s: {"max_abs": 0.0, "max_rel": 0.0, "compared": 0} for s in ["ks", "wasserstein_norm", "psi", "js", "chi2", "accuracy"]}
+    out = {s: {"max_abs": 0.0, "max_rel": 0.0, "compared": 0, "outside": 0}
+           for s in ["ks", "wasserstein_norm", "psi", "js", "chi2", "accuracy"]}
 
     def compare(stat, mine, theirs):
         if mine is None or theirs is None:
@@ -64,6 +68,8 @@ def agreement(work):
         o["max_abs"] = max(o["max_abs"], d)
         if theirs != 0:
             o["max_rel"] = max(o["max_rel"], d / abs(theirs))
+        if stat == "wasserstein_norm" and d > max(WASSERSTEIN_REL * abs(theirs), WASSERSTEIN_ABS):
+            o["outside"] += 1
 
     for row in jsonl(work / "dw-all" / "feature_drift.jsonl"):
         key = (ms(row["window_start"]), row["feature"])
@@ -91,7 +97,7 @@ def goal_met(stat, a):
     if stat in TOLERANCE:
         return a["max_abs"] <= TOLERANCE[stat]
     if stat == "wasserstein_norm":
-        return a["max_abs"] <= 0.02
+        return a["outside"] == 0
     if stat == "chi2":
         return a["max_rel"] <= 1e-6
     if stat == "accuracy":
@@ -324,14 +330,15 @@ def main():
         "| --- | ---: | ---: | --- | --- |",
     ]
     goals = {"ks": "≤ 0.01", "psi": "≤ 0.01", "js": "≤ 0.01",
-             "wasserstein_norm": "≤ 0.02 (2 % of the reference sd)",
+             "wasserstein_norm": "within 2 %, or 0.005 where the value is small",
              "chi2": "≤ 1e-6 relative", "accuracy": "exact"}
     for stat, a in agree.items():
         met = goal_met(stat, a)
         if stat == "chi2":
             diff = f"{a['max_rel']:.2e} relative"
         elif stat == "wasserstein_norm":
-            diff = f"{a['max_abs']:.2e} ({a['max_rel']:.1%} of the value)"
+            diff = (f"{a['max_abs']:.2e}; {a['outside']:,} windows outside the goal" if a["outside"]
+                    else f"{a['max_abs']:.2e}; every window within the goal")
         else:
             diff = f"{a['max_abs']:.2e}"
         lines.append(f"| {stat} | {a['compared']:,} | {diff} | {goals[stat]} | "
