@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         cli.log_format.unwrap_or(settings.log_format),
         &settings.log_level,
     );
+    driftwatch_sql::cache::FileCache::set_shared_budget(settings.sql.history_cache_bytes);
     match commands::run(cli.command, &settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

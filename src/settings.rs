@@ -396,6 +396,9 @@ pub struct RawSql {
     /// How long raw prediction events stay in the `events` table ("0s": not
     /// kept).
     pub events_retention: String,
+    /// Memory for decoded history files kept across queries, shared by the
+    /// process ("0B": none kept).
+    pub history_cache: String,
 }
 
 impl Default for RawSql {
@@ -407,6 +410,7 @@ impl Default for RawSql {
             max_rows: 10_000,
             history: true,
             events_retention: "1d".into(),
+            history_cache: "256MiB".into(),
         }
     }
 }
@@ -420,6 +424,8 @@ pub struct SqlSettings {
     pub limits: driftwatch_sql::Limits,
     /// Write the history.
     pub history: bool,
+    /// Bytes of decoded history files kept in memory, for the process.
+    pub history_cache_bytes: usize,
     /// Keep raw prediction events this long in the `events` table (`None`:
     /// not kept).
     pub events_retention_ms: Option<i64>,
@@ -579,6 +585,35 @@ fn load_raw_from(
         .map_err(load_err)
 }
 
+/// A size such as `"64MiB"` in bytes, at least `min`; the error names the
+/// key and shows the form expected with `example`.
+fn size_bytes(
+    file: Option<&Path>,
+    key: &str,
+    value: &str,
+    min: u64,
+    example: &str,
+) -> Result<u64, SettingsError> {
+    value
+        .parse::<bytesize::ByteSize>()
+        .ok()
+        .map(|b| b.as_u64())
+        .filter(|b| *b >= min)
+        .ok_or_else(|| SettingsError::Invalid {
+            file: file.map(Path::to_owned),
+            key: key.to_owned(),
+            value: value.to_owned(),
+            expected: if min > 0 {
+                format!(
+                    "a size of at least {} such as {example}",
+                    bytesize::ByteSize::b(min).display().iec()
+                )
+            } else {
+                format!("a size such as {example}")
+            },
+        })
+}
+
 fn duration_ms(file: Option<&Path>, key: &str, value: &str) -> Result<i64, SettingsError> {
     humantime::parse_duration(value)
         .ok()
@@ -642,32 +677,20 @@ impl RawSettings {
             "window.allowed_lateness",
             &self.window.allowed_lateness,
         )?;
-        let max_event_bytes = self
-            .ingest
-            .max_event_bytes
-            .parse::<bytesize::ByteSize>()
-            .ok()
-            .map(|b| b.as_u64())
-            .filter(|b| *b >= 64)
-            .ok_or_else(|| {
-                invalid(
-                    "ingest.max_event_bytes",
-                    &self.ingest.max_event_bytes,
-                    "a size of at least 64 bytes such as \"512KiB\" or \"1MiB\"",
-                )
-            })?;
-        let dead_letter_max_bytes = self
-            .ingest
-            .dead_letter_max_bytes
-            .parse::<bytesize::ByteSize>()
-            .map(|b| b.as_u64())
-            .map_err(|_| {
-                invalid(
-                    "ingest.dead_letter_max_bytes",
-                    &self.ingest.dead_letter_max_bytes,
-                    "a size such as \"64MiB\" or \"1GiB\"",
-                )
-            })?;
+        let max_event_bytes = size_bytes(
+            file,
+            "ingest.max_event_bytes",
+            &self.ingest.max_event_bytes,
+            64,
+            "\"512KiB\" or \"1MiB\"",
+        )?;
+        let dead_letter_max_bytes = size_bytes(
+            file,
+            "ingest.dead_letter_max_bytes",
+            &self.ingest.dead_letter_max_bytes,
+            0,
+            "\"64MiB\" or \"1GiB\"",
+        )?;
         let l = &self.limits;
         for (key, value) in [
             ("limits.max_models", l.max_models),
@@ -860,20 +883,12 @@ impl RawSettings {
             value,
             expected: expected.to_owned(),
         };
-        let memory = q
-            .memory_limit
-            .parse::<bytesize::ByteSize>()
-            .ok()
-            .map(|b| b.as_u64())
-            .filter(|b| *b >= 1 << 20)
-            .and_then(|b| usize::try_from(b).ok())
-            .ok_or_else(|| {
-                invalid(
-                    "sql.memory_limit",
-                    q.memory_limit.clone(),
-                    "a size of at least 1MiB such as \"256MiB\"",
-                )
-            })?;
+        let size = |key: &str, value: &str, min: u64| -> Result<usize, SettingsError> {
+            let bytes = size_bytes(file, key, value, min, "\"256MiB\"")?;
+            usize::try_from(bytes).map_err(|_| invalid(key, value.to_owned(), "a smaller size"))
+        };
+        let memory = size("sql.memory_limit", &q.memory_limit, 1 << 20)?;
+        let history_cache_bytes = size("sql.history_cache", &q.history_cache, 0)?;
         let timeout_ms = duration_ms(file, "sql.timeout", &q.timeout)?;
         if timeout_ms == 0 {
             return Err(invalid(
@@ -897,6 +912,7 @@ impl RawSettings {
                 max_rows: q.max_rows,
             },
             history: q.history,
+            history_cache_bytes,
             events_retention_ms: Some(duration_ms(
                 file,
                 "sql.events_retention",
@@ -929,19 +945,13 @@ impl RawSettings {
         };
         let label_horizon_ms = positive("performance.label_horizon", &p.label_horizon)?;
         let revision_interval_ms = positive("performance.revision_interval", &p.revision_interval)?;
-        let memory_budget = p
-            .memory_budget
-            .parse::<bytesize::ByteSize>()
-            .ok()
-            .map(|b| b.as_u64())
-            .filter(|b| *b >= 1 << 20)
-            .ok_or_else(|| {
-                invalid(
-                    "performance.memory_budget",
-                    p.memory_budget.clone(),
-                    "a size of at least 1MiB such as \"256MiB\"",
-                )
-            })?;
+        let memory_budget = size_bytes(
+            file,
+            "performance.memory_budget",
+            &p.memory_budget,
+            1 << 20,
+            "\"256MiB\"",
+        )?;
         let a = &p.adwin;
         if !(a.delta > 0.0 && a.delta < 1.0) || a.clock == 0 || a.max_buckets < 2 {
             return Err(invalid(
@@ -1171,6 +1181,8 @@ mod tests {
                 "kafka.dead_letter_topic",
             ),
             ("[checkpoint]\ninterval = \"0s\"\n", "checkpoint.interval"),
+            ("[sql]\nhistory_cache = \"lots\"\n", "sql.history_cache"),
+            ("[sql]\nmemory_limit = \"1KiB\"\n", "sql.memory_limit"),
             ("[checkpoint]\nevents = 0\n", "checkpoint.events"),
             (
                 "[performance]\nlabel_horizon = \"0s\"\n",

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
@@ -23,6 +24,9 @@ use crate::error::{Result, data, io};
 
 /// Memory the process-wide cache may hold.
 pub const DEFAULT_BUDGET: usize = 256 << 20;
+
+static SHARED: OnceLock<Arc<FileCache>> = OnceLock::new();
+static SHARED_BUDGET: AtomicUsize = AtomicUsize::new(DEFAULT_BUDGET);
 
 /// Decoded history files, least recently used dropped first.
 #[derive(Debug)]
@@ -71,10 +75,20 @@ impl FileCache {
         }
     }
 
-    /// The cache every session of this process shares.
+    /// The cache every session of this process shares, with the budget of
+    /// [`set_shared_budget`](Self::set_shared_budget) (else [`DEFAULT_BUDGET`]).
     pub fn shared() -> Arc<FileCache> {
-        static SHARED: OnceLock<Arc<FileCache>> = OnceLock::new();
-        Arc::clone(SHARED.get_or_init(|| Arc::new(FileCache::new(DEFAULT_BUDGET))))
+        Arc::clone(
+            SHARED.get_or_init(|| Arc::new(FileCache::new(SHARED_BUDGET.load(Ordering::Relaxed)))),
+        )
+    }
+
+    /// Sets the budget of the [`shared`](Self::shared) cache (the
+    /// `sql.history_cache` setting); `false` when the cache is already in
+    /// use, whose budget then stays as it was.
+    pub fn set_shared_budget(bytes: usize) -> bool {
+        SHARED_BUDGET.store(bytes, Ordering::Relaxed);
+        SHARED.get().is_none_or(|c| c.budget == bytes)
     }
 
     /// The rows of the file at `path`, from memory when it is unchanged,
