@@ -88,6 +88,8 @@ timed() {
   local error=""
   if [ "$code" = 124 ]; then
     status=timeout error="stopped at the limit of $PEER_TIMEOUT s (BENCH_PEER_TIMEOUT)"
+  elif [ "$code" = 137 ]; then
+    status=failed error="killed by signal 9 (the kernel's out-of-memory kill)"
   elif [ "$code" != 0 ]; then
     status=failed error="exit $code: $(tail -c 600 "$WORK/stderr.txt")"
   fi
