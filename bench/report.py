@@ -178,7 +178,8 @@ def scaling_lines(scale):
             continue
         first, last = ok[0], ok[-1]
         growth = last["peak_rss_kib"] / first["peak_rss_kib"]
-        verdict = "flat" if growth <= FLAT else "**not flat**"
+        verdict = "flat" if growth <= FLAT else \
+            "**not flat**; what holds the memory: [memory as the stream grows](#memory-as-the-stream-grows)"
         lines.append(
             f"{label}: peak RSS {first['peak_rss_kib'] / 1024:,.0f} MiB at {first['predictions']:,} "
             f"predictions, {last['peak_rss_kib'] / 1024:,.0f} MiB at {last['predictions']:,}: "
