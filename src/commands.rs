@@ -333,7 +333,7 @@ fn pipeline(
         Box::new(dlq),
         dead_letter.display().to_string(),
         Vec::new(),
-        Some(&replay_pending_store(settings)),
+        Some(&settings.data_dir.replay_pending()),
     )?;
     if let Some(dir) = out {
         let writers = TableWriters::create(dir, &pipeline.tables())?;
@@ -363,11 +363,6 @@ fn pipeline(
     Ok((pipeline, dispatcher))
 }
 
-/// Where a replay's predictions awaiting labels spill; removed when it ends.
-fn replay_pending_store(settings: &Settings) -> PathBuf {
-    settings.data_dir.replay_pending()
-}
-
 fn default_dead_letter(settings: &Settings, out: Option<&Path>) -> PathBuf {
     match out {
         Some(dir) => dir.join("dead-letter.jsonl"),
@@ -391,7 +386,7 @@ fn finish(
         }
     }
     let summary = pipeline.finish()?;
-    let pending = replay_pending_store(settings);
+    let pending = settings.data_dir.replay_pending();
     if pending.exists() {
         std::fs::remove_file(&pending)
             .with_context(|| format!("removing {}", pending.display()))?;

@@ -8,8 +8,10 @@
 //!                                              checkpoints/, outbox/, silences, audit
 //! ```
 //!
-//! It owns the layout of the data directory ([`DataDir`]): every file the
-//! service keeps between runs is named here, and nowhere else; and the
+//! It owns the layout of the data directory ([`DataDir`]): every directory
+//! and top-level file the service keeps between runs is named there (the
+//! files inside `checkpoints/<group>/` by [`CheckpointDir`], those inside
+//! `history/` by the sql crate's history); and the
 //! checkpoints ([`CheckpointDir`]), the unit of exactly-once; and the
 //! reference profiles stored there ([`reference`]).
 //!
