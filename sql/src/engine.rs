@@ -1,15 +1,18 @@
 //! The DataFusion session: tables, functions, and the limits every query
 //! runs under. Only single read-only `SELECT` statements are planned.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::common::ParamValues;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::expr::Placeholder;
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
@@ -42,6 +45,47 @@ impl Default for Limits {
 
 /// A query's answer: its columns and rows.
 pub type Rows = (SchemaRef, Vec<RecordBatch>);
+
+/// A query analysed and optimised once, its placeholders left unbound
+/// ([`Engine::prepare`]): each run binds the values and goes straight to
+/// physical planning. A rule evaluated at every window close is planned
+/// this way; the optimiser was most of an evaluation's time.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    plan: LogicalPlan,
+    /// The type of each placeholder (`$window_end`) the plan expects.
+    types: HashMap<String, DataType>,
+}
+
+impl Prepared {
+    /// The plan with `params` bound, each value cast to the type its
+    /// placeholder was planned with.
+    fn bind(&self, params: &ParamValues) -> Result<LogicalPlan> {
+        let mut values = HashMap::with_capacity(self.types.len());
+        for (id, data_type) in &self.types {
+            let value = params.get_placeholders_with_values(id)?.value;
+            let value = if value.data_type() == *data_type {
+                value
+            } else {
+                value.cast_to(data_type)?
+            };
+            values.insert(id.trim_start_matches('$').to_owned(), value);
+        }
+        Ok(self
+            .plan
+            .clone()
+            .with_param_values(ParamValues::from(values))?)
+    }
+}
+
+/// A query for [`Engine::execute_all`].
+#[derive(Debug, Clone, Copy)]
+pub enum Query<'a> {
+    /// As planned by [`Engine::plan`], with the values of its placeholders.
+    Plan(&'a LogicalPlan, Option<&'a ParamValues>),
+    /// As prepared by [`Engine::prepare`], with the values of its placeholders.
+    Prepared(&'a Prepared, &'a ParamValues),
+}
 
 /// Queries of one evaluation that run at once, each on a lane of its own:
 /// a runtime with one worker (these machines have two cores).
@@ -102,12 +146,38 @@ fn lanes() -> Result<&'static Lanes> {
     }))
 }
 
+/// A plan ready to run: as planned (analysed and optimised when it runs),
+/// or a [`Prepared`] plan with its values bound (only its expressions are
+/// simplified again).
+enum Bound {
+    Planned(LogicalPlan),
+    Optimised(LogicalPlan),
+}
+
 /// Runs `plan` in `state`, stopping at `limits`' deadline and row limit
 /// between batches.
-async fn run(state: Arc<SessionState>, plan: LogicalPlan, limits: Limits) -> Result<Rows> {
+async fn run(state: Arc<SessionState>, plan: Bound, limits: Limits) -> Result<Rows> {
     let deadline = Instant::now() + limits.timeout;
+    let physical = match &plan {
+        Bound::Planned(plan) => state.create_physical_plan(plan).await?,
+        Bound::Optimised(plan) => {
+            // the values bound are literals now: fold what they make
+            // constant (`$window_end - INTERVAL '7 days'`), so that scans
+            // prune with them
+            let simplified = datafusion::optimizer::Optimizer::with_rules(vec![Arc::new(
+                datafusion::optimizer::simplify_expressions::SimplifyExpressions::new(),
+            )])
+            .optimize(plan.clone(), state.as_ref(), |_, _| {})?;
+            state
+                .query_planner()
+                .create_physical_plan(&simplified, state.as_ref())
+                .await?
+        }
+    };
+    let plan = match &plan {
+        Bound::Planned(p) | Bound::Optimised(p) => p,
+    };
     let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-    let physical = state.create_physical_plan(&plan).await?;
     let mut stream = execute_stream(physical, state.task_ctx())?;
     let mut batches = Vec::new();
     let mut rows = 0;
@@ -283,7 +353,6 @@ impl<'n> datafusion::common::tree_node::TreeNodeVisitor<'n> for PlanNesting {
 
 /// Refuses a plan whose nodes or expressions nest deeper than [`MAX_NESTING`].
 fn check_nesting(plan: &LogicalPlan) -> Result<()> {
-    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     let mut nodes = PlanNesting(Nesting::default());
     plan.visit_with_subqueries(&mut nodes)?;
     if nodes.0.deepest > MAX_NESTING {
@@ -516,6 +585,72 @@ impl Engine {
         Ok(plan)
     }
 
+    /// Analyses and optimises `plan` (from [`plan`](Self::plan)) once, its
+    /// placeholders unbound. `types` gives the type each named placeholder
+    /// will be bound with (`window_end` → a timestamp): a placeholder's
+    /// type guessed from its place in the query (`$window_end - INTERVAL
+    /// '1 day'` guesses an interval) is replaced with it, as the values
+    /// bound at each run would replace it. Fails when the optimised plan
+    /// holds a placeholder without a type, or one placeholder with two
+    /// types: such a query is run as planned instead.
+    pub fn prepare(
+        &self,
+        plan: &LogicalPlan,
+        types: &HashMap<String, DataType>,
+    ) -> Result<Prepared> {
+        let typed = plan
+            .clone()
+            .transform_up_with_subqueries(|node| {
+                node.map_expressions(|expr| {
+                    expr.transform(|e| match e {
+                        Expr::Placeholder(p) => match types.get(p.id.trim_start_matches('$')) {
+                            Some(t) => {
+                                let field = Field::new(p.id.clone(), t.clone(), true);
+                                Ok(Transformed::yes(Expr::Placeholder(Placeholder {
+                                    id: p.id,
+                                    field: Some(Arc::new(field)),
+                                })))
+                            }
+                            None => Ok(Transformed::no(Expr::Placeholder(p))),
+                        },
+                        other => Ok(Transformed::no(other)),
+                    })
+                })?
+                .map_data(LogicalPlan::recompute_schema)
+            })?
+            .data;
+        let optimised = self.ctx.state().optimize(&typed)?;
+        let mut types: HashMap<String, DataType> = HashMap::new();
+        let mut problem = None;
+        optimised.apply_with_subqueries(|node| {
+            node.apply_expressions(|expr| {
+                expr.apply(|e| {
+                    if let Expr::Placeholder(p) = e {
+                        match p.field.as_ref().map(|f| f.data_type()) {
+                            None => problem = Some(format!("{} has no type", p.id)),
+                            Some(t) => {
+                                if types
+                                    .insert(p.id.clone(), t.clone())
+                                    .is_some_and(|u| u != *t)
+                                {
+                                    problem = Some(format!("{} has two types", p.id));
+                                }
+                            }
+                        }
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                })
+            })
+        })?;
+        match problem {
+            Some(p) => Err(Error::Refused(format!("the query cannot be prepared: {p}"))),
+            None => Ok(Prepared {
+                plan: optimised,
+                types,
+            }),
+        }
+    }
+
     /// Plans `plan` with `params` and optimises it, without running it.
     pub fn check(&self, plan: &LogicalPlan, params: Option<ParamValues>) -> Result<()> {
         let plan = match params {
@@ -531,7 +666,7 @@ impl Engine {
 
     /// Runs a planned query with `params`, under the limits.
     pub fn execute(&self, plan: &LogicalPlan, params: Option<ParamValues>) -> Result<Rows> {
-        self.execute_all(vec![(plan, params)])
+        self.execute_all(&[Query::Plan(plan, params.as_ref())])
             .pop()
             .unwrap_or_else(|| unreachable!("one query, one result"))
     }
@@ -543,18 +678,20 @@ impl Engine {
     /// A query that runs out of time is aborted; its task stops at its next
     /// yield, so its lane may stay busy a while: the queries left go to the
     /// other lanes.
-    pub fn execute_all(
-        &self,
-        queries: Vec<(&LogicalPlan, Option<ParamValues>)>,
-    ) -> Vec<Result<Rows>> {
+    pub fn execute_all(&self, queries: &[Query<'_>]) -> Vec<Result<Rows>> {
         let mut results: Vec<Option<Result<Rows>>> = queries.iter().map(|_| None).collect();
         let mut queue = queries
-            .into_iter()
+            .iter()
             .enumerate()
-            .map(|(i, (plan, params))| {
-                let plan = match params {
-                    Some(p) => plan.clone().with_param_values(p).map_err(Error::from),
-                    None => Ok(plan.clone()),
+            .map(|(i, query)| {
+                let plan = match *query {
+                    Query::Plan(plan, Some(p)) => plan
+                        .clone()
+                        .with_param_values(p.clone())
+                        .map(Bound::Planned)
+                        .map_err(Error::from),
+                    Query::Plan(plan, None) => Ok(Bound::Planned(plan.clone())),
+                    Query::Prepared(prepared, p) => prepared.bind(p).map(Bound::Optimised),
                 };
                 (i, plan)
             })

@@ -14,9 +14,9 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
 use driftwatch_ingest::event::ARROW_TIMEZONE;
 use serde::{Deserialize, Serialize};
-use tracing::warn;
+use tracing::{debug, warn};
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Prepared, Query};
 use crate::error::{Error, Result, data};
 use crate::rules::{Hold, LoadedRule, WindowRef};
 
@@ -288,6 +288,8 @@ fn identity(instance: &AlertInstance) -> String {
 pub struct Evaluator {
     engine: Engine,
     rules: Vec<LoadedRule>,
+    /// Each rule's plan optimised once, where it can be.
+    prepared: Vec<Option<Prepared>>,
     state: State,
     stats: RuleStats,
 }
@@ -295,9 +297,22 @@ pub struct Evaluator {
 impl Evaluator {
     /// Evaluates `rules` (checked by [`crate::rules::check_all`] on `engine`).
     pub fn new(engine: Engine, rules: Vec<LoadedRule>) -> Result<Self> {
+        let types = WindowRef::param_types();
+        let prepared = rules
+            .iter()
+            .map(|r| match engine.prepare(&r.plan, &types) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    // planned again at each evaluation: slower, same rows
+                    debug!(rule = %r.rule.name, "rule not prepared: {e}");
+                    None
+                }
+            })
+            .collect();
         Ok(Evaluator {
             engine,
             rules,
+            prepared,
             state: State::new(),
             stats: RuleStats::default(),
         })
@@ -333,13 +348,17 @@ impl Evaluator {
         let started = Instant::now();
         let mut out = Evaluation::default();
         let params = window.params();
-        let chosen: Vec<&LoadedRule> = self.rules.iter().filter(|r| which(r)).collect();
-        let results = self.engine.execute_all(
-            chosen
-                .iter()
-                .map(|r| (&r.plan, Some(params.clone())))
-                .collect(),
-        );
+        let (chosen, queries): (Vec<&LoadedRule>, Vec<Query>) = self
+            .rules
+            .iter()
+            .zip(&self.prepared)
+            .filter(|(r, _)| which(r))
+            .map(|(r, prepared)| match prepared {
+                Some(p) => (r, Query::Prepared(p, &params)),
+                None => (r, Query::Plan(&r.plan, Some(&params))),
+            })
+            .unzip();
+        let results = self.engine.execute_all(&queries);
         for (loaded, result) in chosen.into_iter().zip(results) {
             let rule = &loaded.rule;
             let result =

@@ -23,7 +23,7 @@ pub mod tables;
 pub mod template;
 pub mod udf;
 
-pub use engine::{Engine, Limits};
+pub use engine::{Engine, Limits, Prepared, Query};
 pub use error::{Error, Result};
 pub use events::{EventRows, events_schema};
 pub use history::{Compaction, History};

@@ -112,6 +112,23 @@ pub struct WindowRef {
 pub const PLACEHOLDERS: &[&str] = &["model_id", "model_version", "window_start", "window_end"];
 
 impl WindowRef {
+    /// The type of each value [`params`](Self::params) gives, by name.
+    pub fn param_types() -> std::collections::HashMap<String, arrow::datatypes::DataType> {
+        let any = WindowRef {
+            model_id: String::new(),
+            model_version: None,
+            start: 0,
+            end: 0,
+        };
+        match any.params() {
+            ParamValues::Map(values) => values
+                .into_iter()
+                .map(|(name, v)| (name, v.value.data_type()))
+                .collect(),
+            ParamValues::List(_) => unreachable!("named parameters"),
+        }
+    }
+
     /// The placeholder values for this window.
     pub fn params(&self) -> ParamValues {
         let ts = |ms: i64| ScalarValue::TimestampMillisecond(Some(ms), Some(ARROW_TIMEZONE.into()));

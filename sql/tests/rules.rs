@@ -662,3 +662,86 @@ fn history_a_query_loads_counts_against_its_memory_limit() {
     // with room, the same query reads every row
     assert_eq!(count(&writer, "SELECT count(*) FROM feature_drift"), 20_000);
 }
+
+/// Every row of a query's answer, as text, in order.
+fn printed(rows: &driftwatch_sql::engine::Rows) -> String {
+    arrow::util::pretty::pretty_format_batches(&rows.1)
+        .expect("format")
+        .to_string()
+}
+
+#[test]
+fn a_prepared_query_returns_what_the_planned_one_returns() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("dir");
+    let history_dir = dir.path().join("history");
+    let engine = engine_with(Limits::default(), Some(&history_dir));
+    let mut history = History::open(&history_dir, "p0").expect("history");
+    let hours = [
+        ("2026-11-26T08:00:00Z", "2026-11-26T09:00:00Z"),
+        ("2026-11-26T09:00:00Z", "2026-11-26T10:00:00Z"),
+        ("2026-11-26T10:00:00Z", "2026-11-26T11:00:00Z"),
+    ];
+    let queries = [
+        "SELECT feature, psi FROM feature_drift WHERE model_id = $model_id AND (model_version IS NOT DISTINCT FROM $model_version) AND window_end = $window_end AND level = 'drift' ORDER BY feature",
+        "SELECT model_id, avg(psi) AS value, count(*) AS n FROM feature_drift WHERE model_id = $model_id AND window_end > $window_end - INTERVAL '2 hours' AND window_end <= $window_end GROUP BY model_id",
+        "SELECT feature FROM feature_drift WHERE window_start >= $window_start AND feature IN (SELECT feature FROM feature_drift WHERE window_end = $window_end AND psi > 0.5) ORDER BY feature, window_end",
+        "SELECT model_id, value FROM model_metrics_latest WHERE model_id = $model_id AND window_end = $window_end",
+        "SELECT $model_id AS m, $window_end AS t, count(*) AS n FROM feature_drift WHERE window_end = $window_end",
+    ];
+    let plans: Vec<_> = queries
+        .iter()
+        .map(|q| engine.plan(q).expect("plan"))
+        .collect();
+    let types = WindowRef::param_types();
+    let prepared: Vec<_> = plans.iter().map(|p| engine.prepare(p, &types)).collect();
+    // every one prepares, with the types the window's values have
+    for p in &prepared {
+        assert!(p.is_ok(), "{:?}", p.as_ref().err());
+    }
+    for (i, (start, end)) in hours.iter().enumerate() {
+        // one hour in the history, the next ones live: a prepared plan
+        // sees the rows that arrive after it was prepared
+        engine
+            .tables()
+            .push("feature_drift", &drift_rows_at(20, start, end))
+            .expect("push");
+        if i == 0 {
+            engine.tables().flush(&mut history).expect("flush");
+        }
+        let ms = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .expect("time")
+                .timestamp_millis()
+        };
+        for version in [Some("v1".to_owned()), None] {
+            let window = WindowRef {
+                model_id: "churn".into(),
+                model_version: version,
+                start: ms(start),
+                end: ms(end),
+            };
+            let params = window.params();
+            for ((sql, plan), prepared) in queries.iter().zip(&plans).zip(&prepared) {
+                let planned = engine.execute(plan, Some(params.clone())).expect("planned");
+                let prepared = prepared.as_ref().expect("prepared");
+                let mut answer =
+                    engine.execute_all(&[driftwatch_sql::Query::Prepared(prepared, &params)]);
+                let answer = answer.pop().expect("one").expect("prepared");
+                assert_eq!(planned.0, answer.0, "{sql}");
+                assert_eq!(printed(&planned), printed(&answer), "{sql} at {end}");
+            }
+        }
+    }
+    // the comparison rests on rows: the two hours before the last window's end
+    let (_, rows) = engine
+        .execute_all(&[driftwatch_sql::Query::Prepared(
+            prepared[1].as_ref().expect("prepared"),
+            &window().params(),
+        )])
+        .pop()
+        .expect("one")
+        .expect("rows");
+    let n = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(rows[0].column(2));
+    assert_eq!(n.value(0), 40);
+}
