@@ -19,8 +19,9 @@ use crate::cli::{
 };
 use crate::output::{ConsoleSummary, TableWriters};
 use crate::pipeline::{Pipeline, RunSummary};
-use crate::rules::{RuleRunner, RuleSource};
+use crate::rules::RuleSource;
 use crate::settings::Settings;
+use driftwatch_engine::Flushing;
 use driftwatch_triggers::Dispatcher;
 
 /// Runs one subcommand.
@@ -344,11 +345,13 @@ fn pipeline(
         pipeline.add_sink(Box::new(console));
     }
     let (source, writer) = rules;
-    let mut runner = RuleRunner::new(settings, source.as_ref(), writer)?;
+    let mut runner = crate::rules::runner(settings, source.as_ref(), writer)?;
     // a replay's history is the last replay's: earlier runs' files go
     runner.clear_history()?;
-    runner.print = print;
-    runner.flushing = crate::rules::Flushing::Bytes(crate::rules::FLUSH_BYTES);
+    if print {
+        crate::rules::print_alerts(&mut runner);
+    }
+    runner.flushing = Flushing::Bytes(driftwatch_engine::rules::FLUSH_BYTES);
     if runner.rule_count() > 0 {
         info!(rules = runner.rule_count(), "alert rules loaded");
     }
@@ -359,7 +362,7 @@ fn pipeline(
     if let Some(d) = &dispatcher {
         crate::rules::attach(d, &mut runner);
     }
-    pipeline.set_rules(runner);
+    pipeline.set_rules(runner)?;
     Ok((pipeline, dispatcher))
 }
 

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::output::WindowSink;
-use crate::rules::{RuleRunner, RulesState};
 use crate::settings::Settings;
+use driftwatch_engine::{RuleRunner, RuleWorker, RulesState};
 use driftwatch_sql::RuleStats;
 
 /// Counts per model.
@@ -81,7 +81,7 @@ pub struct Pipeline {
     dead_letter: Box<dyn DeadLetterSink + Send>,
     dead_letter_budget: DeadLetterBudget,
     sinks: Vec<Box<dyn WindowSink + Send>>,
-    rules: Option<RuleRunner>,
+    rules: Option<RuleWorker>,
     summary: RunSummary,
     /// models listed one by one in the summary
     max_listed_models: usize,
@@ -146,12 +146,14 @@ impl Pipeline {
     }
 
     /// Evaluates alert rules and writes the history (before the first window closes).
-    pub fn set_rules(&mut self, rules: RuleRunner) {
-        self.rules = Some(rules);
+    /// The runner goes to a thread of its own.
+    pub fn set_rules(&mut self, rules: RuleRunner) -> Result<()> {
+        self.rules = Some(RuleWorker::start(rules)?);
+        Ok(())
     }
 
     /// The rule runner, when rules run.
-    pub fn rules_mut(&mut self) -> Option<&mut RuleRunner> {
+    pub fn rules_mut(&mut self) -> Option<&mut RuleWorker> {
         self.rules.as_mut()
     }
 
@@ -235,7 +237,7 @@ impl Pipeline {
                             self.label(&label)?;
                         }
                         if let Some(r) = &mut self.rules {
-                            r.prediction(&prediction)?;
+                            r.prediction(prediction)?;
                         }
                         let closed = self.windows.close_ready()?;
                         self.emit(closed)?;
@@ -283,19 +285,20 @@ impl Pipeline {
     }
 
     fn emit(&mut self, closed: Vec<ClosedWindow>) -> Result<()> {
-        for window in &closed {
+        if closed.is_empty() {
+            return Ok(());
+        }
+        self.summary.windows_closed += closed.len() as u64;
+        if let Some(t) = &mut self.performance {
+            t.windows_closed(closed.iter().map(|w| &w.key))?;
+        }
+        for window in closed {
             for sink in &mut self.sinks {
-                sink.window(window)?;
+                sink.window(&window)?;
             }
             if let Some(r) = &mut self.rules {
                 r.window(window)?;
             }
-        }
-        self.summary.windows_closed += closed.len() as u64;
-        if let Some(t) = &mut self.performance
-            && !closed.is_empty()
-        {
-            t.windows_closed(closed.iter().map(|w| &w.key))?;
         }
         Ok(())
     }
@@ -321,7 +324,7 @@ impl Pipeline {
                 sink.performance(&out)?;
             }
             if let Some(r) = &mut self.rules {
-                r.performance(&out)?;
+                r.performance(out)?;
             }
         }
         Ok(())
@@ -393,7 +396,7 @@ impl Pipeline {
         }
         self.emit_performance()?;
         if let Some(r) = &mut self.rules {
-            r.settle()?;
+            r.settle_and_wait()?;
         }
         Ok(())
     }
@@ -430,7 +433,7 @@ impl Pipeline {
     /// The checkpoint of the last [`snapshot`](Self::snapshot) is saved.
     pub fn checkpoint_saved(&mut self) -> Result<()> {
         match &mut self.rules {
-            Some(r) => r.checkpoint_saved(),
+            Some(r) => Ok(r.checkpoint_saved()?),
             None => Ok(()),
         }
     }

@@ -1,23 +1,15 @@
-//! Alert rules in the pipeline: closed windows and metric revisions go into
-//! the SQL tables, rules are evaluated for each window that changed, the
-//! rows go to the history.
+//! Alert rules: where they come from, the engine's rule runner built from
+//! the settings, the delivery worker, and how alerts are printed.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use driftwatch_detectors::performance::{
-    PerformanceOutput, change_points_batch, label_stats_batch,
-};
-use driftwatch_detectors::{ClosedWindow, WindowKey};
-use driftwatch_ingest::event::PredictionEvent;
+use anyhow::Result;
+use driftwatch_engine::{RuleRunner, RunnerConfig};
 use driftwatch_ingest::format_time;
 use driftwatch_sql::rules::{RuleFiles, check_all, read_rule_files};
-use driftwatch_sql::{
-    AlertInstance, Engine, Evaluator, EventRows, History, RuleStats, Tables, WindowRef,
-};
-use driftwatch_triggers::{Audit, Outbox, Silences, Triggers, alerts_batch, system_clock};
-use serde::{Deserialize, Serialize};
+use driftwatch_sql::{AlertInstance, Engine, Tables};
+use driftwatch_triggers::{Audit, system_clock};
 
 use crate::settings::Settings;
 
@@ -133,13 +125,6 @@ pub fn finish_delivery(
     Ok(())
 }
 
-/// The tables the label join writes to after a window closed.
-const PERFORMANCE_TABLES: &[&str] = &["model_metrics", "change_points", "label_stats"];
-
-/// Bytes of live rows held in memory before a replay flushes them to the
-/// history.
-pub const FLUSH_BYTES: usize = 64 << 20;
-
 /// The rules a run uses: `sql.rules_dir` when it exists, otherwise none
 /// (or, for the demo, the bundled rules).
 pub fn configured_source(settings: &Settings, bundled_fallback: bool) -> Option<RuleSource> {
@@ -153,360 +138,41 @@ pub fn configured_source(settings: &Settings, bundled_fallback: bool) -> Option<
     }
 }
 
-/// The rule evaluator and the history writer of one pipeline.
-#[derive(Debug)]
-pub struct RuleRunner {
-    evaluator: Evaluator,
-    history: Option<History>,
-    /// Windows to evaluate: closed (every rule), or only revised by the
-    /// label join (the rules that read what it writes).
-    dirty: std::collections::BTreeMap<WindowRef, bool>,
-    /// Print each alert instance.
-    pub print: bool,
-    /// When the history is flushed and compacted.
-    pub flushing: Flushing,
-    /// The history flush of the last snapshot.
-    snapshot_seq: u64,
-    /// Prediction events not yet in the `events` table, when it is kept.
-    events: Option<EventRows>,
-    /// How long the history keeps `events`.
-    events_retention_ms: i64,
-    /// The latest event time seen.
-    latest_event: i64,
-    /// The alert lifecycle and notifications (when rules run).
-    triggers: Option<Triggers>,
-    /// When the triggers last looked for due notifications and ended deliveries.
-    last_tick: Option<std::time::Instant>,
-}
-
-/// How often a pipeline with no window to evaluate still looks for due
-/// notifications (a silence ended) and ended deliveries.
-const IDLE_TICK: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Events gathered before they go to the `events` table in one batch.
-const EVENT_BATCH: usize = 8192;
-
-/// When a [`RuleRunner`] writes its live rows to the history, and which
-/// flushes it may compact (only those no restart will rewind).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Flushing {
-    /// At each checkpoint (the service); flushes are compacted once the
-    /// checkpoint that records them is saved.
-    #[default]
-    Checkpoints,
-    /// Whenever the live rows hold this many bytes, and at the end (a
-    /// replay, which starts over rather than resuming): every flush is
-    /// compacted at once.
-    Bytes(usize),
-}
-
-/// The runner's checkpointed state.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RulesState {
-    /// The evaluator's state.
-    pub evaluator: Vec<u8>,
-    /// The history flush this state includes.
-    pub history_seq: u64,
-    /// The alert lifecycle and groups.
-    pub triggers: Option<Vec<u8>>,
-}
-
-/// The triggers of pipeline `writer`: its outbox, the data directory's
-/// silences and audit log.
-fn open_triggers(settings: &Settings, writer: &str) -> Result<Triggers> {
-    let outbox = Outbox::open(&settings.data_dir.outbox(writer))?;
-    let audit = Audit::open(&settings.data_dir.audit(), settings.audit_sync)?;
-    let silences = Silences::open(&settings.data_dir.silences())?;
-    Ok(Triggers::new(
-        settings.action_set.clone(),
-        std::sync::Arc::new(outbox),
-        silences,
-        std::sync::Arc::new(audit),
-        system_clock(),
-    ))
-}
-
-fn window_ref(k: &WindowKey) -> WindowRef {
-    WindowRef {
-        model_id: k.model_id.to_string(),
-        model_version: k.model_version.as_deref().map(str::to_owned),
-        start: k.start,
-        end: k.end,
+/// What the rule runner takes from the settings.
+pub fn runner_config(settings: &Settings) -> RunnerConfig {
+    RunnerConfig {
+        data_dir: settings.data_dir.clone(),
+        history: settings.sql.history,
+        events_retention_ms: settings.sql.events_retention_ms,
+        actions: settings.action_set.clone(),
+        audit_sync: settings.audit_sync,
     }
 }
 
-impl RuleRunner {
-    /// Rules from `source` (none when `None`), the history written as
-    /// `writer` under `DATA_DIR/history` when `settings.sql.history`.
-    pub fn new(settings: &Settings, source: Option<&RuleSource>, writer: &str) -> Result<Self> {
-        let engine = engine(settings, settings.sql.history)?;
-        let rules = match source {
-            Some(source) => load_rules(&engine, source, &settings.actions)?,
-            None => Vec::new(),
-        };
-        let history = if settings.sql.history {
-            Some(History::open(&settings.data_dir.history(), writer)?)
-        } else {
-            None
-        };
-        let triggers = if rules.is_empty() {
-            None
-        } else {
-            Some(open_triggers(settings, writer)?)
-        };
-        Ok(RuleRunner {
-            triggers,
-            last_tick: None,
-            evaluator: Evaluator::new(engine, rules)?,
-            history,
-            dirty: std::collections::BTreeMap::new(),
-            print: false,
-            flushing: Flushing::default(),
-            snapshot_seq: 0,
-            events: settings
-                .sql
-                .events_retention_ms
-                .map(|_| EventRows::default()),
-            events_retention_ms: settings.sql.events_retention_ms.unwrap_or(0),
-            latest_event: i64::MIN,
-        })
-    }
+/// The rule runner of pipeline `writer`: rules from `source` (none when
+/// `None`), the history written as `writer` under `DATA_DIR/history` when
+/// `sql.history`.
+pub fn runner(
+    settings: &Settings,
+    source: Option<&RuleSource>,
+    writer: &str,
+) -> Result<RuleRunner> {
+    let engine = engine(settings, settings.sql.history)?;
+    let rules = match source {
+        Some(source) => load_rules(&engine, source, &settings.actions)?,
+        None => Vec::new(),
+    };
+    Ok(RuleRunner::new(
+        &runner_config(settings),
+        engine,
+        rules,
+        writer,
+    )?)
+}
 
-    /// Rules loaded.
-    pub fn rule_count(&self) -> usize {
-        self.evaluator.rules().count()
-    }
-
-    /// Removes every history file of this writer (a replay starts over).
-    pub fn clear_history(&mut self) -> Result<()> {
-        if let Some(h) = &mut self.history {
-            h.rewind(0)?;
-        }
-        Ok(())
-    }
-
-    fn push(&self, name: &str, batch: &arrow::array::RecordBatch) -> Result<()> {
-        Ok(self.evaluator.engine().tables().push(name, batch)?)
-    }
-
-    /// A closed window's rows.
-    pub fn window(&mut self, window: &ClosedWindow) -> Result<()> {
-        for (name, batch) in &window.tables {
-            self.push(name, batch)?;
-        }
-        self.dirty.insert(window_ref(&window.key), true);
-        Ok(())
-    }
-
-    /// A prediction event accepted into its window.
-    pub fn prediction(&mut self, event: &PredictionEvent) -> Result<()> {
-        if let Some(events) = &mut self.events {
-            events.push(event)?;
-            self.latest_event = self.latest_event.max(event.timestamp);
-            if events.len() >= EVENT_BATCH {
-                self.move_events()?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Moves the gathered events into the `events` table.
-    fn move_events(&mut self) -> Result<()> {
-        if let Some(batch) = self
-            .events
-            .as_mut()
-            .map(EventRows::take)
-            .transpose()?
-            .flatten()
-        {
-            self.push("events", &batch)?;
-        }
-        Ok(())
-    }
-
-    /// Metric revisions, change points, label counts.
-    pub fn performance(&mut self, out: &PerformanceOutput) -> Result<()> {
-        for r in &out.revisions {
-            self.push("model_metrics", &r.batch)?;
-            self.dirty.entry(window_ref(&r.key)).or_insert(false);
-        }
-        if !out.change_points.is_empty() {
-            self.push("change_points", &change_points_batch(&out.change_points)?)?;
-        }
-        if !out.label_stats.is_empty() {
-            self.push("label_stats", &label_stats_batch(&out.label_stats)?)?;
-        }
-        Ok(())
-    }
-
-    /// The triggers (when rules run).
-    pub fn triggers(&self) -> Option<&Triggers> {
-        self.triggers.as_ref()
-    }
-
-    /// See [`triggers`](Self::triggers).
-    pub fn triggers_mut(&mut self) -> Option<&mut Triggers> {
-        self.triggers.as_mut()
-    }
-
-    /// Writes how ended deliveries went to the `alerts` table now.
-    pub fn record_deliveries(&mut self) -> Result<()> {
-        self.tick(i64::MIN)
-    }
-
-    /// Writes due notifications to the outbox; the `alerts` rows go to the table.
-    fn tick(&mut self, now: i64) -> Result<()> {
-        let Some(t) = &mut self.triggers else {
-            return Ok(());
-        };
-        self.last_tick = Some(std::time::Instant::now());
-        let rows = t.tick(now).context("alert notifications")?;
-        if !rows.is_empty() {
-            self.push("alerts", &alerts_batch(&rows)?)?;
-        }
-        Ok(())
-    }
-
-    /// Evaluates the rules for every window that changed since the last call.
-    pub fn settle(&mut self) -> Result<()> {
-        if self.dirty.is_empty() {
-            if self.triggers.is_some() && self.last_tick.is_none_or(|t| t.elapsed() >= IDLE_TICK) {
-                self.tick(i64::MIN)?;
-            }
-            return Ok(());
-        }
-        // the rules of a window see its events
-        self.move_events()?;
-        let mut dirty: Vec<(WindowRef, bool)> =
-            std::mem::take(&mut self.dirty).into_iter().collect();
-        dirty.sort_by_key(|(w, _)| (w.end, w.start));
-        if self.rule_count() > 0 {
-            for (w, closed) in &dirty {
-                let evaluation = self
-                    .evaluator
-                    .evaluate_some(w, |r| *closed || r.reads_any(PERFORMANCE_TABLES))?;
-                if let Some(t) = &mut self.triggers {
-                    t.observe(w, &evaluation.evaluated, &evaluation.instances);
-                }
-                if self.print {
-                    evaluation.instances.iter().for_each(print_instance);
-                }
-            }
-        }
-        let latest = dirty.iter().map(|(w, _)| w.end).max().unwrap_or(i64::MIN);
-        self.tick(latest)?;
-        if let Flushing::Bytes(limit) = self.flushing
-            && self.evaluator.engine().tables().live_bytes() >= limit
-        {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    /// Evaluation counters.
-    pub fn stats(&self) -> &RuleStats {
-        self.evaluator.stats()
-    }
-
-    /// Writes the live rows to the history (a replay's are compacted too).
-    pub fn flush(&mut self) -> Result<()> {
-        self.move_events()?;
-        if let Some(before) = self.events_expire_before() {
-            // whole days the expiry would remove right after writing them
-            // (most of a long replay's events) are not written at all
-            let day = 86_400_000;
-            let dropped = self
-                .evaluator
-                .engine()
-                .tables()
-                .drop_live_before("events", before.div_euclid(day) * day)?;
-            if dropped > 0 {
-                tracing::debug!(dropped, "events past their retention not written");
-            }
-        }
-        if let Some(h) = &mut self.history {
-            let seq = self
-                .evaluator
-                .engine()
-                .tables()
-                .flush(h)
-                .context("flushing the history")?;
-            if let Flushing::Bytes(_) = self.flushing {
-                self.compact(seq)?;
-            }
-        } else {
-            // without a history, queries see what closed since the last flush
-            self.evaluator.engine().tables().clear_live();
-        }
-        Ok(())
-    }
-
-    /// Events dated before this (epoch ms) are past their retention: the
-    /// history keeps whole days, from the day of this instant on.
-    fn events_expire_before(&self) -> Option<i64> {
-        (self.events.is_some() && self.latest_event > i64::MIN)
-            .then(|| self.latest_event.saturating_sub(self.events_retention_ms))
-    }
-
-    fn compact(&mut self, upto: u64) -> Result<()> {
-        let expire = self.events_expire_before();
-        if let Some(h) = &mut self.history {
-            if let Some(before) = expire {
-                let removed = h.expire("events", before).context("expiring events")?;
-                if removed > 0 {
-                    tracing::debug!(removed, before, "events past their retention removed");
-                }
-            }
-            let done = h.compact(upto).context("compacting the history")?;
-            if done.files > 0 {
-                tracing::debug!(
-                    upto,
-                    directories = done.directories,
-                    files = done.files,
-                    "history compacted"
-                );
-            }
-        }
-        Ok(())
-    }
-
-    /// Flushes the history and returns the state to checkpoint with it.
-    pub fn snapshot(&mut self) -> Result<RulesState> {
-        self.settle()?;
-        self.flush()?;
-        self.snapshot_seq = self.history.as_ref().map_or(0, History::seq);
-        Ok(RulesState {
-            evaluator: self.evaluator.snapshot()?,
-            history_seq: self.snapshot_seq,
-            triggers: self.triggers.as_ref().map(Triggers::snapshot).transpose()?,
-        })
-    }
-
-    /// The checkpoint of the last [`snapshot`](Self::snapshot) is saved: no
-    /// restart rewinds the history before it, so its flushes are compacted.
-    pub fn checkpoint_saved(&mut self) -> Result<()> {
-        self.compact(self.snapshot_seq)
-    }
-
-    /// Continues from a snapshot: history files written after it are removed.
-    pub fn restore(&mut self, state: &RulesState) -> Result<()> {
-        self.evaluator.restore(&state.evaluator)?;
-        if let (Some(t), Some(bytes)) = (&mut self.triggers, &state.triggers) {
-            t.restore(bytes)?;
-        }
-        if let Some(h) = &mut self.history {
-            let removed = h.rewind(state.history_seq)?;
-            self.snapshot_seq = state.history_seq;
-            if removed > 0 {
-                tracing::info!(
-                    removed,
-                    seq = state.history_seq,
-                    "history files after the checkpoint removed"
-                );
-            }
-        }
-        Ok(())
-    }
+/// Prints each alert instance a runner finds.
+pub fn print_alerts(runner: &mut RuleRunner) {
+    runner.on_alert = Some(print_instance);
 }
 
 fn print_instance(i: &AlertInstance) {

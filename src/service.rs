@@ -34,7 +34,6 @@ use tracing::{info, warn};
 
 use crate::output::WindowFiles;
 use crate::pipeline::{CHECKPOINT_FORMAT, Pipeline, PipelineState, RunSummary};
-use crate::rules::RuleRunner;
 use crate::settings::Settings;
 use driftwatch_engine::CheckpointDir;
 
@@ -138,7 +137,7 @@ impl State {
         // the history of a partition is written under one name whichever
         // instance holds it; a checkpoint names the last flush it includes
         let writer = format!("{}-p{partition}", self.settings.kafka.group_id);
-        let mut rules = RuleRunner::new(
+        let mut rules = crate::rules::runner(
             &self.settings,
             crate::rules::configured_source(&self.settings, false).as_ref(),
             &writer,
@@ -154,7 +153,7 @@ impl State {
             // left by its last owner go out from here
             crate::rules::attach(d, &mut rules);
         }
-        pipeline.set_rules(rules);
+        pipeline.set_rules(rules)?;
         if let Some(checkpoint) = checkpoint {
             pipeline.restore(checkpoint.state)?;
             offsets = checkpoint.offsets;
@@ -180,9 +179,9 @@ impl State {
     fn release(&mut self, partition: i32) {
         if let Some(mut p) = self.partitions.remove(&partition)
             && let (Some(d), Some(r)) = (&self.dispatcher, p.pipeline.rules_mut())
-            && let Some(t) = r.triggers()
+            && let Some(outbox) = r.outbox()
         {
-            d.remove(t.outbox().path());
+            d.remove(outbox);
         }
     }
 

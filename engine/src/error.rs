@@ -40,6 +40,25 @@ pub enum Error {
     /// A detector, its settings or a stored profile.
     #[error(transparent)]
     Detector(#[from] driftwatch_detectors::Error),
+    /// A query, a table or the history (what was being done, when said).
+    #[error("{}{source}", prefix(what))]
+    Sql {
+        /// What was being done.
+        what: Option<&'static str>,
+        /// What the sql crate said.
+        source: driftwatch_sql::Error,
+    },
+    /// The alert lifecycle, the outbox, silences or the audit log.
+    #[error("{}{source}", prefix(what))]
+    Triggers {
+        /// What was being done.
+        what: Option<&'static str>,
+        /// What the triggers crate said.
+        source: driftwatch_triggers::Error,
+    },
+    /// A stage of the engine stopped (internal: a bug, or it failed earlier).
+    #[error("{0}")]
+    Stopped(String),
     /// State that could not be encoded (internal: a bug).
     #[error("encoding {what}: {message}")]
     Encode {
@@ -48,6 +67,38 @@ pub enum Error {
         /// What the encoder said.
         message: String,
     },
+}
+
+fn prefix(what: &Option<&'static str>) -> String {
+    what.map(|w| format!("{w}: ")).unwrap_or_default()
+}
+
+impl From<driftwatch_sql::Error> for Error {
+    fn from(source: driftwatch_sql::Error) -> Self {
+        Error::Sql { what: None, source }
+    }
+}
+
+impl From<driftwatch_triggers::Error> for Error {
+    fn from(source: driftwatch_triggers::Error) -> Self {
+        Error::Triggers { what: None, source }
+    }
+}
+
+/// Turns an error of another crate into the engine's, saying what was
+/// being done: `.map_err(context("flushing the history"))`.
+pub(crate) fn context<E: Into<Error>>(what: &'static str) -> impl FnOnce(E) -> Error {
+    move |e| match e.into() {
+        Error::Sql { source, .. } => Error::Sql {
+            what: Some(what),
+            source,
+        },
+        Error::Triggers { source, .. } => Error::Triggers {
+            what: Some(what),
+            source,
+        },
+        other => other,
+    }
 }
 
 /// The engine's results.

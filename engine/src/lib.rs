@@ -29,7 +29,11 @@ pub mod checkpoint;
 mod data_dir;
 mod error;
 pub mod reference;
+mod rule_worker;
+pub mod rules;
 
 pub use checkpoint::{CheckpointDir, PartitionCheckpoint};
 pub use data_dir::DataDir;
 pub use error::{Error, Result};
+pub use rule_worker::RuleWorker;
+pub use rules::{Flushing, RuleRunner, RulesState, RunnerConfig};

@@ -1,0 +1,427 @@
+//! The rule runner on a thread of its own: the event thread hands it closed
+//! windows, metric revisions and prediction events, in order, through a
+//! bounded channel, and goes on with the next event while the rows are
+//! built, written to the history and the rules evaluated.
+//!
+//! ```text
+//! event thread ── Predictions, Window, Performance, Settle ──► rules thread
+//!      │              (bounded: the event thread waits when it is full)
+//!      └── Snapshot, Flush, Restore ─► waits for the answer (checkpoints)
+//! ```
+//!
+//! The runner sees the messages in the order the event thread made the
+//! calls, so every table holds at each evaluation exactly what it held when
+//! the runner was called in place: the same alerts, the same history. A
+//! snapshot answers once everything sent before it is done, so a checkpoint
+//! covers exactly what was written.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use driftwatch_detectors::ClosedWindow;
+use driftwatch_detectors::performance::PerformanceOutput;
+use driftwatch_ingest::event::PredictionEvent;
+use driftwatch_sql::RuleStats;
+
+use crate::error::{Error, Result};
+use crate::rules::{IDLE_TICK, RuleRunner, RulesState};
+
+/// Messages waiting for the rules thread at most (the event thread waits
+/// beyond): with [`PREDICTION_BATCH`] events a message, a few MiB.
+const QUEUE: usize = 32;
+
+/// Prediction events sent to the rules thread in one message.
+const PREDICTION_BATCH: usize = 1024;
+
+enum Message {
+    Predictions(Vec<PredictionEvent>),
+    Window(ClosedWindow),
+    Performance(PerformanceOutput),
+    /// Evaluate the windows that changed; answer when done, if asked.
+    Settle(Option<SyncSender<()>>),
+    Snapshot(SyncSender<Result<(RulesState, RuleStats)>>),
+    CheckpointSaved,
+    Restore(Box<RulesState>, SyncSender<Result<()>>),
+    Flush(SyncSender<Result<RuleStats>>),
+    RecordDeliveries(SyncSender<Result<()>>),
+}
+
+/// A [`RuleRunner`] running on a thread of its own (see the module's
+/// documentation). Dropping it lets the thread finish what it was sent.
+#[derive(Debug)]
+pub struct RuleWorker {
+    sender: Option<SyncSender<Message>>,
+    thread: Option<JoinHandle<Result<()>>>,
+    /// Prediction events not sent yet (only when the runner keeps them).
+    predictions: Vec<PredictionEvent>,
+    keeps_events: bool,
+    /// A window changed since the last settle.
+    dirty: bool,
+    last_settle: Instant,
+    /// Wait for each evaluation (alerts are printed as they are found, in
+    /// order with what the event thread prints).
+    in_step: bool,
+    stats: RuleStats,
+    rule_count: usize,
+    outbox: Option<PathBuf>,
+}
+
+impl RuleWorker {
+    /// Starts `runner` on a thread of its own.
+    pub fn start(runner: RuleRunner) -> Result<Self> {
+        let (sender, inbox) = sync_channel(QUEUE);
+        let keeps_events = runner.keeps_events();
+        let in_step = runner.on_alert.is_some();
+        let stats = runner.stats().clone();
+        let rule_count = runner.rule_count();
+        let outbox = runner.triggers().map(|t| t.outbox().path().to_owned());
+        let thread = std::thread::Builder::new()
+            .name("driftwatch-rules".into())
+            .spawn(move || work(runner, inbox))
+            .map_err(|e| Error::Stopped(format!("starting the rules thread: {e}")))?;
+        Ok(RuleWorker {
+            sender: Some(sender),
+            thread: Some(thread),
+            predictions: Vec::new(),
+            keeps_events,
+            dirty: false,
+            last_settle: Instant::now(),
+            in_step,
+            stats,
+            rule_count,
+            outbox,
+        })
+    }
+
+    /// Rules loaded.
+    pub fn rule_count(&self) -> usize {
+        self.rule_count
+    }
+
+    /// The outbox the runner's notifications go to (when rules run).
+    pub fn outbox(&self) -> Option<&std::path::Path> {
+        self.outbox.as_deref()
+    }
+
+    /// Evaluation counters as of the last [`snapshot`](Self::snapshot) or
+    /// [`flush`](Self::flush).
+    pub fn stats(&self) -> &RuleStats {
+        &self.stats
+    }
+
+    /// The thread stopped: its error.
+    fn stopped(&mut self) -> Error {
+        self.sender = None;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(Err(e))) => e,
+            Some(Ok(Ok(()))) | None => Error::Stopped("the rules thread has stopped".into()),
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    fn send(&mut self, message: Message) -> Result<()> {
+        if !self.predictions.is_empty() {
+            let batch = std::mem::take(&mut self.predictions);
+            self.send_now(Message::Predictions(batch))?;
+        }
+        self.send_now(message)
+    }
+
+    fn send_now(&mut self, message: Message) -> Result<()> {
+        let sent = match &self.sender {
+            Some(s) => s.send(message).is_ok(),
+            None => false,
+        };
+        if sent { Ok(()) } else { Err(self.stopped()) }
+    }
+
+    /// Sends `message` made with a reply channel and waits for the answer.
+    fn ask<T>(&mut self, message: impl FnOnce(SyncSender<T>) -> Message) -> Result<T> {
+        let (reply, answer) = sync_channel(1);
+        self.send(message(reply))?;
+        answer.recv().map_err(|_| self.stopped())
+    }
+
+    /// A prediction event accepted into its window.
+    pub fn prediction(&mut self, event: PredictionEvent) -> Result<()> {
+        if self.keeps_events {
+            self.predictions.push(event);
+            if self.predictions.len() >= PREDICTION_BATCH {
+                let batch = std::mem::take(&mut self.predictions);
+                self.send_now(Message::Predictions(batch))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A closed window's rows.
+    pub fn window(&mut self, window: ClosedWindow) -> Result<()> {
+        self.dirty = true;
+        self.send(Message::Window(window))
+    }
+
+    /// Metric revisions, change points, label counts.
+    pub fn performance(&mut self, out: PerformanceOutput) -> Result<()> {
+        self.dirty |= !out.revisions.is_empty();
+        self.send(Message::Performance(out))
+    }
+
+    /// Has the rules evaluated for every window that changed since the
+    /// last call (and, at most once a second otherwise, due notifications
+    /// written).
+    pub fn settle(&mut self) -> Result<()> {
+        if !self.dirty && self.last_settle.elapsed() < IDLE_TICK {
+            return Ok(());
+        }
+        self.dirty = false;
+        self.last_settle = Instant::now();
+        if self.in_step {
+            self.ask(|done| Message::Settle(Some(done)))
+        } else {
+            self.send(Message::Settle(None))
+        }
+    }
+
+    /// Has the rules evaluated for every window that changed and waits
+    /// until everything sent is done (the end of a bounded run: the outbox
+    /// then holds every notification).
+    pub fn settle_and_wait(&mut self) -> Result<()> {
+        self.dirty = false;
+        self.last_settle = Instant::now();
+        self.ask(|done| Message::Settle(Some(done)))
+    }
+
+    /// Once everything sent is done: the history flushed and the state to
+    /// checkpoint with it.
+    pub fn snapshot(&mut self) -> Result<RulesState> {
+        let (state, stats) = self.ask(Message::Snapshot)??;
+        self.stats = stats;
+        Ok(state)
+    }
+
+    /// The checkpoint of the last [`snapshot`](Self::snapshot) is saved.
+    pub fn checkpoint_saved(&mut self) -> Result<()> {
+        self.send(Message::CheckpointSaved)
+    }
+
+    /// Continues from a snapshot.
+    pub fn restore(&mut self, state: &RulesState) -> Result<()> {
+        self.ask(|r| Message::Restore(Box::new(state.clone()), r))?
+    }
+
+    /// Once everything sent is done, writes the live rows to the history.
+    pub fn flush(&mut self) -> Result<()> {
+        self.stats = self.ask(Message::Flush)??;
+        Ok(())
+    }
+
+    /// Once everything sent is done, writes how ended deliveries went to
+    /// the `alerts` table.
+    pub fn record_deliveries(&mut self) -> Result<()> {
+        self.ask(Message::RecordDeliveries)?
+    }
+}
+
+impl Drop for RuleWorker {
+    fn drop(&mut self) {
+        // what was sent is done, as it would have been in place
+        if !self.predictions.is_empty() {
+            let batch = std::mem::take(&mut self.predictions);
+            if let Some(s) = &self.sender {
+                let _ = s.send(Message::Predictions(batch));
+            }
+        }
+        self.sender = None;
+        if let Some(t) = self.thread.take() {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("rules thread: {e}"),
+                Err(_) => tracing::error!("the rules thread panicked"),
+            }
+        }
+    }
+}
+
+fn work(mut runner: RuleRunner, inbox: Receiver<Message>) -> Result<()> {
+    while let Ok(message) = inbox.recv() {
+        match message {
+            Message::Predictions(events) => {
+                for e in &events {
+                    runner.prediction(e)?;
+                }
+            }
+            Message::Window(w) => runner.window(&w)?,
+            Message::Performance(out) => runner.performance(&out)?,
+            Message::Settle(done) => {
+                runner.settle()?;
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            }
+            Message::Snapshot(reply) => {
+                let state = runner.snapshot();
+                let _ = reply.send(state.map(|s| (s, runner.stats().clone())));
+            }
+            Message::CheckpointSaved => runner.checkpoint_saved()?,
+            Message::Restore(state, reply) => {
+                let _ = reply.send(runner.restore(&state));
+            }
+            Message::Flush(reply) => {
+                let done = runner.flush();
+                let _ = reply.send(done.map(|()| runner.stats().clone()));
+            }
+            Message::RecordDeliveries(reply) => {
+                let _ = reply.send(runner.record_deliveries());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use arrow::array::RecordBatch;
+    use driftwatch_detectors::WindowKey;
+    use driftwatch_sql::rules::{RuleFiles, check_all};
+    use driftwatch_sql::{Engine, Limits, Tables, standard_tables};
+    use driftwatch_triggers::{Actions, AuditSync};
+
+    use super::*;
+    use crate::DataDir;
+    use crate::rules::RunnerConfig;
+
+    const HOUR: i64 = 3_600_000;
+    const START: i64 = 1_795_651_200_000; // 2026-11-26T00:00:00Z
+
+    const RULES: &str = r#"
+[[rule]]
+name = "psi_high"
+sql = """
+SELECT model_id, feature, psi AS value FROM feature_drift
+WHERE model_id = $model_id AND window_end = $window_end AND psi > 0.5
+"""
+for = 2
+"#;
+
+    fn runner(dir: &std::path::Path) -> RuleRunner {
+        let tables = Tables::new(standard_tables().expect("tables"), None).expect("tables");
+        let engine = Engine::new(tables, Limits::default()).expect("engine");
+        let mut files = RuleFiles::default();
+        files.add("rules/test.toml".into(), RULES);
+        let (rules, errors) = check_all(&engine, &files, &BTreeSet::new());
+        assert!(errors.is_empty(), "{errors:?}");
+        let config = RunnerConfig {
+            data_dir: DataDir::new(dir),
+            history: true,
+            events_retention_ms: None,
+            actions: Actions::default(),
+            audit_sync: AuditSync::None,
+        };
+        RuleRunner::new(&config, engine, rules, "p0").expect("runner")
+    }
+
+    /// Hour `hour`'s window: psi high in hours 2, 3, 4 and 7.
+    fn window(hour: i64) -> ClosedWindow {
+        let (start, end) = (START + hour * HOUR, START + (hour + 1) * HOUR);
+        let iso = |ms: i64| driftwatch_ingest::format_time(ms);
+        let psi = if matches!(hour, 2..=4 | 7) { 0.9 } else { 0.1 };
+        let rows: Vec<serde_json::Value> = (0..3)
+            .map(|f| {
+                serde_json::json!({"model_id": "churn", "model_version": "v1",
+                    "window_start": iso(start), "window_end": iso(end),
+                    "feature": format!("f{f}"), "kind": "numeric", "count": 10,
+                    "reference_count": 10, "psi": psi, "level": "ok"})
+            })
+            .collect();
+        let schema = standard_tables()
+            .expect("tables")
+            .into_iter()
+            .find(|t| t.name == "feature_drift")
+            .expect("feature_drift")
+            .schema;
+        let mut decoder = arrow::json::ReaderBuilder::new(schema)
+            .build_decoder()
+            .expect("decoder");
+        decoder.serialize(&rows).expect("rows");
+        let batch: RecordBatch = decoder.flush().expect("flush").expect("batch");
+        ClosedWindow {
+            key: WindowKey {
+                model_id: Arc::from("churn"),
+                model_version: Some(Arc::from("v1")),
+                start,
+                end,
+            },
+            events: 10,
+            tables: vec![("feature_drift".to_owned(), batch)],
+        }
+    }
+
+    #[test]
+    fn the_rules_thread_ends_where_the_runner_in_place_ends() {
+        let (a, b) = (
+            tempfile::tempdir().expect("dir"),
+            tempfile::tempdir().expect("dir"),
+        );
+        let mut in_place = runner(a.path());
+        let mut worker = RuleWorker::start(runner(b.path())).expect("start");
+        for hour in 0..10 {
+            in_place.window(&window(hour)).expect("window");
+            in_place.settle().expect("settle");
+            worker.window(window(hour)).expect("window");
+            worker.settle().expect("settle");
+        }
+        let expected = in_place.snapshot().expect("snapshot");
+        let state = worker.snapshot().expect("snapshot");
+        assert_eq!(worker.stats(), in_place.stats());
+        assert_eq!(worker.stats().evaluations, 10);
+        assert_eq!(worker.stats().instances.get("psi_high"), Some(&12));
+        // the alert state (which instances hold, for how many windows) and
+        // the history written are the same
+        assert_eq!(state.evaluator, expected.evaluator);
+        assert_eq!(state.history_seq, expected.history_seq);
+        let files = |dir: &std::path::Path| {
+            let mut names: Vec<String> = walk(&dir.join("history"))
+                .into_iter()
+                .map(|p| p.strip_prefix(dir).expect("inside").display().to_string())
+                .collect();
+            names.sort();
+            names
+        };
+        assert!(!files(a.path()).is_empty());
+        assert_eq!(files(a.path()), files(b.path()));
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_failure_on_the_rules_thread_reaches_the_caller() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut worker = RuleWorker::start(runner(dir.path())).expect("start");
+        worker.window(window(0)).expect("window");
+        // the history directory becomes a file: the flush cannot write
+        let history = dir.path().join("history");
+        let _ = std::fs::remove_dir_all(&history);
+        std::fs::write(&history, "not a directory").expect("write");
+        let e = worker.snapshot().expect_err("the flush fails");
+        assert!(e.to_string().contains("flushing the history"), "{e}");
+        // it is still answering, and dropping it does not hang
+        worker.settle_and_wait().expect("settle");
+        drop(worker);
+    }
+}
