@@ -237,7 +237,7 @@ impl Pipeline {
                             self.label(&label)?;
                         }
                         if let Some(r) = &mut self.rules {
-                            r.prediction(prediction)?;
+                            r.prediction(&prediction)?;
                         }
                         let closed = self.windows.close_ready()?;
                         self.emit(closed)?;

@@ -1,10 +1,10 @@
 //! The rule runner on a thread of its own: the event thread hands it closed
-//! windows, metric revisions and prediction events, in order, through a
-//! bounded channel, and goes on with the next event while the rows are
+//! windows, metric revisions and the `events` table's rows, in order,
+//! through a bounded channel, and goes on with the next event while the rows are
 //! built, written to the history and the rules evaluated.
 //!
 //! ```text
-//! event thread ── Predictions, Window, Performance, Settle ──► rules thread
+//! event thread ── Events, Window, Performance, Settle ──► rules thread
 //!      │              (bounded: the event thread waits when it is full)
 //!      └── Snapshot, Flush, Restore ─► waits for the answer (checkpoints)
 //! ```
@@ -20,23 +20,22 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use arrow::array::RecordBatch;
 use driftwatch_detectors::ClosedWindow;
 use driftwatch_detectors::performance::PerformanceOutput;
 use driftwatch_ingest::event::PredictionEvent;
 use driftwatch_sql::RuleStats;
 
 use crate::error::{Error, Result};
-use crate::rules::{IDLE_TICK, RuleRunner, RulesState};
+use crate::rules::{EventBatcher, IDLE_TICK, RuleRunner, RulesState};
 
 /// Messages waiting for the rules thread at most (the event thread waits
-/// beyond): with [`PREDICTION_BATCH`] events a message, a few MiB.
-const QUEUE: usize = 32;
-
-/// Prediction events sent to the rules thread in one message.
-const PREDICTION_BATCH: usize = 1024;
+/// beyond): a message holds at most a window's rows or 8,192 events.
+const QUEUE: usize = 4;
 
 enum Message {
-    Predictions(Vec<PredictionEvent>),
+    /// Rows of the `events` table and the latest event time among them.
+    Events(RecordBatch, i64),
     Window(ClosedWindow),
     Performance(PerformanceOutput),
     /// Evaluate the windows that changed; answer when done, if asked.
@@ -54,9 +53,8 @@ enum Message {
 pub struct RuleWorker {
     sender: Option<SyncSender<Message>>,
     thread: Option<JoinHandle<Result<()>>>,
-    /// Prediction events not sent yet (only when the runner keeps them).
-    predictions: Vec<PredictionEvent>,
-    keeps_events: bool,
+    /// Prediction events not sent yet, as rows (when the runner keeps them).
+    events: Option<EventBatcher>,
     /// A window changed since the last settle.
     dirty: bool,
     last_settle: Instant,
@@ -72,7 +70,7 @@ impl RuleWorker {
     /// Starts `runner` on a thread of its own.
     pub fn start(runner: RuleRunner) -> Result<Self> {
         let (sender, inbox) = sync_channel(QUEUE);
-        let keeps_events = runner.keeps_events();
+        let events = runner.keeps_events().then(EventBatcher::default);
         let in_step = runner.on_alert.is_some();
         let stats = runner.stats().clone();
         let rule_count = runner.rule_count();
@@ -84,8 +82,7 @@ impl RuleWorker {
         Ok(RuleWorker {
             sender: Some(sender),
             thread: Some(thread),
-            predictions: Vec::new(),
-            keeps_events,
+            events,
             dirty: false,
             last_settle: Instant::now(),
             in_step,
@@ -121,15 +118,21 @@ impl RuleWorker {
         }
     }
 
-    fn send(&mut self, message: Message) -> Result<()> {
-        if !self.predictions.is_empty() {
-            let batch = std::mem::take(&mut self.predictions);
-            self.send_now(Message::Predictions(batch))?;
+    /// Sends the events gathered so far.
+    fn send_events(&mut self) -> Result<()> {
+        match self
+            .events
+            .as_mut()
+            .map(EventBatcher::take)
+            .transpose()?
+            .flatten()
+        {
+            Some((batch, latest)) => self.send(Message::Events(batch, latest)),
+            None => Ok(()),
         }
-        self.send_now(message)
     }
 
-    fn send_now(&mut self, message: Message) -> Result<()> {
+    fn send(&mut self, message: Message) -> Result<()> {
         let sent = match &self.sender {
             Some(s) => s.send(message).is_ok(),
             None => false,
@@ -144,14 +147,13 @@ impl RuleWorker {
         answer.recv().map_err(|_| self.stopped())
     }
 
-    /// A prediction event accepted into its window.
-    pub fn prediction(&mut self, event: PredictionEvent) -> Result<()> {
-        if self.keeps_events {
-            self.predictions.push(event);
-            if self.predictions.len() >= PREDICTION_BATCH {
-                let batch = std::mem::take(&mut self.predictions);
-                self.send_now(Message::Predictions(batch))?;
-            }
+    /// A prediction event accepted into its window: a row of the `events`
+    /// table, built here (the event is dropped where it was made).
+    pub fn prediction(&mut self, event: &PredictionEvent) -> Result<()> {
+        if let Some(events) = &mut self.events
+            && let Some((batch, latest)) = events.push(event)?
+        {
+            self.send(Message::Events(batch, latest))?;
         }
         Ok(())
     }
@@ -175,6 +177,10 @@ impl RuleWorker {
         if !self.dirty && self.last_settle.elapsed() < IDLE_TICK {
             return Ok(());
         }
+        if self.dirty {
+            // the rules of a window see its events
+            self.send_events()?;
+        }
         self.dirty = false;
         self.last_settle = Instant::now();
         if self.in_step {
@@ -188,6 +194,9 @@ impl RuleWorker {
     /// until everything sent is done (the end of a bounded run: the outbox
     /// then holds every notification).
     pub fn settle_and_wait(&mut self) -> Result<()> {
+        if self.dirty {
+            self.send_events()?;
+        }
         self.dirty = false;
         self.last_settle = Instant::now();
         self.ask(|done| Message::Settle(Some(done)))
@@ -196,6 +205,7 @@ impl RuleWorker {
     /// Once everything sent is done: the history flushed and the state to
     /// checkpoint with it.
     pub fn snapshot(&mut self) -> Result<RulesState> {
+        self.send_events()?;
         let (state, stats) = self.ask(Message::Snapshot)??;
         self.stats = stats;
         Ok(state)
@@ -213,6 +223,7 @@ impl RuleWorker {
 
     /// Once everything sent is done, writes the live rows to the history.
     pub fn flush(&mut self) -> Result<()> {
+        self.send_events()?;
         self.stats = self.ask(Message::Flush)??;
         Ok(())
     }
@@ -226,13 +237,8 @@ impl RuleWorker {
 
 impl Drop for RuleWorker {
     fn drop(&mut self) {
-        // what was sent is done, as it would have been in place
-        if !self.predictions.is_empty() {
-            let batch = std::mem::take(&mut self.predictions);
-            if let Some(s) = &self.sender {
-                let _ = s.send(Message::Predictions(batch));
-            }
-        }
+        // what was sent is done, as it would have been in place (events
+        // not sent yet were not in the table either)
         self.sender = None;
         if let Some(t) = self.thread.take() {
             match t.join() {
@@ -247,11 +253,7 @@ impl Drop for RuleWorker {
 fn work(mut runner: RuleRunner, inbox: Receiver<Message>) -> Result<()> {
     while let Ok(message) = inbox.recv() {
         match message {
-            Message::Predictions(events) => {
-                for e in &events {
-                    runner.prediction(e)?;
-                }
-            }
+            Message::Events(batch, latest) => runner.events(&batch, latest)?,
             Message::Window(w) => runner.window(&w)?,
             Message::Performance(out) => runner.performance(&out)?,
             Message::Settle(done) => {

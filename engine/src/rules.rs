@@ -62,8 +62,8 @@ pub struct RuleRunner {
     pub flushing: Flushing,
     /// The history flush of the last snapshot.
     snapshot_seq: u64,
-    /// Prediction events not yet in the `events` table, when it is kept.
-    events: Option<EventRows>,
+    /// Whether the `events` table is kept.
+    keeps_events: bool,
     /// How long the history keeps `events`.
     events_retention_ms: i64,
     /// The latest event time seen.
@@ -80,6 +80,36 @@ pub(crate) const IDLE_TICK: std::time::Duration = std::time::Duration::from_secs
 
 /// Events gathered before they go to the `events` table in one batch.
 const EVENT_BATCH: usize = 8192;
+
+/// Gathers prediction events into rows of the `events` table, where the
+/// events are (the event thread), a batch at a time for the runner.
+#[derive(Debug, Default)]
+pub struct EventBatcher {
+    rows: EventRows,
+    latest: i64,
+}
+
+impl EventBatcher {
+    /// Adds an event; returns a full batch and the latest event time in it.
+    pub fn push(&mut self, event: &PredictionEvent) -> Result<Option<(RecordBatch, i64)>> {
+        self.rows.push(event)?;
+        self.latest = if self.rows.len() == 1 {
+            event.timestamp
+        } else {
+            self.latest.max(event.timestamp)
+        };
+        if self.rows.len() >= EVENT_BATCH {
+            self.take()
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The events gathered, if any, and the latest event time among them.
+    pub fn take(&mut self) -> Result<Option<(RecordBatch, i64)>> {
+        Ok(self.rows.take()?.map(|batch| (batch, self.latest)))
+    }
+}
 
 /// When a [`RuleRunner`] writes its live rows to the history, and which
 /// flushes it may compact (only those no restart will rewind).
@@ -159,7 +189,7 @@ impl RuleRunner {
             on_alert: None,
             flushing: Flushing::default(),
             snapshot_seq: 0,
-            events: config.events_retention_ms.map(|_| EventRows::default()),
+            keeps_events: config.events_retention_ms.is_some(),
             events_retention_ms: config.events_retention_ms.unwrap_or(0),
             latest_event: i64::MIN,
         })
@@ -167,7 +197,7 @@ impl RuleRunner {
 
     /// Whether prediction events go to the `events` table.
     pub fn keeps_events(&self) -> bool {
-        self.events.is_some()
+        self.keeps_events
     }
 
     /// Rules loaded.
@@ -196,28 +226,12 @@ impl RuleRunner {
         Ok(())
     }
 
-    /// A prediction event accepted into its window.
-    pub fn prediction(&mut self, event: &PredictionEvent) -> Result<()> {
-        if let Some(events) = &mut self.events {
-            events.push(event)?;
-            self.latest_event = self.latest_event.max(event.timestamp);
-            if events.len() >= EVENT_BATCH {
-                self.move_events()?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Moves the gathered events into the `events` table.
-    fn move_events(&mut self) -> Result<()> {
-        if let Some(batch) = self
-            .events
-            .as_mut()
-            .map(EventRows::take)
-            .transpose()?
-            .flatten()
-        {
-            self.push("events", &batch)?;
+    /// Prediction events for the `events` table (gathered by an
+    /// [`EventBatcher`]), the latest event time among them.
+    pub fn events(&mut self, batch: &RecordBatch, latest: i64) -> Result<()> {
+        if self.keeps_events {
+            self.push("events", batch)?;
+            self.latest_event = self.latest_event.max(latest);
         }
         Ok(())
     }
@@ -279,8 +293,6 @@ impl RuleRunner {
             }
             return Ok(());
         }
-        // the rules of a window see its events
-        self.move_events()?;
         let mut dirty: Vec<(WindowRef, bool)> =
             std::mem::take(&mut self.dirty).into_iter().collect();
         dirty.sort_by_key(|(w, _)| (w.end, w.start));
@@ -314,7 +326,6 @@ impl RuleRunner {
 
     /// Writes the live rows to the history (a replay's are compacted too).
     pub fn flush(&mut self) -> Result<()> {
-        self.move_events()?;
         if let Some(before) = self.events_expire_before() {
             // whole days the expiry would remove right after writing them
             // (most of a long replay's events) are not written at all
@@ -348,7 +359,7 @@ impl RuleRunner {
     /// Events dated before this (epoch ms) are past their retention: the
     /// history keeps whole days, from the day of this instant on.
     fn events_expire_before(&self) -> Option<i64> {
-        (self.events.is_some() && self.latest_event > i64::MIN)
+        (self.keeps_events && self.latest_event > i64::MIN)
             .then(|| self.latest_event.saturating_sub(self.events_retention_ms))
     }
 
