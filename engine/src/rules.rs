@@ -425,3 +425,48 @@ impl RuleRunner {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use driftwatch_ingest::{Decoder, DecoderConfig, Event};
+
+    use super::*;
+
+    fn prediction(decoder: &mut Decoder, i: usize, second: usize) -> PredictionEvent {
+        let json = format!(
+            r#"{{"event_id":"e{i}","model_id":"churn","timestamp":"2026-11-26T12:00:{second:02}Z","features":{{"age":42}},"prediction":{{"score":0.9}}}}"#
+        );
+        match decoder.decode_json(json.as_bytes()) {
+            Ok(Event::Prediction(p)) => p,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_batcher_hands_over_full_batches_with_their_latest_event_time() {
+        let mut decoder = Decoder::new(DecoderConfig::default());
+        let mut batcher = EventBatcher::default();
+        let mut batches = Vec::new();
+        for i in 0..EVENT_BATCH + 10 {
+            // the latest time of the first batch is in its middle; the rest
+            // are earlier
+            let second = if i == 100 { 59 } else { i % 50 };
+            if let Some(full) = batcher
+                .push(&prediction(&mut decoder, i, second))
+                .expect("push")
+            {
+                batches.push(full);
+            }
+        }
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].0.num_rows(), EVENT_BATCH);
+        let minute = 1_795_694_400_000; // 2026-11-26T12:00:00Z
+        assert_eq!(batches[0].1, minute + 59_000);
+        // what is left: ten events (seconds 42 to 49, then 0 and 1); the
+        // latest among them only, not the first batch's
+        let (rest, latest) = batcher.take().expect("take").expect("rows");
+        assert_eq!(rest.num_rows(), 10);
+        assert_eq!(latest, minute + 49_000);
+        assert!(batcher.take().expect("take").is_none());
+    }
+}
