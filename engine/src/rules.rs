@@ -3,10 +3,10 @@
 //! instances go to the triggers, and the rows go to the history.
 
 use arrow::array::RecordBatch;
+use driftwatch_detectors::ClosedWindow;
 use driftwatch_detectors::performance::{
     PerformanceOutput, change_points_batch, label_stats_batch,
 };
-use driftwatch_detectors::{ClosedWindow, WindowKey};
 use driftwatch_ingest::event::PredictionEvent;
 use driftwatch_sql::{
     AlertInstance, Engine, Evaluator, EventRows, History, LoadedRule, RuleStats, WindowRef,
@@ -151,15 +151,6 @@ fn open_triggers(config: &RunnerConfig, writer: &str) -> Result<Triggers> {
     ))
 }
 
-fn window_ref(k: &WindowKey) -> WindowRef {
-    WindowRef {
-        model_id: k.model_id.to_string(),
-        model_version: k.model_version.as_deref().map(str::to_owned),
-        start: k.start,
-        end: k.end,
-    }
-}
-
 impl RuleRunner {
     /// `rules` (checked on `engine`, whose tables receive the rows), the
     /// history written as `writer` under `DATA_DIR/history` when
@@ -222,7 +213,7 @@ impl RuleRunner {
         for (name, batch) in &window.tables {
             self.push(name, batch)?;
         }
-        self.dirty.insert(window_ref(&window.key), true);
+        self.dirty.insert(WindowRef::from(&window.key), true);
         Ok(())
     }
 
@@ -240,7 +231,7 @@ impl RuleRunner {
     pub fn performance(&mut self, out: &PerformanceOutput) -> Result<()> {
         for r in &out.revisions {
             self.push("model_metrics", &r.batch)?;
-            self.dirty.entry(window_ref(&r.key)).or_insert(false);
+            self.dirty.entry(WindowRef::from(&r.key)).or_insert(false);
         }
         if !out.change_points.is_empty() {
             self.push(

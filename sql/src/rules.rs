@@ -108,6 +108,17 @@ pub struct WindowRef {
     pub end: i64,
 }
 
+impl From<&driftwatch_detectors::WindowKey> for WindowRef {
+    fn from(k: &driftwatch_detectors::WindowKey) -> Self {
+        WindowRef {
+            model_id: k.model_id.to_string(),
+            model_version: k.model_version.as_deref().map(str::to_owned),
+            start: k.start,
+            end: k.end,
+        }
+    }
+}
+
 /// The placeholders a rule may use.
 pub const PLACEHOLDERS: &[&str] = &["model_id", "model_version", "window_start", "window_end"];
 
