@@ -1,7 +1,8 @@
 //! The rule runner on a thread of its own: the event thread hands it closed
 //! windows, metric revisions and the `events` table's rows, in order,
-//! through a bounded channel, and goes on with the next event while the rows are
-//! built, written to the history and the rules evaluated.
+//! through a bounded channel, and goes on with the next event while the
+//! rows go into the SQL tables, the history is written and the rules are
+//! evaluated.
 //!
 //! ```text
 //! event thread ── Events, Window, Performance, Settle ──► rules thread
@@ -177,12 +178,7 @@ impl RuleWorker {
         if !self.dirty && self.last_settle.elapsed() < IDLE_TICK {
             return Ok(());
         }
-        if self.dirty {
-            // the rules of a window see its events
-            self.send_events()?;
-        }
-        self.dirty = false;
-        self.last_settle = Instant::now();
+        self.before_settle()?;
         if self.in_step {
             self.ask(|done| Message::Settle(Some(done)))
         } else {
@@ -194,12 +190,18 @@ impl RuleWorker {
     /// until everything sent is done (the end of a bounded run: the outbox
     /// then holds every notification).
     pub fn settle_and_wait(&mut self) -> Result<()> {
+        self.before_settle()?;
+        self.ask(|done| Message::Settle(Some(done)))
+    }
+
+    fn before_settle(&mut self) -> Result<()> {
         if self.dirty {
+            // the rules of a window see its events
             self.send_events()?;
         }
         self.dirty = false;
         self.last_settle = Instant::now();
-        self.ask(|done| Message::Settle(Some(done)))
+        Ok(())
     }
 
     /// Once everything sent is done: the history flushed and the state to
