@@ -289,7 +289,6 @@ mod tests {
     use std::collections::BTreeSet;
     use std::sync::Arc;
 
-    use arrow::array::RecordBatch;
     use driftwatch_detectors::WindowKey;
     use driftwatch_sql::rules::{RuleFiles, check_all};
     use driftwatch_sql::{Engine, Limits, Tables, standard_tables};
@@ -348,11 +347,7 @@ for = 2
             .find(|t| t.name == "feature_drift")
             .expect("feature_drift")
             .schema;
-        let mut decoder = arrow::json::ReaderBuilder::new(schema)
-            .build_decoder()
-            .expect("decoder");
-        decoder.serialize(&rows).expect("rows");
-        let batch: RecordBatch = decoder.flush().expect("flush").expect("batch");
+        let batch = driftwatch_sql::testing::json_batch(&schema, &rows).expect("rows");
         ClosedWindow {
             key: WindowKey {
                 model_id: Arc::from("churn"),

@@ -37,13 +37,19 @@ fn to_json(table: &toml::Table) -> Value {
 
 /// Rows of a table given as TOML tables, as Arrow rows of `schema`.
 fn batch(schema: &SchemaRef, rows: &[toml::Table]) -> Result<arrow::array::RecordBatch> {
+    let values: Vec<Value> = rows.iter().map(to_json).collect();
+    json_batch(schema, &values)
+}
+
+/// Rows given as JSON objects (times as RFC 3339 text), as Arrow rows of
+/// `schema`; a key the schema does not have is refused.
+pub fn json_batch(schema: &SchemaRef, rows: &[Value]) -> Result<arrow::array::RecordBatch> {
     let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
         .with_strict_mode(true)
         .build_decoder()
         .map_err(data("test rows"))?;
-    let values: Vec<Value> = rows.iter().map(to_json).collect();
     decoder
-        .serialize(&values)
+        .serialize(rows)
         .map_err(|e| Error::Refused(e.to_string()))?;
     decoder
         .flush()

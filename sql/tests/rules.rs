@@ -19,6 +19,16 @@ fn engine() -> Engine {
     engine_with(Limits::default(), None)
 }
 
+/// An engine over a history in a new directory, and the history's writer
+/// `p0`: the directory, the history's path, the engine, the writer.
+fn with_history() -> (tempfile::TempDir, std::path::PathBuf, Engine, History) {
+    let dir = tempfile::tempdir().expect("dir");
+    let history_dir = dir.path().join("history");
+    let engine = engine_with(Limits::default(), Some(&history_dir));
+    let history = History::open(&history_dir, "p0").expect("history");
+    (dir, history_dir, engine, history)
+}
+
 /// The SQL lanes are shared by every engine of the process, and a test
 /// below blocks them on purpose: the tests of this file run one at a time.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -217,11 +227,7 @@ fn drift_rows_at(n: usize, start: &str, end: &str) -> RecordBatch {
         .find(|t| t.name == "feature_drift")
         .expect("feature_drift")
         .schema;
-    let mut decoder = arrow::json::ReaderBuilder::new(schema)
-        .build_decoder()
-        .expect("decoder");
-    decoder.serialize(&rows).expect("rows");
-    decoder.flush().expect("flush").expect("batch")
+    driftwatch_sql::testing::json_batch(&schema, &rows).expect("rows")
 }
 
 fn window() -> WindowRef {
@@ -353,10 +359,7 @@ fn count(engine: &Engine, sql: &str) -> i64 {
 #[test]
 fn history_and_live_rows_are_one_table_and_a_restart_rewinds_to_its_checkpoint() {
     let _serial = serial();
-    let dir = tempfile::tempdir().expect("dir");
-    let history_dir = dir.path().join("history");
-    let engine = engine_with(Limits::default(), Some(&history_dir));
-    let mut history = History::open(&history_dir, "p0").expect("history");
+    let (_dir, history_dir, engine, mut history) = with_history();
     let rows = feature_drift_rows(100);
     engine.tables().push("feature_drift", &rows).expect("push");
     assert_eq!(count(&engine, "SELECT count(*) FROM feature_drift"), 100);
@@ -422,10 +425,7 @@ fn rows_flushed_or_compacted_after_a_query_are_still_seen() {
     // DataFusion's list-files cache kept the file list of a session's first
     // scan: flushed rows vanished from later queries, compacted files were
     // read after they were removed
-    let dir = tempfile::tempdir().expect("dir");
-    let history_dir = dir.path().join("history");
-    let engine = engine_with(Limits::default(), Some(&history_dir));
-    let mut history = History::open(&history_dir, "p0").expect("history");
+    let (_dir, history_dir, engine, mut history) = with_history();
     let today = "SELECT count(*) FROM feature_drift WHERE model_id = 'churn' \
         AND window_end = TIMESTAMP '2026-11-26T11:00:00Z'";
     let all = "SELECT count(*) FROM feature_drift WHERE model_id = 'churn'";
@@ -636,10 +636,7 @@ fn functions_that_allocate_without_bound_are_refused() {
 #[test]
 fn history_a_query_loads_counts_against_its_memory_limit() {
     let _serial = serial();
-    let dir = tempfile::tempdir().expect("dir");
-    let history_dir = dir.path().join("history");
-    let writer = engine_with(Limits::default(), Some(&history_dir));
-    let mut history = History::open(&history_dir, "p0").expect("history");
+    let (_dir, history_dir, writer, mut history) = with_history();
     writer
         .tables()
         .push("feature_drift", &feature_drift_rows(20_000))
@@ -673,10 +670,7 @@ fn printed(rows: &driftwatch_sql::engine::Rows) -> String {
 #[test]
 fn a_prepared_query_returns_what_the_planned_one_returns() {
     let _serial = serial();
-    let dir = tempfile::tempdir().expect("dir");
-    let history_dir = dir.path().join("history");
-    let engine = engine_with(Limits::default(), Some(&history_dir));
-    let mut history = History::open(&history_dir, "p0").expect("history");
+    let (_dir, _, engine, mut history) = with_history();
     let hours = [
         ("2026-11-26T08:00:00Z", "2026-11-26T09:00:00Z"),
         ("2026-11-26T09:00:00Z", "2026-11-26T10:00:00Z"),
