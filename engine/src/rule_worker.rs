@@ -36,7 +36,7 @@ const QUEUE: usize = 4;
 
 enum Message {
     /// Rows of the `events` table and the latest event time among them.
-    Events(RecordBatch, i64),
+    Events(Vec<RecordBatch>, i64),
     Window(ClosedWindow),
     Performance(PerformanceOutput),
     /// Evaluate the windows that changed; answer when done, if asked.

@@ -90,9 +90,10 @@ pub struct EventBatcher {
 }
 
 impl EventBatcher {
-    /// Adds an event; returns a full batch and the latest event time in it.
-    pub fn push(&mut self, event: &PredictionEvent) -> Result<Option<(RecordBatch, i64)>> {
-        self.rows.push(event)?;
+    /// Adds an event; returns the full batches (one per model and version)
+    /// and the latest event time in them.
+    pub fn push(&mut self, event: &PredictionEvent) -> Result<Option<(Vec<RecordBatch>, i64)>> {
+        self.rows.push(event);
         self.latest = if self.rows.len() == 1 {
             event.timestamp
         } else {
@@ -106,8 +107,12 @@ impl EventBatcher {
     }
 
     /// The events gathered, if any, and the latest event time among them.
-    pub fn take(&mut self) -> Result<Option<(RecordBatch, i64)>> {
-        Ok(self.rows.take()?.map(|batch| (batch, self.latest)))
+    pub fn take(&mut self) -> Result<Option<(Vec<RecordBatch>, i64)>> {
+        if self.rows.is_empty() {
+            return Ok(None);
+        }
+        let batches = self.rows.take().map_err(context("building events rows"))?;
+        Ok(Some((batches, self.latest)))
     }
 }
 
@@ -219,9 +224,11 @@ impl RuleRunner {
 
     /// Prediction events for the `events` table (gathered by an
     /// [`EventBatcher`]), the latest event time among them.
-    pub fn events(&mut self, batch: &RecordBatch, latest: i64) -> Result<()> {
+    pub fn events(&mut self, batches: &[RecordBatch], latest: i64) -> Result<()> {
         if self.keeps_events {
-            self.push("events", batch)?;
+            for batch in batches {
+                self.push("events", batch)?;
+            }
             self.latest_event = self.latest_event.max(latest);
         }
         Ok(())
@@ -450,13 +457,14 @@ mod tests {
             }
         }
         assert_eq!(batches.len(), 1);
-        assert_eq!(batches[0].0.num_rows(), EVENT_BATCH);
+        let rows = |b: &[RecordBatch]| b.iter().map(RecordBatch::num_rows).sum::<usize>();
+        assert_eq!(rows(&batches[0].0), EVENT_BATCH);
         let minute = 1_795_694_400_000; // 2026-11-26T12:00:00Z
         assert_eq!(batches[0].1, minute + 59_000);
         // what is left: ten events (seconds 42 to 49, then 0 and 1); the
         // latest among them only, not the first batch's
         let (rest, latest) = batcher.take().expect("take").expect("rows");
-        assert_eq!(rest.num_rows(), 10);
+        assert_eq!(rows(&rest), 10);
         assert_eq!(latest, minute + 49_000);
         assert!(batcher.take().expect("take").is_none());
     }

@@ -68,6 +68,8 @@ pub(crate) use driftwatch_ingest::names::{
     from_path_component as decode_partition, path_component as encode_partition,
 };
 
+const DAY_MS: i64 = 86_400_000;
+
 pub(crate) fn date_of(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.format("%Y-%m-%d").to_string())
@@ -266,9 +268,11 @@ impl History {
             }
             for (date, rows) in groups {
                 let dir = self.dir.join(&def.name).join(format!("date={date}"));
-                let rows = vec![sorted_by_model(&def.schema, def.model_column, &rows)?];
+                // stored events: a schema per model, one for the file
+                let (schema, rows) = unified(&rows)?;
+                let rows = sorted_by_model(&schema, def.model_column, &rows)?;
                 let name = file_name(&self.writer, seq, seq);
-                write_file(&dir, &name, &def.schema, &rows)?;
+                write_file(&dir, &name, &schema, &rows)?;
                 if !def.raw {
                     self.cache.insert(&dir.join(name), rows)?;
                 }
@@ -353,7 +357,7 @@ impl History {
             let (schema, batches) = read_files(&paths)?;
             // the merged rows stay sorted by model, when the files hold the model
             let batches = match schema.index_of("model_id") {
-                Ok(column) => vec![sorted_by_model(&schema, column, &batches)?],
+                Ok(column) => sorted_by_model(&schema, column, &batches)?,
                 Err(_) => batches,
             };
             // the inputs' rows in memory (as queries see them), when every
@@ -368,11 +372,13 @@ impl History {
             let name = file_name(&self.writer, first, last);
             write_file(&dir, &name, &schema, &batches)?;
             if let Some(rows) = cached
-                && let Some(row_schema) = rows.first().map(RecordBatch::schema)
-                && let Ok(column) = row_schema.index_of("model_id")
+                && !rows.is_empty()
             {
-                let sorted = sorted_by_model(&row_schema, column, &rows)?;
-                self.cache.insert(&dir.join(name), vec![sorted])?;
+                let (row_schema, rows) = unified(&rows)?;
+                if let Ok(column) = row_schema.index_of("model_id") {
+                    let sorted = sorted_by_model(&row_schema, column, &rows)?;
+                    self.cache.insert(&dir.join(name), sorted)?;
+                }
             }
             for path in &paths {
                 remove(path)?;
@@ -389,50 +395,128 @@ impl History {
     }
 }
 
-/// The rows of Parquet files written with one schema.
+/// The rows of Parquet files, in the union of their schemas
+/// ([`unified`]).
 fn read_files(paths: &[PathBuf]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let mut schema: Option<SchemaRef> = None;
     let mut batches = Vec::new();
     for path in paths {
         let (file_schema, rows) = crate::cache::read_parquet(path)?;
-        match &schema {
-            None => schema = Some(file_schema),
-            Some(s) if s.fields() != file_schema.fields() => {
-                return Err(Error::Data {
-                    context: format!("compacting {}", path.display()),
-                    message: format!(
-                        "its columns differ from {}'s; the directory cannot be compacted",
-                        paths[0].display()
-                    ),
-                });
-            }
-            Some(_) => {}
+        if rows.is_empty() {
+            batches.push(RecordBatch::new_empty(file_schema));
+        } else {
+            batches.extend(rows);
         }
-        batches.extend(rows);
     }
-    let schema = schema.ok_or_else(|| Error::Data {
-        context: "compacting the history".into(),
-        message: "no files".into(),
-    })?;
+    if batches.is_empty() {
+        return Err(Error::Data {
+            context: "compacting the history".into(),
+            message: "no files".into(),
+        });
+    }
+    unified(&batches).map_err(|e| Error::Data {
+        context: format!("compacting {}", paths[0].display()),
+        message: format!("{e}; the directory cannot be compacted"),
+    })
+}
+
+/// `batches` in one schema: the union of theirs, columns in the order they
+/// first come, each batch's columns matched by name and a column it lacks
+/// null. (Stored events have a column per feature and a batch per model;
+/// the other tables' batches have one schema already, returned as it is.)
+fn unified(batches: &[RecordBatch]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let Some(first) = batches.first() else {
+        return Err(Error::Data {
+            context: "history rows".into(),
+            message: "no batches".into(),
+        });
+    };
+    let schema = first.schema();
+    if batches
+        .iter()
+        .all(|b| b.schema().fields() == schema.fields())
+    {
+        return Ok((schema, batches.to_vec()));
+    }
+    let mut fields: Vec<arrow::datatypes::Field> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for b in batches {
+        for f in b.schema().fields() {
+            match index.get(f.name()) {
+                Some(&i) if fields[i].data_type() != f.data_type() => {
+                    return Err(Error::Data {
+                        context: "history rows".into(),
+                        message: format!(
+                            "column {} is {} in one batch and {} in another",
+                            f.name(),
+                            fields[i].data_type(),
+                            f.data_type()
+                        ),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    index.insert(f.name().clone(), fields.len());
+                    fields.push(f.as_ref().clone());
+                }
+            }
+        }
+    }
+    // a column some batch lacks holds nulls there
+    for f in &mut fields {
+        if batches
+            .iter()
+            .any(|b| b.schema().index_of(f.name()).is_err())
+        {
+            *f = f.clone().with_nullable(true);
+        }
+    }
+    let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+    let batches = batches
+        .iter()
+        .map(|b| {
+            let columns = schema
+                .fields()
+                .iter()
+                .map(|f| match b.schema().index_of(f.name()) {
+                    Ok(i) => Arc::clone(b.column(i)),
+                    Err(_) => arrow::array::new_null_array(f.data_type(), b.num_rows()),
+                })
+                .collect();
+            RecordBatch::try_new(Arc::clone(&schema), columns)
+                .map_err(data("history rows in one schema"))
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok((schema, batches))
 }
 
-/// `batches` (of `schema`) as one batch sorted by the model column, rows of
-/// one model in their order. Rows are gathered from the batches in that
-/// order at once, without concatenating them first.
+/// `batches` (of `schema`) sorted by the model column, rows of one model in
+/// their order. When each batch holds one model (stored events), the
+/// batches are put in order as they are; otherwise the rows are gathered
+/// from them in that order into one batch at once, without concatenating
+/// them first.
 fn sorted_by_model(
     schema: &SchemaRef,
     model: usize,
     batches: &[RecordBatch],
-) -> Result<RecordBatch> {
+) -> Result<Vec<RecordBatch>> {
     let context = || "sorting history rows by model".to_owned();
     if batches.is_empty() {
-        return Ok(RecordBatch::new_empty(Arc::clone(schema)));
+        return Ok(vec![RecordBatch::new_empty(Arc::clone(schema))]);
     }
     let ids: Vec<_> = batches
         .iter()
         .map(|b| b.column(model).as_string::<i32>())
         .collect();
+    let one_model = |a: &&arrow::array::StringArray| {
+        a.null_count() == 0 && (1..a.len()).all(|r| a.value(r) == a.value(0))
+    };
+    if ids.iter().all(one_model) {
+        let mut order: Vec<usize> = (0..batches.len())
+            .filter(|&b| batches[b].num_rows() > 0)
+            .collect();
+        order.sort_by(|&b1, &b2| ids[b1].value(0).cmp(ids[b2].value(0)));
+        return Ok(order.into_iter().map(|b| batches[b].clone()).collect());
+    }
     let mut order: Vec<(usize, usize)> = ids
         .iter()
         .enumerate()
@@ -441,7 +525,9 @@ fn sorted_by_model(
     // stable: rows of one model keep their order
     order.sort_by(|&(b1, r1), &(b2, r2)| ids[b1].value(r1).cmp(ids[b2].value(r2)));
     let refs: Vec<&RecordBatch> = batches.iter().collect();
-    arrow::compute::interleave_record_batch(&refs, &order).map_err(data(context()))
+    arrow::compute::interleave_record_batch(&refs, &order)
+        .map(|b| vec![b])
+        .map_err(data(context()))
 }
 
 /// Splits `batch` by date into `groups`.
@@ -453,20 +539,26 @@ fn split(
     let times = batch
         .column(def.time_column)
         .as_primitive::<TimestampMillisecondType>();
-    let keys: Vec<String> = (0..batch.num_rows())
-        .map(|i| date_of(times.value(i)))
+    // days since the epoch: one date string per day, not per row
+    let days: Vec<i64> = times
+        .values()
+        .iter()
+        .map(|ms| ms.div_euclid(DAY_MS))
         .collect();
-    let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
+    let distinct: BTreeSet<i64> = days.iter().copied().collect();
     if distinct.len() == 1 {
-        let key = keys[0].clone();
-        groups.entry(key).or_default().push(batch.clone());
+        let day = days[0];
+        groups
+            .entry(date_of(day * DAY_MS))
+            .or_default()
+            .push(batch.clone());
         return Ok(());
     }
-    for key in distinct {
-        let mask: BooleanArray = keys.iter().map(|k| Some(k == key)).collect();
+    for day in distinct {
+        let mask: BooleanArray = days.iter().map(|d| Some(*d == day)).collect();
         let part =
             filter_record_batch(batch, &mask).map_err(data(format!("history of {}", def.name)))?;
-        groups.entry(key.clone()).or_default().push(part);
+        groups.entry(date_of(day * DAY_MS)).or_default().push(part);
     }
     Ok(())
 }
@@ -589,6 +681,92 @@ mod tests {
         let mut expected = models;
         expected.sort();
         assert_eq!(read, expected);
+    }
+
+    /// A batch of stored events of `model` at `ms`, with a numeric column
+    /// per name of `features`.
+    fn stored_events(model: &str, ms: i64, features: &[&str]) -> RecordBatch {
+        use driftwatch_ingest::event::{Feature, FeatureValue, Prediction, PredictionEvent};
+        let mut rows = crate::events::EventRows::default();
+        for i in 0..3 {
+            rows.push(&PredictionEvent {
+                event_id: format!("{model}-{i}"),
+                model_id: Arc::from(model),
+                model_version: None,
+                timestamp: ms + i,
+                features: features
+                    .iter()
+                    .map(|f| Feature {
+                        name: Arc::from(*f),
+                        value: FeatureValue::Numeric(i as f64),
+                    })
+                    .collect(),
+                prediction: Prediction {
+                    score: Some(0.5),
+                    ..Prediction::default()
+                },
+                segments: Vec::new(),
+                label: None,
+            });
+        }
+        rows.take().unwrap().remove(0)
+    }
+
+    #[test]
+    fn stored_events_of_models_with_other_features_share_a_file_and_compact() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut history = History::open(dir.path(), "w").unwrap();
+        let def = TableDef::new("events", crate::events::events_schema()).unwrap();
+        // flush after flush, models with other features, in no model order
+        let flushes = [
+            vec![
+                stored_events("z", 0, &["a", "b"]),
+                stored_events("m", 10, &["c"]),
+            ],
+            vec![stored_events("m", 20, &["c", "d"])],
+        ];
+        for _ in 0..COMPACT_FILES / flushes.len() {
+            for batches in &flushes {
+                history.write(&[(&def, batches.clone())]).unwrap();
+            }
+        }
+        let day = dir.path().join("events/date=1970-01-01");
+        let (schema, _) = crate::cache::read_parquet(&day.join(file_name("w", 1, 1))).unwrap();
+        let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(&columns[8..], ["numeric.a", "numeric.b", "numeric.c"]);
+        let seq = history.seq();
+        let done = history.compact(seq).unwrap();
+        assert_eq!((done.directories, done.files), (1, COMPACT_FILES));
+        let (schema, rows) = crate::cache::read_parquet(&day.join(file_name("w", 1, seq))).unwrap();
+        assert!(crate::events::is_stored(&schema));
+        let models: Vec<String> = rows
+            .iter()
+            .flat_map(|b| {
+                let ids = b.column(0).as_string::<i32>();
+                ids.iter().flatten().map(str::to_owned).collect::<Vec<_>>()
+            })
+            .collect();
+        let mut expected = vec!["m".to_owned(); 6 * COMPACT_FILES / 2];
+        expected.extend(vec!["z".to_owned(); 3 * COMPACT_FILES / 2]);
+        assert_eq!(models, expected);
+        // every feature column of every input, null where a model lacks it
+        let queried: Vec<RecordBatch> = rows
+            .iter()
+            .map(|b| crate::events::as_queried(b, &def.schema).unwrap())
+            .collect();
+        let numeric = def.schema.index_of("numeric").unwrap();
+        let sizes: Vec<usize> = queried
+            .iter()
+            .flat_map(|b| {
+                let m = b.column(numeric).as_map();
+                (0..m.len()).map(|r| m.value(r).len()).collect::<Vec<_>>()
+            })
+            .collect();
+        // model m: flush by flush, rows with c, then rows with c and d;
+        // then model z's rows with a and b
+        let mut expected = [1, 1, 1, 2, 2, 2].repeat(COMPACT_FILES / 2);
+        expected.extend([2; 3 * COMPACT_FILES / 2]);
+        assert_eq!(sizes, expected);
     }
 
     #[test]

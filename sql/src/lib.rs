@@ -27,7 +27,7 @@ pub use engine::{Engine, Limits, Prepared, Query};
 pub use error::{Error, Result};
 pub use events::{EventRows, events_schema};
 pub use history::{Compaction, History};
-pub use tables::{TableDef, Tables, WindowTable, standard_schemas, standard_tables};
+pub use tables::{Layout, TableDef, Tables, WindowTable, standard_schemas, standard_tables};
 pub mod eval;
 pub mod rules;
 

@@ -43,6 +43,19 @@ pub struct TableDef {
     /// files, the newest day or not (a day is mostly expired before it is
     /// read).
     pub raw: bool,
+    /// How the live rows and history files hold the rows.
+    pub layout: Layout,
+}
+
+/// How a table's rows are held in memory and in the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// In the table's schema.
+    Table,
+    /// As [`EventRows`](crate::events::EventRows) stores events: a batch per
+    /// model and version, a column per feature; a scan turns them into the
+    /// table's schema ([`as_queried`](crate::events::as_queried)).
+    Events,
 }
 
 impl TableDef {
@@ -78,6 +91,11 @@ impl TableDef {
             model_column,
             time_column,
             raw: name == "events",
+            layout: if name == "events" {
+                Layout::Events
+            } else {
+                Layout::Table
+            },
         })
     }
 }
@@ -126,9 +144,14 @@ impl WindowTable {
         &self.def
     }
 
-    /// Adds rows (of the table's schema) to the live part.
+    /// Adds rows (of the table's schema, or stored events of an
+    /// [`Layout::Events`] table) to the live part.
     pub fn push(&self, batch: RecordBatch) -> Result<()> {
-        if batch.schema().fields() != self.def.schema.fields() {
+        let fits = match self.def.layout {
+            Layout::Table => batch.schema().fields() == self.def.schema.fields(),
+            Layout::Events => crate::events::is_stored(&batch.schema()),
+        };
+        if !fits {
             return Err(Error::Data {
                 context: format!("rows for table {}", self.def.name),
                 message: format!(
@@ -403,11 +426,24 @@ impl TableProvider for WindowTable {
             Some(p) => p.clone(),
             None => (0..self.def.schema.fields().len()).collect(),
         };
-        Ok(MemorySourceConfig::try_new_exec(
-            &[batches],
-            Arc::clone(&self.def.schema),
-            Some(columns),
-        )?)
+        match self.def.layout {
+            Layout::Table => Ok(MemorySourceConfig::try_new_exec(
+                &[batches],
+                Arc::clone(&self.def.schema),
+                Some(columns),
+            )?),
+            Layout::Events => {
+                // the maps of the rows read, built now
+                let schema = Arc::new(self.def.schema.project(&columns)?);
+                let external = |e: Error| datafusion::error::DataFusionError::External(Box::new(e));
+                let rows = batches
+                    .iter()
+                    .map(|b| crate::events::as_queried(b, &schema))
+                    .collect::<Result<Vec<_>>>()
+                    .map_err(external)?;
+                Ok(MemorySourceConfig::try_new_exec(&[rows], schema, None)?)
+            }
+        }
     }
 }
 
@@ -466,6 +502,10 @@ impl WindowTable {
     /// the model from its directory's name.
     fn read_file(&self, path: &Path) -> Result<Vec<RecordBatch>> {
         let (file_schema, batches) = crate::cache::read_parquet(path)?;
+        if self.def.layout == Layout::Events && crate::events::is_stored(&file_schema) {
+            // turned into the table's schema when a scan reads them
+            return Ok(batches);
+        }
         let model = if file_schema.index_of("model_id").is_ok() {
             None
         } else {
