@@ -567,11 +567,21 @@ fn split(
 /// sees half a file, and a crash never leaves one.
 fn write_file(dir: &Path, name: &str, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
     let path = dir.join(name);
-    let props = WriterProperties::builder()
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         // unique per row: a dictionary only costs time
-        .set_column_dictionary_enabled("event_id".into(), false)
-        .build();
+        .set_column_dictionary_enabled("event_id".into(), false);
+    if crate::events::is_stored(schema) {
+        // the numbers of raw events (scores, measured features) seldom
+        // repeat either: hashing each into a dictionary that is then
+        // given up was a fifth of what writing them cost
+        for f in schema.fields() {
+            if f.data_type() == &arrow::datatypes::DataType::Float64 {
+                props = props.set_column_dictionary_enabled(f.name().as_str().into(), false);
+            }
+        }
+    }
+    let props = props.build();
     let context = format!("writing {}", path.display());
     driftwatch_ingest::durable::write_with(&path, |file| {
         let mut writer = ArrowWriter::try_new(file, Arc::clone(schema), Some(props))?;
