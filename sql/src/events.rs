@@ -23,11 +23,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayBuilder, ArrayRef, AsArray, Float64Builder, ListBuilder, MapBuilder, MapFieldNames,
-    RecordBatch, RecordBatchOptions, StringArray, StringBuilder, TimestampMillisecondBuilder,
-    new_null_array,
+    Array, ArrayBuilder, ArrayRef, AsArray, Float64Array, Float64Builder, ListBuilder, MapArray,
+    MapBuilder, MapFieldNames, RecordBatch, RecordBatchOptions, StringArray, StringBuilder,
+    TimestampMillisecondBuilder, new_null_array,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, TimeUnit};
 use driftwatch_ingest::event::{FeatureValue, PredictionEvent};
 
 use crate::error::{Result, data};
@@ -93,14 +93,23 @@ pub fn events_schema() -> SchemaRef {
 /// makes them): the leading columns, then `missing`, then feature and
 /// segment columns.
 pub fn is_stored(schema: &Schema) -> bool {
+    let leading = leading_fields().len();
+    has_leading(schema)
+        && schema.fields().len() > leading
+        && schema.field(leading).name() == "missing"
+}
+
+/// Whether `schema` begins with the columns both forms begin with: stored
+/// events, or rows in the table's form (history files written before the
+/// stored form, or compacted from files of both).
+pub fn has_leading(schema: &Schema) -> bool {
     let leading = leading_fields();
-    schema.fields().len() > leading.len()
+    schema.fields().len() >= leading.len()
         && schema
             .fields()
             .iter()
             .zip(&leading)
             .all(|(f, l)| f.name() == l.name() && f.data_type() == l.data_type())
-        && schema.field(leading.len()).name() == "missing"
 }
 
 /// Which map of the table a stored column belongs to.
@@ -393,17 +402,22 @@ pub fn as_queried(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch
         .fields()
         .iter()
         .map(|field| {
-            if let Ok(i) = stored.index_of(field.name())
-                && stored.field(i).data_type() == field.data_type()
-            {
-                return Ok(Arc::clone(batch.column(i)));
-            }
+            let same = stored
+                .index_of(field.name())
+                .ok()
+                .filter(|&i| stored.field(i).data_type() == field.data_type())
+                .map(|i| batch.column(i));
             let kind = match field.name().as_str() {
                 "numeric" => Kind::Numeric,
                 "categorical" => Kind::Categorical,
                 "segments" => Kind::Segment,
-                "missing" => return Ok(empty_lists(rows)),
-                _ => return Ok(new_null_array(field.data_type(), rows)),
+                _ => {
+                    return Ok(match (same, field.name().as_str()) {
+                        (Some(column), _) => Arc::clone(column),
+                        (None, "missing") => empty_lists(rows),
+                        (None, _) => new_null_array(field.data_type(), rows),
+                    });
+                }
             };
             let prefix = format!("{}.", kind.column());
             let named: Vec<(&str, &ArrayRef)> = stored
@@ -412,7 +426,14 @@ pub fn as_queried(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch
                 .zip(batch.columns())
                 .filter_map(|(f, a)| Some((f.name().strip_prefix(&prefix)?, a)))
                 .collect();
-            map_of(kind, &named, rows)
+            match same {
+                Some(column) if named.is_empty() && column.null_count() == 0 => {
+                    Ok(Arc::clone(column))
+                }
+                // rows of both forms, as a file compacted from files of
+                // both holds: a row's map where it has one
+                _ => map_of(kind, same.and_then(|c| c.as_map_opt()), &named, rows),
+            }
         })
         .collect::<Result<Vec<_>>>()?;
     RecordBatch::try_new_with_options(
@@ -432,12 +453,18 @@ fn empty_lists(rows: usize) -> ArrayRef {
     Arc::new(b.finish())
 }
 
-/// The map of each row: the stored columns `named` (name, values) that
-/// hold a value in it.
-fn map_of(kind: Kind, named: &[(&str, &ArrayRef)], rows: usize) -> Result<ArrayRef> {
+/// The map of each row: the row's map in `maps` where it has one, else the
+/// stored columns `named` (name, values) that hold a value in it.
+fn map_of(
+    kind: Kind,
+    maps: Option<&MapArray>,
+    named: &[(&str, &ArrayRef)],
+    rows: usize,
+) -> Result<ArrayRef> {
     let context = || format!("the {} map of events rows", kind.column());
+    let given = |row: usize| maps.filter(|m| m.is_valid(row)).map(|m| m.value(row));
     if kind == Kind::Numeric {
-        let columns: Vec<(&str, &arrow::array::Float64Array)> = named
+        let columns: Vec<(&str, &Float64Array)> = named
             .iter()
             .filter_map(|(n, a)| Some((*n, a.as_primitive_opt()?)))
             .collect();
@@ -447,10 +474,20 @@ fn map_of(kind: Kind, named: &[(&str, &ArrayRef)], rows: usize) -> Result<ArrayR
             Float64Builder::new(),
         );
         for row in 0..rows {
-            for (name, values) in &columns {
-                if values.is_valid(row) {
-                    map.keys().append_value(name);
-                    map.values().append_value(values.value(row));
+            if let Some(entries) = given(row) {
+                let keys = entries.column(0).as_string::<i32>();
+                let values = entries.column(1).as_primitive::<Float64Type>();
+                for i in 0..entries.len() {
+                    map.keys().append_value(keys.value(i));
+                    map.values()
+                        .append_option(values.is_valid(i).then(|| values.value(i)));
+                }
+            } else {
+                for (name, values) in &columns {
+                    if values.is_valid(row) {
+                        map.keys().append_value(name);
+                        map.values().append_value(values.value(row));
+                    }
                 }
             }
             map.append(true).map_err(data(context()))?;
@@ -467,10 +504,20 @@ fn map_of(kind: Kind, named: &[(&str, &ArrayRef)], rows: usize) -> Result<ArrayR
         StringBuilder::new(),
     );
     for row in 0..rows {
-        for (name, values) in &columns {
-            if values.is_valid(row) {
-                map.keys().append_value(name);
-                map.values().append_value(values.value(row));
+        if let Some(entries) = given(row) {
+            let keys = entries.column(0).as_string::<i32>();
+            let values = entries.column(1).as_string::<i32>();
+            for i in 0..entries.len() {
+                map.keys().append_value(keys.value(i));
+                map.values()
+                    .append_option(values.is_valid(i).then(|| values.value(i)));
+            }
+        } else {
+            for (name, values) in &columns {
+                if values.is_valid(row) {
+                    map.keys().append_value(name);
+                    map.values().append_value(values.value(row));
+                }
             }
         }
         map.append(true).map_err(data(context()))?;
@@ -481,7 +528,6 @@ fn map_of(kind: Kind, named: &[(&str, &ArrayRef)], rows: usize) -> Result<ArrayR
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::MapArray;
     use driftwatch_ingest::event::{Feature, Prediction};
 
     fn name(n: &str) -> Arc<str> {

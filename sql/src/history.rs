@@ -780,6 +780,34 @@ mod tests {
     }
 
     #[test]
+    fn a_file_of_rows_in_both_forms_reads_back_with_every_rows_features() {
+        // a day written before the stored form and after it, compacted
+        // into one file: old rows carry maps, new ones feature columns
+        let dir = tempfile::tempdir().unwrap();
+        let mut history = History::open(dir.path(), "w").unwrap();
+        let def = TableDef::new("events", crate::events::events_schema()).unwrap();
+        let old = crate::events::as_queried(&stored_events("a", 0, &["x"]), &def.schema).unwrap();
+        let new = stored_events("b", 10, &["y", "z"]);
+        history.write(&[(&def, vec![old, new])]).unwrap();
+        let (_, rows) = crate::cache::read_parquet(
+            &dir.path()
+                .join("events/date=1970-01-01")
+                .join(file_name("w", 1, 1)),
+        )
+        .unwrap();
+        let numeric = def.schema.index_of("numeric").unwrap();
+        let sizes: Vec<usize> = rows
+            .iter()
+            .flat_map(|b| {
+                let b = crate::events::as_queried(b, &def.schema).unwrap();
+                let m = b.column(numeric).as_map().clone();
+                (0..m.len()).map(move |r| m.value(r).len())
+            })
+            .collect();
+        assert_eq!(sizes, [1, 1, 1, 2, 2, 2]);
+    }
+
+    #[test]
     fn partition_values_are_one_safe_path_component() {
         assert_eq!(encode_partition("churn-v2.1_x"), "churn-v2.1_x");
         assert_eq!(encode_partition("a/b c"), "a%2Fb%20c");

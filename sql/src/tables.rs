@@ -502,8 +502,9 @@ impl WindowTable {
     /// the model from its directory's name.
     fn read_file(&self, path: &Path) -> Result<Vec<RecordBatch>> {
         let (file_schema, batches) = crate::cache::read_parquet(path)?;
-        if self.def.layout == Layout::Events && crate::events::is_stored(&file_schema) {
-            // turned into the table's schema when a scan reads them
+        if self.def.layout == Layout::Events && crate::events::has_leading(&file_schema) {
+            // stored events, rows in the table's form, or both: turned
+            // into the table's schema when a scan reads them
             return Ok(batches);
         }
         let model = if file_schema.index_of("model_id").is_ok() {
