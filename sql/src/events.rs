@@ -23,8 +23,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayBuilder, ArrayRef, AsArray, Float64Array, Float64Builder, ListBuilder, MapArray,
-    MapBuilder, MapFieldNames, RecordBatch, RecordBatchOptions, StringArray, StringBuilder,
+    Array, ArrayBuilder, ArrayRef, AsArray, Float64Builder, ListBuilder, MapArray, MapBuilder,
+    MapFieldNames, RecordBatch, RecordBatchOptions, StringArray, StringBuilder,
     TimestampMillisecondBuilder, new_null_array,
 };
 use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, TimeUnit};
@@ -121,6 +121,14 @@ enum Kind {
 }
 
 impl Kind {
+    /// The type of its values.
+    fn value_type(self) -> DataType {
+        match self {
+            Kind::Numeric => DataType::Float64,
+            Kind::Categorical | Kind::Segment => DataType::Utf8,
+        }
+    }
+
     /// The table's column (and the stored columns' prefix).
     fn column(self) -> &'static str {
         match self {
@@ -461,62 +469,52 @@ fn map_of(
     named: &[(&str, &ArrayRef)],
     rows: usize,
 ) -> Result<ArrayRef> {
+    match kind {
+        Kind::Numeric => fill_map(kind, Float64Builder::new(), maps, named, rows, |b, a, i| {
+            let a = a.as_primitive::<Float64Type>();
+            b.append_option(a.is_valid(i).then(|| a.value(i)));
+        }),
+        Kind::Categorical | Kind::Segment => {
+            fill_map(kind, StringBuilder::new(), maps, named, rows, |b, a, i| {
+                let a = a.as_string::<i32>();
+                b.append_option(a.is_valid(i).then(|| a.value(i)));
+            })
+        }
+    }
+}
+
+/// [`map_of`] with `values` for the map's values, `append` adding value
+/// `i` of an array of their type.
+fn fill_map<V: ArrayBuilder>(
+    kind: Kind,
+    values: V,
+    maps: Option<&MapArray>,
+    named: &[(&str, &ArrayRef)],
+    rows: usize,
+    append: impl Fn(&mut V, &dyn Array, usize),
+) -> Result<ArrayRef> {
     let context = || format!("the {} map of events rows", kind.column());
-    let given = |row: usize| maps.filter(|m| m.is_valid(row)).map(|m| m.value(row));
-    if kind == Kind::Numeric {
-        let columns: Vec<(&str, &Float64Array)> = named
-            .iter()
-            .filter_map(|(n, a)| Some((*n, a.as_primitive_opt()?)))
-            .collect();
-        let mut map = MapBuilder::new(
-            Some(map_names()),
-            StringBuilder::new(),
-            Float64Builder::new(),
-        );
-        for row in 0..rows {
-            if let Some(entries) = given(row) {
+    let mut map = MapBuilder::new(Some(map_names()), StringBuilder::new(), values);
+    let value_type = kind.value_type();
+    let columns: Vec<&(&str, &ArrayRef)> = named
+        .iter()
+        .filter(|(_, a)| a.data_type() == &value_type)
+        .collect();
+    for row in 0..rows {
+        match maps.filter(|m| m.is_valid(row)).map(|m| m.value(row)) {
+            Some(entries) => {
                 let keys = entries.column(0).as_string::<i32>();
-                let values = entries.column(1).as_primitive::<Float64Type>();
                 for i in 0..entries.len() {
                     map.keys().append_value(keys.value(i));
-                    map.values()
-                        .append_option(values.is_valid(i).then(|| values.value(i)));
+                    append(map.values(), entries.column(1).as_ref(), i);
                 }
-            } else {
-                for (name, values) in &columns {
-                    if values.is_valid(row) {
+            }
+            None => {
+                for (name, column) in &columns {
+                    if column.is_valid(row) {
                         map.keys().append_value(name);
-                        map.values().append_value(values.value(row));
+                        append(map.values(), column.as_ref(), row);
                     }
-                }
-            }
-            map.append(true).map_err(data(context()))?;
-        }
-        return Ok(Arc::new(map.finish()));
-    }
-    let columns: Vec<(&str, &StringArray)> = named
-        .iter()
-        .filter_map(|(n, a)| Some((*n, a.as_string_opt::<i32>()?)))
-        .collect();
-    let mut map = MapBuilder::new(
-        Some(map_names()),
-        StringBuilder::new(),
-        StringBuilder::new(),
-    );
-    for row in 0..rows {
-        if let Some(entries) = given(row) {
-            let keys = entries.column(0).as_string::<i32>();
-            let values = entries.column(1).as_string::<i32>();
-            for i in 0..entries.len() {
-                map.keys().append_value(keys.value(i));
-                map.values()
-                    .append_option(values.is_valid(i).then(|| values.value(i)));
-            }
-        } else {
-            for (name, values) in &columns {
-                if values.is_valid(row) {
-                    map.keys().append_value(name);
-                    map.values().append_value(values.value(row));
                 }
             }
         }
