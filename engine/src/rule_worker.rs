@@ -341,13 +341,7 @@ for = 2
                     "reference_count": 10, "psi": psi, "level": "ok"})
             })
             .collect();
-        let schema = standard_tables()
-            .expect("tables")
-            .into_iter()
-            .find(|t| t.name == "feature_drift")
-            .expect("feature_drift")
-            .schema;
-        let batch = driftwatch_sql::testing::json_batch(&schema, &rows).expect("rows");
+        let batch = driftwatch_sql::testing::table_rows("feature_drift", &rows).expect("rows");
         ClosedWindow {
             key: WindowKey {
                 model_id: Arc::from("churn"),

@@ -41,6 +41,17 @@ fn batch(schema: &SchemaRef, rows: &[toml::Table]) -> Result<arrow::array::Recor
     json_batch(schema, &values)
 }
 
+/// Rows of driftwatch's table `table` given as JSON objects (see
+/// [`json_batch`]); an unknown table is refused.
+pub fn table_rows(table: &str, rows: &[Value]) -> Result<arrow::array::RecordBatch> {
+    let schema = crate::tables::standard_schemas()
+        .into_iter()
+        .find(|(name, _)| name == table)
+        .map(|(_, schema)| schema)
+        .ok_or_else(|| Error::Refused(format!("no table {table}")))?;
+    json_batch(&schema, rows)
+}
+
 /// Rows given as JSON objects (times as RFC 3339 text), as Arrow rows of
 /// `schema`; a key the schema does not have is refused.
 pub fn json_batch(schema: &SchemaRef, rows: &[Value]) -> Result<arrow::array::RecordBatch> {

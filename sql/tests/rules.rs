@@ -221,13 +221,7 @@ fn drift_rows_at(n: usize, start: &str, end: &str) -> RecordBatch {
             })
         })
         .collect();
-    let schema = standard_tables()
-        .expect("tables")
-        .into_iter()
-        .find(|t| t.name == "feature_drift")
-        .expect("feature_drift")
-        .schema;
-    driftwatch_sql::testing::json_batch(&schema, &rows).expect("rows")
+    driftwatch_sql::testing::table_rows("feature_drift", &rows).expect("rows")
 }
 
 fn window() -> WindowRef {
