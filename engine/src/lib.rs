@@ -28,6 +28,7 @@
 pub mod checkpoint;
 mod data_dir;
 mod error;
+mod history_writer;
 pub mod reference;
 mod rule_worker;
 pub mod rules;

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::DataDir;
 use crate::error::{Error, Result, context};
+use crate::history_writer::{Done, HistoryWriter};
 
 fn encode(what: &'static str) -> impl FnOnce(arrow::error::ArrowError) -> Error {
     move |e| Error::Encode {
@@ -46,13 +47,15 @@ const PERFORMANCE_TABLES: &[&str] = &["model_metrics", "change_points", "label_s
 
 /// Bytes of live rows held in memory before a replay flushes them to the
 /// history.
-pub const FLUSH_BYTES: usize = 64 << 20;
+pub const FLUSH_BYTES: usize = 16 << 20;
 
 /// The rule evaluator and the history writer of one pipeline.
 #[derive(Debug)]
 pub struct RuleRunner {
     evaluator: Evaluator,
     history: Option<History>,
+    /// Writes the history's flushes and compactions (when there is one).
+    writer: Option<HistoryWriter>,
     /// Windows to evaluate: closed (every rule), or only revised by the
     /// label join (the rules that read what it writes).
     dirty: std::collections::BTreeMap<WindowRef, bool>,
@@ -176,11 +179,16 @@ impl RuleRunner {
         } else {
             Some(open_triggers(config, writer)?)
         };
+        let writer = history
+            .is_some()
+            .then(|| HistoryWriter::start(writer))
+            .transpose()?;
         Ok(RuleRunner {
             triggers,
             last_tick: None,
             evaluator: Evaluator::new(engine, rules)?,
             history,
+            writer,
             dirty: std::collections::BTreeMap::new(),
             on_alert: None,
             flushing: Flushing::default(),
@@ -203,6 +211,7 @@ impl RuleRunner {
 
     /// Removes every history file of this writer (a replay starts over).
     pub fn clear_history(&mut self) -> Result<()> {
+        self.idle()?;
         if let Some(h) = &mut self.history {
             h.rewind(0)?;
         }
@@ -285,6 +294,7 @@ impl RuleRunner {
 
     /// Evaluates the rules for every window that changed since the last call.
     pub fn settle(&mut self) -> Result<()> {
+        self.collect(false)?;
         if self.dirty.is_empty() {
             if self.triggers.is_some() && self.last_tick.is_none_or(|t| t.elapsed() >= IDLE_TICK) {
                 self.tick(i64::MIN)?;
@@ -309,10 +319,91 @@ impl RuleRunner {
         }
         let latest = dirty.iter().map(|(w, _)| w.end).max().unwrap_or(i64::MIN);
         self.tick(latest)?;
-        if let Flushing::Bytes(limit) = self.flushing
-            && self.evaluator.engine().tables().live_bytes() >= limit
+        if let Flushing::Bytes(limit) = self.flushing {
+            let flushing = self.writer.as_ref().and_then(HistoryWriter::flushing);
+            let live = self.evaluator.engine().tables().live_bytes();
+            if live.saturating_sub(flushing.unwrap_or(0)) >= limit {
+                if self.writer.is_some() {
+                    // one flush at a time: the rows past the limit wait
+                    // for the one on the writer thread
+                    while self.writer.as_ref().is_some_and(|w| w.flushing().is_some()) {
+                        self.collect(true)?;
+                    }
+                    self.flush_in_background()?;
+                } else {
+                    self.flush()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes what the history writer finished (waiting for the next job
+    /// when `wait`): files in place and flushed rows out of memory at once,
+    /// between two queries. After a replay's flush, the writer compacts.
+    fn collect(&mut self, wait: bool) -> Result<()> {
+        let (Some(w), Some(h)) = (&mut self.writer, &mut self.history) else {
+            return Ok(());
+        };
+        match w.finished(wait)? {
+            None => {}
+            Some(Done::Flush(staged)) => {
+                let seq = self
+                    .evaluator
+                    .engine()
+                    .tables()
+                    .publish_flush(h, staged)
+                    .map_err(context("flushing the history"))?;
+                if let Flushing::Bytes(_) = self.flushing {
+                    self.compact_in_background(seq)?;
+                }
+            }
+            Some(Done::Compact(staged)) => {
+                let done = h
+                    .publish(staged)
+                    .map_err(context("compacting the history"))?;
+                tracing::debug!(
+                    directories = done.directories,
+                    files = done.files,
+                    "history compacted"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the history writer has no work and publishes it all.
+    fn idle(&mut self) -> Result<()> {
+        while self.writer.as_ref().is_some_and(HistoryWriter::busy) {
+            self.collect(true)?;
+        }
+        Ok(())
+    }
+
+    /// Hands the live rows to the history writer (no flush on it).
+    fn flush_in_background(&mut self) -> Result<()> {
+        self.drop_expired_events()?;
+        let (Some(w), Some(h)) = (&mut self.writer, &mut self.history) else {
+            return Ok(());
+        };
+        if let Some(job) = self.evaluator.engine().tables().begin_flush(h) {
+            w.flush(job)?;
+        }
+        Ok(())
+    }
+
+    /// Expires old `events` files and hands the merges of flushes up to
+    /// `upto` to the history writer (unless it is compacting already: the
+    /// next compaction takes these too).
+    fn compact_in_background(&mut self, upto: u64) -> Result<()> {
+        if self.writer.as_ref().is_none_or(HistoryWriter::compacting) {
+            return Ok(());
+        }
+        self.expire_events()?;
+        if let (Some(w), Some(h)) = (&mut self.writer, &self.history)
+            && let Some(job) = h.begin_compact(upto)
         {
-            self.flush()?;
+            w.compact(job)?;
         }
         Ok(())
     }
@@ -322,21 +413,11 @@ impl RuleRunner {
         self.evaluator.stats()
     }
 
-    /// Writes the live rows to the history (a replay's are compacted too).
+    /// Writes the live rows to the history (a replay's are compacted too),
+    /// once the history writer has finished what it had.
     pub fn flush(&mut self) -> Result<()> {
-        if let Some(before) = self.events_expire_before() {
-            // whole days the expiry would remove right after writing them
-            // (most of a long replay's events) are not written at all
-            let day = 86_400_000;
-            let dropped = self
-                .evaluator
-                .engine()
-                .tables()
-                .drop_live_before("events", before.div_euclid(day) * day)?;
-            if dropped > 0 {
-                tracing::debug!(dropped, "events past their retention not written");
-            }
-        }
+        self.idle()?;
+        self.drop_expired_events()?;
         if let Some(h) = &mut self.history {
             let seq = self
                 .evaluator
@@ -354,6 +435,23 @@ impl RuleRunner {
         Ok(())
     }
 
+    /// Drops the live `events` rows of whole days the expiry would remove
+    /// right after writing them (most of a long replay's events).
+    fn drop_expired_events(&mut self) -> Result<()> {
+        if let Some(before) = self.events_expire_before() {
+            let day = 86_400_000;
+            let dropped = self
+                .evaluator
+                .engine()
+                .tables()
+                .drop_live_before("events", before.div_euclid(day) * day)?;
+            if dropped > 0 {
+                tracing::debug!(dropped, "events past their retention not written");
+            }
+        }
+        Ok(())
+    }
+
     /// Events dated before this (epoch ms) are past their retention: the
     /// history keeps whole days, from the day of this instant on.
     fn events_expire_before(&self) -> Option<i64> {
@@ -361,17 +459,23 @@ impl RuleRunner {
             .then(|| self.latest_event.saturating_sub(self.events_retention_ms))
     }
 
-    fn compact(&mut self, upto: u64) -> Result<()> {
-        let expire = self.events_expire_before();
-        if let Some(h) = &mut self.history {
-            if let Some(before) = expire {
-                let removed = h
-                    .expire("events", before)
-                    .map_err(context("expiring events"))?;
-                if removed > 0 {
-                    tracing::debug!(removed, before, "events past their retention removed");
-                }
+    /// Removes the history's `events` files past their retention.
+    fn expire_events(&mut self) -> Result<()> {
+        if let (Some(before), Some(h)) = (self.events_expire_before(), &mut self.history) {
+            let removed = h
+                .expire("events", before)
+                .map_err(context("expiring events"))?;
+            if removed > 0 {
+                tracing::debug!(removed, before, "events past their retention removed");
             }
+        }
+        Ok(())
+    }
+
+    /// Expires and compacts here and now (the history writer is idle).
+    fn compact(&mut self, upto: u64) -> Result<()> {
+        self.expire_events()?;
+        if let Some(h) = &mut self.history {
             let done = h.compact(upto).map_err(context("compacting the history"))?;
             if done.files > 0 {
                 tracing::debug!(
@@ -400,11 +504,12 @@ impl RuleRunner {
     /// The checkpoint of the last [`snapshot`](Self::snapshot) is saved: no
     /// restart rewinds the history before it, so its flushes are compacted.
     pub fn checkpoint_saved(&mut self) -> Result<()> {
-        self.compact(self.snapshot_seq)
+        self.compact_in_background(self.snapshot_seq)
     }
 
     /// Continues from a snapshot: history files written after it are removed.
     pub fn restore(&mut self, state: &RulesState) -> Result<()> {
+        self.idle()?;
         self.evaluator.restore(&state.evaluator)?;
         if let (Some(t), Some(bytes)) = (&mut self.triggers, &state.triggers) {
             t.restore(bytes)?;
@@ -429,6 +534,7 @@ mod tests {
     use driftwatch_ingest::{Decoder, DecoderConfig, Event};
 
     use super::*;
+    use crate::history_writer::HistoryWriter;
 
     fn prediction(decoder: &mut Decoder, i: usize, second: usize) -> PredictionEvent {
         let json = format!(
@@ -438,6 +544,102 @@ mod tests {
             Ok(Event::Prediction(p)) => p,
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A runner over `dir` with the history read by its queries, no rules,
+    /// flushing whenever a byte is live (a flush at every settle).
+    fn replay_runner(dir: &std::path::Path) -> RuleRunner {
+        use driftwatch_sql::{Limits, Tables, standard_tables};
+        let data_dir = DataDir::new(dir);
+        let tables = Tables::new(
+            standard_tables().expect("tables"),
+            Some(&data_dir.history()),
+        )
+        .expect("tables");
+        let engine = Engine::new(tables, Limits::default()).expect("engine");
+        let config = RunnerConfig {
+            data_dir,
+            history: true,
+            events_retention_ms: None,
+            actions: driftwatch_triggers::Actions::default(),
+            audit_sync: AuditSync::None,
+        };
+        let mut runner = RuleRunner::new(&config, engine, Vec::new(), "replay").expect("runner");
+        runner.flushing = Flushing::Bytes(1);
+        runner
+    }
+
+    /// Hour `hour`'s window of model churn: two `feature_drift` rows.
+    fn closed(hour: i64) -> ClosedWindow {
+        use std::sync::Arc;
+        let start = 1_795_651_200_000 + hour * 3_600_000; // from 2026-11-26T00:00:00Z
+        let end = start + 3_600_000;
+        let iso = driftwatch_ingest::format_time;
+        let rows: Vec<serde_json::Value> = ["f0", "f1"]
+            .iter()
+            .map(|f| {
+                serde_json::json!({"model_id": "churn", "model_version": "v1",
+                    "window_start": iso(start), "window_end": iso(end),
+                    "feature": f, "kind": "numeric", "count": 10,
+                    "reference_count": 10, "psi": 0.1, "level": "ok"})
+            })
+            .collect();
+        ClosedWindow {
+            key: driftwatch_detectors::WindowKey {
+                model_id: Arc::from("churn"),
+                model_version: None,
+                start,
+                end,
+            },
+            events: 20,
+            tables: vec![(
+                "feature_drift".to_owned(),
+                driftwatch_sql::testing::table_rows("feature_drift", &rows).expect("rows"),
+            )],
+        }
+    }
+
+    fn count(runner: &RuleRunner) -> i64 {
+        let (_, batches) = runner
+            .evaluator
+            .engine()
+            .query("SELECT count(*) AS n FROM feature_drift")
+            .expect("query");
+        batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .expect("count")
+            .value(0)
+    }
+
+    #[test]
+    fn rows_flushed_on_the_writer_thread_are_counted_once_by_every_query() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut runner = replay_runner(dir.path());
+        let mut in_flight = 0;
+        for hour in 0..40 {
+            runner.window(&closed(hour)).expect("window");
+            runner.settle().expect("settle");
+            // a flush is on the writer thread now, or was just published,
+            // and the one before was compacted: live or in a file, each row
+            // once
+            in_flight += usize::from(runner.writer.as_ref().is_some_and(HistoryWriter::busy));
+            assert_eq!(count(&runner), 2 * (hour + 1), "after hour {hour}");
+        }
+        assert!(in_flight > 0, "no flush was ever on the writer thread");
+        runner.flush().expect("flush");
+        assert_eq!(runner.evaluator.engine().tables().live_rows(), 0);
+        assert_eq!(count(&runner), 80);
+        // every flush written and compacted: one file for the day, no
+        // temporary left
+        let day = dir.path().join("history/feature_drift/date=2026-11-26");
+        let names: Vec<String> = std::fs::read_dir(&day)
+            .expect("day")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert!(names[0].starts_with("replay-000000000001-"), "{names:?}");
     }
 
     #[test]

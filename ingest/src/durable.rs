@@ -21,6 +21,26 @@ pub fn write_with<F>(path: &Path, fill: F) -> io::Result<()>
 where
     F: FnOnce(&mut File) -> io::Result<()>,
 {
+    stage_with(path, fill)?.commit()
+}
+
+/// A file written in full under a temporary name beside its target, not yet
+/// in place: [`commit`](Self::commit) renames it over the target; dropped
+/// uncommitted, it is removed. Lets one thread do the writing while another
+/// chooses when readers see the file.
+#[derive(Debug)]
+pub struct StagedFile {
+    tmp: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+/// The first step of [`write_with`]: the content written and synced under a
+/// temporary name, the target untouched.
+pub fn stage_with<F>(path: &Path, fill: F) -> io::Result<StagedFile>
+where
+    F: FnOnce(&mut File) -> io::Result<()>,
+{
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir = parent(path);
     std::fs::create_dir_all(dir)?;
@@ -28,21 +48,43 @@ where
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = File::create_new(&tmp).and_then(|mut file| {
-        fill(&mut file)?;
-        file.flush()?;
-        file.sync_all()
-    });
-    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+    let staged = StagedFile {
+        tmp: dir.join(format!(
+            ".{name}.{}.{}.tmp",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )),
+        target: path.to_owned(),
+        committed: false,
+    };
+    // from here on, an error drops `staged`, which removes the temporary
+    let mut file = File::create_new(&staged.tmp)?;
+    fill(&mut file)?;
+    file.flush()?;
+    file.sync_all()?;
+    Ok(staged)
+}
+
+impl StagedFile {
+    /// Where the file goes.
+    pub fn target(&self) -> &Path {
+        &self.target
     }
-    sync_dir(dir)
+
+    /// Renames the file over its target and makes the rename durable.
+    pub fn commit(mut self) -> io::Result<()> {
+        std::fs::rename(&self.tmp, &self.target)?;
+        self.committed = true;
+        sync_dir(parent(&self.target))
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// The name of the file that `name` was a temporary of, when `name` is one
@@ -128,6 +170,32 @@ mod tests {
         assert_eq!(names, ["state.json"]);
         write(&path, b"new").expect("second write");
         assert_eq!(std::fs::read(&path).expect("read"), b"new");
+    }
+
+    #[test]
+    fn a_staged_file_is_in_place_only_once_committed_and_gone_if_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("rows.parquet");
+        let names = || -> Vec<String> {
+            let mut n: Vec<String> = std::fs::read_dir(dir.path())
+                .expect("list")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            n.sort();
+            n
+        };
+        let staged = stage_with(&path, |f| f.write_all(b"rows")).expect("stage");
+        assert!(!path.exists());
+        let listed = names();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(temporary_target(&listed[0]), Some("rows.parquet"));
+        staged.commit().expect("commit");
+        assert_eq!(names(), ["rows.parquet"]);
+        assert_eq!(std::fs::read(&path).expect("read"), b"rows");
+        // staged and dropped: the temporary goes, the file stays as it was
+        drop(stage_with(&path, |f| f.write_all(b"other")).expect("stage"));
+        assert_eq!(names(), ["rows.parquet"]);
+        assert_eq!(std::fs::read(&path).expect("read"), b"rows");
     }
 
     #[test]

@@ -18,6 +18,13 @@
 //! Flushes that a checkpoint has recorded are compacted: a directory's files
 //! become one `<writer>-<first>-<last>.parquet`, so a query opens about one
 //! file per table and day however often the service checkpoints.
+//!
+//! Writing and compacting can happen away from queries: [`History::begin_write`]
+//! and [`History::begin_compact`] make jobs that any thread runs, writing
+//! files under temporary names no scan lists, and [`History::publish`] puts
+//! them in place (and removes what a compaction merged) when the caller
+//! chooses — between two queries, with the flushed live rows dropped at the
+//! same moment ([`crate::Tables::publish_flush`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -39,7 +46,10 @@ use crate::tables::TableDef;
 pub struct History {
     dir: PathBuf,
     writer: String,
+    /// The last flush published.
     seq: u64,
+    /// The last flush handed to a [`WriteJob`] (published or not).
+    reserved: u64,
     /// This writer's files: for each directory, the flush ranges
     /// (`first` → `last`) of its files.
     files: BTreeMap<PathBuf, BTreeMap<u64, u64>>,
@@ -192,6 +202,7 @@ impl History {
             dir: dir.to_owned(),
             writer,
             seq,
+            reserved: seq,
             files,
             cache: FileCache::shared(),
             raw: BTreeSet::new(),
@@ -244,43 +255,79 @@ impl History {
         }
         self.files.retain(|_, r| !r.is_empty());
         self.seq = seq;
+        self.reserved = seq;
         Ok(removed)
     }
 
     /// Writes one flush: `rows` of each table, split by date, sorted by model.
     /// Returns the flush's sequence number (unchanged when there was nothing
-    /// to write).
+    /// to write). [`begin_write`](Self::begin_write), [`WriteJob::run`] and
+    /// [`publish`](Self::publish) in one.
     pub fn write(&mut self, rows: &[(&TableDef, Vec<RecordBatch>)]) -> Result<u64> {
+        if let Some(job) = self.begin_write(rows) {
+            self.publish(job.run()?)?;
+        }
+        Ok(self.seq)
+    }
+
+    /// The next flush of `rows`, to be written by [`WriteJob::run`] on any
+    /// thread and put in place by [`publish`](Self::publish); `None` when
+    /// there is nothing to write. Until it is published, no query sees its
+    /// files, and each further job gets the next sequence.
+    pub fn begin_write(&mut self, rows: &[(&TableDef, Vec<RecordBatch>)]) -> Option<WriteJob> {
         if rows
             .iter()
             .all(|(_, b)| b.iter().all(|b| b.num_rows() == 0))
         {
-            return Ok(self.seq);
+            return None;
         }
-        let seq = self.seq + 1;
-        for (def, batches) in rows {
-            let mut groups: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
+        for (def, _) in rows {
             if def.raw {
                 self.raw.insert(self.dir.join(&def.name));
             }
-            for batch in batches {
-                split(def, batch, &mut groups)?;
+        }
+        self.reserved = self.reserved.max(self.seq) + 1;
+        Some(WriteJob {
+            dir: self.dir.clone(),
+            writer: self.writer.clone(),
+            seq: self.reserved,
+            rows: rows
+                .iter()
+                .map(|(def, batches)| ((*def).clone(), batches.clone()))
+                .collect(),
+        })
+    }
+
+    /// Puts the files of a finished job in place (renamed from their
+    /// temporaries), keeps a write's rows in the cache, and removes the
+    /// files a compaction merged. Returns what a compaction did.
+    pub fn publish(&mut self, staged: Staged) -> Result<Compaction> {
+        let mut done = Compaction::default();
+        for out in staged.outputs {
+            let path = out.file.target().to_owned();
+            out.file
+                .commit()
+                .map_err(io(format!("writing {}", path.display())))?;
+            if let Some(rows) = out.cached {
+                self.cache.insert(&path, rows)?;
             }
-            for (date, rows) in groups {
-                let dir = self.dir.join(&def.name).join(format!("date={date}"));
-                // stored events: a schema per model, one for the file
-                let (schema, rows) = unified(&rows)?;
-                let rows = sorted_by_model(&schema, def.model_column, &rows)?;
-                let name = file_name(&self.writer, seq, seq);
-                write_file(&dir, &name, &schema, &rows)?;
-                if !def.raw {
-                    self.cache.insert(&dir.join(name), rows)?;
-                }
-                self.files.entry(dir).or_default().insert(seq, seq);
+            for &(f, l) in &out.inputs {
+                remove(&out.dir.join(file_name(&self.writer, f, l)))?;
+            }
+            let ranges = self.files.entry(out.dir).or_default();
+            for (f, _) in &out.inputs {
+                ranges.remove(f);
+            }
+            ranges.insert(out.range.0, out.range.1);
+            if !out.inputs.is_empty() {
+                done.directories += 1;
+                done.files += out.inputs.len();
             }
         }
-        self.seq = seq;
-        Ok(seq)
+        if let Some(seq) = staged.seq {
+            self.seq = self.seq.max(seq);
+        }
+        Ok(done)
     }
 
     /// Removes this writer's files of `table` whose day ended before
@@ -329,7 +376,18 @@ impl History {
     /// query running meanwhile may see those rows twice, a restart does not
     /// (see [`History::open`]).
     pub fn compact(&mut self, upto: u64) -> Result<Compaction> {
-        let mut done = Compaction::default();
+        match self.begin_compact(upto) {
+            Some(job) => self.publish(job.run()?),
+            None => Ok(Compaction::default()),
+        }
+    }
+
+    /// The merges [`compact`](Self::compact) would do, to be written by
+    /// [`CompactJob::run`] on any thread and put in place by
+    /// [`publish`](Self::publish) (which removes the inputs then); `None`
+    /// when there is nothing to merge. Until then the inputs must stay: no
+    /// [`expire`](Self::expire) or [`rewind`](Self::rewind) in between.
+    pub fn begin_compact(&self, upto: u64) -> Option<CompactJob> {
         let newest: BTreeMap<&Path, &PathBuf> = self
             .files
             .keys()
@@ -349,7 +407,96 @@ impl History {
                 work.push((dir.clone(), inputs));
             }
         }
-        for (dir, inputs) in work {
+        (!work.is_empty()).then(|| CompactJob {
+            writer: self.writer.clone(),
+            work,
+            cache: Arc::clone(&self.cache),
+        })
+    }
+}
+
+/// One flush of rows for the history, prepared by [`History::begin_write`].
+#[derive(Debug)]
+pub struct WriteJob {
+    dir: PathBuf,
+    writer: String,
+    seq: u64,
+    rows: Vec<(TableDef, Vec<RecordBatch>)>,
+}
+
+/// Merges of history files, prepared by [`History::begin_compact`].
+#[derive(Debug)]
+pub struct CompactJob {
+    writer: String,
+    /// Directories and the ranges of their files to merge.
+    work: Vec<(PathBuf, Vec<(u64, u64)>)>,
+    cache: Arc<FileCache>,
+}
+
+/// Files a job wrote under temporary names, for [`History::publish`]; dropped
+/// unpublished, they are removed.
+#[derive(Debug)]
+pub struct Staged {
+    /// The flush a [`WriteJob`] wrote.
+    seq: Option<u64>,
+    outputs: Vec<Output>,
+}
+
+/// One file of a [`Staged`] job.
+#[derive(Debug)]
+struct Output {
+    dir: PathBuf,
+    file: driftwatch_ingest::durable::StagedFile,
+    /// The flushes the file holds.
+    range: (u64, u64),
+    /// The writer's files it replaces (a merge).
+    inputs: Vec<(u64, u64)>,
+    /// Its rows, for the cache of decoded files.
+    cached: Option<Vec<RecordBatch>>,
+}
+
+impl WriteJob {
+    /// The flush's sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Writes the rows, a file per table and date, sorted by model.
+    pub fn run(self) -> Result<Staged> {
+        let mut outputs = Vec::new();
+        for (def, batches) in &self.rows {
+            let mut groups: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
+            for batch in batches {
+                split(def, batch, &mut groups)?;
+            }
+            for (date, rows) in groups {
+                let dir = self.dir.join(&def.name).join(format!("date={date}"));
+                // stored events: a schema per model, one for the file
+                let (schema, rows) = unified(&rows)?;
+                let rows = sorted_by_model(&schema, def.model_column, &rows)?;
+                let name = file_name(&self.writer, self.seq, self.seq);
+                let file = stage_file(&dir, &name, &schema, &rows)?;
+                outputs.push(Output {
+                    dir,
+                    file,
+                    range: (self.seq, self.seq),
+                    inputs: Vec::new(),
+                    cached: (!def.raw).then_some(rows),
+                });
+            }
+        }
+        Ok(Staged {
+            seq: Some(self.seq),
+            outputs,
+        })
+    }
+}
+
+impl CompactJob {
+    /// Writes each directory's merged file.
+    pub fn run(self) -> Result<Staged> {
+        let mut outputs = Vec::new();
+        for (dir, inputs) in self.work {
             let paths: Vec<PathBuf> = inputs
                 .iter()
                 .map(|&(f, l)| dir.join(file_name(&self.writer, f, l)))
@@ -367,31 +514,33 @@ impl History {
                 .map(|p| self.cache.peek(p))
                 .collect::<Option<Vec<_>>>()
                 .map(|all| all.iter().flat_map(|b| b.iter().cloned()).collect());
+            let cached = match cached {
+                Some(rows) if !rows.is_empty() => {
+                    let (row_schema, rows) = unified(&rows)?;
+                    match row_schema.index_of("model_id") {
+                        Ok(column) => Some(sorted_by_model(&row_schema, column, &rows)?),
+                        Err(_) => None,
+                    }
+                }
+                _ => None,
+            };
             let first = inputs[0].0;
             let last = inputs.iter().map(|&(_, l)| l).max().unwrap_or(first);
-            let name = file_name(&self.writer, first, last);
-            write_file(&dir, &name, &schema, &batches)?;
-            if let Some(rows) = cached
-                && !rows.is_empty()
-            {
-                let (row_schema, rows) = unified(&rows)?;
-                if let Ok(column) = row_schema.index_of("model_id") {
-                    let sorted = sorted_by_model(&row_schema, column, &rows)?;
-                    self.cache.insert(&dir.join(name), sorted)?;
-                }
-            }
-            for path in &paths {
-                remove(path)?;
-            }
-            let ranges = self.files.entry(dir).or_default();
-            for (f, _) in &inputs {
-                ranges.remove(f);
-            }
-            ranges.insert(first, last);
-            done.directories += 1;
-            done.files += inputs.len();
+            let file = stage_file(
+                &dir,
+                &file_name(&self.writer, first, last),
+                &schema,
+                &batches,
+            )?;
+            outputs.push(Output {
+                dir,
+                file,
+                range: (first, last),
+                inputs,
+                cached,
+            });
         }
-        Ok(done)
+        Ok(Staged { seq: None, outputs })
     }
 }
 
@@ -563,9 +712,14 @@ fn split(
     Ok(())
 }
 
-/// Writes `batches` as `dir/name`, atomically and durably: a reader never
-/// sees half a file, and a crash never leaves one.
-fn write_file(dir: &Path, name: &str, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
+/// Writes `batches` for `dir/name` under a temporary name, synced: in place
+/// once committed (see [`driftwatch_ingest::durable::stage_with`]).
+fn stage_file(
+    dir: &Path,
+    name: &str,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<driftwatch_ingest::durable::StagedFile> {
     let path = dir.join(name);
     let mut props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
@@ -583,7 +737,7 @@ fn write_file(dir: &Path, name: &str, schema: &SchemaRef, batches: &[RecordBatch
     }
     let props = props.build();
     let context = format!("writing {}", path.display());
-    driftwatch_ingest::durable::write_with(&path, |file| {
+    driftwatch_ingest::durable::stage_with(&path, |file| {
         let mut writer = ArrowWriter::try_new(file, Arc::clone(schema), Some(props))?;
         for b in batches {
             writer.write(b)?;

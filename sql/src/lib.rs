@@ -26,8 +26,10 @@ pub mod udf;
 pub use engine::{Engine, Limits, Prepared, Query};
 pub use error::{Error, Result};
 pub use events::{EventRows, events_schema};
-pub use history::{Compaction, History};
-pub use tables::{Layout, TableDef, Tables, WindowTable, standard_schemas, standard_tables};
+pub use history::{CompactJob, Compaction, History, Staged, WriteJob};
+pub use tables::{
+    FlushJob, Layout, StagedFlush, TableDef, Tables, WindowTable, standard_schemas, standard_tables,
+};
 pub mod eval;
 pub mod rules;
 

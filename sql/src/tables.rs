@@ -21,7 +21,7 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use crate::cache::FileCache;
 use crate::error::{Error, Result};
-use crate::history::decode_partition;
+use crate::history::{History, Staged, WriteJob, decode_partition};
 
 /// A table's name, schema and the columns the history partitions it by.
 #[derive(Debug, Clone)]
@@ -104,6 +104,8 @@ impl TableDef {
 pub struct WindowTable {
     def: TableDef,
     live: RwLock<Vec<LiveBatch>>,
+    /// The number of the next live batch.
+    next_id: std::sync::atomic::AtomicU64,
     /// `history/<table>`, when the table has a history.
     history: Option<PathBuf>,
     cache: Arc<FileCache>,
@@ -134,6 +136,7 @@ impl WindowTable {
         Ok(WindowTable {
             def,
             live: RwLock::new(Vec::new()),
+            next_id: std::sync::atomic::AtomicU64::new(0),
             history,
             cache: FileCache::shared(),
         })
@@ -162,7 +165,10 @@ impl WindowTable {
             });
         }
         if batch.num_rows() > 0 {
-            let live = LiveBatch::new(&self.def, batch);
+            let id = self
+                .next_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let live = LiveBatch::new(&self.def, batch, id);
             self.live
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
@@ -181,11 +187,20 @@ impl WindowTable {
             .collect()
     }
 
-    /// Drops the first `n` live batches (they are in the history now).
-    fn drop_live(&self, n: usize) {
+    /// A copy of the live rows, and the number of the last batch among them.
+    fn live_through(&self) -> (Vec<RecordBatch>, Option<u64>) {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        (
+            live.iter().map(|l| l.batch.clone()).collect(),
+            live.last().map(|l| l.id),
+        )
+    }
+
+    /// Drops the live batches numbered up to `id` (they are in the history
+    /// now); those pushed since stay.
+    fn drop_live_through(&self, id: u64) {
         let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
-        let n = n.min(live.len());
-        live.drain(..n);
+        live.retain(|l| l.id > id);
     }
 
     /// Drops the live rows whose time is before `ms` (or null): rows past
@@ -219,7 +234,7 @@ impl WindowTable {
                             }
                         })?;
                     dropped += l.batch.num_rows() - batch.num_rows();
-                    kept.push(LiveBatch::new(&self.def, batch));
+                    kept.push(LiveBatch::new(&self.def, batch, l.id));
                 }
                 _ => dropped += l.batch.num_rows(),
             }
@@ -254,6 +269,9 @@ impl WindowTable {
 #[derive(Debug, Clone)]
 struct LiveBatch {
     batch: RecordBatch,
+    /// Numbers the table's batches in the order they came; a batch cut down
+    /// by [`WindowTable::drop_live_before`] keeps its number.
+    id: u64,
     /// The distinct models of the batch; `None` when there are more than
     /// [`LIVE_MODELS`] (or the column is not a plain string column).
     models: Option<Vec<String>>,
@@ -267,7 +285,7 @@ struct LiveBatch {
 const LIVE_MODELS: usize = 16;
 
 impl LiveBatch {
-    fn new(def: &TableDef, batch: RecordBatch) -> Self {
+    fn new(def: &TableDef, batch: RecordBatch, id: u64) -> Self {
         use arrow::datatypes::TimestampMillisecondType;
         let models = batch
             .column(def.model_column)
@@ -291,6 +309,7 @@ impl LiveBatch {
             .and_then(|t| Some((arrow::compute::min(t)?, arrow::compute::max(t)?)));
         LiveBatch {
             bytes: batch.get_array_memory_size(),
+            id,
             batch,
             models,
             span,
@@ -712,14 +731,52 @@ impl Tables {
 
     /// Moves every live row to the history; returns the flush's sequence.
     /// The rows leave memory only once their files are written.
-    pub fn flush(&self, history: &mut crate::history::History) -> Result<u64> {
-        let rows: Vec<(&TableDef, Vec<RecordBatch>)> =
-            self.tables.values().map(|t| (t.def(), t.live())).collect();
-        let seq = history.write(&rows)?;
-        for ((_, batches), table) in rows.iter().zip(self.tables.values()) {
-            table.drop_live(batches.len());
+    /// [`begin_flush`](Self::begin_flush), [`FlushJob::run`] and
+    /// [`publish_flush`](Self::publish_flush) in one.
+    pub fn flush(&self, history: &mut History) -> Result<u64> {
+        match self.begin_flush(history) {
+            Some(job) => self.publish_flush(history, job.run()?),
+            None => Ok(history.seq()),
         }
-        Ok(seq)
+    }
+
+    /// The live rows as the next flush of `history`, to be written by
+    /// [`FlushJob::run`] on any thread; `None` when there are none. Queries
+    /// keep seeing them live until [`publish_flush`](Self::publish_flush)
+    /// puts the files in place and drops them from memory at once. One flush
+    /// at a time: rows pushed meanwhile go with the next.
+    pub fn begin_flush(&self, history: &mut History) -> Option<FlushJob> {
+        let mut taken = Vec::new();
+        let mut bytes = 0;
+        let rows: Vec<(&TableDef, Vec<RecordBatch>)> = self
+            .tables
+            .iter()
+            .map(|(name, t)| {
+                let (batches, last) = t.live_through();
+                if let Some(last) = last {
+                    taken.push((name.clone(), last));
+                }
+                bytes += batches
+                    .iter()
+                    .map(RecordBatch::get_array_memory_size)
+                    .sum::<usize>();
+                (t.def(), batches)
+            })
+            .collect();
+        let job = history.begin_write(&rows)?;
+        Some(FlushJob { job, taken, bytes })
+    }
+
+    /// Puts a flush's files in place and drops its rows from memory;
+    /// returns the flush's sequence.
+    pub fn publish_flush(&self, history: &mut History, staged: StagedFlush) -> Result<u64> {
+        history.publish(staged.staged)?;
+        for (name, last) in staged.taken {
+            if let Some(t) = self.tables.get(&name) {
+                t.drop_live_through(last);
+            }
+        }
+        Ok(history.seq())
     }
 
     /// Drops the live rows of table `name` dated before `ms`; see
@@ -734,7 +791,7 @@ impl Tables {
     /// Drops every live row (a session without a history).
     pub fn clear_live(&self) {
         for t in self.tables.values() {
-            t.drop_live(usize::MAX);
+            t.drop_live_through(u64::MAX);
         }
     }
 
@@ -746,6 +803,37 @@ impl Tables {
     /// Bytes the live rows hold across the tables.
     pub fn live_bytes(&self) -> usize {
         self.tables.values().map(|t| t.live_bytes()).sum()
+    }
+}
+
+/// Live rows on their way to the history ([`Tables::begin_flush`]).
+#[derive(Debug)]
+pub struct FlushJob {
+    job: WriteJob,
+    /// Each table's last batch taken.
+    taken: Vec<(String, u64)>,
+    bytes: usize,
+}
+
+/// A [`FlushJob`] written, for [`Tables::publish_flush`].
+#[derive(Debug)]
+pub struct StagedFlush {
+    staged: Staged,
+    taken: Vec<(String, u64)>,
+}
+
+impl FlushJob {
+    /// Bytes of live rows it takes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Writes the files (not yet in place).
+    pub fn run(self) -> Result<StagedFlush> {
+        Ok(StagedFlush {
+            staged: self.job.run()?,
+            taken: self.taken,
+        })
     }
 }
 
@@ -804,7 +892,7 @@ mod tests {
             ],
         )
         .unwrap();
-        LiveBatch::new(&def, batch)
+        LiveBatch::new(&def, batch, 0)
     }
 
     fn at(ms: i64) -> Expr {
