@@ -53,7 +53,7 @@ pub struct History {
     /// This writer's files: for each directory, the flush ranges
     /// (`first` → `last`) of its files.
     files: BTreeMap<PathBuf, BTreeMap<u64, u64>>,
-    /// Decoded files: what this writer writes is kept there at once.
+    /// Decoded files: a merge of files that were there is kept there.
     cache: Arc<FileCache>,
     /// Directories of tables of raw rows (see [`TableDef::raw`]) written so far.
     raw: BTreeSet<PathBuf>,
@@ -299,8 +299,9 @@ impl History {
     }
 
     /// Puts the files of a finished job in place (renamed from their
-    /// temporaries), keeps a write's rows in the cache, and removes the
-    /// files a compaction merged. Returns what a compaction did.
+    /// temporaries), keeps a merge's rows in the cache when its inputs were
+    /// there, and removes the files a compaction merged. Returns what a
+    /// compaction did.
     pub fn publish(&mut self, staged: Staged) -> Result<Compaction> {
         let mut done = Compaction::default();
         for out in staged.outputs {
@@ -451,7 +452,8 @@ struct Output {
     range: (u64, u64),
     /// The writer's files it replaces (a merge).
     inputs: Vec<(u64, u64)>,
-    /// Its rows, for the cache of decoded files.
+    /// Its rows, for the cache of decoded files (a merge of files that
+    /// were there).
     cached: Option<Vec<RecordBatch>>,
 }
 
@@ -481,7 +483,11 @@ impl WriteJob {
                     file,
                     range: (self.seq, self.seq),
                     inputs: Vec::new(),
-                    cached: (!def.raw).then_some(rows),
+                    // not kept in the cache: most flushed rows are never
+                    // read again (a replay without rules reads none), and
+                    // kept they filled the cache's whole budget; a query
+                    // that reads the file puts it there
+                    cached: None,
                 });
             }
         }
