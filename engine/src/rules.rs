@@ -642,6 +642,77 @@ mod tests {
         assert!(names[0].starts_with("replay-000000000001-"), "{names:?}");
     }
 
+    /// Flush sequences of the files under `dir` (recursively), and whether
+    /// any temporary is among them.
+    fn flushes(dir: &std::path::Path) -> (Vec<String>, bool) {
+        let mut names = Vec::new();
+        let mut temporary = false;
+        let mut stack = vec![dir.to_owned()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).expect("dir").flatten() {
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if name.starts_with('.') {
+                    temporary = true;
+                } else {
+                    names.push(name);
+                }
+            }
+        }
+        names.sort();
+        (names, temporary)
+    }
+
+    #[test]
+    fn checkpoints_record_what_the_writer_thread_wrote_and_compacts_it_out_of_sight_of_queries() {
+        let dir = tempfile::tempdir().expect("dir");
+        let history = dir.path().join("history");
+        // the service: a flush at each checkpoint, compacted once saved
+        let mut runner = replay_runner(dir.path());
+        runner.flushing = Flushing::Checkpoints;
+        let mut compactions = 0;
+        let mut state = None;
+        for hour in 0..30 {
+            runner.window(&closed(hour)).expect("window");
+            runner.settle().expect("settle");
+            // each row once, whether a compaction is on the writer thread,
+            // just published, or done
+            assert_eq!(count(&runner), 2 * (hour + 1), "after hour {hour}");
+            if hour % 4 == 3 {
+                let saved = runner.snapshot().expect("snapshot");
+                assert_eq!(runner.evaluator.engine().tables().live_rows(), 0);
+                let (files, temporary) = flushes(&history);
+                assert!(!temporary, "{files:?}");
+                assert!(
+                    files
+                        .iter()
+                        .any(|f| f.ends_with(&format!("{:012}.parquet", saved.history_seq))),
+                    "{files:?} after a snapshot of flush {}",
+                    saved.history_seq
+                );
+                runner.checkpoint_saved().expect("saved");
+                compactions += usize::from(runner.writer.as_ref().is_some_and(HistoryWriter::busy));
+                state = Some(saved);
+            }
+        }
+        // the first day's flushes were merged on the writer thread
+        assert!(compactions > 0);
+        let (files, _) = flushes(&history.join("feature_drift/date=2026-11-26"));
+        assert_eq!(files.len(), 1, "{files:?}");
+        // the hours after the last checkpoint are written by the next
+        // snapshot; restoring the last checkpoint removes them
+        let state = state.expect("a checkpoint");
+        runner.snapshot().expect("snapshot");
+        let (before, _) = flushes(&history);
+        runner.restore(&state).expect("restore");
+        let (after, temporary) = flushes(&history);
+        assert!(!temporary, "{after:?}");
+        assert_eq!(after.len(), before.len() - 1, "{before:?} → {after:?}");
+        assert_eq!(count(&runner), 2 * 28);
+    }
+
     #[test]
     fn the_batcher_hands_over_full_batches_with_their_latest_event_time() {
         let mut decoder = Decoder::new(DecoderConfig::default());
