@@ -458,11 +458,6 @@ struct Output {
 }
 
 impl WriteJob {
-    /// The flush's sequence number.
-    pub fn seq(&self) -> u64 {
-        self.seq
-    }
-
     /// Writes the rows, a file per table and date, sorted by model.
     pub fn run(self) -> Result<Staged> {
         let mut outputs = Vec::new();
@@ -841,16 +836,20 @@ mod tests {
                 .join("windows/date=1970-01-01/w-000000000001.parquet"),
         )
         .unwrap();
-        let read: Vec<String> = rows
-            .iter()
+        let read = model_ids(&rows);
+        let mut expected = models;
+        expected.sort();
+        assert_eq!(read, expected);
+    }
+
+    /// The model ids (first column) of `rows`, in their order.
+    fn model_ids(rows: &[RecordBatch]) -> Vec<String> {
+        rows.iter()
             .flat_map(|b| {
                 let ids = b.column(0).as_string::<i32>();
                 ids.iter().flatten().map(str::to_owned).collect::<Vec<_>>()
             })
-            .collect();
-        let mut expected = models;
-        expected.sort();
-        assert_eq!(read, expected);
+            .collect()
     }
 
     /// A batch of stored events of `model` at `ms`, with a numeric column
@@ -909,13 +908,7 @@ mod tests {
         assert_eq!((done.directories, done.files), (1, COMPACT_FILES));
         let (schema, rows) = crate::cache::read_parquet(&day.join(file_name("w", 1, seq))).unwrap();
         assert!(crate::events::is_stored(&schema));
-        let models: Vec<String> = rows
-            .iter()
-            .flat_map(|b| {
-                let ids = b.column(0).as_string::<i32>();
-                ids.iter().flatten().map(str::to_owned).collect::<Vec<_>>()
-            })
-            .collect();
+        let models = model_ids(&rows);
         let mut expected = vec!["m".to_owned(); 6 * COMPACT_FILES / 2];
         expected.extend(vec!["z".to_owned(); 3 * COMPACT_FILES / 2]);
         assert_eq!(models, expected);

@@ -177,22 +177,14 @@ impl WindowTable {
         Ok(())
     }
 
-    /// A copy of the live rows.
-    pub fn live(&self) -> Vec<RecordBatch> {
-        self.live
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|l| l.batch.clone())
-            .collect()
-    }
-
-    /// A copy of the live rows, and the number of the last batch among them.
-    fn live_through(&self) -> (Vec<RecordBatch>, Option<u64>) {
+    /// A copy of the live rows, the number of the last batch among them,
+    /// and the bytes they hold.
+    fn live_through(&self) -> (Vec<RecordBatch>, Option<u64>, usize) {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         (
             live.iter().map(|l| l.batch.clone()).collect(),
             live.last().map(|l| l.id),
+            live.iter().map(|l| l.bytes).sum(),
         )
     }
 
@@ -752,14 +744,11 @@ impl Tables {
             .tables
             .iter()
             .map(|(name, t)| {
-                let (batches, last) = t.live_through();
+                let (batches, last, held) = t.live_through();
                 if let Some(last) = last {
                     taken.push((name.clone(), last));
                 }
-                bytes += batches
-                    .iter()
-                    .map(RecordBatch::get_array_memory_size)
-                    .sum::<usize>();
+                bytes += held;
                 (t.def(), batches)
             })
             .collect();
