@@ -391,7 +391,7 @@ fn finish(
     let summary = pipeline.finish()?;
     let pending = settings.data_dir.replay_pending();
     if pending.exists() {
-        std::fs::remove_file(&pending)
+        std::fs::remove_dir_all(&pending)
             .with_context(|| format!("removing {}", pending.display()))?;
     }
     if let Some(dir) = pending.parent() {

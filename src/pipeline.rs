@@ -109,7 +109,7 @@ impl Pipeline {
         let performance = match &settings.performance {
             Some(config) => {
                 let mut config = config.clone();
-                config.store.spill_path = pending.map(Path::to_owned);
+                config.store.spill_dir = pending.map(Path::to_owned);
                 Some(PerformanceTracker::new(
                     config,
                     settings.window,

@@ -1026,7 +1026,7 @@ impl RawSettings {
             window_adwin: on(RawDetector::WindowAdwin).then_some(p.adwin),
             store: StoreConfig {
                 memory_budget,
-                spill_path: None,
+                spill_dir: None,
             },
         }))
     }

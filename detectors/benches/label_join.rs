@@ -70,7 +70,7 @@ fn label_join(c: &mut Criterion) {
             "spilled",
             StoreConfig {
                 memory_budget: 2 << 20,
-                spill_path: Some(dir.path().join("pending.redb")),
+                spill_dir: Some(dir.path().join("pending")),
             },
         ),
     ] {
@@ -78,12 +78,12 @@ fn label_join(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter_batched(
                 || {
-                    // a file of its own per run: the last run's store may still be open
+                    // a directory of its own per run: the last run's store may still be open
                     run += 1;
                     let mut store = store.clone();
-                    store.spill_path = store
-                        .spill_path
-                        .map(|p| p.with_file_name(format!("pending-{run}.redb")));
+                    store.spill_dir = store
+                        .spill_dir
+                        .map(|p| p.with_file_name(format!("pending-{run}")));
                     let mut t = tracker(store);
                     for p in &predictions {
                         t.prediction(p).expect("prediction");

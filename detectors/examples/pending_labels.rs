@@ -52,13 +52,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     std::fs::create_dir_all(&dir)?;
-    let path = dir.join("pending.redb");
-    let _ = std::fs::remove_file(&path);
+    let path = dir.join("pending");
+    let _ = std::fs::remove_dir_all(&path);
     let config = PerformanceConfig {
         label_horizon_ms: 30 * 24 * 3_600_000,
         store: StoreConfig {
             memory_budget: budget_mib << 20,
-            spill_path: spill.then(|| path.clone()),
+            spill_dir: spill.then(|| path.clone()),
         },
         ..PerformanceConfig::default()
     };
@@ -129,6 +129,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("joined {} of {pending}", s.labels.joined).into());
     }
     drop(t);
-    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir_all(&path);
     Ok(())
 }

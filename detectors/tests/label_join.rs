@@ -265,8 +265,12 @@ fn run_synth(cut: Option<usize>, spill: Option<&std::path::Path>) -> (Vec<String
                 label_horizon_ms: 3 * 24 * HOUR,
                 store: StoreConfig {
                     // a few thousand entries in memory, the rest on disk
-                    memory_budget: if spill.is_some() { 2 << 20 } else { 256 << 20 },
-                    spill_path: spill.map(|d| d.join("pending.redb")),
+                    memory_budget: if spill.is_some() {
+                        256 << 10
+                    } else {
+                        256 << 20
+                    },
+                    spill_dir: spill.map(|d| d.join("pending")),
                 },
                 ..PerformanceConfig::default()
             },

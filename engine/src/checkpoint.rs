@@ -62,10 +62,10 @@ impl<S: Serialize + DeserializeOwned> CheckpointDir<S> {
         self.dir.join(format!("partition-{partition}.ckpt"))
     }
 
-    /// The on-disk store of a partition's predictions awaiting labels; its
-    /// savepoints are part of the partition's checkpoints.
+    /// The directory of a partition's predictions awaiting labels that
+    /// spilled to disk; the partition's checkpoints name the files they need.
     pub fn pending_store(&self, partition: i32) -> PathBuf {
-        self.dir.join(format!("partition-{partition}.pending.redb"))
+        self.dir.join(format!("partition-{partition}.pending"))
     }
 
     /// Makes a partition's state durable.

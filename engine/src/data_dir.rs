@@ -12,8 +12,8 @@ use driftwatch_ingest::names::path_component;
 /// DATA_DIR/
 ///   history/                       window results as Parquet (driftwatch-sql)
 ///   references/<model>/<version>.profile   (`_any.profile`: every version)
-///   checkpoints/<group>/partition-<n>.ckpt, partition-<n>.pending.redb
-///   pending/replay.redb            a replay's predictions awaiting labels
+///   checkpoints/<group>/partition-<n>.ckpt, partition-<n>.pending/run-*.dat
+///   pending/replay/run-*.dat       a replay's predictions awaiting labels
 ///   outbox/<pipeline>.redb         deliveries not yet made
 ///   <table>/<model>/*.json         window results of `driftwatch run`
 ///   silences.json, audit.jsonl, dead-letter.jsonl,
@@ -61,7 +61,7 @@ impl DataDir {
 
     /// Where a replay's predictions awaiting labels spill; removed when it ends.
     pub fn replay_pending(&self) -> PathBuf {
-        self.root.join("pending").join("replay.redb")
+        self.root.join("pending").join("replay")
     }
 
     /// The outbox of pipeline `writer` (a name the service makes from the
@@ -124,7 +124,7 @@ mod tests {
             p("/d/references/churn/_any.profile")
         );
         assert_eq!(d.checkpoints("g1"), p("/d/checkpoints/g1"));
-        assert_eq!(d.replay_pending(), p("/d/pending/replay.redb"));
+        assert_eq!(d.replay_pending(), p("/d/pending/replay"));
         assert_eq!(d.outbox("g1-p0"), p("/d/outbox/g1-p0.redb"));
         assert_eq!(
             d.window_results("feature_drift", "churn"),

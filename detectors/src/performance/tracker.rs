@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use super::change::{Adwin, AdwinConfig, Ddm, DdmConfig, PageHinkley, PageHinkleyConfig};
 use super::metrics::{Metrics, Outcome, Task};
-use super::store::{Entry, PendingStore, StoreConfig, StoredLabel, WaitingLabel};
+use super::store::{Entry, Expiry, PendingStore, StoreConfig, StoredLabel, WaitingLabel};
 use crate::error::{Error, Result};
 use crate::window::{Watermark, WindowSpec};
 use crate::windows::{WindowKey, key_fields};
@@ -430,7 +430,13 @@ impl PerformanceTracker {
                 message: "must be longer than zero".into(),
             });
         }
-        let store = PendingStore::open(config.store.clone())?;
+        let store = PendingStore::open(
+            config.store.clone(),
+            Expiry {
+                spec,
+                horizon: config.label_horizon_ms,
+            },
+        )?;
         Ok(PerformanceTracker {
             tasks: config
                 .tasks
@@ -602,9 +608,9 @@ impl PerformanceTracker {
     pub fn label(&mut self, l: &LabelEvent) -> Result<()> {
         self.clock.observe(l.timestamp);
         self.count_label(&l.model_id, |c| &mut c.received);
-        // taken, not copied: a joined prediction is replaced by a marker, and
-        // anything else is put back
-        match self.store.take(&l.event_id)? {
+        // a joined prediction is replaced by a marker, and anything else is
+        // put back
+        match self.store.get(&l.event_id)? {
             None => {
                 *self.waiting.entry(Arc::clone(&l.model_id)).or_default() += 1;
                 self.store.insert(
@@ -956,44 +962,15 @@ impl PerformanceTracker {
     }
 
     fn sweep(&mut self, now: EventTime) -> Result<()> {
-        let horizon = self.config.label_horizon_ms;
-        let spec = self.spec;
-        let mut resolved: Vec<Arc<str>> = Vec::new();
-        let series = &self.series;
-        let sweep = |entry: &Entry| match entry {
-            Entry::Prediction { time, .. } | Entry::Labeled { time, .. } => {
-                if spec.last_end(*time).saturating_add(horizon) <= now {
-                    let labeled = matches!(entry, Entry::Labeled { .. });
-                    Some(Some(Entry::Expired {
-                        time: *time,
-                        labeled,
-                    }))
-                } else {
-                    None
-                }
-            }
-            Entry::Expired { time, .. } => (spec
-                .last_end(*time)
-                .saturating_add(horizon.saturating_mul(2))
-                <= now)
-                .then_some(None),
-            Entry::Label { waiting, time } => {
-                if time.saturating_add(horizon) <= now {
-                    let model = waiting.model.as_str();
-                    match series.iter().find(|(m, _)| m.as_ref() == model) {
-                        Some((m, _)) => resolved.push(Arc::clone(m)),
-                        None => resolved.push(Arc::from(model)),
-                    }
-                    Some(None)
-                } else {
-                    None
-                }
-            }
-        };
-        // nothing changes before the oldest entry is a horizon old
-        self.store
-            .sweep(sweep, |oldest| oldest.saturating_add(horizon) <= now)?;
-        for model in resolved {
+        for model in self.store.expire(now)? {
+            let model = match self
+                .series
+                .iter()
+                .find(|(m, _)| m.as_ref() == model.as_str())
+            {
+                Some((m, _)) => Arc::clone(m),
+                None => Arc::from(model.as_str()),
+            };
             self.stop_waiting(&model);
             self.count_label(&model, |c| &mut c.without_prediction);
         }
