@@ -69,7 +69,7 @@ fn label_join(c: &mut Criterion) {
             // a budget of a few thousand entries: nearly every label is read from disk
             "spilled",
             StoreConfig {
-                memory_budget: 2 << 20,
+                memory_budget: 256 << 10,
                 spill_dir: Some(dir.path().join("pending")),
             },
         ),

@@ -128,6 +128,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if s.labels.joined != pending {
         return Err(format!("joined {} of {pending}", s.labels.joined).into());
     }
+    println!("store at the end: {:?}", t.store());
     drop(t);
     let _ = std::fs::remove_dir_all(&path);
     Ok(())

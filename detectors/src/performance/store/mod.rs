@@ -29,7 +29,7 @@ use super::metrics::Outcome;
 use crate::error::{Error, Result};
 use crate::window::WindowSpec;
 use record::{EXPIRED, Extra, Key, LABEL, LABELED, PREDICTION, RECORD_BYTES, Record, Strings};
-use run::DiskRun;
+use run::{Bloom, DiskRun};
 
 /// Settings of the pending store.
 #[derive(Debug, Clone, PartialEq)]
@@ -227,11 +227,33 @@ struct Info {
     markers: usize,
 }
 
-/// Records that live in memory, sorted by key.
+/// Records that live in memory, sorted by key, with a Bloom filter of
+/// their keys (most lookups miss most runs) and a directory by the keys'
+/// top bits (a lookup reads one directory slot and about eight records).
 #[derive(Debug)]
 struct MemRun {
     records: Vec<Record>,
+    bloom: Bloom,
+    dir: run::Directory,
     info: Info,
+}
+
+impl MemRun {
+    fn find(&self, k: Key) -> Option<usize> {
+        if !self.bloom.may_contain(k) {
+            return None;
+        }
+        let range = self.dir.range(k);
+        let start = range.start;
+        self.records[range]
+            .binary_search_by(|r| r.key().cmp(&k))
+            .ok()
+            .map(|i| start + i)
+    }
+
+    fn bytes(&self) -> usize {
+        self.records.capacity() * RECORD_BYTES + self.bloom.bytes() + self.dir.bytes()
+    }
 }
 
 #[derive(Debug)]
@@ -481,11 +503,7 @@ impl PendingStore {
             (self.hot.capacity() * 8 / 7).next_power_of_two() * BUCKET_BYTES
         };
         table
-            + self
-                .mem
-                .iter()
-                .map(|m| m.records.capacity() * RECORD_BYTES)
-                .sum::<usize>()
+            + self.mem.iter().map(MemRun::bytes).sum::<usize>()
             + self.extras.memory()
             + self.strings.bytes()
             + self.disk.iter().map(|d| d.run.bytes()).sum::<usize>()
@@ -522,8 +540,10 @@ impl PendingStore {
         if let Some(r) = self.hot.find(k.hi, |r| r.key() == k) {
             return Ok(Some((Loc::Hot, *r)));
         }
-        for (i, m) in self.mem.iter().enumerate().rev() {
-            if let Ok(p) = run::search(&m.records, k) {
+        // a key has one version in memory: the runs in any order, the
+        // largest (oldest) first
+        for (i, m) in self.mem.iter().enumerate() {
+            if let Some(p) = m.find(k) {
                 return Ok(Some((Loc::Mem(i, p), m.records[p])));
             }
         }
@@ -612,7 +632,7 @@ impl PendingStore {
                 }
             }
         }
-        if added_extra && self.dir.is_some() && self.memory_bytes() > self.budget {
+        if added_extra && self.dir.is_some() && self.memory_bytes() > self.spill_at() {
             self.spill()?;
         }
         Ok(())
@@ -622,6 +642,20 @@ impl PendingStore {
     fn note_hot(&mut self, r: &Record) {
         self.hot_all_gone = self.hot_all_gone.max(self.expiry.gone_at(r));
         self.hot_last_stamp = r.stamp;
+    }
+
+    /// A run in memory of `records`, sorted by key.
+    fn mem_run(&self, records: Vec<Record>) -> MemRun {
+        let mut bloom = Bloom::new(records.len());
+        for r in &records {
+            bloom.insert(r.key());
+        }
+        MemRun {
+            info: self.info(&records),
+            dir: run::Directory::new(&records),
+            bloom,
+            records,
+        }
     }
 
     /// What a run of `records` is like.
@@ -679,7 +713,7 @@ impl PendingStore {
             }
             self.merge_mem(n - 2);
         }
-        if self.dir.is_some() && self.memory_bytes() > self.budget {
+        if self.dir.is_some() && self.memory_bytes() > self.spill_at() {
             self.spill()?;
         }
         Ok(())
@@ -694,8 +728,7 @@ impl PendingStore {
         self.hot_label_due = EventTime::MAX;
         self.hot_all_gone = EventTime::MIN;
         self.hot_since = self.sweeps.done();
-        let info = self.info(&records);
-        self.mem.push(MemRun { records, info });
+        self.mem.push(self.mem_run(records));
     }
 
     /// Merges run `i` in memory with the next (newer) one, dropping what
@@ -719,8 +752,8 @@ impl PendingStore {
             }
         }
         drop(newer);
-        self.mem[i].records = self.compact(older);
-        self.mem[i].info = self.info(&self.mem[i].records);
+        let records = self.compact(older);
+        self.mem[i] = self.mem_run(records);
     }
 
     /// Drops from a run in memory what is gone for good.
@@ -737,14 +770,21 @@ impl PendingStore {
         records
     }
 
+    /// Memory past which runs spill: three quarters of the budget, the rest
+    /// left for what a merge holds while it runs (the two runs and the one
+    /// they become, the index of a disk run being rewritten).
+    fn spill_at(&self) -> usize {
+        self.budget / 4 * 3
+    }
+
     /// Moves the oldest runs in memory to disk until the store is under
-    /// three quarters of its budget.
+    /// half its budget.
     fn spill(&mut self) -> Result<()> {
         let Some(dir) = self.dir.clone() else {
             return Ok(());
         };
         self.remove_doomed();
-        while self.memory_bytes() > self.budget / 4 * 3 {
+        while self.memory_bytes() > self.budget / 2 {
             if self.mem.is_empty() {
                 if self.hot.is_empty() {
                     break;
@@ -752,40 +792,46 @@ impl PendingStore {
                 self.freeze_table();
             }
             self.last = None;
-            let oldest = self.mem.remove(0).records;
-            let mut kept = Vec::with_capacity(oldest.len());
-            for r in &oldest {
-                if let Some(k) = self.keep(r, None) {
-                    let extra = if k.has_extra() {
-                        Some(
-                            self.extras
-                                .take(r.x)
-                                .ok_or_else(|| self.err("extra missing"))?,
-                        )
-                    } else {
-                        self.extras.release(r);
-                        None
-                    };
-                    kept.push((k, extra));
+            // what stays, in place; the extras it keeps aside (x: their index)
+            let mut records = self.mem.remove(0).records;
+            let mut extras = Vec::new();
+            let mut kept = 0;
+            for j in 0..records.len() {
+                let r = records[j];
+                let Some(mut k) = self.keep(&r, None) else {
+                    self.extras.release(&r);
+                    continue;
+                };
+                if k.has_extra() {
+                    extras.push(
+                        self.extras
+                            .take(r.x)
+                            .ok_or_else(|| self.err("extra missing"))?,
+                    );
+                    k.x = (extras.len() - 1) as u64;
                 } else {
-                    self.extras.release(r);
+                    self.extras.release(&r);
                 }
+                records[kept] = k;
+                kept += 1;
             }
-            drop(oldest);
-            self.spilled += kept.len() as u64;
+            records.truncate(kept);
+            self.spilled += kept as u64;
             let seq = self.next_seq;
             self.next_seq += 1;
-            let mut info = InfoBuilder::new(kept.len());
-            let run = DiskRun::write(
+            let mut info = InfoBuilder::new(kept);
+            let mut run = DiskRun::write(
                 &dir,
                 seq,
-                kept.len(),
-                kept.into_iter().map(|(r, e)| {
-                    info.add(self, &r);
-                    Ok((r, e))
+                records.iter().map(|r| {
+                    info.add(self, r);
+                    let extra = r.has_extra().then(|| extras[r.x as usize].clone());
+                    Ok((*r, extra))
                 }),
             )
             .map_err(|e| self.err(e))?;
+            drop(records);
+            run.load_index().map_err(|e| self.err(e))?;
             let info = info.finish();
             self.disk.push(Disk { run, info });
             loop {
@@ -799,16 +845,18 @@ impl PendingStore {
         Ok(())
     }
 
-    /// Whether a version of `k` newer than those of disk run `i` (and of
-    /// run `i + 1`, when `pair`) exists.
-    fn hidden(&self, k: Key, i: usize, pair: bool) -> Result<bool> {
-        if self.hot.find(k.hi, |r| r.key() == k).is_some()
-            || self.mem.iter().any(|m| run::search(&m.records, k).is_ok())
-        {
+    /// Whether memory holds a version of `k` (newer than any on disk).
+    fn in_memory(&self, k: Key) -> bool {
+        self.hot.find(k.hi, |r| r.key() == k).is_some()
+            || self.mem.iter().any(|m| m.find(k).is_some())
+    }
+
+    /// Whether a version of `k` newer than those of disk run `i` exists.
+    fn hidden(&self, k: Key, i: usize) -> Result<bool> {
+        if self.in_memory(k) {
             return Ok(true);
         }
-        let first = i + 1 + usize::from(pair);
-        for d in self.disk.iter().skip(first) {
+        for d in self.disk.iter().skip(i + 1) {
             if d.run.get(k).map_err(|e| self.err(e))?.is_some() {
                 return Ok(true);
             }
@@ -817,8 +865,8 @@ impl PendingStore {
     }
 
     /// Rewrites disk run `i` — merged with run `i + 1` when `pair` —
-    /// keeping the newest current version of each key not hidden by a
-    /// newer one elsewhere.
+    /// keeping the newest current version of each key not hidden by one
+    /// in memory.
     fn rewrite_disk(&mut self, i: usize, pair: bool) -> Result<()> {
         self.last = None;
         let dir = self
@@ -866,10 +914,11 @@ impl PendingStore {
                     Ok(x) => x,
                     Err(e) => return Some(Err(e)),
                 };
-                match this.hidden(r.key(), i, pair) {
-                    Ok(true) => continue,
-                    Ok(false) => {}
-                    Err(e) => return Some(Err(e.to_string())),
+                // a version in memory hides it (one in a newer run on disk
+                // is dropped when the two runs merge: a read per record
+                // here would cost more than the space)
+                if this.in_memory(r.key()) {
+                    continue;
                 }
                 let Some(k) = this.keep(&r, Some(i)) else {
                     continue;
@@ -886,11 +935,12 @@ impl PendingStore {
                 return Some(Ok((k, extra)));
             }
         });
-        let run = DiskRun::write(&dir, seq, capacity, records).map_err(|e| self.err(e))?;
+        let mut run = DiskRun::write(&dir, seq, records).map_err(|e| self.err(e))?;
         let info = builder.finish();
         let replaced: Vec<Disk> = self.disk.drain(runs).collect();
         self.doomed.extend(replaced.iter().map(|d| d.run.seq));
         drop(replaced);
+        run.load_index().map_err(|e| self.err(e))?;
         if run.len > 0 {
             self.disk.insert(i, Disk { run, info });
         } else {
@@ -952,7 +1002,7 @@ impl PendingStore {
             let mut next = EventTime::MAX;
             for r in self.disk[i].run.records().map_err(|e| self.err(e))? {
                 let r = r.map_err(|e| self.err(e))?;
-                if due_now(self, &r) && !self.hidden(r.key(), i, false)? {
+                if due_now(self, &r) && !self.hidden(r.key(), i)? {
                     given_up.push((Loc::Disk(i), r));
                 }
                 next = next.min(still_due(self, &r).unwrap_or(EventTime::MAX));
@@ -1026,8 +1076,7 @@ impl PendingStore {
                     self.mem.remove(i);
                     continue;
                 }
-                self.mem[i].info = self.info(&records);
-                self.mem[i].records = records;
+                self.mem[i] = self.mem_run(records);
             }
             i += 1;
         }
@@ -1039,6 +1088,19 @@ impl PendingStore {
     /// checkpoint. The files it names are kept until two later
     /// checkpoints are taken (the newest on disk may be the one before).
     pub fn snapshot(&mut self) -> Result<Vec<u8>> {
+        for d in &mut self.disk {
+            let synced = d.run.sync();
+            synced.map_err(|e| Error::Store {
+                path: self.dir.clone().unwrap_or_default(),
+                message: e,
+            })?;
+        }
+        if let Some(dir) = &self.dir {
+            // the new files' names
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| self.err(e))?;
+        }
         let mut hot: Vec<Record> = self.hot.iter().copied().collect();
         hot.sort_unstable_by_key(Record::key);
         let header = Header {
@@ -1143,8 +1205,8 @@ impl PendingStore {
                 .take(n as usize)
                 .map(Record::read)
                 .collect();
-            let info = self.info(&run);
-            self.mem.push(MemRun { records: run, info });
+            let run = self.mem_run(run);
+            self.mem.push(run);
         }
         let mut named = Vec::new();
         if let Some(dir) = self.dir.clone() {

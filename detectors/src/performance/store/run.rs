@@ -12,48 +12,45 @@ use std::path::{Path, PathBuf};
 
 use super::record::{Extra, Key, RECORD_BYTES, Record};
 
-/// Where `k` is in `records` (sorted by key) or would go. Keys are hashes,
-/// spread evenly: the search starts where `k` would be in an even spread
-/// and widens from there (a few probes instead of a binary search's ~20).
-pub(super) fn search(records: &[Record], k: Key) -> Result<usize, usize> {
-    let n = records.len();
-    if n == 0 {
-        return Err(0);
+/// Where the keys of each range of top bits start in a run sorted by key:
+/// about eight records a slot, so a lookup reads one slot and a few cache
+/// lines of records instead of a binary search's scattered ones.
+#[derive(Debug)]
+pub(super) struct Directory {
+    starts: Vec<u32>,
+    shift: u32,
+}
+
+impl Directory {
+    pub fn new(records: &[Record]) -> Directory {
+        let bits = (records.len() / 8).max(1).ilog2().min(31);
+        let slots = 1usize << bits;
+        let shift = 64 - bits;
+        let mut starts = Vec::with_capacity(slots + 1);
+        let mut at = 0;
+        for slot in 0..slots {
+            while at < records.len() && ((records[at].hi >> shift.min(63)) as usize) < slot {
+                at += 1;
+            }
+            starts.push(at as u32);
+        }
+        starts.push(records.len() as u32);
+        Directory { starts, shift }
     }
-    let g = ((u128::from(k.hi) * n as u128) >> 64) as usize;
-    let (lo, hi) = if records[g].key() < k {
-        // the place is in (g, n]
-        let (mut lo, mut step) = (g + 1, 1);
-        loop {
-            let probe = g + step;
-            if probe >= n {
-                break (lo, n);
-            }
-            if records[probe].key() >= k {
-                break (lo, probe + 1);
-            }
-            lo = probe + 1;
-            step *= 2;
-        }
-    } else {
-        // the place is in [0, g]
-        let (mut hi, mut step) = (g + 1, 1);
-        loop {
-            if step > g {
-                break (0, hi);
-            }
-            let probe = g - step;
-            if records[probe].key() < k {
-                break (probe + 1, hi);
-            }
-            hi = probe + 1;
-            step *= 2;
-        }
-    };
-    records[lo..hi]
-        .binary_search_by(|r| r.key().cmp(&k))
-        .map(|i| lo + i)
-        .map_err(|i| lo + i)
+
+    /// The records that may hold `k`.
+    pub fn range(&self, k: Key) -> std::ops::Range<usize> {
+        let slot = if self.shift >= 64 {
+            0
+        } else {
+            (k.hi >> self.shift) as usize
+        };
+        self.starts[slot] as usize..self.starts[slot + 1] as usize
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.starts.capacity() * 4
+    }
 }
 
 /// A Bloom filter over a run's keys, about 10 bits and 7 probes in one
@@ -110,6 +107,8 @@ pub(super) struct DiskRun {
     /// the extras file, if any record has one
     extras: Option<File>,
     pub len: usize,
+    /// whether its files reached the disk (not only the page cache)
+    synced: bool,
     /// first key of each block
     fence: Vec<Key>,
     pub bloom: Bloom,
@@ -134,11 +133,11 @@ pub(super) fn run_seq(name: &str) -> Option<u64> {
 
 impl DiskRun {
     /// Writes `records` (sorted by key, each with its extra if it has one)
-    /// as run `seq`; `capacity` is at least their number.
+    /// as run `seq`. Its index is built by [`load_index`](Self::load_index),
+    /// once the runs it replaces have let go of theirs.
     pub fn write(
         dir: &Path,
         seq: u64,
-        capacity: usize,
         records: impl Iterator<Item = Result<(Record, Option<Extra>), String>>,
     ) -> Result<DiskRun, String> {
         let path = run_path(dir, seq);
@@ -152,8 +151,9 @@ impl DiskRun {
             extras: None,
             path: path.clone(),
             len: 0,
+            synced: false,
             fence: Vec::new(),
-            bloom: Bloom::new(capacity),
+            bloom: Bloom::new(0),
         };
         let mut buf = Vec::with_capacity(RECORD_BYTES);
         for item in records {
@@ -173,7 +173,6 @@ impl DiskRun {
                     extras_len += 4 + bytes.len() as u64;
                 }
             }
-            run.index(run.len, &r);
             run.len += 1;
             buf.clear();
             r.write(&mut buf);
@@ -186,15 +185,23 @@ impl DiskRun {
             w.flush().map_err(|e| io_err(&p, e))?;
             run.extras = Some(File::open(&p).map_err(|e| io_err(&p, e))?);
         }
-        run.fence.shrink_to_fit();
         Ok(run)
     }
 
-    fn index(&mut self, i: usize, r: &Record) {
-        if i.is_multiple_of(BLOCK) {
-            self.fence.push(r.key());
+    /// Builds the index (block fence and Bloom filter) from the file.
+    pub fn load_index(&mut self) -> Result<(), String> {
+        let mut fence = Vec::with_capacity(self.len.div_ceil(BLOCK));
+        let mut bloom = Bloom::new(self.len);
+        for (i, r) in self.records()?.enumerate() {
+            let r = r?;
+            if i.is_multiple_of(BLOCK) {
+                fence.push(r.key());
+            }
+            bloom.insert(r.key());
         }
-        self.bloom.insert(r.key());
+        self.fence = fence;
+        self.bloom = bloom;
+        Ok(())
     }
 
     /// Opens run `seq` of `dir` with `len` records, rebuilding its index.
@@ -212,15 +219,25 @@ impl DiskRun {
             file,
             extras,
             path,
+            synced: true,
             len,
-            fence: Vec::with_capacity(len.div_ceil(BLOCK)),
-            bloom: Bloom::new(len),
+            fence: Vec::new(),
+            bloom: Bloom::new(0),
         };
-        let records: Vec<Record> = run.records()?.collect::<Result<_, _>>()?;
-        for (i, r) in records.iter().enumerate() {
-            run.index(i, r);
-        }
+        run.load_index()?;
         Ok(run)
+    }
+
+    /// Makes its files durable (a checkpoint is about to name them).
+    pub fn sync(&mut self) -> Result<(), String> {
+        if !self.synced {
+            self.file.sync_all().map_err(|e| io_err(&self.path, e))?;
+            if let Some(f) = &self.extras {
+                f.sync_all().map_err(|e| io_err(&self.path, e))?;
+            }
+            self.synced = true;
+        }
+        Ok(())
     }
 
     /// Bytes its index takes in memory.
@@ -311,27 +328,29 @@ mod tests {
     }
 
     #[test]
-    fn search_finds_what_a_binary_search_finds() {
-        for n in [0usize, 1, 2, 3, 10, 1000, 4097] {
-            let mut rs: Vec<Record> = (0..n as u64).map(|i| record(i * 2)).collect();
+    fn the_directory_range_of_a_key_holds_its_record() {
+        for n in [0usize, 1, 2, 3, 10, 1000, 4097, 70_000] {
+            let mut rs: Vec<Record> = (0..n as u64).map(record).collect();
             rs.sort_unstable_by_key(Record::key);
-            for i in 0..(2 * n as u64 + 2) {
-                let k = record(i).key();
-                assert_eq!(
-                    search(&rs, k),
-                    rs.binary_search_by(|r| r.key().cmp(&k)),
-                    "n {n} i {i}"
-                );
+            let dir = Directory::new(&rs);
+            for (i, r) in rs.iter().enumerate() {
+                assert!(dir.range(r.key()).contains(&i), "n {n} record {i}");
             }
-            // extremes of the key space
+            assert!(
+                dir.bytes() <= 4 * (n / 4 + 2),
+                "n {n}: {} bytes",
+                dir.bytes()
+            );
+            // keys not in the run: a range within it
             for k in [
                 Key::default(),
                 Key {
                     hi: u64::MAX,
                     lo: u32::MAX,
                 },
+                record(n as u64 + 1).key(),
             ] {
-                assert_eq!(search(&rs, k), rs.binary_search_by(|r| r.key().cmp(&k)));
+                assert!(dir.range(k).end <= n);
             }
         }
     }
@@ -347,13 +366,13 @@ mod tests {
             model: "m".into(),
             label: super::super::StoredLabel::Value(2.5),
         });
-        let run = DiskRun::write(
+        let mut run = DiskRun::write(
             dir.path(),
             1,
-            rs.len(),
             rs.iter()
                 .map(|r| Ok((*r, r.has_extra().then(|| extra.clone())))),
         )?;
+        run.load_index()?;
         let reopened = DiskRun::open(dir.path(), 1, rs.len())?;
         for run in [&run, &reopened] {
             let mut false_positives = 0;
