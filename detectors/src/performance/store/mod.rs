@@ -223,8 +223,11 @@ struct Info {
     all_gone: EventTime,
     min_stamp: u32,
     max_stamp: u32,
-    /// records kept only to hide older versions on disk
-    markers: usize,
+    /// entries that wait (predictions for labels, labels for predictions)
+    waiting: usize,
+    /// which runs on disk were older when the run was made (see
+    /// [`PendingStore::older_runs`])
+    older: u64,
 }
 
 /// Records that live in memory, sorted by key, with a Bloom filter of
@@ -606,7 +609,12 @@ impl PendingStore {
                 }
             }
             Some(Loc::Mem(i, p)) => {
+                let waits =
+                    |r: Option<Record>| r.is_some_and(|r| matches!(r.kind(), PREDICTION | LABEL));
+                let (was, is) = (waits(self.current(&self.mem[i].records[p])), waits(Some(r)));
                 let m = &mut self.mem[i];
+                m.info.waiting =
+                    (m.info.waiting + usize::from(is)).saturating_sub(usize::from(was));
                 let before = std::mem::replace(&mut m.records[p], r);
                 m.info.max_stamp = m.info.max_stamp.max(r.stamp);
                 m.info.min_stamp = m.info.min_stamp.min(r.stamp);
@@ -664,7 +672,14 @@ impl PendingStore {
         for r in records {
             b.add(self, r);
         }
-        b.finish()
+        b.finish(self)
+    }
+
+    /// A fingerprint of which runs are on disk before run `n`.
+    fn older_runs(&self, n: usize) -> u64 {
+        self.disk[..n].iter().fold(n as u64, |h, d| {
+            (h ^ d.run.seq).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        })
     }
 
     /// Whether a run on disk older than run `below` (all of them: `None`)
@@ -791,56 +806,62 @@ impl PendingStore {
                 }
                 self.freeze_table();
             }
-            self.last = None;
-            // what stays, in place; the extras it keeps aside (x: their index)
-            let mut records = self.mem.remove(0).records;
-            let mut extras = Vec::new();
-            let mut kept = 0;
-            for j in 0..records.len() {
-                let r = records[j];
-                let Some(mut k) = self.keep(&r, None) else {
-                    self.extras.release(&r);
-                    continue;
-                };
-                if k.has_extra() {
-                    extras.push(
-                        self.extras
-                            .take(r.x)
-                            .ok_or_else(|| self.err("extra missing"))?,
-                    );
-                    k.x = (extras.len() - 1) as u64;
-                } else {
-                    self.extras.release(&r);
-                }
-                records[kept] = k;
-                kept += 1;
+            self.spill_run(0, &dir)?;
+        }
+        Ok(())
+    }
+
+    /// Moves run `i` in memory to disk.
+    fn spill_run(&mut self, i: usize, dir: &std::path::Path) -> Result<()> {
+        self.last = None;
+        // what stays, in place; the extras it keeps aside (x: their index)
+        let mut records = self.mem.remove(i).records;
+        let mut extras = Vec::new();
+        let mut kept = 0;
+        for j in 0..records.len() {
+            let r = records[j];
+            let Some(mut k) = self.keep(&r, None) else {
+                self.extras.release(&r);
+                continue;
+            };
+            if k.has_extra() {
+                extras.push(
+                    self.extras
+                        .take(r.x)
+                        .ok_or_else(|| self.err("extra missing"))?,
+                );
+                k.x = (extras.len() - 1) as u64;
+            } else {
+                self.extras.release(&r);
             }
-            records.truncate(kept);
-            self.spilled += kept as u64;
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            let mut info = InfoBuilder::new(kept);
-            let mut run = DiskRun::write(
-                &dir,
-                seq,
-                records.iter().map(|r| {
-                    info.add(self, r);
-                    let extra = r.has_extra().then(|| extras[r.x as usize].clone());
-                    Ok((*r, extra))
-                }),
-            )
-            .map_err(|e| self.err(e))?;
-            drop(records);
-            run.load_index().map_err(|e| self.err(e))?;
-            let info = info.finish();
-            self.disk.push(Disk { run, info });
-            loop {
-                let n = self.disk.len();
-                if n < 2 || self.disk[n - 1].run.len * 2 < self.disk[n - 2].run.len {
-                    break;
-                }
-                self.rewrite_disk(n - 2, true)?;
+            records[kept] = k;
+            kept += 1;
+        }
+        records.truncate(kept);
+        self.spilled += kept as u64;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut info = InfoBuilder::new(kept);
+        let mut run = DiskRun::write(
+            dir,
+            seq,
+            records.iter().map(|r| {
+                info.add(self, r);
+                let extra = r.has_extra().then(|| extras[r.x as usize].clone());
+                Ok((*r, extra))
+            }),
+        )
+        .map_err(|e| self.err(e))?;
+        drop(records);
+        run.load_index().map_err(|e| self.err(e))?;
+        let info = info.finish(self);
+        self.disk.push(Disk { run, info });
+        loop {
+            let n = self.disk.len();
+            if n < 2 || self.disk[n - 1].run.len * 2 < self.disk[n - 2].run.len {
+                break;
             }
+            self.rewrite_disk(n - 2, true)?;
         }
         Ok(())
     }
@@ -936,12 +957,16 @@ impl PendingStore {
             }
         });
         let mut run = DiskRun::write(&dir, seq, records).map_err(|e| self.err(e))?;
-        let info = builder.finish();
+        let info = builder.finish(self);
         let replaced: Vec<Disk> = self.disk.drain(runs).collect();
         self.doomed.extend(replaced.iter().map(|d| d.run.seq));
         drop(replaced);
         run.load_index().map_err(|e| self.err(e))?;
         if run.len > 0 {
+            let info = Info {
+                older: self.older_runs(i),
+                ..info
+            };
             self.disk.insert(i, Disk { run, info });
         } else {
             self.doomed.push(seq);
@@ -1035,6 +1060,15 @@ impl PendingStore {
         // it was past their end and after they were written
         let all_gone =
             |info: &Info| previous.is_some_and(|p| info.all_gone <= p) && info.max_stamp < k;
+        // a run of markers only (hiding older versions on disk) is looked at
+        // again once the runs on disk older than it changed
+        let due = |info: &Info, older: u64| {
+            if info.all_gone == EventTime::MIN {
+                info.older != older
+            } else {
+                all_gone(info) || info.half_gone <= now
+            }
+        };
         let mut i = 0;
         while i < self.disk.len() {
             let info = self.disk[i].info;
@@ -1044,7 +1078,7 @@ impl PendingStore {
                 continue;
             }
             let before = self.disk.len();
-            if all_gone(&info) || info.half_gone <= now {
+            if due(&info, self.older_runs(i)) {
                 self.rewrite_disk(i, false)?;
             }
             if self.disk.len() == before {
@@ -1069,7 +1103,7 @@ impl PendingStore {
                 }
                 continue;
             }
-            if all_gone(&info) || info.half_gone <= now {
+            if due(&info, self.older_runs(self.disk.len())) {
                 let records = std::mem::take(&mut self.mem[i].records);
                 let records = self.compact(records);
                 if records.is_empty() {
@@ -1079,6 +1113,20 @@ impl PendingStore {
                 self.mem[i] = self.mem_run(records);
             }
             i += 1;
+        }
+        // runs in memory where few entries still wait go to disk: the
+        // markers they hold are rarely read, and would otherwise fill memory
+        // for two label horizons
+        if let Some(dir) = self.dir.clone() {
+            let mut i = 0;
+            while i < self.mem.len() {
+                let m = &self.mem[i];
+                if m.info.waiting * 4 < m.records.len() {
+                    self.spill_run(i, &dir)?;
+                } else {
+                    i += 1;
+                }
+            }
         }
         self.remove_doomed();
         Ok(())
@@ -1266,7 +1314,8 @@ impl InfoBuilder {
                 all_gone: EventTime::MIN,
                 min_stamp: u32::MAX,
                 max_stamp: 0,
-                markers: 0,
+                waiting: 0,
+                older: 0,
             },
             sample: Vec::new(),
             // about 512 records (keys are hashes: a fair sample)
@@ -1278,9 +1327,11 @@ impl InfoBuilder {
         let info = &mut self.info;
         info.min_stamp = info.min_stamp.min(r.stamp);
         info.max_stamp = info.max_stamp.max(r.stamp);
-        if store.current(r).is_none() {
-            info.markers += 1;
+        let Some(current) = store.current(r) else {
             return;
+        };
+        if matches!(current.kind(), PREDICTION | LABEL) {
+            info.waiting += 1;
         }
         let gone = store.expiry.gone_at(r);
         info.all_gone = info.all_gone.max(gone);
@@ -1292,7 +1343,10 @@ impl InfoBuilder {
         }
     }
 
-    fn finish(mut self) -> Info {
+    fn finish(mut self, store: &PendingStore) -> Info {
+        // a run is made in memory or as the newest on disk; a rewrite of an
+        // older disk run sets this again
+        self.info.older = store.older_runs(store.disk.len());
         if !self.sample.is_empty() {
             let mid = self.sample.len() / 2;
             self.info.half_gone = *self.sample.select_nth_unstable(mid).1;
@@ -1481,6 +1535,16 @@ mod tests {
             let id = format!("event-{i}");
             assert_eq!(s.get(&id)?.as_ref(), reference.map.get(&id), "{id}");
         }
+        // sweeps at one clock settle: what is gone goes within three, and
+        // then no run is rewritten again and again
+        for _ in 0..3 {
+            s.expire(clock)?;
+        }
+        let (seq, runs) = (s.next_seq, s.mem.len());
+        for _ in 0..5 {
+            s.expire(clock)?;
+        }
+        assert_eq!((s.next_seq, s.mem.len()), (seq, runs), "{s:?}");
         if budget.is_some() {
             assert!(spilled_at_some_point, "{s:?}");
         }
