@@ -97,8 +97,7 @@ pub enum Entry {
         series: u32,
         /// The prediction's event time.
         time: EventTime,
-        /// What it said (boxed: most entries are small markers, and the
-        /// map's buckets are as large as its largest entry).
+        /// What it said (boxed: the entry is passed around by value).
         outcome: Box<Outcome>,
     },
     /// A prediction whose label has joined (kept to count duplicates).
@@ -325,9 +324,10 @@ impl Extras {
 const BUCKET_BYTES: usize = RECORD_BYTES + 1;
 
 /// The pending store: a small hash table of the newest records, sorted
-/// runs of older ones in memory, and past the budget sorted runs on disk —
-/// a log-structured merge tree whose levels are also its age order, so
-/// that expiry frees whole runs.
+/// runs of older ones in memory, and sorted runs on disk (past the budget,
+/// or once few of a run's entries still wait) — a log-structured merge
+/// tree whose levels are also its age order, so that expiry frees whole
+/// runs.
 ///
 /// A key has at most one record in memory (the table or one run: a write
 /// to a key found in memory replaces it in place); a key found on disk is
