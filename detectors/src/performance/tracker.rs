@@ -395,7 +395,7 @@ impl std::fmt::Debug for PerformanceTracker {
 }
 
 /// Format of [`PerformanceTracker::snapshot`].
-const SNAPSHOT_FORMAT: u32 = 1;
+const SNAPSHOT_FORMAT: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
