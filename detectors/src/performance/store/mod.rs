@@ -1136,14 +1136,15 @@ impl PendingStore {
     /// checkpoint. The files it names are kept until two later
     /// checkpoints are taken (the newest on disk may be the one before).
     pub fn snapshot(&mut self) -> Result<Vec<u8>> {
+        let mut fresh = false;
         for d in &mut self.disk {
             let synced = d.run.sync();
-            synced.map_err(|e| Error::Store {
+            fresh |= synced.map_err(|e| Error::Store {
                 path: self.dir.clone().unwrap_or_default(),
                 message: e,
             })?;
         }
-        if let Some(dir) = &self.dir {
+        if let Some(dir) = self.dir.as_ref().filter(|_| fresh) {
             // the new files' names
             std::fs::File::open(dir)
                 .and_then(|d| d.sync_all())

@@ -228,16 +228,18 @@ impl DiskRun {
         Ok(run)
     }
 
-    /// Makes its files durable (a checkpoint is about to name them).
-    pub fn sync(&mut self) -> Result<(), String> {
-        if !self.synced {
+    /// Makes its files durable (a checkpoint is about to name them);
+    /// whether they were not yet.
+    pub fn sync(&mut self) -> Result<bool, String> {
+        let fresh = !self.synced;
+        if fresh {
             self.file.sync_all().map_err(|e| io_err(&self.path, e))?;
             if let Some(f) = &self.extras {
                 f.sync_all().map_err(|e| io_err(&self.path, e))?;
             }
             self.synced = true;
         }
-        Ok(())
+        Ok(fresh)
     }
 
     /// Bytes its index takes in memory.
