@@ -8,30 +8,28 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use driftwatch_ingest::synth::{Synth, SynthConfig};
-use driftwatch_ingest::{
-    DeadLetterFile, EventParquetWriter, MergedSource, encode_json, format_time, open_file,
-};
+use driftwatch_ingest::{EventParquetWriter, MergedSource, encode_json, format_time, open_file};
 use tracing::info;
 
 use crate::cli::{
     AlertsArgs, Command, DemoArgs, GenArgs, ReferenceCommand, ReplayArgs, RulesCommand,
     SilenceCommand, SqlArgs, SqlFormat,
 };
-use crate::output::{ConsoleSummary, TableWriters};
-use crate::pipeline::{Pipeline, RunSummary};
-use crate::rules::RuleSource;
+use crate::output::ConsoleSummary;
 use crate::settings::Settings;
-use driftwatch_engine::Flushing;
-use driftwatch_triggers::Dispatcher;
+use driftwatch_engine::alerting::{self, RuleSource};
+use driftwatch_engine::{Config, Replay, ReplayOptions, RunSummary, WindowSink};
 
 /// Runs one subcommand.
 pub fn run(command: Command, settings: &Settings) -> Result<()> {
+    let with_secrets = || settings.with_secrets().map(|s| s.engine);
+    let settings = &settings.engine;
     match command {
-        Command::Replay(args) => replay(args, &settings.with_secrets()?),
-        Command::Demo(args) => demo(args, &settings.with_secrets()?),
+        Command::Replay(args) => replay(args, &with_secrets()?),
+        Command::Demo(args) => demo(args, &with_secrets()?),
         Command::Gen(args) => gen_file(args),
         #[cfg(feature = "kafka")]
-        Command::Run(args) => run_service(&args, &settings.with_secrets()?),
+        Command::Run(args) => run_service(&args, &with_secrets()?),
         #[cfg(feature = "kafka")]
         Command::Produce(args) => produce(&args, settings),
         Command::Reference(ReferenceCommand::Build {
@@ -61,7 +59,7 @@ pub fn run(command: Command, settings: &Settings) -> Result<()> {
 }
 
 /// `driftwatch alerts`: what the `alerts` history says.
-fn alerts(settings: &Settings, args: &AlertsArgs) -> Result<()> {
+fn alerts(settings: &Config, args: &AlertsArgs) -> Result<()> {
     let transitions = "state IN ('pending', 'firing', 'resolved', 'inactive')";
     let current = format!(
         "SELECT state, severity, rule, model_id, model_version, value, \
@@ -78,7 +76,7 @@ fn alerts(settings: &Settings, args: &AlertsArgs) -> Result<()> {
          FROM alerts ORDER BY time DESC, rule LIMIT {}",
         args.recent
     );
-    let engine = crate::rules::engine(settings, true)?;
+    let engine = alerting::sql_engine(settings, true)?;
     let mut out = std::io::stdout().lock();
     for (title, query) in [("current alerts", current), ("latest alert events", recent)] {
         let (_, batches) = engine.query(&query)?;
@@ -97,7 +95,7 @@ fn alerts(settings: &Settings, args: &AlertsArgs) -> Result<()> {
 }
 
 /// `driftwatch silence`.
-fn silence(settings: &Settings, command: SilenceCommand) -> Result<()> {
+fn silence(settings: &Config, command: SilenceCommand) -> Result<()> {
     use driftwatch_triggers::{Matcher, Silences};
     let path = settings.data_dir.silences();
     let mut silences = Silences::open(&path)?;
@@ -180,15 +178,15 @@ fn silence(settings: &Settings, command: SilenceCommand) -> Result<()> {
     Ok(())
 }
 
-fn rules_source(settings: &Settings, dir: Option<PathBuf>) -> RuleSource {
+fn rules_source(settings: &Config, dir: Option<PathBuf>) -> RuleSource {
     RuleSource::Dir(dir.unwrap_or_else(|| settings.sql.rules_dir.clone()))
 }
 
 /// `driftwatch rules check`: every error, then a non-zero exit if any.
-fn rules_check(settings: &Settings, dir: Option<PathBuf>) -> Result<()> {
+fn rules_check(settings: &Config, dir: Option<PathBuf>) -> Result<()> {
     let source = rules_source(settings, dir);
-    let files = crate::rules::read_rules(&source)?;
-    let engine = crate::rules::engine(settings, false)?;
+    let files = alerting::read_rules(&source)?;
+    let engine = alerting::sql_engine(settings, false)?;
     let (rules, errors) = driftwatch_sql::rules::check_all(&engine, &files, &settings.actions);
     for e in &errors {
         eprintln!("error: {e}");
@@ -210,9 +208,9 @@ fn rules_check(settings: &Settings, dir: Option<PathBuf>) -> Result<()> {
 }
 
 /// `driftwatch rules test`: runs every example; a non-zero exit if any fails.
-fn rules_test(settings: &Settings, dir: Option<PathBuf>) -> Result<()> {
+fn rules_test(settings: &Config, dir: Option<PathBuf>) -> Result<()> {
     let source = rules_source(settings, dir);
-    let files = crate::rules::read_rules(&source)?;
+    let files = alerting::read_rules(&source)?;
     for e in &files.errors {
         eprintln!("error: {}", driftwatch_sql::Error::from(e));
     }
@@ -241,8 +239,8 @@ fn rules_test(settings: &Settings, dir: Option<PathBuf>) -> Result<()> {
 }
 
 /// `driftwatch sql`: one query over the history.
-fn sql(settings: &Settings, args: &SqlArgs) -> Result<()> {
-    let engine = crate::rules::engine(settings, true)?;
+fn sql(settings: &Config, args: &SqlArgs) -> Result<()> {
+    let engine = alerting::sql_engine(settings, true)?;
     let (schema, batches) = engine.query(&args.query)?;
     let mut out = std::io::stdout().lock();
     match args.format {
@@ -283,22 +281,43 @@ fn sql(settings: &Settings, args: &SqlArgs) -> Result<()> {
 }
 
 #[cfg(feature = "kafka")]
-fn run_service(args: &crate::cli::RunArgs, settings: &Settings) -> Result<()> {
+fn run_service(args: &crate::cli::RunArgs, config: &Config) -> Result<()> {
+    use driftwatch_engine::service;
     let started = Instant::now();
-    let options = crate::service::RunOptions {
+    let options = service::RunOptions {
         exit_at_end: args.exit_at_end,
     };
-    let summary = crate::service::run(settings, &options)?;
-    summary.print(started.elapsed());
-    let path = settings.data_dir.run_summary();
+    // SIGTERM / SIGINT: the service checkpoints, commits and leaves the group
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("installing signal handlers")?;
+    let on_signal = stop.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                on_signal.cancel();
+            }
+        })
+        .context("starting the signal thread")?;
+    let outcome = service::run(config, &options, &stop)?;
+    if let Some(d) = &outcome.delivered {
+        crate::rules::print_delivered(d);
+    }
+    let summary = outcome.summary;
+    crate::output::print_summary(&summary, started.elapsed());
+    let path = config.data_dir.run_summary();
     summary.write_json(&path)?;
     println!("summary: {}", path.display());
     Ok(())
 }
 
 #[cfg(feature = "kafka")]
-fn produce(args: &crate::cli::ProduceArgs, settings: &Settings) -> Result<()> {
-    let mut kafka = settings.kafka.clone();
+fn produce(args: &crate::cli::ProduceArgs, config: &Config) -> Result<()> {
+    let mut kafka = config.kafka.clone();
     if let Some(brokers) = &args.brokers {
         kafka.brokers = brokers.clone();
     }
@@ -318,95 +337,27 @@ fn produce(args: &crate::cli::ProduceArgs, settings: &Settings) -> Result<()> {
     Ok(())
 }
 
-/// Builds a pipeline writing dead letters to `dead_letter` and, with `out`,
-/// window results to files.
-fn pipeline(
-    settings: &Settings,
-    out: Option<&Path>,
-    dead_letter: PathBuf,
-    console: Option<ConsoleSummary>,
-    rules: (Option<RuleSource>, &str),
-) -> Result<(Pipeline, Option<Dispatcher>)> {
-    let dlq = DeadLetterFile::open(&dead_letter)
-        .with_context(|| format!("opening dead-letter file {}", dead_letter.display()))?;
-    let mut pipeline = Pipeline::new(
-        settings,
-        Box::new(dlq),
-        dead_letter.display().to_string(),
-        Vec::new(),
-        Some(&settings.data_dir.replay_pending()),
-    )?;
-    if let Some(dir) = out {
-        let writers = TableWriters::create(dir, &pipeline.tables())?;
-        pipeline.add_sink(Box::new(writers));
-    }
-    let print = console.is_some();
-    if let Some(console) = console {
-        pipeline.add_sink(Box::new(console));
-    }
-    let (source, writer) = rules;
-    let mut runner = crate::rules::runner(settings, source.as_ref(), writer)?;
-    // a replay's history is the last replay's: earlier runs' files go
-    runner.clear_history()?;
-    if print {
-        crate::rules::print_alerts(&mut runner);
-    }
-    runner.flushing = Flushing::Bytes(driftwatch_engine::rules::FLUSH_BYTES);
-    if runner.rule_count() > 0 {
-        info!(rules = runner.rule_count(), "alert rules loaded");
-    }
-    let dispatcher = match runner.triggers() {
-        Some(_) => crate::rules::dispatcher(settings)?,
-        None => None,
-    };
-    if let Some(d) = &dispatcher {
-        crate::rules::attach(d, &mut runner);
-    }
-    pipeline.set_rules(runner)?;
-    Ok((pipeline, dispatcher))
-}
-
-fn default_dead_letter(settings: &Settings, out: Option<&Path>) -> PathBuf {
+fn default_dead_letter(config: &Config, out: Option<&Path>) -> PathBuf {
     match out {
         Some(dir) => dir.join("dead-letter.jsonl"),
-        None => settings.data_dir.dead_letter(),
+        None => config.data_dir.dead_letter(),
     }
 }
 
-fn finish(
-    (mut pipeline, dispatcher): (Pipeline, Option<Dispatcher>),
-    settings: &Settings,
-    out: Option<&Path>,
-    started: Instant,
-) -> Result<RunSummary> {
-    if let Some(d) = dispatcher {
-        // the last windows' notifications, delivered before the history is
-        // written so that it holds how their deliveries ended
-        pipeline.close_all()?;
-        crate::rules::finish_delivery(&d, crate::rules::DRAIN_LIMIT)?;
-        if let Some(r) = pipeline.rules_mut() {
-            r.record_deliveries()?;
-        }
+/// Finishes a bounded run and prints what it did.
+fn finish(run: Replay, out: Option<&Path>, started: Instant) -> Result<RunSummary> {
+    let finished = run.finish()?;
+    if let Some(d) = &finished.delivered {
+        crate::rules::print_delivered(d);
     }
-    let summary = pipeline.finish()?;
-    let pending = settings.data_dir.replay_pending();
-    if pending.exists() {
-        std::fs::remove_dir_all(&pending)
-            .with_context(|| format!("removing {}", pending.display()))?;
-    }
-    if let Some(dir) = pending.parent() {
-        // only when empty: another run may be using it
-        let _ = std::fs::remove_dir(dir);
-    }
-    summary.print(started.elapsed());
+    crate::output::print_summary(&finished.summary, started.elapsed());
     if let Some(dir) = out {
-        summary.write_json(&dir.join("run-summary.json"))?;
         println!("results: {}", dir.display());
     }
-    Ok(summary)
+    Ok(finished.summary)
 }
 
-fn replay(args: ReplayArgs, settings: &Settings) -> Result<()> {
+fn replay(args: ReplayArgs, config: &Config) -> Result<()> {
     let started = Instant::now();
     for file in &args.files {
         if !file.is_file() {
@@ -417,16 +368,28 @@ fn replay(args: ReplayArgs, settings: &Settings) -> Result<()> {
     let dead_letter = args
         .dead_letter
         .clone()
-        .unwrap_or_else(|| default_dead_letter(settings, out));
-    let console = (!args.quiet).then_some(ConsoleSummary {
-        verbose: args.features,
-    });
-    let source = match &args.rules {
+        .unwrap_or_else(|| default_dead_letter(config, out));
+    let mut sinks: Vec<Box<dyn WindowSink + Send>> = Vec::new();
+    if !args.quiet {
+        sinks.push(Box::new(ConsoleSummary {
+            verbose: args.features,
+        }));
+    }
+    let rules = match &args.rules {
         Some(dir) => Some(RuleSource::Dir(dir.clone())),
-        None => crate::rules::configured_source(settings, false),
+        None => alerting::configured_source(config, None),
     };
-    let (mut pipeline, dispatcher) =
-        pipeline(settings, out, dead_letter, console, (source, "replay"))?;
+    let mut run = Replay::start(
+        config,
+        ReplayOptions {
+            out: args.out.clone(),
+            dead_letter,
+            sinks,
+            rules,
+            writer: "replay".into(),
+            on_alert: (!args.quiet).then_some(crate::rules::print_instance as fn(&_)),
+        },
+    )?;
     // several files are one stream, merged by event time
     let mut sources = Vec::with_capacity(args.files.len());
     for file in &args.files {
@@ -437,14 +400,24 @@ fn replay(args: ReplayArgs, settings: &Settings) -> Result<()> {
         1 => sources.pop().unwrap_or_else(|| unreachable!()),
         _ => Box::new(MergedSource::new(sources)),
     };
-    pipeline.run_source(source.as_mut())?;
-    finish((pipeline, dispatcher), settings, out, started)?;
+    let bar = crate::output::progress_bar(source.name());
+    run.pipeline()
+        .run_source(source.as_mut(), &mut |done, total| {
+            if let Some(bar) = &bar {
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+        })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    finish(run, out, started)?;
     Ok(())
 }
 
-fn demo(args: DemoArgs, settings: &Settings) -> Result<()> {
+fn demo(args: DemoArgs, config: &Config) -> Result<()> {
     let started = Instant::now();
-    let mut settings = settings.clone();
+    let mut settings = config.clone();
     let out = args.out.as_deref();
     // without configured actions, local stand-ins for a retraining system
     // and a chat channel receive the demo's notifications
@@ -495,27 +468,30 @@ fn demo(args: DemoArgs, settings: &Settings) -> Result<()> {
         );
     }
     println!();
-    let console = ConsoleSummary {
-        verbose: args.features,
-    };
-    let source = match &args.rules {
+    let rules = match &args.rules {
         Some(dir) => Some(RuleSource::Dir(dir.clone())),
-        None => crate::rules::configured_source(settings, true),
+        None => alerting::configured_source(settings, Some(crate::rules::BUNDLED_RULES)),
     };
-    let (mut pipeline, dispatcher) = pipeline(
+    let mut run = Replay::start(
         settings,
-        out,
-        default_dead_letter(settings, out),
-        Some(console),
-        (source, "demo"),
+        ReplayOptions {
+            out: args.out.clone(),
+            dead_letter: default_dead_letter(settings, out),
+            sinks: vec![Box::new(ConsoleSummary {
+                verbose: args.features,
+            })],
+            rules,
+            writer: "demo".into(),
+            on_alert: Some(crate::rules::print_instance),
+        },
     )?;
     let mut buf = Vec::with_capacity(2048);
     for (seq, event) in synth.take(usize::try_from(args.events)?).enumerate() {
         buf.clear();
         encode_json(&event, &mut buf);
-        pipeline.handle_bytes(seq as u64, &buf)?;
+        run.pipeline().handle_bytes(seq as u64, &buf)?;
     }
-    finish((pipeline, dispatcher), settings, out, started)?;
+    finish(run, out, started)?;
     if let Some((r, _)) = receiver {
         println!("the local receiver got {} request(s)", r.stop());
     }

@@ -5,11 +5,8 @@ mod cli;
 mod commands;
 mod demo_receiver;
 mod output;
-mod pipeline;
 mod reference;
 mod rules;
-#[cfg(feature = "kafka")]
-mod service;
 mod settings;
 mod telemetry;
 
@@ -42,7 +39,7 @@ fn main() -> ExitCode {
         cli.log_format.unwrap_or(settings.log_format),
         &settings.log_level,
     );
-    driftwatch_sql::cache::FileCache::set_shared_budget(settings.sql.history_cache_bytes);
+    driftwatch_sql::cache::FileCache::set_shared_budget(settings.engine.sql.history_cache_bytes);
     match commands::run(cli.command, &settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,25 +1,17 @@
-//! Where closed windows go: JSON Lines and Parquet files per output table, and
-//! a readable line per window on the terminal.
+//! What people read: a line per closed window and per metrics revision,
+//! the run summary, tables of query results, all with what came from
+//! events made safe to show on a terminal.
 
-use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::IsTerminal;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Float64Type, SchemaRef, UInt64Type};
-use arrow::json::LineDelimitedWriter;
-use driftwatch_detectors::performance::{
-    MetricsRevision, PerformanceOutput, change_points_batch, label_stats_batch,
-};
-use driftwatch_detectors::{ClosedWindow, WindowKey};
-use driftwatch_engine::DataDir;
+use arrow::datatypes::{Float64Type, UInt64Type};
+use driftwatch_detectors::ClosedWindow;
+use driftwatch_detectors::performance::{MetricsRevision, PerformanceOutput};
+use driftwatch_engine::{RunSummary, WindowSink};
 use driftwatch_ingest::format_time;
-use driftwatch_ingest::names::path_component;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 
 /// `text` safe to show on a terminal or in a text log: control characters
 /// (C0, DEL, C1: escape sequences, newlines, bells) and the bidirectional
@@ -88,118 +80,6 @@ pub fn table_text(batches: &[RecordBatch]) -> Result<String> {
         .collect::<Result<_>>()?;
     let table = arrow::util::pretty::pretty_format_batches(&shown)?.to_string();
     Ok(table.lines().map(printable).collect::<Vec<_>>().join("\n"))
-}
-
-/// Receives each closed window.
-pub trait WindowSink {
-    /// One closed window.
-    fn window(&mut self, window: &ClosedWindow) -> Result<()>;
-    /// Metric revisions, change points and label counts reported by the
-    /// label join.
-    fn performance(&mut self, output: &PerformanceOutput) -> Result<()> {
-        let _ = output;
-        Ok(())
-    }
-    /// No more windows.
-    fn finish(&mut self) -> Result<()> {
-        Ok(())
-    }
-}
-
-struct TableFiles {
-    jsonl: LineDelimitedWriter<BufWriter<File>>,
-    parquet: ArrowWriter<File>,
-}
-
-/// Writes every output table as `<dir>/<table>.jsonl` and `<dir>/<table>.parquet`.
-pub struct TableWriters {
-    dir: PathBuf,
-    tables: BTreeMap<String, TableFiles>,
-}
-
-impl TableWriters {
-    /// Creates (truncating) the files of `tables` in `dir`.
-    pub fn create(dir: &Path, tables: &[(String, SchemaRef)]) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating output directory {}", dir.display()))?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .build();
-        let mut files = BTreeMap::new();
-        for (name, schema) in tables {
-            let jsonl_path = dir.join(format!("{name}.jsonl"));
-            let parquet_path = dir.join(format!("{name}.parquet"));
-            let jsonl = File::create(&jsonl_path)
-                .with_context(|| format!("creating {}", jsonl_path.display()))?;
-            let parquet_file = File::create(&parquet_path)
-                .with_context(|| format!("creating {}", parquet_path.display()))?;
-            let parquet = ArrowWriter::try_new(parquet_file, schema.clone(), Some(props.clone()))
-                .with_context(|| format!("starting {}", parquet_path.display()))?;
-            files.insert(
-                name.clone(),
-                TableFiles {
-                    jsonl: LineDelimitedWriter::new(BufWriter::new(jsonl)),
-                    parquet,
-                },
-            );
-        }
-        Ok(TableWriters {
-            dir: dir.to_owned(),
-            tables: files,
-        })
-    }
-}
-
-impl TableWriters {
-    fn write(&mut self, name: &str, batch: &RecordBatch) -> Result<()> {
-        let files = self
-            .tables
-            .get_mut(name)
-            .with_context(|| format!("internal: no output files for table {name}"))?;
-        files
-            .jsonl
-            .write(&without_binary(batch)?)
-            .with_context(|| format!("writing {}/{name}.jsonl", self.dir.display()))?;
-        files
-            .parquet
-            .write(batch)
-            .with_context(|| format!("writing {}/{name}.parquet", self.dir.display()))
-    }
-}
-
-impl WindowSink for TableWriters {
-    fn window(&mut self, window: &ClosedWindow) -> Result<()> {
-        for (name, batch) in &window.tables {
-            self.write(name, batch)?;
-        }
-        Ok(())
-    }
-
-    fn performance(&mut self, out: &PerformanceOutput) -> Result<()> {
-        for r in &out.revisions {
-            self.write("model_metrics", &r.batch)?;
-        }
-        if !out.change_points.is_empty() {
-            self.write("change_points", &change_points_batch(&out.change_points)?)?;
-        }
-        if !out.label_stats.is_empty() {
-            self.write("label_stats", &label_stats_batch(&out.label_stats)?)?;
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self) -> Result<()> {
-        for (name, files) in std::mem::take(&mut self.tables) {
-            let TableFiles { mut jsonl, parquet } = files;
-            jsonl.finish()?;
-            let mut inner = jsonl.into_inner();
-            inner.flush()?;
-            parquet
-                .close()
-                .with_context(|| format!("closing {}/{name}.parquet", self.dir.display()))?;
-        }
-        Ok(())
-    }
 }
 
 /// Prints one readable line per closed window.
@@ -281,7 +161,7 @@ impl ConsoleSummary {
 }
 
 impl WindowSink for ConsoleSummary {
-    fn performance(&mut self, out: &PerformanceOutput) -> Result<()> {
+    fn performance(&mut self, out: &PerformanceOutput) -> driftwatch_engine::Result<()> {
         for r in &out.revisions {
             self.revision(r);
         }
@@ -300,7 +180,7 @@ impl WindowSink for ConsoleSummary {
         Ok(())
     }
 
-    fn window(&mut self, w: &ClosedWindow) -> Result<()> {
+    fn window(&mut self, w: &ClosedWindow) -> driftwatch_engine::Result<()> {
         let start = format_time(w.key.start);
         let end = format_time(w.key.end);
         let mut line = format!(
@@ -398,136 +278,82 @@ impl WindowSink for ConsoleSummary {
     }
 }
 
-/// One JSON file per closed window, `DATA_DIR/windows/<model>/<start>_<end>[_<version>].json`,
-/// and per prediction window its latest metrics revision,
-/// `DATA_DIR/metrics/<model>/<start>_<end>[_<version>].json`; change points go
-/// to `DATA_DIR/change_points/<model>/…json` and label counts to
-/// `DATA_DIR/label_stats/<model>/<start>_<end>.json`. Each file is written
-/// atomically (temporary file, fsync, rename). Writing a window again — the
-/// service re-reading events after a restart — replaces its file with the
-/// same content, so `windows/` holds every window exactly once.
-///
-/// Metric revisions, label counts and change points depend on the order in
-/// which predictions and labels arrive, and two topics interleave
-/// differently on every run: after a restart the intermediate revisions may
-/// differ from those of an uninterrupted run, while each window's final
-/// metrics (`"final": true`) are the same (up to floating-point summation
-/// order) and the counters in the state count every label once.
-#[derive(Debug)]
-pub struct WindowFiles {
-    data: DataDir,
-}
-
-impl WindowFiles {
-    /// Result files in the data directory `data`.
-    pub fn new(data: DataDir) -> Self {
-        WindowFiles { data }
+/// A progress bar for reading a source, when stderr is a terminal: the
+/// callback [`driftwatch_engine::Pipeline::run_source`] takes, and the bar
+/// to clear at the end.
+pub fn progress_bar(name: &str) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
     }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {percent:>3}% {elapsed_precise} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(name.to_owned());
+    Some(bar)
+}
 
-    fn path(&self, table: &str, model: &str, mut name: String) -> PathBuf {
-        name.push_str(".json");
-        self.data.window_results(table, model).join(name)
+/// Prints a run's summary for people.
+pub fn print_summary(summary: &RunSummary, elapsed: Duration) {
+    let s = summary;
+    let secs = elapsed.as_secs_f64();
+    println!();
+    println!(
+        "read {} records in {secs:.2}s ({:.0}/s): accepted {} ({} predictions, {} labels), rejected {}",
+        s.read,
+        s.read as f64 / secs.max(1e-9),
+        s.accepted,
+        s.predictions,
+        s.labels,
+        s.rejected
+    );
+    for (reason, n) in &s.rejected_by_reason {
+        println!("  rejected {reason:<22} {n}");
     }
-}
-
-fn window_name(k: &WindowKey) -> String {
-    let mut name = format!("{}_{}", k.start, k.end);
-    if let Some(v) = &k.model_version {
-        name.push('_');
-        name.push_str(&path_component(v));
+    for (model, c) in &s.models {
+        let model = printable(model);
+        println!(
+            "  model {model:<10} predictions {:>9}  labels {:>9}  late {:>6}",
+            c.predictions, c.labels, c.late
+        );
     }
-    name
-}
-
-/// The batch without its binary columns (sketches), which JSON output
-/// leaves to the Parquet files and the history.
-fn without_binary(batch: &RecordBatch) -> Result<RecordBatch> {
-    let keep: Vec<usize> = (0..batch.num_columns())
-        .filter(|&i| batch.schema().field(i).data_type() != &arrow::datatypes::DataType::Binary)
-        .collect();
-    Ok(batch.project(&keep)?)
-}
-
-/// The rows of a batch as JSON objects (binary columns left out).
-fn rows_json(batch: &RecordBatch) -> Result<serde_json::Value> {
-    let mut rows = arrow::json::ArrayWriter::new(Vec::new());
-    rows.write(&without_binary(batch)?)?;
-    rows.finish()?;
-    Ok(serde_json::from_slice(&rows.into_inner()).unwrap_or(serde_json::Value::Array(Vec::new())))
-}
-
-impl WindowSink for WindowFiles {
-    fn window(&mut self, window: &ClosedWindow) -> Result<()> {
-        let k = &window.key;
-        let mut tables = serde_json::Map::new();
-        for (name, batch) in &window.tables {
-            tables.insert(name.clone(), rows_json(batch)?);
-        }
-        let doc = serde_json::json!({
-            "model_id": k.model_id.as_ref(),
-            "model_version": k.model_version.as_deref(),
-            "window_start": format_time(k.start),
-            "window_end": format_time(k.end),
-            "events": window.events,
-            "tables": tables,
-        });
-        let path = self.path("windows", &k.model_id, window_name(k));
-        let bytes = serde_json::to_vec_pretty(&doc)?;
-        Ok(driftwatch_engine::checkpoint::write_atomically(
-            &path, &bytes,
-        )?)
+    println!("windows closed: {}", s.windows_closed);
+    if let Some(p) = &s.performance {
+        let l = &p.labels;
+        println!(
+            "labels: {} joined ({} before their prediction), {} duplicate, {} without prediction, {} after the horizon, {} unscorable; {} predictions never labelled",
+            l.joined,
+            l.joined_before_prediction,
+            l.duplicate,
+            l.without_prediction,
+            l.after_horizon,
+            l.unscorable,
+            p.expired_unlabeled
+        );
+        println!(
+            "performance: {} metric revisions, {} change points",
+            p.revisions, p.change_points
+        );
     }
-
-    fn performance(&mut self, out: &PerformanceOutput) -> Result<()> {
-        for r in &out.revisions {
-            let k = &r.key;
-            let path = self.path("metrics", &k.model_id, window_name(k));
-            let bytes = serde_json::to_vec_pretty(&rows_json(&r.batch)?)?;
-            driftwatch_engine::checkpoint::write_atomically(&path, &bytes)?;
+    if let Some(r) = &s.rules {
+        let instances: u64 = r.instances.values().sum();
+        let errors: u64 = r.errors.values().sum();
+        println!(
+            "rules: {} windows evaluated, {instances} alert rows, {errors} rule errors",
+            r.evaluations
+        );
+        for (rule, n) in &r.instances {
+            println!("  rule {rule:<28} {n} alert rows");
         }
-        for p in &out.change_points {
-            let batch = change_points_batch(std::slice::from_ref(p))?;
-            let mut name = format!(
-                "{}_{}_{}_{}",
-                p.event_time, p.metric, p.detector, p.detected_at
-            );
-            if let Some(v) = &p.model_version {
-                name.push('_');
-                name.push_str(&path_component(v));
-            }
-            let path = self.path("change_points", &p.model_id, name);
-            let bytes = serde_json::to_vec_pretty(&rows_json(&batch)?)?;
-            driftwatch_engine::checkpoint::write_atomically(&path, &bytes)?;
+        for (rule, n) in &r.errors {
+            println!("  rule {rule:<28} {n} errors (see the rule_errors table)");
         }
-        for row in &out.label_stats {
-            let batch = label_stats_batch(std::slice::from_ref(row))?;
-            let path = self.path("label_stats", &row.0, format!("{}_{}", row.1, row.2));
-            let bytes = serde_json::to_vec_pretty(&rows_json(&batch)?)?;
-            driftwatch_engine::checkpoint::write_atomically(&path, &bytes)?;
-        }
-        Ok(())
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn window_files_of_path_like_models_stay_in_their_own_directory() {
-        let files = WindowFiles::new(DataDir::new("/data"));
-        let table = Path::new("/data/window_summary");
-        let mut dirs = Vec::new();
-        for model in ["..", ".", "a/b", "a_b", "a%2Fb"] {
-            let path = files.path("window_summary", model, "1_2".into());
-            let dir = path.parent().expect("a model directory");
-            assert_eq!(dir.parent(), Some(table), "{model}: {}", path.display());
-            let name = dir.file_name().and_then(|n| n.to_str()).expect("utf-8");
-            assert!(name != "." && name != "..", "{model}");
-            dirs.push(name.to_owned());
-        }
-        dirs.sort();
-        dirs.dedup();
-        assert_eq!(dirs.len(), 5, "{dirs:?}");
+    if s.rejected > 0 {
+        println!("dead letters: {}", s.dead_letter);
     }
 }

@@ -9,7 +9,7 @@ use driftwatch_detectors::drift::Profile;
 use driftwatch_engine::reference::{self, BuildRequest, Selection};
 use driftwatch_ingest::{FeatureKind, format_time};
 
-use crate::settings::Settings;
+use driftwatch_engine::Config;
 
 /// The selection of the command line's `--from`, `--until` (RFC 3339),
 /// `--first` and `--table`.
@@ -46,7 +46,7 @@ pub fn selection(
 /// Builds a model version's profile from the selected predictions of event
 /// files, and says what it holds.
 pub fn build(
-    settings: &Settings,
+    settings: &Config,
     files: &[PathBuf],
     model: &str,
     version: Option<&str>,
@@ -77,7 +77,7 @@ pub fn build(
 }
 
 /// Prints the stored profiles, one line each.
-pub fn list(settings: &Settings) -> Result<()> {
+pub fn list(settings: &Config) -> Result<()> {
     let profiles = reference::stored(&settings.data_dir)?;
     if profiles.is_empty() {
         println!(
@@ -102,7 +102,7 @@ pub fn list(settings: &Settings) -> Result<()> {
 }
 
 /// Prints one profile feature by feature.
-pub fn show(settings: &Settings, model: &str, version: Option<&str>) -> Result<()> {
+pub fn show(settings: &Config, model: &str, version: Option<&str>) -> Result<()> {
     let stored = reference::stored_one(&settings.data_dir, model, version)?;
     let profile = Profile::from_stored(&stored);
     println!(

@@ -11,7 +11,7 @@ use driftwatch_detectors::performance::{
     AdwinConfig, DdmConfig, PageHinkleyConfig, PerformanceConfig, StoreConfig, Task,
 };
 use driftwatch_detectors::{Decision, DriftConfig, Limits, Thresholds, WindowSpec};
-use driftwatch_engine::DataDir;
+use driftwatch_engine::{Config, DataDir, SqlConfig};
 use driftwatch_ingest::KafkaConfig;
 use driftwatch_ingest::{DecoderConfig, FeatureKind, FeatureSchema};
 use serde::Deserialize;
@@ -415,22 +415,6 @@ impl Default for RawSql {
     }
 }
 
-/// Validated `[sql]`.
-#[derive(Debug, Clone)]
-pub struct SqlSettings {
-    /// Rule files.
-    pub rules_dir: PathBuf,
-    /// Query limits.
-    pub limits: driftwatch_sql::Limits,
-    /// Write the history.
-    pub history: bool,
-    /// Bytes of decoded history files kept in memory, for the process.
-    pub history_cache_bytes: usize,
-    /// Keep raw prediction events this long in the `events` table (`None`:
-    /// not kept).
-    pub events_retention_ms: Option<i64>,
-}
-
 /// The whole configuration as written.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -483,47 +467,18 @@ impl Default for RawSettings {
     }
 }
 
-/// Validated settings.
+/// Validated settings: the engine's, and the binary's own (logging, where
+/// they came from).
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Local state directory.
-    pub data_dir: DataDir,
-    /// Window shape.
-    pub window: WindowSpec,
-    /// Allowed lateness in ms.
-    pub allowed_lateness_ms: i64,
-    /// Decoder settings.
-    pub decoder: DecoderConfig,
-    /// Dead-letter bytes one source may write in a run.
-    pub dead_letter_max_bytes: u64,
-    /// Bounds on the live state.
-    pub limits: Limits,
+    /// What the engine runs with.
+    pub engine: Config,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
-    /// Drift detector settings; `None` when disabled.
-    pub drift: Option<DriftConfig>,
-    /// Kafka settings.
-    pub kafka: KafkaConfig,
-    /// Largest time between checkpoints (ms).
-    pub checkpoint_interval_ms: i64,
-    /// Largest number of records per partition between checkpoints.
-    pub checkpoint_events: u64,
-    /// Label join and performance metrics; `None` when disabled. Its store
-    /// has no spill path: each pipeline sets its own.
-    pub performance: Option<PerformanceConfig>,
-    /// Rules, queries, history.
-    pub sql: SqlSettings,
-    /// Names of the configured actions.
-    pub actions: std::collections::BTreeSet<String>,
-    /// The actions, validated; their secrets are placeholders until
-    /// [`with_secrets`](Self::with_secrets).
-    pub action_set: driftwatch_triggers::Actions,
     /// The actions as written.
     pub actions_raw: BTreeMap<String, driftwatch_triggers::ActionConfig>,
-    /// When the audit log's lines reach the disk.
-    pub audit_sync: driftwatch_triggers::AuditSync,
     /// The configuration file, if one was given.
     pub file: Option<PathBuf>,
 }
@@ -534,12 +489,10 @@ impl Settings {
     /// set refuses the configuration, naming the key.
     pub fn with_secrets(&self) -> Result<Settings, SettingsError> {
         let mut s = self.clone();
-        s.action_set =
-            driftwatch_triggers::Actions::from_config_env(&self.actions_raw).map_err(|e| {
-                SettingsError::Action {
-                    file: self.file.clone(),
-                    message: e.to_string(),
-                }
+        s.engine.action_set = driftwatch_triggers::Actions::from_config_env(&self.actions_raw)
+            .map_err(|e| SettingsError::Action {
+                file: self.file.clone(),
+                message: e.to_string(),
             })?;
         Ok(s)
     }
@@ -846,28 +799,30 @@ impl RawSettings {
             message: e.to_string(),
         })?;
         Ok(Settings {
-            performance,
-            sql,
-            actions: self.actions.keys().cloned().collect(),
-            action_set,
-            actions_raw: self.actions,
-            audit_sync: self.audit.sync,
-            file: file.map(Path::to_path_buf),
-            kafka: self.kafka,
-            checkpoint_interval_ms,
-            checkpoint_events: self.checkpoint.events,
-            drift,
-            data_dir: DataDir::new(self.data_dir),
-            window,
-            allowed_lateness_ms,
-            dead_letter_max_bytes,
-            limits,
-            decoder: DecoderConfig {
-                max_event_bytes,
-                schema,
-                max_future_skew_ms,
-                clock: None,
+            engine: Config {
+                performance,
+                sql,
+                actions: self.actions.keys().cloned().collect(),
+                action_set,
+                audit_sync: self.audit.sync,
+                kafka: self.kafka,
+                checkpoint_interval_ms,
+                checkpoint_events: self.checkpoint.events,
+                drift,
+                data_dir: DataDir::new(self.data_dir),
+                window,
+                allowed_lateness_ms,
+                dead_letter_max_bytes,
+                limits,
+                decoder: DecoderConfig {
+                    max_event_bytes,
+                    schema,
+                    max_future_skew_ms,
+                    clock: None,
+                },
             },
+            actions_raw: self.actions,
+            file: file.map(Path::to_path_buf),
             log_format: self.log.format,
             log_level: self.log.level,
         })
@@ -875,7 +830,7 @@ impl RawSettings {
 }
 
 impl RawSettings {
-    fn sql_settings(&self, file: Option<&Path>) -> Result<SqlSettings, SettingsError> {
+    fn sql_settings(&self, file: Option<&Path>) -> Result<SqlConfig, SettingsError> {
         let q = &self.sql;
         let invalid = |key: &str, value: String, expected: &str| SettingsError::Invalid {
             file: file.map(Path::to_owned),
@@ -904,7 +859,7 @@ impl RawSettings {
                 "a positive number of rows",
             ));
         }
-        Ok(SqlSettings {
+        Ok(SqlConfig {
             rules_dir: q.rules_dir.clone(),
             limits: driftwatch_sql::Limits {
                 memory,
@@ -1071,8 +1026,11 @@ mod tests {
         assert_eq!(raw, expected);
         assert!(!raw.models.is_empty());
         let settings = raw.validate(Some(&path)).expect("example validates");
-        assert_eq!(settings.drift, Some(DriftConfig::default()));
-        let performance = settings.performance.expect("performance on by default");
+        assert_eq!(settings.engine.drift, Some(DriftConfig::default()));
+        let performance = settings
+            .engine
+            .performance
+            .expect("performance on by default");
         let defaults = PerformanceConfig::default();
         assert_eq!(
             PerformanceConfig {
@@ -1093,7 +1051,7 @@ mod tests {
         assert_eq!(raw.window.size, "30m");
         assert_eq!(raw.window.allowed_lateness, "1m");
         let settings = raw.validate(Some(f.path())).expect("valid");
-        assert_eq!(settings.window.size(), 30 * 60_000);
+        assert_eq!(settings.engine.window.size(), 30 * 60_000);
     }
 
     #[test]
@@ -1239,7 +1197,7 @@ mod tests {
             .expect("loads")
             .validate(Some(f.path()))
             .expect("valid");
-        let drift = settings.drift.expect("enabled by default");
+        let drift = settings.engine.drift.expect("enabled by default");
         let detector = driftwatch_detectors::DriftDetector::new(drift).expect("valid");
         let age = detector.thresholds("churn", "age");
         assert_eq!(

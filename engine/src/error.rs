@@ -56,6 +56,40 @@ pub enum Error {
         /// What the triggers crate said.
         source: driftwatch_triggers::Error,
     },
+    /// The dead-letter sink could not take a refused event: the pipeline
+    /// stops rather than lose it (external: disk or broker).
+    #[error("writing the dead-letter sink; stopping rather than losing the event: {0}")]
+    DeadLetter(#[source] driftwatch_ingest::Error),
+    /// An output file (window results, tables) could not be written.
+    #[error("writing {}: {message}", path.display())]
+    Output {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The settings do not fit what is found (the user's): e.g. a
+    /// checkpoint written with another configuration.
+    #[error("{0}")]
+    Config(String),
+    /// The Kafka broker or client (external).
+    #[error("{what}: {message}")]
+    Kafka {
+        /// What was being done.
+        what: String,
+        /// What the client said.
+        message: String,
+    },
+    /// A Kafka partition could not be taken or given back.
+    #[error("{what} partition {partition}: {source}")]
+    Partition {
+        /// The partition number.
+        partition: i32,
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        source: Box<Error>,
+    },
     /// A stage of the engine stopped (internal: a bug, or it failed earlier).
     #[error("{0}")]
     Stopped(String),

@@ -25,16 +25,27 @@
 //! );
 //! ```
 
+pub mod alerting;
 pub mod checkpoint;
+mod config;
 mod data_dir;
 mod error;
 mod history_writer;
+pub mod pipeline;
 pub mod reference;
+pub mod replay;
 mod rule_worker;
 pub mod rules;
+#[cfg(feature = "kafka")]
+pub mod service;
+pub mod sinks;
 
 pub use checkpoint::{CheckpointDir, PartitionCheckpoint};
+pub use config::{Config, SqlConfig};
 pub use data_dir::DataDir;
 pub use error::{Error, Result};
+pub use pipeline::{Pipeline, RunSummary};
+pub use replay::{Replay, ReplayOptions};
 pub use rule_worker::RuleWorker;
 pub use rules::{Flushing, RuleRunner, RulesState, RunnerConfig};
+pub use sinks::WindowSink;

@@ -22,7 +22,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
 use driftwatch_ingest::kafka::{DeadLetterTopic, record_from_message};
 use driftwatch_ingest::{Assignment, DeadLetterFile, DeadLetterSink, Rejected};
 use rdkafka::client::ClientContext;
@@ -30,12 +29,28 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::output::WindowFiles;
+use crate::alerting::{self, Delivered};
 use crate::pipeline::{CHECKPOINT_FORMAT, Pipeline, PipelineState, RunSummary};
-use crate::settings::Settings;
-use driftwatch_engine::CheckpointDir;
+use crate::sinks::WindowFiles;
+use crate::{CheckpointDir, Config, Error, Result};
+
+fn kafka_error(what: impl Into<String>) -> impl FnOnce(KafkaError) -> Error {
+    move |e| Error::Kafka {
+        what: what.into(),
+        message: e.to_string(),
+    }
+}
+
+fn partition_error(partition: i32, what: &'static str) -> impl FnOnce(Error) -> Error {
+    move |source| Error::Partition {
+        partition,
+        what,
+        source: Box::new(source),
+    }
+}
 
 /// Ingest figures of the service, written to `DATA_DIR/metrics.json` every
 /// few seconds (and served by the HTTP API to come).
@@ -63,6 +78,15 @@ pub struct IngestMetrics {
     pub deliveries: Option<driftwatch_triggers::DeliveryStats>,
 }
 
+/// What a run of the service did.
+#[derive(Debug, Clone)]
+pub struct ServiceOutcome {
+    /// The counts of the partitions held at the end.
+    pub summary: RunSummary,
+    /// The last notifications, when a bounded run (`exit_at_end`) delivered them.
+    pub delivered: Option<Delivered>,
+}
+
 /// How `run` behaves.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -73,6 +97,7 @@ pub struct RunOptions {
 
 /// One dead-letter sink shared by the partitions' pipelines.
 #[derive(Clone)]
+#[allow(missing_debug_implementations)]
 struct SharedDeadLetter(Arc<Mutex<Box<dyn DeadLetterSink + Send>>>);
 
 impl SharedDeadLetter {
@@ -109,14 +134,14 @@ struct Partition {
 }
 
 struct State {
-    settings: Settings,
+    settings: Config,
     checkpoints: CheckpointDir<PipelineState>,
     dead_letter: SharedDeadLetter,
     dead_letter_name: String,
     partitions: BTreeMap<i32, Partition>,
     assigned: BTreeSet<(String, i32)>,
     /// an error inside a rebalance callback, for the poll loop to report
-    error: Option<anyhow::Error>,
+    error: Option<Error>,
     last_checkpoint: Instant,
     /// delivers what the partitions' outboxes hold
     dispatcher: Option<Arc<driftwatch_triggers::Dispatcher>>,
@@ -137,9 +162,9 @@ impl State {
         // the history of a partition is written under one name whichever
         // instance holds it; a checkpoint names the last flush it includes
         let writer = format!("{}-p{partition}", self.settings.kafka.group_id);
-        let mut rules = crate::rules::runner(
+        let mut rules = alerting::runner(
             &self.settings,
-            crate::rules::configured_source(&self.settings, false).as_ref(),
+            alerting::configured_source(&self.settings, None).as_ref(),
             &writer,
         )?;
         let mut offsets = BTreeMap::new();
@@ -151,7 +176,7 @@ impl State {
         if let Some(d) = &self.dispatcher {
             // the outbox follows the partition: undelivered notifications
             // left by its last owner go out from here
-            crate::rules::attach(d, &mut rules);
+            alerting::attach(d, &mut rules);
         }
         pipeline.set_rules(rules)?;
         if let Some(checkpoint) = checkpoint {
@@ -192,7 +217,7 @@ impl State {
             None => self.dead_letter.flush().map(|()| true),
             Some(t) => self.dead_letter.try_flush(t),
         }
-        .context("writing the dead-letter sink")
+        .map_err(Error::DeadLetter)
     }
 
     /// Checkpoints `partition` (its dead letters must be durable) and adds
@@ -206,7 +231,8 @@ impl State {
         p.pipeline.checkpoint_saved()?;
         p.since_checkpoint = 0;
         for (topic, offset) in &p.offsets {
-            tpl.add_partition_offset(topic, partition, Offset::Offset(*offset))?;
+            tpl.add_partition_offset(topic, partition, Offset::Offset(*offset))
+                .map_err(kafka_error("listing offsets to commit"))?;
         }
         Ok(())
     }
@@ -324,7 +350,7 @@ impl ConsumerContext for Rebalancer {
             if let Err(e) = state.checkpoint(*p, &mut tpl) {
                 state
                     .error
-                    .get_or_insert(e.context(format!("checkpointing revoked partition {p}")));
+                    .get_or_insert(partition_error(*p, "checkpointing revoked")(e));
                 return;
             }
             state.release(*p);
@@ -350,9 +376,9 @@ impl ConsumerContext for Rebalancer {
                 for e in assigned.elements() {
                     state.assigned.insert((e.topic().to_owned(), e.partition()));
                     if let Err(err) = state.open_partition(e.partition()) {
-                        state.error.get_or_insert(
-                            err.context(format!("opening partition {}", e.partition())),
-                        );
+                        state
+                            .error
+                            .get_or_insert(partition_error(e.partition(), "opening")(err));
                     }
                 }
                 info!(assigned = ?state.assigned, "partitions assigned");
@@ -363,9 +389,13 @@ impl ConsumerContext for Rebalancer {
     }
 }
 
-/// Consumes the configured topics until stopped (or, with
+/// Consumes the configured topics until `stop` is cancelled (or, with
 /// [`RunOptions::exit_at_end`], until every assigned partition is read).
-pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
+pub fn run(
+    settings: &Config,
+    options: &RunOptions,
+    stop: &CancellationToken,
+) -> Result<ServiceOutcome> {
     let kafka = &settings.kafka;
     let (dead_letter, dead_letter_name): (Box<dyn DeadLetterSink + Send>, String) =
         if kafka.dead_letter_topic.is_empty() {
@@ -392,7 +422,7 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
         assigned: BTreeSet::new(),
         error: None,
         last_checkpoint: Instant::now(),
-        dispatcher: crate::rules::dispatcher(settings)?.map(Arc::new),
+        dispatcher: alerting::dispatcher(settings)?.map(Arc::new),
     }));
     let context = Rebalancer {
         state: Arc::clone(&state),
@@ -400,16 +430,16 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
     let consumer: BaseConsumer<Rebalancer> = kafka
         .consumer_config()
         .create_with_context(context)
-        .context("creating the Kafka consumer")?;
+        .map_err(kafka_error("creating the Kafka consumer"))?;
     let probe: BaseConsumer = kafka
         .probe_config()
         .create()
-        .context("creating the Kafka probe client")?;
+        .map_err(kafka_error("creating the Kafka probe client"))?;
     let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
     match kafka.assignment {
         Assignment::Group => consumer
             .subscribe(&topics)
-            .with_context(|| format!("subscribing to {topics:?}"))?,
+            .map_err(kafka_error(format!("subscribing to {topics:?}")))?,
         Assignment::All => {
             let partitions = topic_partitions(&probe, &topics)?;
             assign_all(&consumer, &mut lock(&state), &partitions)?
@@ -421,19 +451,14 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
         .iter()
         .map(|t| (t.clone(), Arc::from(t.as_str())))
         .collect();
-    // SIGTERM / SIGINT: checkpoint, commit and leave the group
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-    }
     let mut check_end = false;
     let mut outage: Option<Instant> = None;
     let mut last_probe = Instant::now();
     let mut last_report = Instant::now();
     let metrics_path = settings.data_dir.metrics();
     loop {
-        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+        // stopped (SIGTERM / SIGINT): checkpoint, commit and leave the group
+        if stop.is_cancelled() {
             let mut state = lock(&state);
             let tpl = state.checkpoint_all(Some(Duration::from_secs(10)))?;
             let summary = state.summary();
@@ -447,7 +472,10 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
                     "stopped by a signal; the dead-letter topic is not reachable, so the last checkpoint stands"
                 ),
             }
-            return Ok(summary);
+            return Ok(ServiceOutcome {
+                summary,
+                delivered: None,
+            });
         }
         match consumer.poll(Duration::from_millis(250)) {
             None | Some(Err(KafkaError::PartitionEOF(_))) => check_end = true,
@@ -527,7 +555,7 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
             );
         }
         if let Ok(json) = serde_json::to_vec_pretty(&metrics) {
-            driftwatch_engine::checkpoint::write_atomically(&metrics_path, &json)?;
+            crate::checkpoint::write_atomically(&metrics_path, &json)?;
         }
         // in a group, the partitions this instance holds (its share of a
         // backfill); with `assignment = "all"`, every partition
@@ -544,10 +572,11 @@ pub fn run(settings: &Settings, options: &RunOptions) -> Result<RunSummary> {
             drop(state);
             commit(&consumer, &tpl, CommitMode::Sync);
             info!("every assigned partition read to its end");
-            if let Some(d) = dispatcher {
-                crate::rules::finish_delivery(&d, crate::rules::DRAIN_LIMIT)?;
-            }
-            return Ok(summary);
+            let delivered = match dispatcher {
+                Some(d) => Some(alerting::finish_delivery(&d, alerting::DRAIN_LIMIT)?),
+                None => None,
+            };
+            return Ok(ServiceOutcome { summary, delivered });
         }
     }
 }
@@ -558,7 +587,9 @@ fn topic_partitions(probe: &BaseConsumer, topics: &[&str]) -> Result<BTreeSet<(S
     for topic in topics {
         let metadata = probe
             .fetch_metadata(Some(topic), Duration::from_secs(30))
-            .with_context(|| format!("reading the metadata of topic {topic}"))?;
+            .map_err(kafka_error(format!(
+                "reading the metadata of topic {topic}"
+            )))?;
         let partitions = metadata
             .topics()
             .iter()
@@ -566,7 +597,9 @@ fn topic_partitions(probe: &BaseConsumer, topics: &[&str]) -> Result<BTreeSet<(S
             .map(|t| t.partitions().len())
             .unwrap_or(0);
         if partitions == 0 {
-            anyhow::bail!("topic {topic} does not exist (kafka.topics); create it first");
+            return Err(Error::Config(format!(
+                "topic {topic} does not exist (kafka.topics); create it first"
+            )));
         }
         for p in 0..partitions {
             all.insert(((*topic).to_owned(), p as i32));
@@ -586,18 +619,19 @@ fn assign_all(
     for (topic, p) in partitions {
         state
             .open_partition(*p)
-            .with_context(|| format!("opening partition {p}"))?;
+            .map_err(partition_error(*p, "opening"))?;
         let offset = state
             .partitions
             .get(p)
             .and_then(|part| part.offsets.get(topic))
             .map_or(Offset::Beginning, |o| Offset::Offset(*o));
-        tpl.add_partition_offset(topic, *p, offset)?;
+        tpl.add_partition_offset(topic, *p, offset)
+            .map_err(kafka_error("listing partitions to assign"))?;
         state.assigned.insert((topic.clone(), *p));
     }
-    consumer
-        .assign(&tpl)
-        .context("assigning every partition (kafka.assignment = \"all\")")?;
+    consumer.assign(&tpl).map_err(kafka_error(
+        "assigning every partition (kafka.assignment = \"all\")",
+    ))?;
     info!(assigned = ?state.assigned, "partitions assigned (every partition: kafka.assignment = all)");
     Ok(())
 }

@@ -3,11 +3,9 @@
 //! accepted or as rejected with its reason.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{Context, Result};
 use driftwatch_detectors::performance::{PerformanceStats, PerformanceTracker};
 use driftwatch_detectors::{
     ClosedWindow, DriftDetector, WindowSet, components, summary_components,
@@ -19,9 +17,8 @@ use driftwatch_ingest::{
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::output::WindowSink;
-use crate::settings::Settings;
-use driftwatch_engine::{RuleRunner, RuleWorker, RulesState};
+use crate::sinks::WindowSink;
+use crate::{Config, Error, Result, RuleRunner, RuleWorker, RulesState};
 use driftwatch_sql::RuleStats;
 
 /// Counts per model.
@@ -74,6 +71,7 @@ pub struct RunSummary {
 const OTHER_MODELS: &str = "(other models)";
 
 /// Decoder, windows, dead-letter sink and window sinks, wired together.
+#[allow(missing_debug_implementations)] // sinks and the dead-letter sink are trait objects
 pub struct Pipeline {
     decoder: Decoder,
     windows: WindowSet,
@@ -90,9 +88,9 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// A pipeline with the default components over `settings`; predictions
-    /// awaiting labels spill past their memory budget to the file `pending`.
+    /// awaiting labels spill past their memory budget to the directory `pending`.
     pub fn new(
-        settings: &Settings,
+        settings: &Config,
         dead_letter: Box<dyn DeadLetterSink + Send>,
         dead_letter_name: String,
         sinks: Vec<Box<dyn WindowSink + Send>>,
@@ -101,7 +99,7 @@ impl Pipeline {
         let parts = match &settings.drift {
             Some(config) => {
                 let detector = DriftDetector::new(config.clone())?;
-                driftwatch_engine::reference::load_into(&settings.data_dir, &detector)?;
+                crate::reference::load_into(&settings.data_dir, &detector)?;
                 components(detector)
             }
             None => summary_components(),
@@ -171,10 +169,7 @@ impl Pipeline {
             .entry(rejected.reason.code().to_owned())
             .or_default() += 1;
         match self.dead_letter_budget.admit(rejected) {
-            Admit::Write => self
-                .dead_letter
-                .send(rejected)
-                .context("writing the dead-letter sink; stopping rather than losing the event")?,
+            Admit::Write => self.dead_letter.send(rejected).map_err(Error::DeadLetter)?,
             Admit::Blank => self.unwritten(rejected),
             Admit::OverCap { first } => {
                 if first {
@@ -330,37 +325,23 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Reads a whole source, with a progress bar when stderr is a terminal.
-    pub fn run_source(&mut self, source: &mut dyn Source) -> Result<()> {
+    /// Reads a whole source; `progress` is told every few thousand records
+    /// how far the source is (its [`Source::progress`]: done, total).
+    pub fn run_source(
+        &mut self,
+        source: &mut dyn Source,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<()> {
         let started = Instant::now();
         let read_before = self.summary.read;
-        let bar = if std::io::stderr().is_terminal() {
-            let (_, total) = source.progress();
-            let bar = indicatif::ProgressBar::new(total);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg} [{bar:40}] {percent:>3}% {elapsed_precise} eta {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar.set_message(source.name().to_owned());
-            Some(bar)
-        } else {
-            None
-        };
         let mut n: u64 = 0;
         while let Some(record) = source.next_record(&mut self.decoder)? {
             self.handle(record)?;
             n += 1;
-            if n.is_multiple_of(8192)
-                && let Some(bar) = &bar
-            {
-                bar.set_position(source.progress().0);
+            if n.is_multiple_of(8192) {
+                let (done, total) = source.progress();
+                progress(done, total);
             }
-        }
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
         }
         let read = self.summary.read - read_before;
         let secs = started.elapsed().as_secs_f64();
@@ -444,12 +425,16 @@ impl Pipeline {
         match (&mut self.performance, &state.performance) {
             (Some(t), Some(bytes)) => t.restore(bytes)?,
             (None, None) => {}
-            (Some(_), None) => anyhow::bail!(
-                "the checkpoint was written with performance metrics off; they are on now (performance.enabled)"
-            ),
-            (None, Some(_)) => anyhow::bail!(
-                "the checkpoint was written with performance metrics on; they are off now (performance.enabled)"
-            ),
+            (Some(_), None) => {
+                return Err(Error::Config(
+                    "the checkpoint was written with performance metrics off; they are on now (performance.enabled)".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Error::Config(
+                    "the checkpoint was written with performance metrics on; they are off now (performance.enabled)".into(),
+                ));
+            }
         }
         if let (Some(r), Some(state)) = (&mut self.rules, &state.rules) {
             r.restore(state)?;
@@ -472,9 +457,7 @@ impl Pipeline {
             r.flush()?;
             self.summary.rules = Some(r.stats().clone());
         }
-        self.dead_letter
-            .flush()
-            .context("flushing the dead-letter sink")?;
+        self.dead_letter.flush().map_err(Error::DeadLetter)?;
         debug_assert_eq!(
             self.summary.read,
             self.summary.accepted + self.summary.rejected
@@ -535,73 +518,13 @@ impl RunSummary {
         }
     }
 
-    /// Prints the summary for people.
-    pub fn print(&self, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        println!();
-        println!(
-            "read {} records in {secs:.2}s ({:.0}/s): accepted {} ({} predictions, {} labels), rejected {}",
-            self.read,
-            self.read as f64 / secs.max(1e-9),
-            self.accepted,
-            self.predictions,
-            self.labels,
-            self.rejected
-        );
-        for (reason, n) in &self.rejected_by_reason {
-            println!("  rejected {reason:<22} {n}");
-        }
-        for (model, c) in &self.models {
-            let model = crate::output::printable(model);
-            println!(
-                "  model {model:<10} predictions {:>9}  labels {:>9}  late {:>6}",
-                c.predictions, c.labels, c.late
-            );
-        }
-        println!("windows closed: {}", self.windows_closed);
-        if let Some(p) = &self.performance {
-            let l = &p.labels;
-            println!(
-                "labels: {} joined ({} before their prediction), {} duplicate, {} without prediction, {} after the horizon, {} unscorable; {} predictions never labelled",
-                l.joined,
-                l.joined_before_prediction,
-                l.duplicate,
-                l.without_prediction,
-                l.after_horizon,
-                l.unscorable,
-                p.expired_unlabeled
-            );
-            println!(
-                "performance: {} metric revisions, {} change points",
-                p.revisions, p.change_points
-            );
-        }
-        if let Some(r) = &self.rules {
-            let instances: u64 = r.instances.values().sum();
-            let errors: u64 = r.errors.values().sum();
-            println!(
-                "rules: {} windows evaluated, {instances} alert rows, {errors} rule errors",
-                r.evaluations
-            );
-            for (rule, n) in &r.instances {
-                println!("  rule {rule:<28} {n} alert rows");
-            }
-            for (rule, n) in &r.errors {
-                println!("  rule {rule:<28} {n} errors (see the rule_errors table)");
-            }
-        }
-        if self.rejected > 0 {
-            println!("dead letters: {}", self.dead_letter);
-        }
-    }
-
     /// Writes the summary as JSON (whole or not at all: a reader polling
     /// for it never sees half of one).
     pub fn write_json(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self)?;
-        Ok(driftwatch_engine::checkpoint::write_atomically(
-            path,
-            text.as_bytes(),
-        )?)
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Encode {
+            what: "the run summary",
+            message: e.to_string(),
+        })?;
+        crate::checkpoint::write_atomically(path, text.as_bytes())
     }
 }

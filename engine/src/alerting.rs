@@ -1,0 +1,160 @@
+//! Alert rules from where they are kept, the rule runner and the delivery
+//! worker, built from the [`Config`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use driftwatch_sql::rules::{RuleFiles, check_all, read_rule_files};
+use driftwatch_sql::{Engine, LoadedRule, Tables};
+use driftwatch_triggers::{Audit, DeliveryStats, Dispatcher, system_clock};
+
+use crate::error::context;
+use crate::{Config, Error, Result, RuleRunner, RunnerConfig};
+
+/// Where rules come from.
+#[derive(Debug, Clone)]
+pub enum RuleSource {
+    /// `*.toml` files of a directory (or one file).
+    Dir(PathBuf),
+    /// Rule files built into the program: (name, text).
+    Bundled(&'static [(&'static str, &'static str)]),
+}
+
+/// A SQL session over the history in the data directory (when `history`)
+/// and empty live tables.
+pub fn sql_engine(config: &Config, history: bool) -> Result<Engine> {
+    let dir = history.then(|| config.data_dir.history());
+    let tables = Tables::new(driftwatch_sql::standard_tables()?, dir.as_deref())
+        .map_err(context("opening the history"))?;
+    Ok(Engine::new(tables, config.sql.limits.clone())?)
+}
+
+/// Reads the rule files of `source` (a file that does not parse is listed
+/// among the [`RuleFiles::errors`]).
+pub fn read_rules(source: &RuleSource) -> Result<RuleFiles> {
+    match source {
+        RuleSource::Dir(dir) => {
+            if !dir.exists() {
+                return Err(Error::NotFound {
+                    what: "rules".into(),
+                    path: dir.clone(),
+                });
+            }
+            Ok(read_rule_files(dir)?)
+        }
+        RuleSource::Bundled(files) => {
+            let mut out = RuleFiles::default();
+            for (name, text) in *files {
+                out.add(PathBuf::from(name), text);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Reads and checks the rules of `source`; any error refuses the whole set,
+/// each named with its file and rule.
+pub fn load_rules(
+    engine: &Engine,
+    source: &RuleSource,
+    config: &Config,
+) -> Result<Vec<LoadedRule>> {
+    let files = read_rules(source)?;
+    let (rules, errors) = check_all(engine, &files, &config.actions);
+    if !errors.is_empty() {
+        let text: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+        return Err(Error::Input(format!(
+            "{} rule error(s):\n{}",
+            errors.len(),
+            text.join("\n")
+        )));
+    }
+    Ok(rules)
+}
+
+/// The rules a run uses: `sql.rules_dir` when it exists, otherwise
+/// `fallback` (none, or the bundled rules for the demo).
+pub fn configured_source(config: &Config, fallback: Option<RuleSource>) -> Option<RuleSource> {
+    if config.sql.rules_dir.exists() {
+        Some(RuleSource::Dir(config.sql.rules_dir.clone()))
+    } else {
+        if fallback.is_none() {
+            tracing::info!(dir = %config.sql.rules_dir.display(), "no rules directory (sql.rules_dir): no alert rules");
+        }
+        fallback
+    }
+}
+
+/// What the rule runner takes from the settings.
+pub fn runner_config(config: &Config) -> RunnerConfig {
+    RunnerConfig {
+        data_dir: config.data_dir.clone(),
+        history: config.sql.history,
+        events_retention_ms: config.sql.events_retention_ms,
+        actions: config.action_set.clone(),
+        audit_sync: config.audit_sync,
+    }
+}
+
+/// The rule runner of pipeline `writer`: rules from `source` (none when
+/// `None`), the history written as `writer` under `DATA_DIR/history` when
+/// `sql.history`.
+pub fn runner(config: &Config, source: Option<&RuleSource>, writer: &str) -> Result<RuleRunner> {
+    let engine = sql_engine(config, config.sql.history)?;
+    let rules = match source {
+        Some(source) => load_rules(&engine, source, config)?,
+        None => Vec::new(),
+    };
+    RuleRunner::new(&runner_config(config), engine, rules, writer)
+}
+
+/// The delivery worker, when actions are configured.
+pub fn dispatcher(config: &Config) -> Result<Option<Dispatcher>> {
+    if config.action_set.is_empty() {
+        return Ok(None);
+    }
+    let audit = Arc::new(
+        Audit::open(&config.data_dir.audit(), config.audit_sync)
+            .map_err(context("opening the audit log"))?,
+    );
+    let d = Dispatcher::start(config.action_set.clone(), audit, system_clock())
+        .map_err(context("starting the delivery worker"))?;
+    Ok(Some(d))
+}
+
+/// Has `d` deliver what `runner`'s outbox holds (an earlier run's leftovers
+/// first) and wakes it when the runner writes more.
+pub fn attach(d: &Dispatcher, runner: &mut RuleRunner) {
+    if let Some(t) = runner.triggers_mut() {
+        d.add(t.outbox().clone());
+        t.set_waker(d.waker());
+    }
+}
+
+/// How long a bounded run (a replay, the demo, `run --exit-at-end`) waits at
+/// its end for its notifications to be delivered; those still pending stay
+/// in the outbox for the next run.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+/// What the delivery worker did by the end of a bounded run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// Its counters.
+    pub stats: DeliveryStats,
+    /// Notifications still in the outbox (the next run delivers them).
+    pub pending: u64,
+}
+
+/// Waits up to `limit` for the outboxes to empty, stops the worker and
+/// says what it did.
+pub fn finish_delivery(d: &Dispatcher, limit: Duration) -> Result<Delivered> {
+    let pending = d
+        .drain(limit)
+        .map_err(context("delivering the last notifications"))?;
+    d.stop().map_err(context("stopping the delivery worker"))?;
+    Ok(Delivered {
+        stats: d.stats(),
+        pending,
+    })
+}

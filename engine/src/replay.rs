@@ -1,0 +1,141 @@
+//! Bounded runs — a replay of files, the demo: one pipeline with its rules
+//! and deliveries, started and finished the same way.
+
+use std::path::{Path, PathBuf};
+
+use driftwatch_ingest::DeadLetterFile;
+use driftwatch_sql::AlertInstance;
+use driftwatch_triggers::Dispatcher;
+use tracing::info;
+
+use crate::alerting::{self, Delivered, RuleSource};
+use crate::pipeline::{Pipeline, RunSummary};
+use crate::sinks::{TableWriters, WindowSink};
+use crate::{Config, Error, Flushing, Result};
+
+/// How a bounded run is set up.
+#[allow(missing_debug_implementations)] // sinks are trait objects
+pub struct ReplayOptions {
+    /// Every output table written as JSON Lines and Parquet to this
+    /// directory, with `run-summary.json`.
+    pub out: Option<PathBuf>,
+    /// Where refused records go.
+    pub dead_letter: PathBuf,
+    /// More window sinks (the binary's printing one).
+    pub sinks: Vec<Box<dyn WindowSink + Send>>,
+    /// The alert rules (none when `None`).
+    pub rules: Option<RuleSource>,
+    /// The name the history is written under (`replay`, `demo`).
+    pub writer: String,
+    /// Called with each alert instance the rules find.
+    pub on_alert: Option<fn(&AlertInstance)>,
+}
+
+/// A pipeline fed to its end by the caller, then [`finish`](Self::finish)ed.
+#[allow(missing_debug_implementations)] // the pipeline holds trait objects
+pub struct Replay {
+    pipeline: Pipeline,
+    dispatcher: Option<Dispatcher>,
+    pending: PathBuf,
+    out: Option<PathBuf>,
+}
+
+/// What a bounded run did.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// Its counts.
+    pub summary: RunSummary,
+    /// Its notifications, when actions are configured and rules fired.
+    pub delivered: Option<Delivered>,
+}
+
+impl Replay {
+    /// A pipeline over `config` set up as `options` say. A replay's history
+    /// is the last replay's: files written earlier under the same name go.
+    pub fn start(config: &Config, options: ReplayOptions) -> Result<Self> {
+        let dlq = DeadLetterFile::open(&options.dead_letter)?;
+        let pending = config.data_dir.replay_pending();
+        let mut pipeline = Pipeline::new(
+            config,
+            Box::new(dlq),
+            options.dead_letter.display().to_string(),
+            Vec::new(),
+            Some(&pending),
+        )?;
+        if let Some(dir) = &options.out {
+            let writers = TableWriters::create(dir, &pipeline.tables())?;
+            pipeline.add_sink(Box::new(writers));
+        }
+        for sink in options.sinks {
+            pipeline.add_sink(sink);
+        }
+        let mut runner = alerting::runner(config, options.rules.as_ref(), &options.writer)?;
+        runner.clear_history()?;
+        runner.on_alert = options.on_alert;
+        runner.flushing = Flushing::Bytes(crate::rules::FLUSH_BYTES);
+        if runner.rule_count() > 0 {
+            info!(rules = runner.rule_count(), "alert rules loaded");
+        }
+        let dispatcher = match runner.triggers() {
+            Some(_) => alerting::dispatcher(config)?,
+            None => None,
+        };
+        if let Some(d) = &dispatcher {
+            alerting::attach(d, &mut runner);
+        }
+        pipeline.set_rules(runner)?;
+        Ok(Replay {
+            pipeline,
+            dispatcher,
+            pending,
+            out: options.out,
+        })
+    }
+
+    /// The pipeline, to feed.
+    pub fn pipeline(&mut self) -> &mut Pipeline {
+        &mut self.pipeline
+    }
+
+    /// Closes every window, delivers the last notifications (up to
+    /// [`alerting::DRAIN_LIMIT`]), writes the history and the summary, and
+    /// removes the run's spilled predictions.
+    pub fn finish(self) -> Result<Finished> {
+        let Replay {
+            mut pipeline,
+            dispatcher,
+            pending,
+            out,
+        } = self;
+        let mut delivered = None;
+        if let Some(d) = dispatcher {
+            // the last windows' notifications, delivered before the history
+            // is written so that it holds how their deliveries ended
+            pipeline.close_all()?;
+            delivered = Some(alerting::finish_delivery(&d, alerting::DRAIN_LIMIT)?);
+            if let Some(r) = pipeline.rules_mut() {
+                r.record_deliveries()?;
+            }
+        }
+        let summary = pipeline.finish()?;
+        remove_pending(&pending)?;
+        if let Some(dir) = &out {
+            summary.write_json(&dir.join("run-summary.json"))?;
+        }
+        Ok(Finished { summary, delivered })
+    }
+}
+
+fn remove_pending(pending: &Path) -> Result<()> {
+    if pending.exists() {
+        std::fs::remove_dir_all(pending).map_err(|source| Error::Io {
+            path: pending.to_owned(),
+            source,
+        })?;
+    }
+    if let Some(dir) = pending.parent() {
+        // only when empty: another run may be using it
+        let _ = std::fs::remove_dir(dir);
+    }
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! Where closed windows and the label join's reports go: JSON Lines and
+//! Parquet files per output table ([`TableWriters`], a replay's `--out`),
+//! and one JSON file per window in the data directory ([`WindowFiles`], the
+//! service). Both are [`WindowSink`]s; the binary adds one that prints.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::json::LineDelimitedWriter;
+use driftwatch_detectors::performance::{
+    PerformanceOutput, change_points_batch, label_stats_batch,
+};
+use driftwatch_detectors::{ClosedWindow, WindowKey};
+use driftwatch_ingest::format_time;
+use driftwatch_ingest::names::path_component;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::{DataDir, Error, Result};
+
+/// Receives each closed window.
+pub trait WindowSink {
+    /// One closed window.
+    fn window(&mut self, window: &ClosedWindow) -> Result<()>;
+    /// Metric revisions, change points and label counts reported by the
+    /// label join.
+    fn performance(&mut self, output: &PerformanceOutput) -> Result<()> {
+        let _ = output;
+        Ok(())
+    }
+    /// No more windows.
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+struct TableFiles {
+    jsonl: LineDelimitedWriter<BufWriter<File>>,
+    parquet: ArrowWriter<File>,
+}
+
+/// Writes every output table as `<dir>/<table>.jsonl` and `<dir>/<table>.parquet`.
+pub struct TableWriters {
+    dir: PathBuf,
+    tables: BTreeMap<String, TableFiles>,
+}
+
+impl std::fmt::Debug for TableWriters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableWriters")
+            .field("dir", &self.dir)
+            .field("tables", &self.tables.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn batch_error(e: arrow::error::ArrowError) -> Error {
+    Error::Encode {
+        what: "the label join's rows",
+        message: e.to_string(),
+    }
+}
+
+fn output_error(path: PathBuf) -> impl FnOnce(String) -> Error {
+    move |message| Error::Output { path, message }
+}
+
+impl TableWriters {
+    /// Creates (truncating) the files of `tables` in `dir`.
+    pub fn create(dir: &Path, tables: &[(String, SchemaRef)]) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .build();
+        let create = |path: &Path| {
+            File::create(path).map_err(|source| Error::Io {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        let mut files = BTreeMap::new();
+        for (name, schema) in tables {
+            let jsonl_path = dir.join(format!("{name}.jsonl"));
+            let parquet_path = dir.join(format!("{name}.parquet"));
+            let jsonl = create(&jsonl_path)?;
+            let parquet =
+                ArrowWriter::try_new(create(&parquet_path)?, schema.clone(), Some(props.clone()))
+                    .map_err(|e| output_error(parquet_path)(e.to_string()))?;
+            files.insert(
+                name.clone(),
+                TableFiles {
+                    jsonl: LineDelimitedWriter::new(BufWriter::new(jsonl)),
+                    parquet,
+                },
+            );
+        }
+        Ok(TableWriters {
+            dir: dir.to_owned(),
+            tables: files,
+        })
+    }
+
+    fn write(&mut self, name: &str, batch: &RecordBatch) -> Result<()> {
+        let path = |ext: &str| self.dir.join(format!("{name}.{ext}"));
+        let Some(files) = self.tables.get_mut(name) else {
+            return Err(Error::Stopped(format!(
+                "internal: no output files for table {name}"
+            )));
+        };
+        files
+            .jsonl
+            .write(&without_binary(batch)?)
+            .map_err(|e| output_error(path("jsonl"))(e.to_string()))?;
+        files
+            .parquet
+            .write(batch)
+            .map_err(|e| output_error(path("parquet"))(e.to_string()))
+    }
+}
+
+impl WindowSink for TableWriters {
+    fn window(&mut self, window: &ClosedWindow) -> Result<()> {
+        for (name, batch) in &window.tables {
+            self.write(name, batch)?;
+        }
+        Ok(())
+    }
+
+    fn performance(&mut self, out: &PerformanceOutput) -> Result<()> {
+        for r in &out.revisions {
+            self.write("model_metrics", &r.batch)?;
+        }
+        if !out.change_points.is_empty() {
+            self.write(
+                "change_points",
+                &change_points_batch(&out.change_points).map_err(batch_error)?,
+            )?;
+        }
+        if !out.label_stats.is_empty() {
+            self.write(
+                "label_stats",
+                &label_stats_batch(&out.label_stats).map_err(batch_error)?,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        for (name, files) in std::mem::take(&mut self.tables) {
+            let TableFiles { mut jsonl, parquet } = files;
+            let jsonl_path = self.dir.join(format!("{name}.jsonl"));
+            jsonl
+                .finish()
+                .map_err(|e| output_error(jsonl_path.clone())(e.to_string()))?;
+            jsonl.into_inner().flush().map_err(|source| Error::Io {
+                path: jsonl_path,
+                source,
+            })?;
+            parquet.close().map_err(|e| {
+                output_error(self.dir.join(format!("{name}.parquet")))(e.to_string())
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// One JSON file per closed window, `DATA_DIR/windows/<model>/<start>_<end>[_<version>].json`,
+/// and per prediction window its latest metrics revision,
+/// `DATA_DIR/metrics/<model>/<start>_<end>[_<version>].json`; change points go
+/// to `DATA_DIR/change_points/<model>/…json` and label counts to
+/// `DATA_DIR/label_stats/<model>/<start>_<end>.json`. Each file is written
+/// atomically (temporary file, fsync, rename). Writing a window again — the
+/// service re-reading events after a restart — replaces its file with the
+/// same content, so `windows/` holds every window exactly once.
+///
+/// Metric revisions, label counts and change points depend on the order in
+/// which predictions and labels arrive, and two topics interleave
+/// differently on every run: after a restart the intermediate revisions may
+/// differ from those of an uninterrupted run, while each window's final
+/// metrics (`"final": true`) are the same (up to floating-point summation
+/// order) and the counters in the state count every label once.
+#[derive(Debug)]
+pub struct WindowFiles {
+    data: DataDir,
+}
+
+impl WindowFiles {
+    /// Result files in the data directory `data`.
+    pub fn new(data: DataDir) -> Self {
+        WindowFiles { data }
+    }
+
+    fn path(&self, table: &str, model: &str, mut name: String) -> PathBuf {
+        name.push_str(".json");
+        self.data.window_results(table, model).join(name)
+    }
+}
+
+fn window_name(k: &WindowKey) -> String {
+    let mut name = format!("{}_{}", k.start, k.end);
+    if let Some(v) = &k.model_version {
+        name.push('_');
+        name.push_str(&path_component(v));
+    }
+    name
+}
+
+/// The batch without its binary columns (sketches), which JSON output
+/// leaves to the Parquet files and the history.
+fn without_binary(batch: &RecordBatch) -> Result<RecordBatch> {
+    let keep: Vec<usize> = (0..batch.num_columns())
+        .filter(|&i| batch.schema().field(i).data_type() != &arrow::datatypes::DataType::Binary)
+        .collect();
+    batch.project(&keep).map_err(|e| Error::Encode {
+        what: "a window's rows",
+        message: e.to_string(),
+    })
+}
+
+/// The rows of a batch as JSON objects (binary columns left out).
+fn rows_json(batch: &RecordBatch) -> Result<serde_json::Value> {
+    let encode = |e: arrow::error::ArrowError| Error::Encode {
+        what: "a window's rows as JSON",
+        message: e.to_string(),
+    };
+    let mut rows = arrow::json::ArrayWriter::new(Vec::new());
+    rows.write(&without_binary(batch)?).map_err(encode)?;
+    rows.finish().map_err(encode)?;
+    Ok(serde_json::from_slice(&rows.into_inner()).unwrap_or(serde_json::Value::Array(Vec::new())))
+}
+
+fn json_bytes(value: &serde_json::Value) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value).map_err(|e| Error::Encode {
+        what: "a window file",
+        message: e.to_string(),
+    })
+}
+
+impl WindowSink for WindowFiles {
+    fn window(&mut self, window: &ClosedWindow) -> Result<()> {
+        let k = &window.key;
+        let mut tables = serde_json::Map::new();
+        for (name, batch) in &window.tables {
+            tables.insert(name.clone(), rows_json(batch)?);
+        }
+        let doc = serde_json::json!({
+            "model_id": k.model_id.as_ref(),
+            "model_version": k.model_version.as_deref(),
+            "window_start": format_time(k.start),
+            "window_end": format_time(k.end),
+            "events": window.events,
+            "tables": tables,
+        });
+        let path = self.path("windows", &k.model_id, window_name(k));
+        crate::checkpoint::write_atomically(&path, &json_bytes(&doc)?)
+    }
+
+    fn performance(&mut self, out: &PerformanceOutput) -> Result<()> {
+        for r in &out.revisions {
+            let k = &r.key;
+            let path = self.path("metrics", &k.model_id, window_name(k));
+            crate::checkpoint::write_atomically(&path, &json_bytes(&rows_json(&r.batch)?)?)?;
+        }
+        for p in &out.change_points {
+            let batch = change_points_batch(std::slice::from_ref(p)).map_err(batch_error)?;
+            let mut name = format!(
+                "{}_{}_{}_{}",
+                p.event_time, p.metric, p.detector, p.detected_at
+            );
+            if let Some(v) = &p.model_version {
+                name.push('_');
+                name.push_str(&path_component(v));
+            }
+            let path = self.path("change_points", &p.model_id, name);
+            crate::checkpoint::write_atomically(&path, &json_bytes(&rows_json(&batch)?)?)?;
+        }
+        for row in &out.label_stats {
+            let batch = label_stats_batch(std::slice::from_ref(row)).map_err(batch_error)?;
+            let path = self.path("label_stats", &row.0, format!("{}_{}", row.1, row.2));
+            crate::checkpoint::write_atomically(&path, &json_bytes(&rows_json(&batch)?)?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_files_of_path_like_models_stay_in_their_own_directory() {
+        let files = WindowFiles::new(DataDir::new("/data"));
+        let table = Path::new("/data/window_summary");
+        let mut dirs = Vec::new();
+        for model in ["..", ".", "a/b", "a_b", "a%2Fb"] {
+            let path = files.path("window_summary", model, "1_2".into());
+            let dir = path.parent().expect("a model directory");
+            assert_eq!(dir.parent(), Some(table), "{model}: {}", path.display());
+            let name = dir.file_name().and_then(|n| n.to_str()).expect("utf-8");
+            assert!(name != "." && name != "..", "{model}");
+            dirs.push(name.to_owned());
+        }
+        dirs.sort();
+        dirs.dedup();
+        assert_eq!(dirs.len(), 5, "{dirs:?}");
+    }
+}
