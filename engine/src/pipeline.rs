@@ -528,3 +528,218 @@ impl RunSummary {
         crate::checkpoint::write_atomically(path, text.as_bytes())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use driftwatch_detectors::performance::{PerformanceConfig, PerformanceOutput};
+    use driftwatch_detectors::{DriftConfig, Limits, WindowSpec};
+    use driftwatch_ingest::synth::{Synth, SynthConfig};
+    use driftwatch_ingest::{DecoderConfig, Event, KafkaConfig};
+
+    use super::*;
+    use crate::{DataDir, SqlConfig};
+
+    /// Everything on but rules, with no clock: the synthetic stream's times
+    /// are all accepted.
+    fn config(dir: &Path) -> Config {
+        Config {
+            data_dir: DataDir::new(dir),
+            window: WindowSpec::tumbling(3_600_000).expect("a valid window"),
+            allowed_lateness_ms: 300_000,
+            decoder: DecoderConfig {
+                max_future_skew_ms: None,
+                ..DecoderConfig::default()
+            },
+            dead_letter_max_bytes: 1 << 20,
+            limits: Limits::default(),
+            drift: Some(DriftConfig::default()),
+            kafka: KafkaConfig::default(),
+            checkpoint_interval_ms: 10_000,
+            checkpoint_events: 100_000,
+            performance: Some(PerformanceConfig::default()),
+            sql: SqlConfig {
+                rules_dir: dir.join("rules"),
+                limits: driftwatch_sql::Limits::default(),
+                history: false,
+                history_cache_bytes: 0,
+                events_retention_ms: None,
+            },
+            actions: Default::default(),
+            action_set: Default::default(),
+            audit_sync: driftwatch_triggers::AuditSync::None,
+        }
+    }
+
+    /// What reached the sinks and the dead-letter sink, as text.
+    #[derive(Default, Clone)]
+    struct Seen(Arc<Mutex<Vec<String>>>);
+
+    impl Seen {
+        fn push(&self, line: String) {
+            self.0.lock().expect("not poisoned").push(line);
+        }
+        fn lines(&self) -> Vec<String> {
+            self.0.lock().expect("not poisoned").clone()
+        }
+    }
+
+    impl WindowSink for Seen {
+        fn window(&mut self, w: &ClosedWindow) -> Result<()> {
+            for (name, batch) in &w.tables {
+                let rows = arrow::util::pretty::pretty_format_batches(std::slice::from_ref(batch))
+                    .expect("printable");
+                self.push(format!("window {:?} {name}\n{rows}", w.key));
+            }
+            Ok(())
+        }
+
+        fn performance(&mut self, out: &PerformanceOutput) -> Result<()> {
+            for r in &out.revisions {
+                let rows =
+                    arrow::util::pretty::pretty_format_batches(std::slice::from_ref(&r.batch))
+                        .expect("printable");
+                self.push(format!("revision {:?} {}\n{rows}", r.key, r.revision));
+            }
+            self.push(format!(
+                "change points {:?} label stats {:?}",
+                out.change_points, out.label_stats
+            ));
+            Ok(())
+        }
+    }
+
+    impl DeadLetterSink for Seen {
+        fn send(&mut self, rejected: &Rejected) -> driftwatch_ingest::Result<()> {
+            self.push(format!("{} {}", rejected.position, rejected.reason.code()));
+            Ok(())
+        }
+        fn flush(&mut self) -> driftwatch_ingest::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn pipeline(config: &Config, seen: &Seen, dead: &Seen) -> Pipeline {
+        Pipeline::new(
+            config,
+            Box::new(dead.clone()),
+            "memory".into(),
+            vec![Box::new(seen.clone())],
+            None,
+        )
+        .expect("pipeline")
+    }
+
+    /// The synthetic stream of `n` events, as the bytes a source reads.
+    fn stream(n: u64) -> Vec<Vec<u8>> {
+        Synth::new(SynthConfig::for_events(n, 7))
+            .take(n as usize)
+            .map(|e: Event| {
+                let mut buf = Vec::new();
+                driftwatch_ingest::encode_json(&e, &mut buf);
+                buf
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_record_read_is_counted_once_as_accepted_or_refused_with_its_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (seen, dead) = (Seen::default(), Seen::default());
+        let mut p = pipeline(&config(dir.path()), &seen, &dead);
+        let events = stream(3_000);
+        for (seq, bytes) in events.iter().enumerate() {
+            p.handle_bytes(seq as u64, bytes).expect("handled");
+        }
+        p.handle_bytes(90_000, b"{not json")
+            .expect("refused, not an error");
+        p.handle_bytes(90_001, br#"{"model_id":"m"}"#)
+            .expect("refused, not an error");
+        // a prediction far behind the watermark: late
+        let mut late: serde_json::Value = events
+            .iter()
+            .map(|e| serde_json::from_slice::<serde_json::Value>(e).expect("json"))
+            .find(|e| e.get("prediction").is_some())
+            .expect("a prediction");
+        late["event_id"] = "late".into();
+        late["timestamp"] = "2000-01-01T00:00:00Z".into();
+        p.handle_bytes(90_002, late.to_string().as_bytes())
+            .expect("refused, not an error");
+        let summary = p.finish().expect("finished");
+        assert_eq!(summary.read, 3_003);
+        assert_eq!(summary.read, summary.accepted + summary.rejected);
+        assert_eq!(summary.rejected, 3, "{:?}", summary.rejected_by_reason);
+        assert_eq!(summary.rejected_by_reason.get("late_event"), Some(&1));
+        assert_eq!(summary.predictions + summary.labels, summary.accepted);
+        let models_late: u64 = summary.models.values().map(|m| m.late).sum();
+        assert_eq!(models_late, 1);
+        let dead = dead.lines();
+        assert_eq!(dead.len(), 3, "{dead:?}");
+        assert!(dead.iter().all(|l| l.contains("generated")), "{dead:?}");
+        assert!(summary.windows_closed > 0);
+        let windows = seen
+            .lines()
+            .iter()
+            .filter(|l| l.starts_with("window") && l.contains(" window_summary\n"))
+            .count() as u64;
+        assert_eq!(windows, summary.windows_closed);
+        let performance = summary.performance.expect("performance on");
+        assert!(performance.labels.joined > 0 && performance.revisions > 0);
+    }
+
+    #[test]
+    fn a_pipeline_restored_from_a_snapshot_goes_on_as_if_never_stopped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = config(dir.path());
+        let events = stream(6_000);
+        let run = |stop_at: Option<usize>| {
+            let (seen, dead) = (Seen::default(), Seen::default());
+            let mut p = pipeline(&config, &seen, &dead);
+            for (seq, bytes) in events.iter().enumerate() {
+                if Some(seq) == stop_at {
+                    let state = p.snapshot().expect("snapshot");
+                    p.checkpoint_saved().expect("saved");
+                    // the state as a checkpoint holds it
+                    let bytes = postcard::to_stdvec(&state).expect("encodes");
+                    let state: PipelineState = postcard::from_bytes(&bytes).expect("decodes");
+                    drop(p);
+                    p = pipeline(&config, &seen, &dead);
+                    p.restore(state).expect("restored");
+                }
+                p.handle_bytes(seq as u64, bytes).expect("handled");
+            }
+            let summary = p.finish().expect("finished");
+            (seen.lines(), summary)
+        };
+        let (whole, whole_summary) = run(None);
+        assert!(whole.len() > 20, "{}", whole.len());
+        for stop_at in [1, 2_345, 5_999] {
+            let (resumed, summary) = run(Some(stop_at));
+            assert_eq!(summary, whole_summary, "stopped at {stop_at}");
+            assert_eq!(resumed.len(), whole.len(), "stopped at {stop_at}");
+            for (i, (a, b)) in resumed.iter().zip(&whole).enumerate() {
+                assert_eq!(a, b, "stopped at {stop_at}: output {i} differs");
+            }
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_taken_with_performance_metrics_on_is_refused_with_them_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let on = config(dir.path());
+        let (seen, dead) = (Seen::default(), Seen::default());
+        let mut p = pipeline(&on, &seen, &dead);
+        for (seq, bytes) in stream(100).iter().enumerate() {
+            p.handle_bytes(seq as u64, bytes).expect("handled");
+        }
+        let state = p.snapshot().expect("snapshot");
+        let off = Config {
+            performance: None,
+            ..on
+        };
+        let mut p = pipeline(&off, &seen, &dead);
+        let err = p.restore(state).expect_err("refused");
+        assert!(err.to_string().contains("performance.enabled"), "{err}");
+    }
+}
