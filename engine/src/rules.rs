@@ -359,8 +359,11 @@ impl RuleRunner {
                 }
             }
             Some(Done::Compact(staged)) => {
-                let done = h
-                    .publish(staged)
+                let done = self
+                    .evaluator
+                    .engine()
+                    .tables()
+                    .publish_compaction(h, staged)
                     .map_err(context("compacting the history"))?;
                 tracing::debug!(
                     directories = done.directories,
@@ -476,7 +479,13 @@ impl RuleRunner {
     fn compact(&mut self, upto: u64) -> Result<()> {
         self.expire_events()?;
         if let Some(h) = &mut self.history {
-            let done = h.compact(upto).map_err(context("compacting the history"))?;
+            let tables = self.evaluator.engine().tables();
+            let done = match h.begin_compact(upto) {
+                Some(job) => tables
+                    .publish_compaction(h, job.run().map_err(context("compacting the history"))?)
+                    .map_err(context("compacting the history"))?,
+                None => Default::default(),
+            };
             if done.files > 0 {
                 tracing::debug!(
                     upto,

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, new_null_array};
 use arrow::compute::cast;
@@ -109,7 +109,18 @@ pub struct WindowTable {
     /// `history/<table>`, when the table has a history.
     history: Option<PathBuf>,
     cache: Arc<FileCache>,
+    /// Tables of other sessions whose live rows are part of this one's
+    /// (the process-wide tables over every pipeline: [`Tables::join`]).
+    members: RwLock<Vec<Weak<WindowTable>>>,
+    /// Held for reading by a scan of a table with members, for writing
+    /// while a member's flush moves rows from memory to the history: a scan
+    /// sees each row once, live or in a file.
+    gate: Option<Gate>,
 }
+
+/// Held while rows move between memory and the history files; see
+/// [`Tables::join`].
+type Gate = Arc<RwLock<()>>;
 
 impl fmt::Debug for WindowTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -139,6 +150,8 @@ impl WindowTable {
             next_id: std::sync::atomic::AtomicU64::new(0),
             history,
             cache: FileCache::shared(),
+            members: RwLock::new(Vec::new()),
+            gate: None,
         })
     }
 
@@ -392,14 +405,30 @@ impl TableProvider for WindowTable {
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
         let time = self.def.schema.field(self.def.time_column).name();
         let bounds = ScanBounds::new(filters, time);
-        let mut batches: Vec<RecordBatch> = self
-            .live
+        // no member moves rows to the history while they are read
+        let _gate = self
+            .gate
+            .as_ref()
+            .map(|g| g.read().unwrap_or_else(|e| e.into_inner()));
+        let mut batches: Vec<RecordBatch> = Vec::new();
+        let members: Vec<Arc<WindowTable>> = self
+            .members
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|l| bounds.allows(l))
-            .map(|l| l.batch.clone())
+            .filter_map(Weak::upgrade)
             .collect();
+        for table in std::iter::once(self).chain(members.iter().map(Arc::as_ref)) {
+            batches.extend(
+                table
+                    .live
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .filter(|l| bounds.allows(l))
+                    .map(|l| l.batch.clone()),
+            );
+        }
         if let Some(dir) = &self.history {
             // the history is read on the query runtime's workers: a few
             // small files, most of them from the cache. What a scan holds
@@ -689,6 +718,9 @@ fn time_range(filter: &Expr, time: &str) -> Option<(Option<i64>, Option<i64>)> {
 #[derive(Debug, Default, Clone)]
 pub struct Tables {
     tables: BTreeMap<String, Arc<WindowTable>>,
+    /// The gate of the process-wide tables this session's live rows are
+    /// part of ([`Tables::join`]).
+    gate: Option<Gate>,
 }
 
 impl Tables {
@@ -699,7 +731,47 @@ impl Tables {
             let name = def.name.clone();
             tables.insert(name, Arc::new(WindowTable::new(def, history_dir)?));
         }
-        Ok(Tables { tables })
+        Ok(Tables { tables, gate: None })
+    }
+
+    /// Tables of `defs` over the history under `history_dir` whose live
+    /// rows are those of the sessions that [`join`](Self::join) them: one
+    /// view of every pipeline of the process.
+    pub fn process(defs: Vec<TableDef>, history_dir: Option<&std::path::Path>) -> Result<Self> {
+        let gate = Gate::default();
+        let mut tables = BTreeMap::new();
+        for def in defs {
+            let name = def.name.clone();
+            let mut table = WindowTable::new(def, history_dir)?;
+            table.gate = Some(Arc::clone(&gate));
+            tables.insert(name, Arc::new(table));
+        }
+        Ok(Tables {
+            tables,
+            gate: Some(gate),
+        })
+    }
+
+    /// Makes `member`'s live rows part of these [`process`](Self::process)
+    /// tables, table by table (by name), for as long as `member` lives;
+    /// its flushes then wait for scans of these tables to read. Fails for
+    /// tables that are not a process's.
+    pub fn join(&self, member: &mut Tables) -> Result<()> {
+        let Some(gate) = &self.gate else {
+            return Err(Error::Data {
+                context: "joining tables".into(),
+                message: "only the process-wide tables take members".into(),
+            });
+        };
+        member.gate = Some(Arc::clone(gate));
+        for (name, table) in &self.tables {
+            if let Some(m) = member.tables.get(name) {
+                let mut members = table.members.write().unwrap_or_else(|e| e.into_inner());
+                members.retain(|w| w.strong_count() > 0);
+                members.push(Arc::downgrade(m));
+            }
+        }
+        Ok(())
     }
 
     /// A table by name.
@@ -759,6 +831,12 @@ impl Tables {
     /// Puts a flush's files in place and drops its rows from memory;
     /// returns the flush's sequence.
     pub fn publish_flush(&self, history: &mut History, staged: StagedFlush) -> Result<u64> {
+        // scans of the process-wide tables see the rows live or in their
+        // files, never both or neither
+        let _gate = self
+            .gate
+            .as_ref()
+            .map(|g| g.write().unwrap_or_else(|e| e.into_inner()));
         history.publish(staged.staged)?;
         for (name, last) in staged.taken {
             if let Some(t) = self.tables.get(&name) {
@@ -766,6 +844,21 @@ impl Tables {
             }
         }
         Ok(history.seq())
+    }
+
+    /// Puts a compaction's merged files in place and removes their inputs
+    /// ([`History::publish`]), while no scan of the process-wide tables
+    /// reads: none sees the rows twice.
+    pub fn publish_compaction(
+        &self,
+        history: &mut History,
+        staged: Staged,
+    ) -> Result<crate::history::Compaction> {
+        let _gate = self
+            .gate
+            .as_ref()
+            .map(|g| g.write().unwrap_or_else(|e| e.into_inner()));
+        history.publish(staged)
     }
 
     /// Drops the live rows of table `name` dated before `ms`; see

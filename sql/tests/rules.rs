@@ -733,3 +733,104 @@ fn a_prepared_query_returns_what_the_planned_one_returns() {
     let n = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(rows[0].column(2));
     assert_eq!(n.value(0), 40);
 }
+
+/// A count of `feature_drift` rows by the process-wide engine.
+fn drift_rows(engine: &Engine) -> i64 {
+    let (_, batches) = engine
+        .query("SELECT count(*) AS n FROM feature_drift")
+        .expect("query");
+    batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .expect("a count")
+        .value(0)
+}
+
+#[test]
+fn the_process_engine_sees_every_pipelines_rows_once_live_or_in_the_history() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("dir");
+    let history_dir = dir.path().join("history");
+    let process = Engine::new(
+        Tables::process(standard_tables().expect("tables"), Some(&history_dir)).expect("tables"),
+        Limits::default(),
+    )
+    .expect("engine");
+    // two pipelines (Kafka partitions), each with its tables and its writer
+    let member = |writer: &str| {
+        let mut tables =
+            Tables::new(standard_tables().expect("tables"), Some(&history_dir)).expect("tables");
+        process.tables().join(&mut tables).expect("joins");
+        let history = History::open(&history_dir, writer).expect("history");
+        (tables, history)
+    };
+    let (p0, mut h0) = member("g-p0");
+    let (p1, mut h1) = member("g-p1");
+    assert!(
+        Tables::new(standard_tables().expect("tables"), None)
+            .expect("tables")
+            .join(&mut Tables::default())
+            .is_err(),
+        "only process tables take members"
+    );
+    p0.push("feature_drift", &feature_drift_rows(3))
+        .expect("push");
+    p1.push("feature_drift", &feature_drift_rows(4))
+        .expect("push");
+    assert_eq!(drift_rows(&process), 7, "live rows of both");
+    p0.flush(&mut h0).expect("flush");
+    assert_eq!(
+        drift_rows(&process),
+        7,
+        "p0's rows in the history, p1's live"
+    );
+    // rows move to files and merge while another thread queries: each
+    // query sees every row once
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.push(drift_rows(&process));
+            }
+            seen
+        });
+        let mut expected = 7;
+        for round in 0..150 {
+            for (tables, history) in [(&p0, &mut h0), (&p1, &mut h1)] {
+                tables
+                    .push("feature_drift", &feature_drift_rows(2))
+                    .expect("push");
+                expected += 2;
+                let seq = tables.flush(history).expect("flush");
+                if round % 3 == 2 {
+                    if let Some(job) = history.begin_compact(seq) {
+                        tables
+                            .publish_compaction(history, job.run().expect("merged"))
+                            .expect("published");
+                    }
+                }
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let seen = reader.join().expect("reader");
+        assert!(!seen.is_empty());
+        // a count only grows, by whole pushes of two rows
+        for pair in seen.windows(2) {
+            assert!(pair[0] <= pair[1], "{seen:?}");
+        }
+        assert!(
+            seen.iter()
+                .all(|n| (7..=expected).contains(n) && (n - 7) % 2 == 0),
+            "{seen:?}"
+        );
+        assert_eq!(drift_rows(&process), expected);
+    });
+    // a pipeline given up (its partition revoked) takes its live rows with it
+    p1.push("feature_drift", &feature_drift_rows(5))
+        .expect("push");
+    let before = drift_rows(&process);
+    drop(p1);
+    assert_eq!(drift_rows(&process), before - 5);
+}
