@@ -804,12 +804,12 @@ fn the_process_engine_sees_every_pipelines_rows_once_live_or_in_the_history() {
                     .expect("push");
                 expected += 2;
                 let seq = tables.flush(history).expect("flush");
-                if round % 3 == 2 {
-                    if let Some(job) = history.begin_compact(seq) {
-                        tables
-                            .publish_compaction(history, job.run().expect("merged"))
-                            .expect("published");
-                    }
+                if round % 3 == 2
+                    && let Some(job) = history.begin_compact(seq)
+                {
+                    tables
+                        .publish_compaction(history, job.run().expect("merged"))
+                        .expect("published");
                 }
             }
         }
