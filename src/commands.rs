@@ -303,7 +303,8 @@ fn run_service(args: &crate::cli::RunArgs, config: &Config) -> Result<()> {
             }
         })
         .context("starting the signal thread")?;
-    let outcome = service::run(config, &options, &stop)?;
+    let queries = std::sync::Arc::new(alerting::process_engine(config)?);
+    let outcome = service::run(config, &options, &stop, queries)?;
     if let Some(d) = &outcome.delivered {
         crate::rules::print_delivered(d);
     }

@@ -293,6 +293,26 @@ fn a_million_events_from_a_python_producer_and_driftwatch_produce_count_exactly(
     );
     // late predictions are on the dead-letter topic
     assert_eq!(broker.count("dead-letters"), late as i64);
+    // the process's query engine saw the windows of all four partitions
+    // once each, the last ones still live and the others in the history
+    let metrics: Value = serde_json::from_str(
+        &std::fs::read_to_string(data_dir(&cfg).join("metrics.json")).unwrap(),
+    )
+    .unwrap();
+    let mut per_model: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for (name, w) in &windows {
+        let model = name.split('/').next().unwrap().to_owned();
+        let e = per_model.entry(model).or_default();
+        e.0 += 1;
+        e.1 += w["events"].as_u64().unwrap();
+    }
+    let models = metrics["models"].as_object().unwrap();
+    assert_eq!(models.len(), per_model.len(), "{metrics}");
+    for (model, (n, events)) in &per_model {
+        let m = &models[model];
+        assert_eq!(m["windows"], *n, "{model}: {m}");
+        assert_eq!(m["predictions"], *events, "{model}: {m}");
+    }
 }
 
 /// Starts the service and, once it has partitions and consumes, SIGKILLs it

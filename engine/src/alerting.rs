@@ -30,6 +30,16 @@ pub fn sql_engine(config: &Config, history: bool) -> Result<Engine> {
     Ok(Engine::new(tables, config.sql.limits.clone())?)
 }
 
+/// The process-wide SQL session: the live rows of every pipeline whose
+/// rule runner was built with it ([`runner`]) and the history (when
+/// `sql.history`). Queries from any thread see each row once.
+pub fn process_engine(config: &Config) -> Result<Engine> {
+    let dir = config.sql.history.then(|| config.data_dir.history());
+    let tables = Tables::process(driftwatch_sql::standard_tables()?, dir.as_deref())
+        .map_err(context("opening the history"))?;
+    Ok(Engine::new(tables, config.sql.limits.clone())?)
+}
+
 /// Reads the rule files of `source` (a file that does not parse is listed
 /// among the [`RuleFiles::errors`]).
 pub fn read_rules(source: &RuleSource) -> Result<RuleFiles> {
@@ -99,9 +109,21 @@ pub fn runner_config(config: &Config) -> RunnerConfig {
 
 /// The rule runner of pipeline `writer`: rules from `source` (none when
 /// `None`), the history written as `writer` under `DATA_DIR/history` when
-/// `sql.history`.
-pub fn runner(config: &Config, source: Option<&RuleSource>, writer: &str) -> Result<RuleRunner> {
-    let engine = sql_engine(config, config.sql.history)?;
+/// `sql.history`; its live rows part of `process`'s tables when given
+/// ([`process_engine`]).
+pub fn runner(
+    config: &Config,
+    source: Option<&RuleSource>,
+    writer: &str,
+    process: Option<&Engine>,
+) -> Result<RuleRunner> {
+    let dir = config.sql.history.then(|| config.data_dir.history());
+    let mut tables = Tables::new(driftwatch_sql::standard_tables()?, dir.as_deref())
+        .map_err(context("opening the history"))?;
+    if let Some(p) = process {
+        p.tables().join(&mut tables)?;
+    }
+    let engine = Engine::new(tables, config.sql.limits.clone())?;
     let rules = match source {
         Some(source) => load_rules(&engine, source, config)?,
         None => Vec::new(),

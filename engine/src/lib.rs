@@ -30,6 +30,7 @@ pub mod checkpoint;
 mod config;
 mod data_dir;
 mod error;
+pub mod figures;
 mod history_writer;
 pub mod pipeline;
 pub mod reference;

@@ -530,7 +530,7 @@ impl RunSummary {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::{Arc, Mutex};
 
     use driftwatch_detectors::performance::{PerformanceConfig, PerformanceOutput};
@@ -543,7 +543,7 @@ mod tests {
 
     /// Everything on but rules, with no clock: the synthetic stream's times
     /// are all accepted.
-    fn config(dir: &Path) -> Config {
+    pub(crate) fn config(dir: &Path) -> Config {
         Config {
             data_dir: DataDir::new(dir),
             window: WindowSpec::tumbling(3_600_000).expect("a valid window"),

@@ -69,7 +69,7 @@ impl Replay {
         for sink in options.sinks {
             pipeline.add_sink(sink);
         }
-        let mut runner = alerting::runner(config, options.rules.as_ref(), &options.writer)?;
+        let mut runner = alerting::runner(config, options.rules.as_ref(), &options.writer, None)?;
         runner.clear_history()?;
         runner.on_alert = options.on_alert;
         runner.flushing = Flushing::Bytes(crate::rules::FLUSH_BYTES);

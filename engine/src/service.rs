@@ -33,9 +33,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::alerting::{self, Delivered};
+use crate::figures::ModelFigures;
 use crate::pipeline::{CHECKPOINT_FORMAT, Pipeline, PipelineState, RunSummary};
 use crate::sinks::WindowFiles;
 use crate::{CheckpointDir, Config, Error, Result};
+use driftwatch_sql::Engine;
 
 fn kafka_error(what: impl Into<String>) -> impl FnOnce(KafkaError) -> Error {
     move |e| Error::Kafka {
@@ -52,8 +54,8 @@ fn partition_error(partition: i32, what: &'static str) -> impl FnOnce(Error) -> 
     }
 }
 
-/// Ingest figures of the service, written to `DATA_DIR/metrics.json` every
-/// few seconds (and served by the HTTP API to come).
+/// Figures of the service, written to `DATA_DIR/metrics.json` every few
+/// seconds (and served by the HTTP API to come).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct IngestMetrics {
     /// Records consumed (and applied) by the partitions held now, since
@@ -76,6 +78,80 @@ pub struct IngestMetrics {
     pub broker_unreachable_seconds: Option<f64>,
     /// Notification deliveries since the service started (when actions are configured).
     pub deliveries: Option<driftwatch_triggers::DeliveryStats>,
+    /// Each model's latest figures, from the rows of every partition this
+    /// process holds and the history.
+    pub models: BTreeMap<String, ModelFigures>,
+}
+
+/// Writes `metrics.json` on a thread of its own: the figures of the models
+/// come from a query, which the poll loop does not wait for.
+struct Reporter {
+    tx: Option<std::sync::mpsc::SyncSender<IngestMetrics>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    queries: Arc<Engine>,
+    path: std::path::PathBuf,
+}
+
+impl Reporter {
+    fn start(queries: Arc<Engine>, path: std::path::PathBuf) -> Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<IngestMetrics>(1);
+        let (q, p) = (Arc::clone(&queries), path.clone());
+        let thread = std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                for metrics in rx {
+                    if let Err(e) = write_metrics(&q, metrics, &p) {
+                        warn!(error = %e, "writing metrics.json");
+                    }
+                }
+            })
+            .map_err(|e| Error::Stopped(format!("starting the metrics thread: {e}")))?;
+        Ok(Reporter {
+            tx: Some(tx),
+            thread: Some(thread),
+            queries,
+            path,
+        })
+    }
+
+    /// Hands figures over, unless the last ones are still being written.
+    fn report(&self, metrics: IngestMetrics) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(metrics);
+        }
+    }
+
+    /// Stops the thread, then writes `metrics` here and now.
+    fn finish(mut self, metrics: IngestMetrics) -> Result<()> {
+        self.stop();
+        write_metrics(&self.queries, metrics, &self.path)
+    }
+
+    fn stop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn write_metrics(
+    queries: &Engine,
+    mut metrics: IngestMetrics,
+    path: &std::path::Path,
+) -> Result<()> {
+    metrics.models = crate::figures::model_figures(queries)?;
+    let json = serde_json::to_vec_pretty(&metrics).map_err(|e| Error::Encode {
+        what: "metrics.json",
+        message: e.to_string(),
+    })?;
+    crate::checkpoint::write_atomically(path, &json)
 }
 
 /// What a run of the service did.
@@ -145,6 +221,8 @@ struct State {
     last_checkpoint: Instant,
     /// delivers what the partitions' outboxes hold
     dispatcher: Option<Arc<driftwatch_triggers::Dispatcher>>,
+    /// the process-wide SQL session: every partition's live rows and the history
+    queries: Arc<Engine>,
 }
 
 impl State {
@@ -166,6 +244,7 @@ impl State {
             &self.settings,
             alerting::configured_source(&self.settings, None).as_ref(),
             &writer,
+            Some(&self.queries),
         )?;
         let mut offsets = BTreeMap::new();
         let checkpoint = self.checkpoints.load(partition)?;
@@ -281,6 +360,7 @@ impl State {
             checkpoint_age_seconds: self.last_checkpoint.elapsed().as_secs_f64(),
             broker_unreachable_seconds: outage.map(|t| t.elapsed().as_secs_f64()),
             deliveries: self.dispatcher.as_ref().map(|d| d.stats()),
+            models: BTreeMap::new(),
         }
     }
 
@@ -391,10 +471,13 @@ impl ConsumerContext for Rebalancer {
 
 /// Consumes the configured topics until `stop` is cancelled (or, with
 /// [`RunOptions::exit_at_end`], until every assigned partition is read).
+/// The live rows of the partitions held are part of `queries`' tables
+/// ([`alerting::process_engine`]).
 pub fn run(
     settings: &Config,
     options: &RunOptions,
     stop: &CancellationToken,
+    queries: Arc<Engine>,
 ) -> Result<ServiceOutcome> {
     let kafka = &settings.kafka;
     let (dead_letter, dead_letter_name): (Box<dyn DeadLetterSink + Send>, String) =
@@ -423,6 +506,7 @@ pub fn run(
         error: None,
         last_checkpoint: Instant::now(),
         dispatcher: alerting::dispatcher(settings)?.map(Arc::new),
+        queries: Arc::clone(&queries),
     }));
     let context = Rebalancer {
         state: Arc::clone(&state),
@@ -455,7 +539,7 @@ pub fn run(
     let mut outage: Option<Instant> = None;
     let mut last_probe = Instant::now();
     let mut last_report = Instant::now();
-    let metrics_path = settings.data_dir.metrics();
+    let reporter = Reporter::start(queries, settings.data_dir.metrics())?;
     loop {
         // stopped (SIGTERM / SIGINT): checkpoint, commit and leave the group
         if stop.is_cancelled() {
@@ -554,16 +638,16 @@ pub fn run(
                 "progress"
             );
         }
-        if let Ok(json) = serde_json::to_vec_pretty(&metrics) {
-            crate::checkpoint::write_atomically(&metrics_path, &json)?;
-        }
         // in a group, the partitions this instance holds (its share of a
         // backfill); with `assignment = "all"`, every partition
-        let at_end = lag.is_some_and(|l| l.values().all(|n| *n <= 0));
+        let at_end = lag.as_ref().is_some_and(|l| l.values().all(|n| *n <= 0));
         if options.exit_at_end && at_end {
             for p in state.partitions.values_mut() {
                 p.pipeline.close_all()?;
             }
+            // every window closed, the last ones still live (the checkpoint
+            // below moves them to the history): the figures read both
+            reporter.finish(state.metrics(lag.as_ref(), outage))?;
             let tpl = state
                 .checkpoint_all(None)?
                 .unwrap_or_else(TopicPartitionList::new);
@@ -578,6 +662,7 @@ pub fn run(
             };
             return Ok(ServiceOutcome { summary, delivered });
         }
+        reporter.report(metrics);
     }
 }
 

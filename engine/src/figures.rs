@@ -1,0 +1,246 @@
+//! Each model's latest figures, read from the process-wide SQL engine (the
+//! live rows of every pipeline and the history): what the service reports
+//! in `DATA_DIR/metrics.json` (and the HTTP API's metrics will serve).
+
+use std::collections::BTreeMap;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType, UInt64Type};
+use driftwatch_sql::Engine;
+use serde::Serialize;
+
+use crate::error::context;
+use crate::{Error, Result};
+
+/// One model's figures, over all its versions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ModelFigures {
+    /// Windows closed (live and in the history).
+    pub windows: u64,
+    /// Predictions in those windows.
+    pub predictions: u64,
+    /// End of its latest closed window (RFC 3339).
+    pub latest_window_end: Option<String>,
+    /// Features compared with the reference in the latest window with drift figures.
+    pub features_compared: Option<u64>,
+    /// Of those, drifted.
+    pub features_drifted: Option<u64>,
+    /// Accuracy of its latest window with labels (latest revision).
+    pub accuracy: Option<f64>,
+    /// Share of that window's predictions labelled.
+    pub label_coverage: Option<f64>,
+}
+
+const QUERY: &str = "\
+WITH w AS (
+  SELECT model_id, count(*) AS windows, sum(events) AS predictions, max(window_end) AS latest
+  FROM window_summary GROUP BY model_id),
+d AS (
+  SELECT model_id, features_compared, features_drifted FROM (
+    SELECT model_id, features_compared, features_drifted,
+      row_number() OVER (PARTITION BY model_id ORDER BY window_end DESC) AS r
+    FROM drift_summary WHERE NOT is_reference) WHERE r = 1),
+a AS (
+  SELECT model_id, value AS accuracy, label_coverage FROM (
+    SELECT model_id, value, label_coverage,
+      row_number() OVER (PARTITION BY model_id ORDER BY window_end DESC, revision DESC) AS r
+    FROM model_metrics WHERE metric = 'accuracy' AND class IS NULL) WHERE r = 1)
+SELECT w.model_id, w.windows, w.predictions, w.latest,
+  d.features_compared, d.features_drifted, a.accuracy, a.label_coverage
+FROM w LEFT JOIN d ON w.model_id = d.model_id LEFT JOIN a ON w.model_id = a.model_id
+ORDER BY w.model_id";
+
+/// The figures of every model the engine's tables hold.
+pub fn model_figures(engine: &Engine) -> Result<BTreeMap<String, ModelFigures>> {
+    let (_, batches) = engine
+        .query(QUERY)
+        .map_err(context("reading the models' figures"))?;
+    let mut out = BTreeMap::new();
+    for b in &batches {
+        for row in 0..b.num_rows() {
+            let Some(model) = text(b, 0, row) else {
+                continue;
+            };
+            out.insert(
+                model,
+                ModelFigures {
+                    windows: int(b, 1, row)?.unwrap_or(0),
+                    predictions: int(b, 2, row)?.unwrap_or(0),
+                    latest_window_end: time(b, 3, row)?.map(driftwatch_ingest::format_time),
+                    features_compared: int(b, 4, row)?,
+                    features_drifted: int(b, 5, row)?,
+                    accuracy: float(b, 6, row),
+                    label_coverage: float(b, 7, row),
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn unexpected(column: usize, b: &RecordBatch) -> Error {
+    Error::Stopped(format!(
+        "internal: the models' figures, column {column}: unexpected type {}",
+        b.column(column).data_type()
+    ))
+}
+
+fn text(b: &RecordBatch, column: usize, row: usize) -> Option<String> {
+    let c = b.column(column).as_string_opt::<i32>()?;
+    (!c.is_null(row)).then(|| c.value(row).to_owned())
+}
+
+fn int(b: &RecordBatch, column: usize, row: usize) -> Result<Option<u64>> {
+    let c = b.column(column);
+    if c.is_null(row) {
+        return Ok(None);
+    }
+    if let Some(c) = c.as_primitive_opt::<Int64Type>() {
+        return Ok(u64::try_from(c.value(row)).ok());
+    }
+    if let Some(c) = c.as_primitive_opt::<UInt64Type>() {
+        return Ok(Some(c.value(row)));
+    }
+    Err(unexpected(column, b))
+}
+
+fn time(b: &RecordBatch, column: usize, row: usize) -> Result<Option<i64>> {
+    let c = b.column(column);
+    if c.is_null(row) {
+        return Ok(None);
+    }
+    c.as_primitive_opt::<TimestampMillisecondType>()
+        .map(|c| Some(c.value(row)))
+        .ok_or_else(|| unexpected(column, b))
+}
+
+fn float(b: &RecordBatch, column: usize, row: usize) -> Option<f64> {
+    let c = b.column(column).as_primitive_opt::<Float64Type>()?;
+    (!c.is_null(row)).then(|| c.value(row))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use driftwatch_detectors::ClosedWindow;
+    use driftwatch_ingest::synth::{Synth, SynthConfig};
+
+    use super::*;
+    use crate::{Pipeline, WindowSink, alerting};
+
+    /// Windows and predictions per model, as the sinks saw them.
+    #[derive(Default, Clone)]
+    struct PerModel(Arc<Mutex<BTreeMap<String, (u64, u64)>>>);
+
+    impl WindowSink for PerModel {
+        fn window(&mut self, w: &ClosedWindow) -> Result<()> {
+            let mut m = self.0.lock().expect("not poisoned");
+            let e = m.entry(w.key.model_id.to_string()).or_default();
+            e.0 += 1;
+            e.1 += w.events;
+            Ok(())
+        }
+    }
+
+    /// Refusals (the stream's late predictions) are not looked at here.
+    #[derive(Clone, Default)]
+    struct NoDeadLetters;
+
+    impl driftwatch_ingest::DeadLetterSink for NoDeadLetters {
+        fn send(&mut self, _: &driftwatch_ingest::Rejected) -> driftwatch_ingest::Result<()> {
+            Ok(())
+        }
+        fn flush(&mut self) -> driftwatch_ingest::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_process_engine_reads_the_rows_of_every_partition_live_and_in_the_history() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = crate::pipeline::tests::config(dir.path());
+        config.sql.history = true;
+        let process = alerting::process_engine(&config).expect("engine");
+        let seen = PerModel::default();
+        // two partitions, each with its own models, its pipeline and its
+        // history writer
+        let mut partitions: Vec<Pipeline> = (0..2)
+            .map(|p| {
+                let mut pipeline = Pipeline::new(
+                    &config,
+                    Box::new(NoDeadLetters),
+                    "none".into(),
+                    vec![Box::new(seen.clone())],
+                    None,
+                )
+                .expect("pipeline");
+                let runner = alerting::runner(&config, None, &format!("g-p{p}"), Some(&process))
+                    .expect("runner");
+                pipeline.set_rules(runner).expect("rules");
+                pipeline
+            })
+            .collect();
+        let events: Vec<Vec<u8>> = Synth::new(SynthConfig::for_events(20_000, 3))
+            .take(20_000)
+            .map(|e| {
+                let mut buf = Vec::new();
+                driftwatch_ingest::encode_json(&e, &mut buf);
+                buf
+            })
+            .collect();
+        for (seq, bytes) in events.iter().enumerate() {
+            // models keyed to partitions, as Kafka keys them
+            let text = std::str::from_utf8(bytes).expect("utf-8");
+            let p = usize::from(text.contains("\"model_id\":\"churn\""));
+            partitions[p]
+                .handle_bytes(seq as u64, bytes)
+                .expect("handled");
+            if seq == 12_000 {
+                // a checkpoint moves every partition's rows so far to the history
+                for pipeline in &mut partitions {
+                    pipeline.snapshot().expect("snapshot");
+                    pipeline.checkpoint_saved().expect("saved");
+                }
+            }
+        }
+        for pipeline in &mut partitions {
+            pipeline.close_all().expect("closed");
+        }
+        let history = dir.path().join("history/window_summary");
+        assert!(
+            std::fs::read_dir(&history).expect("history").count() > 0,
+            "some windows are in the history"
+        );
+        let figures = model_figures(&process).expect("figures");
+        let seen = seen.0.lock().expect("not poisoned").clone();
+        // the history alone holds some of the windows, not all
+        let in_files: u64 = model_figures(&alerting::sql_engine(&config, true).expect("engine"))
+            .expect("figures")
+            .values()
+            .map(|f| f.windows)
+            .sum();
+        let all: u64 = seen.values().map(|s| s.0).sum();
+        assert!(0 < in_files && in_files < all, "{in_files} of {all}");
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert_eq!(figures.len(), seen.len(), "{figures:?}");
+        for (model, (windows, predictions)) in &seen {
+            let f = &figures[model];
+            assert_eq!(
+                (f.windows, f.predictions),
+                (*windows, *predictions),
+                "{model}"
+            );
+            assert!(f.latest_window_end.is_some() && f.features_compared.is_some());
+        }
+        // a partition given up takes its live rows with it
+        let churn = figures["churn"].windows;
+        drop(partitions.remove(1));
+        let after = model_figures(&process).expect("figures");
+        assert!(
+            after.get("churn").is_none_or(|f| f.windows < churn),
+            "{after:?}"
+        );
+        assert_eq!(after["fraud"], figures["fraud"]);
+    }
+}
