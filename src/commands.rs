@@ -60,30 +60,17 @@ pub fn run(command: Command, settings: &Settings) -> Result<()> {
 
 /// `driftwatch alerts`: what the `alerts` history says.
 fn alerts(settings: &Config, args: &AlertsArgs) -> Result<()> {
-    let transitions = "state IN ('pending', 'firing', 'resolved', 'inactive')";
-    let current = format!(
-        "SELECT state, severity, rule, model_id, model_version, value, \
-           date_format(time, '%Y-%m-%dT%H:%M:%SZ') AS since, instance \
-         FROM (SELECT *, row_number() OVER (PARTITION BY rule, model_id, model_version, instance \
-                 ORDER BY time DESC) AS latest \
-               FROM alerts WHERE {transitions}) \
-         WHERE latest = 1 AND state IN ('pending', 'firing') \
-         ORDER BY state, severity, rule, model_id"
-    );
-    let recent = format!(
-        "SELECT date_format(time, '%Y-%m-%dT%H:%M:%SZ') AS at, state, severity, rule, model_id, \
-           model_version, value, action, detail \
-         FROM alerts ORDER BY time DESC, rule LIMIT {}",
-        args.recent
-    );
     let engine = alerting::sql_engine(settings, true)?;
+    let view = alerting::alerts(&engine, args.recent)?;
     let mut out = std::io::stdout().lock();
-    for (title, query) in [("current alerts", current), ("latest alert events", recent)] {
-        let (_, batches) = engine.query(&query)?;
+    for (title, batches) in [
+        ("current alerts", &view.current),
+        ("latest alert events", &view.recent),
+    ] {
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         writeln!(out, "{title}: {rows}")?;
         if rows > 0 {
-            writeln!(out, "{}", crate::output::table_text(&batches)?)?;
+            writeln!(out, "{}", crate::output::table_text(batches)?)?;
         }
     }
     writeln!(

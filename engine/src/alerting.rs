@@ -180,3 +180,43 @@ pub fn finish_delivery(d: &Dispatcher, limit: Duration) -> Result<Delivered> {
         pending,
     })
 }
+
+/// Alerts as the `alerts` table tells them.
+#[derive(Debug, Clone)]
+pub struct AlertsView {
+    /// Each alert instance pending or firing now (its latest transition):
+    /// state, severity, rule, model, version, value, since, instance.
+    pub current: Vec<arrow::array::RecordBatch>,
+    /// The latest rows of the table, newest first: transitions and deliveries.
+    pub recent: Vec<arrow::array::RecordBatch>,
+}
+
+/// The alerts pending or firing now and the `recent` latest alert events,
+/// read by `engine` (the history, and the live rows it holds).
+pub fn alerts(engine: &Engine, recent: usize) -> Result<AlertsView> {
+    let transitions = "state IN ('pending', 'firing', 'resolved', 'inactive')";
+    let current = format!(
+        "SELECT state, severity, rule, model_id, model_version, value, \
+           date_format(time, '%Y-%m-%dT%H:%M:%SZ') AS since, instance \
+         FROM (SELECT *, row_number() OVER (PARTITION BY rule, model_id, model_version, instance \
+                 ORDER BY time DESC) AS latest \
+               FROM alerts WHERE {transitions}) \
+         WHERE latest = 1 AND state IN ('pending', 'firing') \
+         ORDER BY state, severity, rule, model_id"
+    );
+    let recent = format!(
+        "SELECT date_format(time, '%Y-%m-%dT%H:%M:%SZ') AS at, state, severity, rule, model_id, \
+           model_version, value, action, detail \
+         FROM alerts ORDER BY time DESC, rule LIMIT {recent}"
+    );
+    let read = |sql: &str| {
+        engine
+            .query(sql)
+            .map(|(_, batches)| batches)
+            .map_err(context("reading the alerts"))
+    };
+    Ok(AlertsView {
+        current: read(&current)?,
+        recent: read(&recent)?,
+    })
+}

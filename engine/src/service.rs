@@ -99,9 +99,16 @@ impl Reporter {
         let thread = std::thread::Builder::new()
             .name("metrics".into())
             .spawn(move || {
+                // a failure is said when it first happens, not every few seconds
+                let mut failing = String::new();
                 for metrics in rx {
-                    if let Err(e) = write_metrics(&q, metrics, &p) {
-                        warn!(error = %e, "writing metrics.json");
+                    match write_metrics(&q, metrics, &p) {
+                        Ok(()) => failing.clear(),
+                        Err(e) if e.to_string() != failing => {
+                            failing = e.to_string();
+                            warn!(error = %e, "metrics.json");
+                        }
+                        Err(_) => {}
                     }
                 }
             })
@@ -146,12 +153,20 @@ fn write_metrics(
     mut metrics: IngestMetrics,
     path: &std::path::Path,
 ) -> Result<()> {
-    metrics.models = crate::figures::model_figures(queries)?;
+    // the ingest figures are written even when the models' cannot be read
+    let failed = match crate::figures::model_figures(queries) {
+        Ok(models) => {
+            metrics.models = models;
+            None
+        }
+        Err(e) => Some(e),
+    };
     let json = serde_json::to_vec_pretty(&metrics).map_err(|e| Error::Encode {
         what: "metrics.json",
         message: e.to_string(),
     })?;
-    crate::checkpoint::write_atomically(path, &json)
+    crate::checkpoint::write_atomically(path, &json)?;
+    failed.map_or(Ok(()), Err)
 }
 
 /// What a run of the service did.
