@@ -8,12 +8,19 @@
 //!                                              checkpoints/, outbox/, silences, audit
 //! ```
 //!
-//! It owns the layout of the data directory ([`DataDir`]): every directory
-//! and top-level file the service keeps between runs is named there (the
-//! files inside `checkpoints/<group>/` by [`CheckpointDir`], those inside
-//! `history/` by the sql crate's history); and the
-//! checkpoints ([`CheckpointDir`]), the unit of exactly-once; and the
-//! reference profiles stored there ([`reference`]).
+//! It owns the [`Pipeline`] (decode, windows, label join, dead letters,
+//! window sinks, rules on a thread of their own: [`RuleWorker`]), bounded
+//! runs over it ([`Replay`]: a replay, the demo), the Kafka service
+//! (`service`, feature `kafka`), the rule runner and where rules come from
+//! ([`alerting`]), the process-wide SQL engine over every pipeline's rows
+//! ([`alerting::process_engine`], read by [`figures`]), its validated
+//! settings ([`Config`]); the layout of the data directory ([`DataDir`]):
+//! every directory and top-level file the service keeps between runs is
+//! named there (the files inside `checkpoints/<group>/` by
+//! [`CheckpointDir`], those inside `history/` by the sql crate's history);
+//! the checkpoints ([`CheckpointDir`]), the unit of exactly-once; and the
+//! reference profiles stored there ([`reference`]). It returns values; the
+//! binary prints them.
 //!
 //! ```
 //! use driftwatch_engine::DataDir;
