@@ -21,23 +21,37 @@ pub enum RuleSource {
     Bundled(&'static [(&'static str, &'static str)]),
 }
 
+/// The standard tables, over the history in the data directory when
+/// `history`: a session's own ([`Tables::new`]) or the process-wide ones
+/// ([`Tables::process`]).
+fn tables(config: &Config, history: bool, process_wide: bool) -> Result<Tables> {
+    let dir = history.then(|| config.data_dir.history());
+    let defs = driftwatch_sql::standard_tables()?;
+    if process_wide {
+        Tables::process(defs, dir.as_deref())
+    } else {
+        Tables::new(defs, dir.as_deref())
+    }
+    .map_err(context("opening the history"))
+}
+
 /// A SQL session over the history in the data directory (when `history`)
 /// and empty live tables.
 pub fn sql_engine(config: &Config, history: bool) -> Result<Engine> {
-    let dir = history.then(|| config.data_dir.history());
-    let tables = Tables::new(driftwatch_sql::standard_tables()?, dir.as_deref())
-        .map_err(context("opening the history"))?;
-    Ok(Engine::new(tables, config.sql.limits.clone())?)
+    Ok(Engine::new(
+        tables(config, history, false)?,
+        config.sql.limits.clone(),
+    )?)
 }
 
 /// The process-wide SQL session: the live rows of every pipeline whose
 /// rule runner was built with it ([`runner`]) and the history (when
 /// `sql.history`). Queries from any thread see each row once.
 pub fn process_engine(config: &Config) -> Result<Engine> {
-    let dir = config.sql.history.then(|| config.data_dir.history());
-    let tables = Tables::process(driftwatch_sql::standard_tables()?, dir.as_deref())
-        .map_err(context("opening the history"))?;
-    Ok(Engine::new(tables, config.sql.limits.clone())?)
+    Ok(Engine::new(
+        tables(config, config.sql.history, true)?,
+        config.sql.limits.clone(),
+    )?)
 }
 
 /// Reads the rule files of `source` (a file that does not parse is listed
@@ -117,9 +131,7 @@ pub fn runner(
     writer: &str,
     process: Option<&Engine>,
 ) -> Result<RuleRunner> {
-    let dir = config.sql.history.then(|| config.data_dir.history());
-    let mut tables = Tables::new(driftwatch_sql::standard_tables()?, dir.as_deref())
-        .map_err(context("opening the history"))?;
+    let mut tables = tables(config, config.sql.history, false)?;
     if let Some(p) = process {
         p.tables().join(&mut tables)?;
     }

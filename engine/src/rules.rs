@@ -609,17 +609,8 @@ mod tests {
     }
 
     fn count(runner: &RuleRunner) -> i64 {
-        let (_, batches) = runner
-            .evaluator
-            .engine()
-            .query("SELECT count(*) AS n FROM feature_drift")
-            .expect("query");
-        batches[0]
-            .column(0)
-            .as_any()
-            .downcast_ref::<arrow::array::Int64Array>()
+        driftwatch_sql::testing::count_rows(runner.evaluator.engine(), "feature_drift")
             .expect("count")
-            .value(0)
     }
 
     #[test]

@@ -214,3 +214,17 @@ pub fn run_tests(
     }
     out
 }
+
+/// The number of rows of `table` that `engine` sees (live and history).
+pub fn count_rows(engine: &Engine, table: &str) -> Result<i64> {
+    let (_, batches) = engine.query(&format!("SELECT count(*) AS n FROM {table}"))?;
+    batches
+        .first()
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+        })
+        .map(|c| c.value(0))
+        .ok_or_else(|| data(format!("counting {table}"))("no count returned"))
+}

@@ -736,15 +736,7 @@ fn a_prepared_query_returns_what_the_planned_one_returns() {
 
 /// A count of `feature_drift` rows by the process-wide engine.
 fn drift_rows(engine: &Engine) -> i64 {
-    let (_, batches) = engine
-        .query("SELECT count(*) AS n FROM feature_drift")
-        .expect("query");
-    batches[0]
-        .column(0)
-        .as_any()
-        .downcast_ref::<arrow::array::Int64Array>()
-        .expect("a count")
-        .value(0)
+    driftwatch_sql::testing::count_rows(engine, "feature_drift").expect("a count")
 }
 
 #[test]
