@@ -30,10 +30,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Writes a synthetic event file (JSONL, `.gz` for gzip, `.parquet` for Parquet).
     Gen(GenArgs),
-    /// Runs the service: consumes the Kafka topics of `[kafka]`, checkpoints
-    /// its state in the data directory, writes each closed window to
-    /// DATA_DIR/windows.
-    #[cfg(feature = "kafka")]
+    /// Runs the service: the HTTP API (with event ingest, `[api]`) and,
+    /// when `[kafka]` is configured, the Kafka topics; checkpoints its state
+    /// in the data directory, writes each closed window there.
     Run(RunArgs),
     /// Publishes an event file to a Kafka topic, keyed by model_id.
     #[cfg(feature = "kafka")]

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use driftwatch_ingest::synth::{Synth, SynthConfig};
 use driftwatch_ingest::{EventParquetWriter, MergedSource, encode_json, format_time, open_file};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::cli::{
     AlertsArgs, Command, DemoArgs, GenArgs, ReferenceCommand, ReplayArgs, RulesCommand,
@@ -22,14 +22,14 @@ use driftwatch_engine::{Config, Replay, ReplayOptions, RunSummary, WindowSink};
 
 /// Runs one subcommand.
 pub fn run(command: Command, settings: &Settings) -> Result<()> {
-    let with_secrets = || settings.with_secrets().map(|s| s.engine);
+    let settings_with_secrets = || settings.with_secrets();
+    let with_secrets = || settings_with_secrets().map(|s| s.engine);
     let settings = &settings.engine;
     match command {
         Command::Replay(args) => replay(args, &with_secrets()?),
         Command::Demo(args) => demo(args, &with_secrets()?),
         Command::Gen(args) => gen_file(args),
-        #[cfg(feature = "kafka")]
-        Command::Run(args) => run_service(&args, &with_secrets()?),
+        Command::Run(args) => run_service(&args, &settings_with_secrets()?),
         #[cfg(feature = "kafka")]
         Command::Produce(args) => produce(&args, settings),
         Command::Reference(ReferenceCommand::Build {
@@ -267,39 +267,138 @@ fn sql(settings: &Config, args: &SqlArgs) -> Result<()> {
     Ok(())
 }
 
-#[cfg(feature = "kafka")]
-fn run_service(args: &crate::cli::RunArgs, config: &Config) -> Result<()> {
-    use driftwatch_engine::service;
+/// `driftwatch run`: the API and HTTP ingest on one tokio runtime, Kafka
+/// (when configured) on a thread of its own; SIGTERM / SIGINT stop intake,
+/// checkpoint every source and exit.
+fn run_service(args: &crate::cli::RunArgs, settings: &crate::settings::Settings) -> Result<()> {
+    use driftwatch_engine::service::{HttpIngest, Shared};
+    let config = &settings.engine;
     let started = Instant::now();
-    let options = service::RunOptions {
-        exit_at_end: args.exit_at_end,
+    let options = crate::api::ApiOptions {
+        listen: settings.api.listen,
+        max_body: settings.api.max_body,
+        token: std::env::var("DRIFTWATCH_API_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
     };
-    // SIGTERM / SIGINT: the service checkpoints, commits and leaves the group
-    let stop = tokio_util::sync::CancellationToken::new();
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])
-    .context("installing signal handlers")?;
-    let on_signal = stop.clone();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if signals.forever().next().is_some() {
-                on_signal.cancel();
-            }
-        })
-        .context("starting the signal thread")?;
-    let queries = std::sync::Arc::new(alerting::process_engine(config)?);
-    let outcome = service::run(config, &options, &stop, queries)?;
-    if let Some(d) = &outcome.delivered {
-        crate::rules::print_delivered(d);
+    crate::api::check_access(&options)?;
+    let kafka = settings.kafka_configured;
+    if args.exit_at_end && !kafka {
+        anyhow::bail!("--exit-at-end reads Kafka topics to their end: configure [kafka]");
     }
-    let summary = outcome.summary;
+    #[cfg(not(feature = "kafka"))]
+    if kafka {
+        anyhow::bail!(
+            "[kafka] is configured but this build has no Kafka support (feature `kafka`)"
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("api")
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    // embedded defaults: without a rules directory, the bundled rules
+    let rules = alerting::configured_source(config, Some(crate::rules::BUNDLED_RULES));
+    if matches!(rules, Some(RuleSource::Bundled(_))) {
+        info!(dir = %config.sql.rules_dir.display(), "no rules directory (sql.rules_dir): the bundled rules");
+    }
+    let shared = Shared::new(config, rules)?;
+    let ingest = if settings.api.ingest {
+        Some(Arc::new(HttpIngest::start(config, &shared, &stop)?))
+    } else {
+        None
+    };
+    #[cfg(feature = "kafka")]
+    let consumer = if kafka {
+        let (config, shared, stop) = (config.clone(), shared.clone(), stop.clone());
+        let options = driftwatch_engine::service::kafka::RunOptions {
+            exit_at_end: args.exit_at_end,
+        };
+        let thread = std::thread::Builder::new()
+            .name("kafka".into())
+            .spawn(move || {
+                let outcome =
+                    driftwatch_engine::service::kafka::run(&config, &options, &stop, shared);
+                // the end of a bounded run, or a failure, ends the service
+                stop.cancel();
+                outcome
+            })
+            .context("starting the Kafka thread")?;
+        Some(thread)
+    } else {
+        None
+    };
+    let router = crate::api::router(shared, ingest.clone(), &options);
+    let served = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(options.listen)
+            .await
+            .with_context(|| format!("listening on {} (api.listen)", options.listen))?;
+        let address = listener.local_addr()?;
+        info!(%address, token = options.token.is_some(), "API listening");
+        let on_signal = stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = stop_on_signal(on_signal).await {
+                warn!(error = %e, "signals cannot be watched; stop with SIGKILL");
+            }
+        });
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .await
+            .context("serving the API")
+    });
+    // whatever ended the API, the sources stop, checkpoint and report
+    stop.cancel();
+    let mut summary = RunSummary::default();
+    let mut dead_letters = Vec::new();
+    let mut failed = served.err();
+    if let Some(ingest) = ingest {
+        match ingest.finish() {
+            Ok(s) => {
+                dead_letters.push(s.dead_letter.clone());
+                summary.add(&s);
+            }
+            Err(e) => failed = failed.or(Some(e.into())),
+        }
+    }
+    #[cfg(feature = "kafka")]
+    if let Some(thread) = consumer {
+        match thread.join() {
+            Ok(Ok(outcome)) => {
+                if let Some(d) = &outcome.delivered {
+                    crate::rules::print_delivered(d);
+                }
+                dead_letters.push(outcome.summary.dead_letter.clone());
+                summary.add(&outcome.summary);
+            }
+            Ok(Err(e)) => failed = failed.or(Some(e.into())),
+            Err(_) => failed = failed.or(Some(anyhow::anyhow!("the Kafka thread panicked"))),
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    summary.dead_letter = dead_letters.join(", ");
     crate::output::print_summary(&summary, started.elapsed());
     let path = config.data_dir.run_summary();
     summary.write_json(&path)?;
     println!("summary: {}", path.display());
+    Ok(())
+}
+
+/// Cancels `stop` at the first SIGTERM or SIGINT.
+async fn stop_on_signal(stop: tokio_util::sync::CancellationToken) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        () = stop.cancelled() => return Ok(()),
+    }
+    info!("stopping: intake closed, checkpointing");
+    stop.cancel();
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The `driftwatch` binary: wiring only. Parse the command line, load and
 //! validate settings, set up logging, build the pipeline, run, exit.
 
+mod api;
 mod cli;
 mod commands;
 mod demo_receiver;

@@ -164,6 +164,29 @@ impl Default for RawCheckpoint {
     }
 }
 
+/// `[api]`: the HTTP API of `driftwatch run`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawApi {
+    /// Address and port to listen on, e.g. `"127.0.0.1:9797"`; off the
+    /// loopback only with `DRIFTWATCH_API_TOKEN` set.
+    pub listen: String,
+    /// The largest request body taken, e.g. `"16MiB"` (larger: `413`).
+    pub max_body: String,
+    /// Whether `POST /v1/events` takes events.
+    pub ingest: bool,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        RawApi {
+            listen: "127.0.0.1:9797".into(),
+            max_body: "16MiB".into(),
+            ingest: true,
+        }
+    }
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -445,6 +468,12 @@ pub struct RawSettings {
     pub actions: BTreeMap<String, driftwatch_triggers::ActionConfig>,
     /// The audit log.
     pub audit: driftwatch_triggers::AuditConfig,
+    /// The HTTP API.
+    pub api: RawApi,
+    /// Whether the sources name a `[kafka]` section (`driftwatch run`
+    /// consumes Kafka only then).
+    #[serde(skip)]
+    pub kafka_configured: bool,
 }
 
 impl Default for RawSettings {
@@ -463,8 +492,21 @@ impl Default for RawSettings {
             sql: RawSql::default(),
             actions: BTreeMap::new(),
             audit: driftwatch_triggers::AuditConfig::default(),
+            api: RawApi::default(),
+            kafka_configured: false,
         }
     }
+}
+
+/// Validated `[api]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiSettings {
+    /// Where to listen.
+    pub listen: std::net::SocketAddr,
+    /// The largest request body, in bytes.
+    pub max_body: usize,
+    /// Whether `POST /v1/events` takes events.
+    pub ingest: bool,
 }
 
 /// Validated settings: the engine's, and the binary's own (logging, where
@@ -481,6 +523,10 @@ pub struct Settings {
     pub actions_raw: BTreeMap<String, driftwatch_triggers::ActionConfig>,
     /// The configuration file, if one was given.
     pub file: Option<PathBuf>,
+    /// The HTTP API.
+    pub api: ApiSettings,
+    /// Whether `[kafka]` was configured.
+    pub kafka_configured: bool,
 }
 
 impl Settings {
@@ -531,11 +577,11 @@ fn load_raw_from(
             .separator("__")
             .source(Some(env)),
     );
-    builder
-        .build()
-        .map_err(load_err)?
-        .try_deserialize::<RawSettings>()
-        .map_err(load_err)
+    let built = builder.build().map_err(load_err)?;
+    let kafka_configured = built.get_table("kafka").is_ok();
+    let mut raw = built.try_deserialize::<RawSettings>().map_err(load_err)?;
+    raw.kafka_configured = kafka_configured;
+    Ok(raw)
 }
 
 /// A size such as `"64MiB"` in bytes, at least `min`; the error names the
@@ -788,6 +834,17 @@ impl RawSettings {
         }
         let performance = self.performance_config(file)?;
         let sql = self.sql_settings(file)?;
+        let api = ApiSettings {
+            listen: self.api.listen.parse().map_err(|_| {
+                invalid(
+                    "api.listen",
+                    &self.api.listen,
+                    "an address and port, e.g. \"127.0.0.1:9797\"",
+                )
+            })?,
+            max_body: size_bytes(file, "api.max_body", &self.api.max_body, 1024, "16MiB")? as usize,
+            ingest: self.api.ingest,
+        };
         // every key is checked now; the secrets are read by the commands
         // that deliver (`with_secrets`), so that `sql` or `silence` run
         // where they are not set
@@ -825,6 +882,8 @@ impl RawSettings {
             file: file.map(Path::to_path_buf),
             log_format: self.log.format,
             log_level: self.log.level,
+            api,
+            kafka_configured: self.kafka_configured,
         })
     }
 }
@@ -1021,10 +1080,19 @@ mod tests {
                 thresholds: raw.drift.thresholds,
                 ..RawDrift::default()
             },
+            // its [kafka] section documents the keys, and turns Kafka on
+            kafka_configured: true,
             ..RawSettings::default()
         };
         assert_eq!(raw, expected);
         assert!(!raw.models.is_empty());
+        assert!(
+            !load_raw_from(None, no_env())
+                .expect("defaults")
+                .kafka_configured
+        );
+        let from_env = [("DRIFTWATCH__KAFKA__BROKERS".to_owned(), "k:9092".to_owned())];
+        assert!(load_raw_from(None, from_env).expect("env").kafka_configured);
         let settings = raw.validate(Some(&path)).expect("example validates");
         assert_eq!(settings.engine.drift, Some(DriftConfig::default()));
         let performance = settings

@@ -23,7 +23,9 @@ fn driftwatch(args: &[&str], config: &Path) -> Command {
         .arg(config)
         .args(args)
         .env_remove("RUST_LOG")
-        .env("DRIFTWATCH__LOG__LEVEL", "warn");
+        .env("DRIFTWATCH__LOG__LEVEL", "warn")
+        // tests run side by side: each service's API on a port of its own
+        .env("DRIFTWATCH__API__LISTEN", "127.0.0.1:0");
     cmd
 }
 

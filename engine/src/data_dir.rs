@@ -92,6 +92,13 @@ impl DataDir {
         self.root.join("dead-letter.jsonl")
     }
 
+    /// Events posted to the HTTP API: `log/` (made durable before they are
+    /// acknowledged, replayed after a crash), `checkpoint/` (the state of
+    /// the pipeline they feed) and `dead-letter.jsonl` (those refused).
+    pub fn http_ingest(&self) -> PathBuf {
+        self.root.join("ingest").join("http")
+    }
+
     /// The running service's counters.
     pub fn metrics(&self) -> PathBuf {
         self.root.join("metrics.json")
@@ -134,6 +141,7 @@ mod tests {
         assert_eq!(d.audit(), p("/d/audit.jsonl"));
         assert_eq!(d.dead_letter(), p("/d/dead-letter.jsonl"));
         assert_eq!(d.metrics(), p("/d/metrics.json"));
+        assert_eq!(d.http_ingest(), p("/d/ingest/http"));
         assert_eq!(d.run_summary(), p("/d/run-summary.json"));
         assert_eq!(d.demo_receiver(), p("/d/demo-receiver.jsonl"));
     }

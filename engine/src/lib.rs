@@ -10,8 +10,8 @@
 //!
 //! It owns the [`Pipeline`] (decode, windows, label join, dead letters,
 //! window sinks, rules on a thread of their own: [`RuleWorker`]), bounded
-//! runs over it ([`Replay`]: a replay, the demo), the Kafka service
-//! (`service`, feature `kafka`), the rule runner and where rules come from
+//! runs over it ([`Replay`]: a replay, the demo), the service and its
+//! sources ([`service`]: HTTP ingest, and Kafka with feature `kafka`), the rule runner and where rules come from
 //! ([`alerting`]), the process-wide SQL engine over every pipeline's rows
 //! ([`alerting::process_engine`], read by [`figures`]), its validated
 //! settings ([`Config`]); the layout of the data directory ([`DataDir`]):
@@ -44,7 +44,6 @@ pub mod reference;
 pub mod replay;
 mod rule_worker;
 pub mod rules;
-#[cfg(feature = "kafka")]
 pub mod service;
 pub mod sinks;
 

@@ -21,6 +21,29 @@ use crate::sinks::WindowSink;
 use crate::{Config, Error, Result, RuleRunner, RuleWorker, RulesState};
 use driftwatch_sql::RuleStats;
 
+/// What became of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Taken into the windows (or the label join).
+    Accepted,
+    /// Refused and sent to the dead letters.
+    Rejected {
+        /// The reason's code (`late_event`, `invalid_json`, …).
+        reason: &'static str,
+        /// What was wrong, for a person.
+        message: String,
+    },
+}
+
+impl Outcome {
+    fn rejected(rejected: &Rejected) -> Self {
+        Outcome::Rejected {
+            reason: rejected.reason.code(),
+            message: rejected.reason.to_string(),
+        }
+    }
+}
+
 /// Counts per model.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ModelCounts {
@@ -193,28 +216,30 @@ impl Pipeline {
             .or_default() += 1;
     }
 
-    /// Handles one record.
-    pub fn handle(&mut self, record: Record) -> Result<()> {
-        self.handle_record(record)?;
+    /// Handles one record and says whether it was accepted.
+    pub fn handle(&mut self, record: Record) -> Result<Outcome> {
+        let outcome = self.handle_record(record)?;
         if let Some(r) = &mut self.rules {
             r.settle()?;
         }
-        Ok(())
+        Ok(outcome)
     }
 
-    fn handle_record(&mut self, record: Record) -> Result<()> {
+    fn handle_record(&mut self, record: Record) -> Result<Outcome> {
         match record {
             Record::Rejected(rejected) => {
                 if self.summary.rejected < 20 {
                     warn!(position = %rejected.position, reason = rejected.reason.code(), "event rejected: {}", rejected.reason);
                 }
-                self.reject(&rejected)
+                self.reject(&rejected)?;
+                Ok(Outcome::rejected(&rejected))
             }
             Record::Event(Event::Label(label), _) => {
                 self.summary.read += 1;
                 self.summary.accepted += 1;
                 self.label(&label)?;
-                self.advance_performance()
+                self.advance_performance()?;
+                Ok(Outcome::Accepted)
             }
             Record::Event(Event::Prediction(prediction), position) => {
                 match self.windows.push(&prediction) {
@@ -236,7 +261,8 @@ impl Pipeline {
                         }
                         let closed = self.windows.close_ready()?;
                         self.emit(closed)?;
-                        self.advance_performance()
+                        self.advance_performance()?;
+                        Ok(Outcome::Accepted)
                     }
                     Err(reason) => {
                         if matches!(reason, Reject::Late { .. }) {
@@ -246,7 +272,8 @@ impl Pipeline {
                         encode_json(&Event::Prediction(prediction), &mut self.scratch);
                         let len = self.scratch.len() as u64;
                         let rejected = Rejected::new(reason, position, &self.scratch, len);
-                        self.reject(&rejected)
+                        self.reject(&rejected)?;
+                        Ok(Outcome::rejected(&rejected))
                     }
                 }
             }
@@ -357,7 +384,12 @@ impl Pipeline {
 
     /// Handles one generated payload as if it had been read from a source.
     pub fn handle_bytes(&mut self, seq: u64, bytes: &[u8]) -> Result<()> {
-        let position = Position::Generated { seq };
+        self.handle_at(Position::Generated { seq }, bytes)
+            .map(|_| ())
+    }
+
+    /// Decodes and handles one JSON event found at `position`.
+    pub fn handle_at(&mut self, position: Position, bytes: &[u8]) -> Result<Outcome> {
         let record = match self.decoder.decode_json(bytes) {
             Ok(event) => Record::Event(event, position),
             Err(reason) => {
@@ -380,6 +412,11 @@ impl Pipeline {
             r.settle_and_wait()?;
         }
         Ok(())
+    }
+
+    /// Makes every dead letter sent so far durable (before a checkpoint).
+    pub fn flush_dead_letters(&mut self) -> Result<()> {
+        self.dead_letter.flush().map_err(Error::DeadLetter)
     }
 
     /// The decoder, for sources that decode records themselves.

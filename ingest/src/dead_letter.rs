@@ -162,6 +162,10 @@ impl DeadLetterSink for DeadLetterFile {
             Position::Line { file, line } => (file.as_ref(), Some(*line), None),
             Position::Row { file, row } => (file.as_ref(), None, Some(*row)),
             Position::Generated { seq } => ("generated", None, Some(*seq)),
+            Position::Http { offset: o } => {
+                offset = Some(*o as i64);
+                ("http", None, None)
+            }
             Position::Kafka {
                 topic,
                 partition: p,

@@ -44,6 +44,11 @@ pub enum Position {
         /// Offset in the partition.
         offset: i64,
     },
+    /// A line posted to the HTTP API, numbered in the service's ingest log.
+    Http {
+        /// Position in the ingest log, 0-based.
+        offset: u64,
+    },
 }
 
 impl fmt::Display for Position {
@@ -52,6 +57,7 @@ impl fmt::Display for Position {
             Position::Line { file, line } => write!(f, "{file}:{line}"),
             Position::Row { file, row } => write!(f, "{file} row {row}"),
             Position::Generated { seq } => write!(f, "generated #{seq}"),
+            Position::Http { offset } => write!(f, "http #{offset}"),
             Position::Kafka {
                 topic,
                 partition,
@@ -70,6 +76,7 @@ impl Position {
                 std::borrow::Cow::Borrowed(file)
             }
             Position::Generated { .. } => std::borrow::Cow::Borrowed("generated"),
+            Position::Http { .. } => std::borrow::Cow::Borrowed("http"),
             Position::Kafka {
                 topic, partition, ..
             } => std::borrow::Cow::Owned(format!("{topic}/{partition}")),

@@ -32,12 +32,14 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::{IngestMetrics, Opened, Shared, SourceStatus};
 use crate::alerting::{self, Delivered};
-use crate::figures::ModelFigures;
 use crate::pipeline::{CHECKPOINT_FORMAT, Pipeline, PipelineState, RunSummary};
-use crate::sinks::WindowFiles;
 use crate::{CheckpointDir, Config, Error, Result};
 use driftwatch_sql::Engine;
+
+/// The source's name in the service's status.
+pub const SOURCE: &str = "kafka";
 
 fn kafka_error(what: impl Into<String>) -> impl FnOnce(KafkaError) -> Error {
     move |e| Error::Kafka {
@@ -52,35 +54,6 @@ fn partition_error(partition: i32, what: &'static str) -> impl FnOnce(Error) -> 
         what,
         source: Box::new(source),
     }
-}
-
-/// Figures of the service, written to `DATA_DIR/metrics.json` every few
-/// seconds (and served by the HTTP API to come).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct IngestMetrics {
-    /// Records consumed (and applied) by the partitions held now, since
-    /// their state began.
-    pub consumed: u64,
-    /// Of those, accepted.
-    pub accepted: u64,
-    /// Of those, refused.
-    pub rejected: u64,
-    /// Refusals by reason code.
-    pub rejected_by_reason: BTreeMap<String, u64>,
-    /// Partitions held by this instance.
-    pub partitions: Vec<i32>,
-    /// Records not yet applied, per `topic/partition` (empty while the
-    /// broker does not answer).
-    pub lag: BTreeMap<String, i64>,
-    /// Seconds since the last checkpoint.
-    pub checkpoint_age_seconds: f64,
-    /// Seconds the broker has not answered, while it does not.
-    pub broker_unreachable_seconds: Option<f64>,
-    /// Notification deliveries since the service started (when actions are configured).
-    pub deliveries: Option<driftwatch_triggers::DeliveryStats>,
-    /// Each model's latest figures, from the rows of every partition this
-    /// process holds and the history.
-    pub models: BTreeMap<String, ModelFigures>,
 }
 
 /// Writes `metrics.json` on a thread of its own: the figures of the models
@@ -233,11 +206,11 @@ struct State {
     assigned: BTreeSet<(String, i32)>,
     /// an error inside a rebalance callback, for the poll loop to report
     error: Option<Error>,
+    /// partitions assigned (and their state restored) at least once
+    rebalanced: bool,
     last_checkpoint: Instant,
-    /// delivers what the partitions' outboxes hold
-    dispatcher: Option<Arc<driftwatch_triggers::Dispatcher>>,
-    /// the process-wide SQL session: every partition's live rows and the history
-    queries: Arc<Engine>,
+    /// the process engine, the delivery worker, the status the API reads
+    shared: Shared,
 }
 
 impl State {
@@ -245,44 +218,20 @@ impl State {
         if self.partitions.contains_key(&partition) {
             return Ok(());
         }
-        let mut pipeline = Pipeline::new(
-            &self.settings,
-            Box::new(self.dead_letter.clone()),
-            self.dead_letter_name.clone(),
-            vec![Box::new(WindowFiles::new(self.settings.data_dir.clone()))],
-            Some(&self.checkpoints.pending_store(partition)),
-        )?;
         // the history of a partition is written under one name whichever
         // instance holds it; a checkpoint names the last flush it includes
         let writer = format!("{}-p{partition}", self.settings.kafka.group_id);
-        let mut rules = alerting::runner(
+        let Opened { pipeline, offsets } = super::open_pipeline(
             &self.settings,
-            alerting::configured_source(&self.settings, None).as_ref(),
+            &self.shared,
+            &self.checkpoints,
+            partition,
             &writer,
-            Some(&self.queries),
+            (
+                Box::new(self.dead_letter.clone()),
+                self.dead_letter_name.clone(),
+            ),
         )?;
-        let mut offsets = BTreeMap::new();
-        let checkpoint = self.checkpoints.load(partition)?;
-        if checkpoint.is_none() {
-            // files of an earlier run without a checkpoint would count twice
-            rules.clear_history()?;
-        }
-        if let Some(d) = &self.dispatcher {
-            // the outbox follows the partition: undelivered notifications
-            // left by its last owner go out from here
-            alerting::attach(d, &mut rules);
-        }
-        pipeline.set_rules(rules)?;
-        if let Some(checkpoint) = checkpoint {
-            pipeline.restore(checkpoint.state)?;
-            offsets = checkpoint.offsets;
-            info!(partition, ?offsets, "partition resumed from its checkpoint");
-        } else {
-            info!(
-                partition,
-                "partition assigned, no checkpoint: starting fresh"
-            );
-        }
         self.partitions.insert(
             partition,
             Partition {
@@ -296,11 +245,8 @@ impl State {
 
     /// Drops a partition's state (it was checkpointed, or goes back to its last checkpoint).
     fn release(&mut self, partition: i32) {
-        if let Some(mut p) = self.partitions.remove(&partition)
-            && let (Some(d), Some(r)) = (&self.dispatcher, p.pipeline.rules_mut())
-            && let Some(outbox) = r.outbox()
-        {
-            d.remove(outbox);
+        if let Some(mut p) = self.partitions.remove(&partition) {
+            super::detach(&self.shared, &mut p.pipeline);
         }
     }
 
@@ -366,16 +312,12 @@ impl State {
     ) -> IngestMetrics {
         let summary = self.summary();
         IngestMetrics {
-            consumed: summary.read,
-            accepted: summary.accepted,
-            rejected: summary.rejected,
-            rejected_by_reason: summary.rejected_by_reason,
             partitions: self.partitions.keys().copied().collect(),
             lag: lag.cloned().unwrap_or_default(),
             checkpoint_age_seconds: self.last_checkpoint.elapsed().as_secs_f64(),
             broker_unreachable_seconds: outage.map(|t| t.elapsed().as_secs_f64()),
-            deliveries: self.dispatcher.as_ref().map(|d| d.stats()),
-            models: BTreeMap::new(),
+            deliveries: self.shared.dispatcher.as_ref().map(|d| d.stats()),
+            ..IngestMetrics::from_summary(&summary)
         }
     }
 
@@ -476,6 +418,7 @@ impl ConsumerContext for Rebalancer {
                             .get_or_insert(partition_error(e.partition(), "opening")(err));
                     }
                 }
+                state.rebalanced = true;
                 info!(assigned = ?state.assigned, "partitions assigned");
             }
             Rebalance::Error(e) => warn!(error = %e, "rebalance failed"),
@@ -492,8 +435,11 @@ pub fn run(
     settings: &Config,
     options: &RunOptions,
     stop: &CancellationToken,
-    queries: Arc<Engine>,
+    shared: Shared,
 ) -> Result<ServiceOutcome> {
+    shared.status.register(SOURCE);
+    let status = Arc::clone(&shared.status);
+    let queries = Arc::clone(&shared.queries);
     let kafka = &settings.kafka;
     let (dead_letter, dead_letter_name): (Box<dyn DeadLetterSink + Send>, String) =
         if kafka.dead_letter_topic.is_empty() {
@@ -519,9 +465,9 @@ pub fn run(
         partitions: BTreeMap::new(),
         assigned: BTreeSet::new(),
         error: None,
+        rebalanced: false,
         last_checkpoint: Instant::now(),
-        dispatcher: alerting::dispatcher(settings)?.map(Arc::new),
-        queries: Arc::clone(&queries),
+        shared,
     }));
     let context = Rebalancer {
         state: Arc::clone(&state),
@@ -551,6 +497,7 @@ pub fn run(
         .map(|t| (t.clone(), Arc::from(t.as_str())))
         .collect();
     let mut check_end = false;
+    let mut said_ready = false;
     let mut outage: Option<Instant> = None;
     let mut last_probe = Instant::now();
     let mut last_report = Instant::now();
@@ -603,6 +550,16 @@ pub fn run(
         let mut state = lock(&state);
         if let Some(e) = state.error.take() {
             return Err(e);
+        }
+        if state.rebalanced && !said_ready {
+            said_ready = true;
+            status.set(
+                SOURCE,
+                SourceStatus {
+                    ready: true,
+                    metrics: state.metrics(None, outage),
+                },
+            );
         }
         if state.due() {
             let tpl = state.checkpoint_all(Some(DEAD_LETTER_WAIT))?;
@@ -667,7 +624,7 @@ pub fn run(
                 .checkpoint_all(None)?
                 .unwrap_or_else(TopicPartitionList::new);
             let summary = state.summary();
-            let dispatcher = state.dispatcher.clone();
+            let dispatcher = state.shared.dispatcher.clone();
             drop(state);
             commit(&consumer, &tpl, CommitMode::Sync);
             info!("every assigned partition read to its end");
@@ -677,6 +634,13 @@ pub fn run(
             };
             return Ok(ServiceOutcome { summary, delivered });
         }
+        status.set(
+            SOURCE,
+            SourceStatus {
+                ready: state.rebalanced,
+                metrics: metrics.clone(),
+            },
+        );
         reporter.report(metrics);
     }
 }
@@ -732,6 +696,7 @@ fn assign_all(
     consumer.assign(&tpl).map_err(kafka_error(
         "assigning every partition (kafka.assignment = \"all\")",
     ))?;
+    state.rebalanced = true;
     info!(assigned = ?state.assigned, "partitions assigned (every partition: kafka.assignment = all)");
     Ok(())
 }

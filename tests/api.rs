@@ -1,0 +1,419 @@
+//! The HTTP API of `driftwatch run` without Kafka: events posted over HTTP
+//! with per-line results, the Prometheus exposition, queries over the live
+//! rows, the bearer token, and an acknowledged event counted once across a
+//! SIGKILL (the ingest log is applied again after the restart).
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const TOKEN: &str = "api-token-for-tests";
+
+struct Service {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Service {
+    /// Starts `driftwatch run` in `dir` and waits (bounded) until it is ready.
+    fn start(dir: &Path, port: u16, name: &str) -> Self {
+        let log = dir.join(format!("{name}.log"));
+        let child = command(dir, &["run"])
+            .env("DRIFTWATCH_API_TOKEN", TOKEN)
+            .env("DRIFTWATCH__API__LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut service = Service { child, log };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = service.child.try_wait().unwrap() {
+                panic!("service ended: {status}\n{}", service.log_text());
+            }
+            if let Ok((200, _)) = get(port, "/readyz", None) {
+                return service;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not ready in 60 s\n{}",
+                service.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&mut self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM, and the exit status (bounded wait).
+    fn stop(mut self) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit 60 s after SIGTERM\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kill(mut self) {
+        self.signal("-KILL");
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn command(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_driftwatch"));
+    c.args(["--config", "driftwatch.toml"])
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("DRIFTWATCH_API_TOKEN")
+        .env("DRIFTWATCH__LOG__LEVEL", "info");
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// One request: (status, body).
+fn request(
+    port: u16,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> reqwest::Result<(u16, String)> {
+    runtime().block_on(async {
+        let client = reqwest::Client::new();
+        let mut r = client
+            .request(method, format!("http://127.0.0.1:{port}{path}"))
+            .timeout(Duration::from_secs(60))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let response = r.send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.text().await?))
+    })
+}
+
+fn get(port: u16, path: &str, token: Option<&str>) -> reqwest::Result<(u16, String)> {
+    request(
+        port,
+        reqwest::Method::GET,
+        path,
+        token,
+        "text/plain",
+        Vec::new(),
+    )
+}
+
+fn post(port: u16, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    request(
+        port,
+        reqwest::Method::POST,
+        path,
+        Some(TOKEN),
+        content_type,
+        body.to_vec(),
+    )
+    .unwrap()
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// A working directory with a config and `events` generated events.
+fn setup(events: u64) -> (tempfile::TempDir, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("driftwatch.toml"),
+        r#"data_dir = "data"
+[window]
+size = "1h"
+allowed_lateness = "10m"
+[sql]
+rules_dir = "rules"
+[checkpoint]
+interval = "1h"
+events = 1000000
+[api]
+max_body = "1MiB"
+"#,
+    )
+    .unwrap();
+    std::fs::create_dir(d.join("rules")).unwrap();
+    let out = command(
+        d,
+        &[
+            "gen",
+            "--events",
+            &events.to_string(),
+            "--out",
+            "events.jsonl",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let lines = std::fs::read_to_string(d.join("events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (dir, lines)
+}
+
+/// Posts `lines` in bodies of `per` lines: (accepted, rejected) in all.
+fn post_all(port: u16, lines: &[String], per: usize) -> (u64, u64) {
+    let (mut accepted, mut rejected) = (0, 0);
+    for chunk in lines.chunks(per) {
+        let (status, body) = post(
+            port,
+            "/v1/events",
+            "application/x-ndjson",
+            chunk.join("\n").as_bytes(),
+        );
+        assert_eq!(status, 200, "{body}");
+        let reply = json(&body);
+        accepted += reply["accepted"].as_u64().unwrap();
+        rejected += reply["rejected"].as_u64().unwrap();
+    }
+    (accepted, rejected)
+}
+
+/// The value of the exposition's line for `series`.
+fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn events_posted_over_http_are_answered_per_line_and_seen_by_queries_and_metrics() {
+    let (dir, lines) = setup(20_000);
+    let port = free_port();
+    let service = Service::start(dir.path(), port, "run");
+
+    // health answers without the token; everything else asks for it
+    assert_eq!(get(port, "/healthz", None).unwrap().0, 200);
+    let (status, body) = get(port, "/v1/models", None).unwrap();
+    assert_eq!(status, 401, "{body}");
+    assert!(json(&body)["error"].as_str().unwrap().contains("Bearer"));
+    assert_eq!(get(port, "/v1/models", Some("wrong")).unwrap().0, 401);
+
+    // bad lines are refused one by one, with their line and reason
+    let (status, body) = post(
+        port,
+        "/v1/events",
+        "application/x-ndjson",
+        format!("{}\nnot json\n\n{{\"model_id\": \"m\"}}\n", lines[0]).as_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let reply = json(&body);
+    assert_eq!(reply["accepted"], 1, "{body}");
+    assert_eq!(reply["rejected"], 2, "{body}");
+    assert_eq!(reply["errors"][0]["line"], 2, "{body}");
+    assert_eq!(reply["errors"][0]["reason"], "invalid_json", "{body}");
+    assert_eq!(reply["errors"][1]["line"], 4, "{body}");
+    assert_eq!(reply["errors"][1]["reason"], "missing_field", "{body}");
+    // one JSON event spanning lines
+    let pretty = serde_json::to_string_pretty(&json(&lines[1])).unwrap();
+    let (status, body) = post(port, "/v1/events", "application/json", pretty.as_bytes());
+    assert_eq!((status, json(&body)["accepted"].as_u64()), (200, Some(1)));
+    // a body past api.max_body
+    let (status, body) = post(
+        port,
+        "/v1/events",
+        "application/x-ndjson",
+        &vec![b' '; 2 << 20],
+    );
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        json(&body)["error"].as_str().unwrap().contains("limit"),
+        "{body}"
+    );
+
+    let (accepted, rejected) = post_all(port, &lines[2..], 1_000);
+    let (accepted, rejected) = (accepted + 2, rejected + 2);
+    assert_eq!(accepted + rejected, lines.len() as u64 + 2);
+
+    // the exposition counts every line once, and has each model's figures
+    let (status, exposition) = get(port, "/metrics", Some(TOKEN)).unwrap();
+    assert_eq!(status, 200, "{exposition}");
+    let events = |outcome: &str| {
+        sample(
+            &exposition,
+            &format!("driftwatch_events_total{{source=\"http\",outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert_eq!(events("accepted"), Some(accepted as f64), "{exposition}");
+    assert_eq!(events("rejected"), Some(rejected as f64), "{exposition}");
+    assert_eq!(
+        sample(&exposition, "driftwatch_source_ready{source=\"http\"}"),
+        Some(1.0)
+    );
+    assert_eq!(sample(&exposition, "driftwatch_figures_up"), Some(1.0));
+    assert!(exposition.ends_with("# EOF\n"), "{exposition}");
+
+    // the models' figures and a query read the same live windows
+    let (status, body) = get(port, "/v1/models", Some(TOKEN)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let models = json(&body)["models"].clone();
+    let windows: u64 = models
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|m| m["windows"].as_u64().unwrap())
+        .sum();
+    assert!(windows > 0, "{body}");
+    let (status, body) = post(
+        port,
+        "/v1/query",
+        "application/json",
+        br#"{"sql": "SELECT count(*) AS n FROM window_summary"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["rows"][0]["n"], windows, "{body}");
+    for (model, m) in models.as_object().unwrap() {
+        let exposed = sample(
+            &exposition,
+            &format!("driftwatch_model_windows_total{{model_id=\"{model}\"}}"),
+        );
+        assert!(exposed.is_some(), "{model} not in\n{exposition}");
+        let (status, body) = get(port, &format!("/v1/models/{model}"), Some(TOKEN)).unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(json(&body)["figures"]["predictions"], m["predictions"]);
+    }
+    assert_eq!(get(port, "/v1/models/nope", Some(TOKEN)).unwrap().0, 404);
+    let (status, csv) = post(
+        port,
+        "/v1/query",
+        "application/json",
+        br#"{"sql": "SELECT model_id FROM window_summary ORDER BY model_id LIMIT 1", "format": "csv"}"#,
+    );
+    assert_eq!(status, 200, "{csv}");
+    assert_eq!(csv.lines().next(), Some("model_id"));
+    // writing SQL is refused, with the reason
+    let (status, body) = post(port, "/v1/query", "text/plain", b"DROP TABLE alerts");
+    assert_eq!(status, 400, "{body}");
+    assert!(json(&body)["error"].is_string());
+    let (status, body) = get(port, "/v1/alerts", Some(TOKEN)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(json(&body)["current"].is_array());
+
+    // SIGTERM: a final checkpoint, the summary of what was applied
+    let status = service.stop();
+    assert!(status.success());
+    let summary = json(&std::fs::read_to_string(dir.path().join("data/run-summary.json")).unwrap());
+    assert_eq!(summary["accepted"], accepted, "{summary}");
+    assert_eq!(summary["rejected"], rejected, "{summary}");
+}
+
+#[test]
+fn an_acknowledged_event_counts_once_across_a_sigkill() {
+    let (dir, lines) = setup(30_000);
+    let port = free_port();
+    // a run that is never interrupted: what every count must be
+    let whole = Service::start(dir.path(), port, "whole");
+    let expected = post_all(port, &lines, 1_000);
+    assert!(whole.stop().success());
+    let whole_dir = dir.path().join("data");
+    let expected_summary =
+        json(&std::fs::read_to_string(whole_dir.join("run-summary.json")).unwrap());
+    std::fs::rename(&whole_dir, dir.path().join("data-whole")).unwrap();
+
+    // the same posts, killed twice between checkpoints (there are none:
+    // checkpoint.interval is an hour)
+    let third = lines.len() / 3;
+    let mut got = (0, 0);
+    for (i, part) in [&lines[..third], &lines[third..2 * third]]
+        .into_iter()
+        .enumerate()
+    {
+        let service = Service::start(dir.path(), port, &format!("killed-{i}"));
+        let (a, r) = post_all(port, part, 1_000);
+        got = (got.0 + a, got.1 + r);
+        service.kill();
+    }
+    let service = Service::start(dir.path(), port, "last");
+    assert!(
+        service.log_text().contains("applied again from the log"),
+        "{}",
+        service.log_text()
+    );
+    let (a, r) = post_all(port, &lines[2 * third..], 1_000);
+    got = (got.0 + a, got.1 + r);
+    assert!(service.stop().success());
+    assert_eq!(got, expected);
+    let summary = json(&std::fs::read_to_string(dir.path().join("data/run-summary.json")).unwrap());
+    for key in [
+        "read",
+        "accepted",
+        "rejected",
+        "predictions",
+        "labels",
+        "windows_closed",
+    ] {
+        assert_eq!(summary[key], expected_summary[key], "{key}: {summary}");
+    }
+}
+
+#[test]
+fn listening_off_the_loopback_without_a_token_is_refused() {
+    let (dir, _) = setup(10);
+    let out = command(dir.path(), &["run"])
+        .env("DRIFTWATCH__API__LISTEN", "0.0.0.0:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not a loopback address") && stderr.contains("DRIFTWATCH_API_TOKEN"),
+        "{stderr}"
+    );
+}
