@@ -8,11 +8,11 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use driftwatch_engine::pipeline::Outcome;
 use driftwatch_engine::service::{HttpIngest, Shared, http::NotTaken};
 use serde_json::{Value, json};
@@ -24,6 +24,8 @@ struct Api {
     shared: Shared,
     ingest: Option<Arc<HttpIngest>>,
     token: Option<String>,
+    /// where references, silences and the rest are kept
+    data_dir: driftwatch_engine::DataDir,
 }
 
 type Shared_ = State<Arc<Api>>;
@@ -52,25 +54,58 @@ pub fn check_access(options: &ApiOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every route: (method, path, whether it asks for the token, handler).
+/// `docs/openapi.json` describes exactly these (a test compares them).
+fn routes() -> Vec<(Method, &'static str, bool, MethodRouter<Arc<Api>>)> {
+    vec![
+        (Method::GET, "/healthz", false, get(|| async { "ok\n" })),
+        (Method::GET, "/readyz", false, get(readyz)),
+        (Method::GET, "/metrics", true, get(metrics::serve)),
+        (Method::POST, "/v1/events", true, post(post_events)),
+        (Method::GET, "/v1/models", true, get(models)),
+        (Method::GET, "/v1/models/{id}", true, get(model)),
+        (
+            Method::GET,
+            "/v1/models/{id}/windows",
+            true,
+            get(model_windows),
+        ),
+        (Method::GET, "/v1/alerts", true, get(alerts)),
+        (Method::POST, "/v1/query", true, post(query)),
+        (Method::GET, "/v1/silences", true, get(list_silences)),
+        (Method::POST, "/v1/silences", true, post(add_silence)),
+        (
+            Method::DELETE,
+            "/v1/silences/{id}",
+            true,
+            delete(end_silence),
+        ),
+    ]
+}
+
 /// The routes.
-pub fn router(shared: Shared, ingest: Option<Arc<HttpIngest>>, options: &ApiOptions) -> Router {
+pub fn router(
+    shared: Shared,
+    ingest: Option<Arc<HttpIngest>>,
+    options: &ApiOptions,
+    data_dir: &driftwatch_engine::DataDir,
+) -> Router {
     let api = Arc::new(Api {
         shared,
         ingest,
         token: options.token.clone(),
+        data_dir: data_dir.clone(),
     });
-    let guarded = Router::new()
-        .route("/metrics", get(metrics::serve))
-        .route("/v1/events", post(post_events))
-        .route("/v1/models", get(models))
-        .route("/v1/models/{id}", get(model))
-        .route("/v1/alerts", get(alerts))
-        .route("/v1/query", post(query))
-        .route_layer(middleware::from_fn_with_state(Arc::clone(&api), authorize));
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .merge(guarded)
+    let (mut open, mut guarded) = (Router::new(), Router::new());
+    for (_, path, needs_token, handler) in routes() {
+        if needs_token {
+            guarded = guarded.route(path, handler);
+        } else {
+            open = open.route(path, handler);
+        }
+    }
+    let guarded = guarded.route_layer(middleware::from_fn_with_state(Arc::clone(&api), authorize));
+    open.merge(guarded)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(options.max_body))
         .with_state(api)
@@ -253,15 +288,110 @@ async fn models(State(api): Shared_) -> Answer {
     Ok(axum::Json(json!({ "models": figures })).into_response())
 }
 
+/// `GET /v1/models/{id}`: its latest figures, its versions and the
+/// reference profiles stored for it.
 async fn model(State(api): Shared_, Path(id): Path<String>) -> Answer {
     let figures = figures(&api).await?;
-    match figures.get(&id) {
-        Some(f) => Ok(axum::Json(json!({ "model_id": id, "figures": f })).into_response()),
-        None => Err(ApiError::new(
+    let Some(f) = figures.get(&id) else {
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no windows of model {id:?} yet"),
-        )),
+        ));
+    };
+    let (queries, data_dir, model) = (
+        Arc::clone(&api.shared.queries),
+        api.data_dir.clone(),
+        id.clone(),
+    );
+    let (windows, references) = blocking(StatusCode::INTERNAL_SERVER_ERROR, move || {
+        let windows =
+            driftwatch_engine::figures::model_windows(&queries, &model, i64::MIN, i64::MAX)?;
+        let references: Vec<Value> = driftwatch_engine::reference::stored(&data_dir)?
+            .into_iter()
+            .filter(|(_, p)| p.model_id == model)
+            .map(|(_, p)| {
+                json!({
+                    "model_version": p.model_version,
+                    "source": p.source,
+                    "events": p.events,
+                    "features": p.features.len(),
+                })
+            })
+            .collect();
+        Ok((windows, references))
+    })
+    .await?;
+    let rows =
+        rows_json(&windows).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    // versions in the order they were first seen, each with its span
+    let mut versions: Vec<Value> = Vec::new();
+    for row in rows.as_array().into_iter().flatten() {
+        let version = row.get("model_version").cloned().unwrap_or(Value::Null);
+        match versions.iter_mut().find(|v| v["model_version"] == version) {
+            Some(v) => {
+                v["windows"] = json!(v["windows"].as_u64().unwrap_or(0) + 1);
+                v["last_window_end"] = row["window_end"].clone();
+            }
+            None => versions.push(json!({
+                "model_version": version,
+                "windows": 1,
+                "first_window_start": row["window_start"],
+                "last_window_end": row["window_end"],
+            })),
+        }
     }
+    let latest: Vec<Value> = rows
+        .as_array()
+        .map(|r| r.iter().rev().take(10).rev().cloned().collect())
+        .unwrap_or_default();
+    Ok(axum::Json(json!({
+        "model_id": id,
+        "figures": f,
+        "versions": versions,
+        "references": references,
+        "latest_windows": latest,
+    }))
+    .into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Span {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `GET /v1/models/{id}/windows?from=&to=` (RFC 3339, both optional): the
+/// model's closed windows that overlap the span, oldest first.
+async fn model_windows(
+    State(api): Shared_,
+    Path(id): Path<String>,
+    Query(span): Query<Span>,
+) -> Answer {
+    let parse = |name: &str, value: &Option<String>, default: i64| match value {
+        None => Ok(default),
+        Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("{name}={t:?}: {e}; expected RFC 3339, e.g. 2026-11-30T00:00:00Z"),
+                )
+            }),
+    };
+    let (from, to) = (
+        parse("from", &span.from, i64::MIN)?,
+        parse("to", &span.to, i64::MAX)?,
+    );
+    let queries = Arc::clone(&api.shared.queries);
+    let model = id.clone();
+    let windows = blocking(StatusCode::INTERNAL_SERVER_ERROR, move || {
+        driftwatch_engine::figures::model_windows(&queries, &model, from, to)
+    })
+    .await?;
+    let rows =
+        rows_json(&windows).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(axum::Json(json!({ "model_id": id, "windows": rows })).into_response())
 }
 
 async fn alerts(State(api): Shared_) -> Answer {
@@ -340,6 +470,148 @@ async fn query(
     Ok(axum::Json(json!({ "columns": columns, "rows": rows })).into_response())
 }
 
+/// A silence as the API shows it: its fields, times also in RFC 3339, and
+/// whether it is active now.
+fn silence_json(s: &driftwatch_triggers::Silence, now: i64) -> Value {
+    let state = if s.active(now) {
+        "active"
+    } else if s.starts_at > now {
+        "pending"
+    } else {
+        "ended"
+    };
+    let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+    if let Value::Object(o) = &mut v {
+        o.insert("state".into(), json!(state));
+        o.insert(
+            "starts".into(),
+            json!(driftwatch_ingest::format_time(s.starts_at)),
+        );
+        o.insert(
+            "ends".into(),
+            json!(driftwatch_ingest::format_time(s.ends_at)),
+        );
+    }
+    v
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[derive(serde::Deserialize)]
+struct ListSilences {
+    /// also those that ended
+    #[serde(default)]
+    all: bool,
+}
+
+/// `GET /v1/silences[?all=true]`: the silences not ended (or all kept).
+async fn list_silences(State(api): Shared_, Query(q): Query<ListSilences>) -> Answer {
+    let path = api.data_dir.silences();
+    let list = blocking(StatusCode::INTERNAL_SERVER_ERROR, move || {
+        Ok(driftwatch_triggers::Silences::open(&path)?.list().to_vec())
+    })
+    .await?;
+    let now = now_ms();
+    let shown: Vec<Value> = list
+        .iter()
+        .filter(|s| q.all || s.ends_at > now)
+        .map(|s| silence_json(s, now))
+        .collect();
+    Ok(axum::Json(json!({ "silences": shown })).into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSilence {
+    /// `label=value`, `label!=value`, `label=~regex`, `label!~regex`
+    matchers: Vec<String>,
+    /// how long, e.g. "2h"
+    duration: String,
+    /// RFC 3339; now when absent
+    #[serde(default)]
+    starts_at: Option<String>,
+    #[serde(default)]
+    comment: String,
+    #[serde(default)]
+    created_by: String,
+}
+
+/// `POST /v1/silences`: adds a silence; `201` with it.
+async fn add_silence(State(api): Shared_, body: Result<Bytes, BytesRejection>) -> Answer {
+    let body = body?;
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+    let new: NewSilence = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "expected {{\"matchers\": [\"rule=...\"], \"duration\": \"2h\", \"starts_at\"?, \"comment\"?, \"created_by\"?}}: {e}"
+        ))
+    })?;
+    let matchers = new
+        .matchers
+        .iter()
+        .map(|m| {
+            driftwatch_triggers::Matcher::parse(m).map_err(|e| bad(format!("matcher {m:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let length = humantime::parse_duration(&new.duration).map_err(|e| {
+        bad(format!(
+            "duration {:?}: {e}; expected e.g. \"2h\"",
+            new.duration
+        ))
+    })?;
+    let starts_at = match &new.starts_at {
+        Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+            .map_err(|e| bad(format!("starts_at {t:?}: {e}; expected RFC 3339")))?
+            .timestamp_millis(),
+        None => now_ms(),
+    };
+    let path = api.data_dir.silences();
+    let silence = blocking(StatusCode::BAD_REQUEST, move || {
+        let mut silences = driftwatch_triggers::Silences::open(&path)?;
+        Ok(silences.add(
+            matchers,
+            starts_at,
+            starts_at.saturating_add(length.as_millis() as i64),
+            &new.created_by,
+            &new.comment,
+        )?)
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(silence_json(&silence, now_ms())),
+    )
+        .into_response())
+}
+
+/// `DELETE /v1/silences/{id}`: ends the silence whose id starts with `id` now.
+async fn end_silence(State(api): Shared_, Path(id): Path<String>) -> Answer {
+    let path = api.data_dir.silences();
+    let now = now_ms();
+    let ended = blocking(StatusCode::INTERNAL_SERVER_ERROR, move || {
+        let mut silences = driftwatch_triggers::Silences::open(&path)?;
+        let matching = silences
+            .list()
+            .iter()
+            .filter(|s| s.id.starts_with(&id))
+            .count();
+        Ok(match matching {
+            0 => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no silence with id {id:?}"),
+            )),
+            1 => Ok(silences.expire(&id, now)?),
+            _ => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("{id:?} names more than one silence; give more of its id"),
+            )),
+        })
+    })
+    .await??;
+    Ok(axum::Json(silence_json(&ended, now)).into_response())
+}
+
 /// Rows as a JSON array of objects.
 fn rows_json(batches: &[arrow::array::RecordBatch]) -> anyhow::Result<Value> {
     let mut writer = arrow::json::ArrayWriter::new(Vec::new());
@@ -357,6 +629,34 @@ fn rows_json(batches: &[arrow::array::RecordBatch]) -> anyhow::Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `docs/openapi.json` names each route once, with the right methods
+    /// and security, and no route it does not name exists.
+    #[test]
+    fn the_openapi_document_describes_the_routes_that_exist() {
+        let text = include_str!("../docs/openapi.json");
+        let doc: Value = serde_json::from_str(text).expect("docs/openapi.json is JSON");
+        let mut documented = std::collections::BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("path item") {
+                if method == "parameters" {
+                    continue;
+                }
+                // an operation without its own `security` takes the document's
+                let open = op["security"].as_array().is_some_and(Vec::is_empty);
+                documented.insert((method.to_uppercase(), path.clone(), !open));
+            }
+        }
+        let served: std::collections::BTreeSet<_> = routes()
+            .into_iter()
+            .map(|(m, p, guarded, _)| (m.to_string(), p.to_owned(), guarded))
+            .collect();
+        assert_eq!(
+            documented, served,
+            "docs/openapi.json and the routes differ"
+        );
+        assert_eq!(doc["security"][0]["bearer"], json!([]));
+    }
 
     #[test]
     fn tokens_compare_whole() {

@@ -330,7 +330,7 @@ fn run_service(args: &crate::cli::RunArgs, settings: &crate::settings::Settings)
     } else {
         None
     };
-    let router = crate::api::router(shared, ingest.clone(), &options);
+    let router = crate::api::router(shared, ingest.clone(), &options, &config.data_dir);
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(options.listen)
             .await

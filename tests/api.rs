@@ -346,6 +346,83 @@ fn events_posted_over_http_are_answered_per_line_and_seen_by_queries_and_metrics
     assert_eq!(status, 200, "{body}");
     assert!(json(&body)["current"].is_array());
 
+    // a model's windows, by span
+    let model = models.as_object().unwrap().keys().next().unwrap().clone();
+    let (status, body) = get(port, &format!("/v1/models/{model}/windows"), Some(TOKEN)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let all = json(&body)["windows"].as_array().unwrap().clone();
+    assert_eq!(
+        all.len() as u64,
+        models[&model]["windows"].as_u64().unwrap()
+    );
+    let first_end = all[0]["window_end"].as_str().unwrap().to_owned();
+    let (status, body) = get(
+        port,
+        &format!("/v1/models/{model}/windows?to={first_end}"),
+        Some(TOKEN),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        json(&body)["windows"].as_array().unwrap().len(),
+        1,
+        "{body}"
+    );
+    let (status, body) = get(
+        port,
+        &format!("/v1/models/{model}/windows?from=yesterday"),
+        Some(TOKEN),
+    )
+    .unwrap();
+    assert_eq!(status, 400, "{body}");
+
+    // silences: added, listed, ended
+    let (status, body) = post(
+        port,
+        "/v1/silences",
+        "application/json",
+        format!(
+            r#"{{"matchers": ["model_id={model}"], "duration": "2h", "comment": "deploying"}}"#
+        )
+        .as_bytes(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let silence = json(&body);
+    assert_eq!(silence["state"], "active", "{body}");
+    let id = silence["id"].as_str().unwrap().to_owned();
+    let (_, body) = get(port, "/v1/silences", Some(TOKEN)).unwrap();
+    assert_eq!(json(&body)["silences"][0]["id"], id.as_str(), "{body}");
+    let (status, body) = post(
+        port,
+        "/v1/silences",
+        "application/json",
+        br#"{"matchers": ["model_id~x"], "duration": "2h"}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = request(
+        port,
+        reqwest::Method::DELETE,
+        &format!("/v1/silences/{}", &id[..8]),
+        Some(TOKEN),
+        "text/plain",
+        Vec::new(),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["state"], "ended", "{body}");
+    let (_, body) = get(port, "/v1/silences", Some(TOKEN)).unwrap();
+    assert_eq!(json(&body)["silences"], serde_json::json!([]), "{body}");
+    let (status, _) = request(
+        port,
+        reqwest::Method::DELETE,
+        "/v1/silences/nope",
+        Some(TOKEN),
+        "text/plain",
+        Vec::new(),
+    )
+    .unwrap();
+    assert_eq!(status, 404);
+
     // SIGTERM: a final checkpoint, the summary of what was applied
     let status = service.stop();
     assert!(status.success());

@@ -78,6 +78,47 @@ pub fn model_figures(engine: &Engine) -> Result<BTreeMap<String, ModelFigures>> 
     Ok(out)
 }
 
+const WINDOWS: &str = "\
+SELECT w.model_version, w.window_start, w.window_end, w.events, w.score_mean,
+  d.features_compared, d.features_drifted, a.value AS accuracy, a.label_coverage
+FROM window_summary w
+LEFT JOIN (SELECT * FROM drift_summary WHERE NOT is_reference) d
+  ON d.model_id = w.model_id AND (d.model_version IS NOT DISTINCT FROM w.model_version)
+  AND d.window_start = w.window_start AND d.window_end = w.window_end
+LEFT JOIN (SELECT model_id, model_version, window_start, window_end, value, label_coverage
+    FROM model_metrics_latest WHERE metric = 'accuracy' AND class IS NULL) a
+  ON a.model_id = w.model_id AND (a.model_version IS NOT DISTINCT FROM w.model_version)
+  AND a.window_start = w.window_start AND a.window_end = w.window_end
+WHERE w.model_id = $model_id AND w.window_end > $window_start AND w.window_start < $window_end
+ORDER BY w.window_start, w.model_version";
+
+/// The closed windows of `model` that overlap `[from, to)` (ms since the
+/// epoch), oldest first, one row each: `model_version`, `window_start`,
+/// `window_end`, `events`, `score_mean`, `features_compared`,
+/// `features_drifted`, `accuracy` and `label_coverage` (latest revision).
+/// At most the engine's `max_rows`.
+pub fn model_windows(engine: &Engine, model: &str, from: i64, to: i64) -> Result<Vec<RecordBatch>> {
+    let window = driftwatch_sql::WindowRef {
+        model_id: model.to_owned(),
+        model_version: None,
+        start: from,
+        end: to,
+    };
+    // typed as a rule's placeholders are: a placeholder left to guess its
+    // type from `w.model_id = $model_id AND …` is not planned
+    let plan = engine
+        .plan(WINDOWS)
+        .and_then(|p| engine.prepare(&p, &driftwatch_sql::WindowRef::param_types()))
+        .map_err(context("planning the windows of a model"))?;
+    let params = window.params();
+    let (_, batches) = engine
+        .execute_all(&[driftwatch_sql::Query::Prepared(&plan, &params)])
+        .pop()
+        .unwrap_or_else(|| unreachable!("one query, one result"))
+        .map_err(context("reading the windows of a model"))?;
+    Ok(batches)
+}
+
 fn unexpected(column: usize, b: &RecordBatch) -> Error {
     Error::Stopped(format!(
         "internal: the models' figures, column {column}: unexpected type {}",
