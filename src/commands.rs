@@ -330,6 +330,7 @@ fn run_service(args: &crate::cli::RunArgs, settings: &crate::settings::Settings)
     } else {
         None
     };
+    let dispatcher = shared.dispatcher.clone();
     let router = crate::api::router(shared, ingest.clone(), &options, &config.data_dir);
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(options.listen)
@@ -365,15 +366,20 @@ fn run_service(args: &crate::cli::RunArgs, settings: &crate::settings::Settings)
     #[cfg(feature = "kafka")]
     if let Some(thread) = consumer {
         match thread.join() {
-            Ok(Ok(outcome)) => {
-                if let Some(d) = &outcome.delivered {
-                    crate::rules::print_delivered(d);
-                }
-                dead_letters.push(outcome.summary.dead_letter.clone());
-                summary.add(&outcome.summary);
+            Ok(Ok(s)) => {
+                dead_letters.push(s.dead_letter.clone());
+                summary.add(&s);
             }
             Ok(Err(e)) => failed = failed.or(Some(e.into())),
             Err(_) => failed = failed.or(Some(anyhow::anyhow!("the Kafka thread panicked"))),
+        }
+    }
+    // every source has checkpointed: what the outboxes hold goes out now,
+    // for at most shutdown.drain (the next start delivers the rest)
+    if let Some(d) = dispatcher {
+        match alerting::finish_delivery(&d, settings.api.shutdown_drain) {
+            Ok(delivered) => crate::rules::print_delivered(&delivered),
+            Err(e) => failed = failed.or(Some(e.into())),
         }
     }
     if let Some(e) = failed {

@@ -187,6 +187,23 @@ impl Default for RawApi {
     }
 }
 
+/// `[shutdown]`: how `driftwatch run` stops.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawShutdown {
+    /// After the last checkpoint, how long notifications still in the
+    /// outboxes are given to be delivered (the next start delivers the rest).
+    pub drain: String,
+}
+
+impl Default for RawShutdown {
+    fn default() -> Self {
+        RawShutdown {
+            drain: "30s".into(),
+        }
+    }
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -470,6 +487,8 @@ pub struct RawSettings {
     pub audit: driftwatch_triggers::AuditConfig,
     /// The HTTP API.
     pub api: RawApi,
+    /// How the service stops.
+    pub shutdown: RawShutdown,
     /// Whether the sources name a `[kafka]` section (`driftwatch run`
     /// consumes Kafka only then).
     #[serde(skip)]
@@ -493,6 +512,7 @@ impl Default for RawSettings {
             actions: BTreeMap::new(),
             audit: driftwatch_triggers::AuditConfig::default(),
             api: RawApi::default(),
+            shutdown: RawShutdown::default(),
             kafka_configured: false,
         }
     }
@@ -507,6 +527,8 @@ pub struct ApiSettings {
     pub max_body: usize,
     /// Whether `POST /v1/events` takes events.
     pub ingest: bool,
+    /// How long deliveries are waited for at shutdown.
+    pub shutdown_drain: std::time::Duration,
 }
 
 /// Validated settings: the engine's, and the binary's own (logging, where
@@ -844,6 +866,11 @@ impl RawSettings {
             })?,
             max_body: size_bytes(file, "api.max_body", &self.api.max_body, 1024, "16MiB")? as usize,
             ingest: self.api.ingest,
+            shutdown_drain: std::time::Duration::from_millis(duration_ms(
+                file,
+                "shutdown.drain",
+                &self.shutdown.drain,
+            )? as u64),
         };
         // every key is checked now; the secrets are read by the commands
         // that deliver (`with_secrets`), so that `sql` or `silence` run

@@ -53,6 +53,6 @@ pub use data_dir::DataDir;
 pub use error::{Error, Result};
 pub use pipeline::{Pipeline, RunSummary};
 pub use replay::{Replay, ReplayOptions};
-pub use rule_worker::RuleWorker;
+pub use rule_worker::{LiveRuleStats, RuleWorker};
 pub use rules::{Flushing, RuleRunner, RulesState, RunnerConfig};
 pub use sinks::WindowSink;

@@ -178,6 +178,11 @@ impl Pipeline {
         self.rules.as_mut()
     }
 
+    /// The rules thread, when rules run.
+    pub fn rules(&self) -> Option<&RuleWorker> {
+        self.rules.as_ref()
+    }
+
     /// Adds window sinks (they must exist before the first window closes).
     pub fn add_sink(&mut self, sink: Box<dyn WindowSink + Send>) {
         self.sinks.push(sink);

@@ -17,6 +17,8 @@
 //! covers exactly what was written.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -65,6 +67,7 @@ pub struct RuleWorker {
     stats: RuleStats,
     rule_count: usize,
     outbox: Option<PathBuf>,
+    live: Arc<LiveRuleStats>,
 }
 
 impl RuleWorker {
@@ -76,9 +79,11 @@ impl RuleWorker {
         let stats = runner.stats().clone();
         let rule_count = runner.rule_count();
         let outbox = runner.triggers().map(|t| t.outbox().path().to_owned());
+        let live = Arc::new(LiveRuleStats::default());
+        let on_thread = Arc::clone(&live);
         let thread = std::thread::Builder::new()
             .name("driftwatch-rules".into())
-            .spawn(move || work(runner, inbox))
+            .spawn(move || work(runner, inbox, &on_thread))
             .map_err(|e| Error::Stopped(format!("starting the rules thread: {e}")))?;
         Ok(RuleWorker {
             sender: Some(sender),
@@ -90,7 +95,13 @@ impl RuleWorker {
             stats,
             rule_count,
             outbox,
+            live,
         })
+    }
+
+    /// What the rules thread has done so far, as it runs.
+    pub fn live(&self) -> &LiveRuleStats {
+        &self.live
     }
 
     /// Rules loaded.
@@ -252,14 +263,50 @@ impl Drop for RuleWorker {
     }
 }
 
-fn work(mut runner: RuleRunner, inbox: Receiver<Message>) -> Result<()> {
+/// What the rules thread has done, readable while it runs (the service's
+/// metrics): evaluations, failures and the time spent evaluating.
+#[derive(Debug, Default)]
+pub struct LiveRuleStats {
+    evaluations: AtomicU64,
+    errors: AtomicU64,
+    evaluating_nanos: AtomicU64,
+}
+
+impl LiveRuleStats {
+    /// Windows evaluated (each against every rule).
+    pub fn evaluations(&self) -> u64 {
+        self.evaluations.load(Ordering::Relaxed)
+    }
+
+    /// Rule evaluations that failed.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Seconds spent evaluating.
+    pub fn seconds(&self) -> f64 {
+        self.evaluating_nanos.load(Ordering::Relaxed) as f64 / 1e9
+    }
+
+    fn update(&self, stats: &RuleStats, took: std::time::Duration) {
+        self.evaluations.store(stats.evaluations, Ordering::Relaxed);
+        self.errors
+            .store(stats.errors.values().sum(), Ordering::Relaxed);
+        self.evaluating_nanos
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+fn work(mut runner: RuleRunner, inbox: Receiver<Message>, live: &LiveRuleStats) -> Result<()> {
     while let Ok(message) = inbox.recv() {
         match message {
             Message::Events(batch, latest) => runner.events(&batch, latest)?,
             Message::Window(w) => runner.window(&w)?,
             Message::Performance(out) => runner.performance(&out)?,
             Message::Settle(done) => {
+                let started = Instant::now();
                 runner.settle()?;
+                live.update(runner.stats(), started.elapsed());
                 if let Some(done) = done {
                     let _ = done.send(());
                 }
@@ -273,7 +320,9 @@ fn work(mut runner: RuleRunner, inbox: Receiver<Message>) -> Result<()> {
                 let _ = reply.send(runner.restore(&state));
             }
             Message::Flush(reply) => {
+                let started = Instant::now();
                 let done = runner.flush();
+                live.update(runner.stats(), started.elapsed());
                 let _ = reply.send(done.map(|()| runner.stats().clone()));
             }
             Message::RecordDeliveries(reply) => {

@@ -19,6 +19,7 @@ use super::{Api, error};
 
 type Labels = Vec<(&'static str, String)>;
 type Counters = Family<Labels, Counter>;
+type SecondsCounters = Family<Labels, Counter<f64, std::sync::atomic::AtomicU64>>;
 type Gauges = Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>;
 
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -28,7 +29,13 @@ pub(super) async fn serve(State(api): State<Arc<Api>>) -> Response {
     let read = tokio::task::spawn_blocking(move || {
         let models = driftwatch_engine::figures::model_figures(&shared.queries);
         let alerts = driftwatch_engine::alerting::alerts(&shared.queries, 0);
-        render(&shared.status, models.ok().as_ref(), alerts.ok().as_ref())
+        let outbox = shared.dispatcher.as_ref().and_then(|d| d.pending().ok());
+        render(
+            &shared.status,
+            models.ok().as_ref(),
+            alerts.ok().as_ref(),
+            outbox,
+        )
     })
     .await;
     match read {
@@ -48,6 +55,7 @@ fn render(
     status: &Status,
     models: Option<&std::collections::BTreeMap<String, driftwatch_engine::figures::ModelFigures>>,
     alerts: Option<&driftwatch_engine::alerting::AlertsView>,
+    outbox: Option<u64>,
 ) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix("driftwatch");
     let mut counter = |name: &str, help: &str| {
@@ -61,10 +69,21 @@ fn render(
     );
     let rejected = counter("events_rejected", "Records refused, by source and reason");
     let deliveries = counter("deliveries", "Notification delivery attempts, by outcome");
+    let evaluations = counter(
+        "rule_evaluations",
+        "Windows evaluated against the rules, by source",
+    );
+    let rule_errors = counter("rule_errors", "Rule evaluations that failed, by source");
     let model_windows = counter("model_windows", "Windows closed, per model");
     let model_predictions = counter(
         "model_predictions",
         "Predictions in closed windows, per model",
+    );
+    let rule_seconds = SecondsCounters::default();
+    registry.register(
+        "rule_evaluation_seconds",
+        "Seconds spent evaluating rules, by source",
+        rule_seconds.clone(),
     );
     let mut gauge = |name: &str, help: &str| {
         let family = Gauges::default();
@@ -107,6 +126,10 @@ fn render(
         "model_drift_share",
         "Share of the compared features that drifted in that window",
     );
+    let outbox_pending = gauge(
+        "outbox_pending",
+        "Notifications waiting in the outboxes to be delivered",
+    );
     let figures_up = gauge(
         "figures_up",
         "1 when the models' figures and the alerts could be read for this scrape",
@@ -135,6 +158,11 @@ fn render(
         checkpoint_age
             .get_or_create(&l(&[]))
             .set(m.checkpoint_age_seconds);
+        evaluations
+            .get_or_create(&l(&[]))
+            .inc_by(m.rule_evaluations);
+        rule_errors.get_or_create(&l(&[])).inc_by(m.rule_errors);
+        rule_seconds.get_or_create(&l(&[])).inc_by(m.rule_seconds);
         for (tp, n) in &m.lag {
             let (topic, partition) = tp.rsplit_once('/').unwrap_or((tp, ""));
             lag.get_or_create(&labels(&[("topic", topic), ("partition", partition)]))
@@ -184,6 +212,9 @@ fn render(
                 .get_or_create(&labels(&[("state", &state), ("severity", &severity)]))
                 .inc();
         }
+    }
+    if let Some(n) = outbox {
+        outbox_pending.get_or_create(&Vec::new()).set(n as f64);
     }
     figures_up
         .get_or_create(&Vec::new())
@@ -256,7 +287,7 @@ mod tests {
             },
         )]
         .into();
-        let text = render(&status, Some(&models), None).expect("encodes");
+        let text = render(&status, Some(&models), None, Some(2)).expect("encodes");
         for line in [
             "driftwatch_events_total{source=\"http\",outcome=\"accepted\"} 10",
             "driftwatch_events_total{source=\"http\",outcome=\"rejected\"} 2",
@@ -267,6 +298,7 @@ mod tests {
             "driftwatch_model_accuracy{model_id=\"churn\"} 0.75",
             "driftwatch_model_drift_share{model_id=\"churn\"} 0.25",
             "driftwatch_figures_up 0.0",
+            "driftwatch_outbox_pending 2.0",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");

@@ -148,16 +148,22 @@ impl Dispatcher {
         }
     }
 
+    /// Notifications waiting in the outboxes (not delivered, not given up).
+    pub fn pending(&self) -> Result<u64> {
+        let outboxes = self.lock().clone();
+        let mut pending = 0;
+        for o in &outboxes {
+            pending += o.pending_len()?;
+        }
+        Ok(pending)
+    }
+
     /// Waits until no outbox holds a pending entry, at most `limit`;
     /// returns how many are still pending.
     pub fn drain(&self, limit: Duration) -> Result<u64> {
         let deadline = Instant::now() + limit;
         loop {
-            let outboxes = self.lock().clone();
-            let mut pending = 0;
-            for o in &outboxes {
-                pending += o.pending_len()?;
-            }
+            let pending = self.pending()?;
             if pending == 0 || Instant::now() >= deadline {
                 return Ok(pending);
             }

@@ -332,18 +332,14 @@ impl Ingest<'_> {
     }
 
     fn report(&self, pipeline: &Pipeline, ready: bool) {
-        self.status.set(
-            SOURCE,
-            SourceStatus {
-                ready,
-                metrics: IngestMetrics {
-                    partitions: vec![PARTITION],
-                    checkpoint_age_seconds: self.last_checkpoint.elapsed().as_secs_f64(),
-                    deliveries: self.dispatcher.map(|d| d.stats()),
-                    ..IngestMetrics::from_summary(pipeline.summary())
-                },
-            },
-        );
+        let mut metrics = IngestMetrics {
+            partitions: vec![PARTITION],
+            checkpoint_age_seconds: self.last_checkpoint.elapsed().as_secs_f64(),
+            deliveries: self.dispatcher.map(|d| d.stats()),
+            ..IngestMetrics::from_summary(pipeline.summary())
+        };
+        metrics.add_rules(pipeline);
+        self.status.set(SOURCE, SourceStatus { ready, metrics });
     }
 }
 

@@ -33,7 +33,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{IngestMetrics, Opened, Shared, SourceStatus};
-use crate::alerting::{self, Delivered};
 use crate::pipeline::{CHECKPOINT_FORMAT, Pipeline, PipelineState, RunSummary};
 use crate::{CheckpointDir, Config, Error, Result};
 use driftwatch_sql::Engine;
@@ -140,15 +139,6 @@ fn write_metrics(
     })?;
     crate::checkpoint::write_atomically(path, &json)?;
     failed.map_or(Ok(()), Err)
-}
-
-/// What a run of the service did.
-#[derive(Debug, Clone)]
-pub struct ServiceOutcome {
-    /// The counts of the partitions held at the end.
-    pub summary: RunSummary,
-    /// The last notifications, when a bounded run (`exit_at_end`) delivered them.
-    pub delivered: Option<Delivered>,
 }
 
 /// How `run` behaves.
@@ -311,14 +301,18 @@ impl State {
         outage: Option<Instant>,
     ) -> IngestMetrics {
         let summary = self.summary();
-        IngestMetrics {
+        let mut metrics = IngestMetrics {
             partitions: self.partitions.keys().copied().collect(),
             lag: lag.cloned().unwrap_or_default(),
             checkpoint_age_seconds: self.last_checkpoint.elapsed().as_secs_f64(),
             broker_unreachable_seconds: outage.map(|t| t.elapsed().as_secs_f64()),
             deliveries: self.shared.dispatcher.as_ref().map(|d| d.stats()),
             ..IngestMetrics::from_summary(&summary)
+        };
+        for p in self.partitions.values() {
+            metrics.add_rules(&p.pipeline);
         }
+        metrics
     }
 
     fn summary(&self) -> RunSummary {
@@ -430,13 +424,13 @@ impl ConsumerContext for Rebalancer {
 /// Consumes the configured topics until `stop` is cancelled (or, with
 /// [`RunOptions::exit_at_end`], until every assigned partition is read).
 /// The live rows of the partitions held are part of `queries`' tables
-/// ([`alerting::process_engine`]).
+/// ([`crate::alerting::process_engine`]).
 pub fn run(
     settings: &Config,
     options: &RunOptions,
     stop: &CancellationToken,
     shared: Shared,
-) -> Result<ServiceOutcome> {
+) -> Result<RunSummary> {
     shared.status.register(SOURCE);
     let status = Arc::clone(&shared.status);
     let queries = Arc::clone(&shared.queries);
@@ -518,10 +512,7 @@ pub fn run(
                     "stopped by a signal; the dead-letter topic is not reachable, so the last checkpoint stands"
                 ),
             }
-            return Ok(ServiceOutcome {
-                summary,
-                delivered: None,
-            });
+            return Ok(summary);
         }
         match consumer.poll(Duration::from_millis(250)) {
             None | Some(Err(KafkaError::PartitionEOF(_))) => check_end = true,
@@ -624,15 +615,10 @@ pub fn run(
                 .checkpoint_all(None)?
                 .unwrap_or_else(TopicPartitionList::new);
             let summary = state.summary();
-            let dispatcher = state.shared.dispatcher.clone();
             drop(state);
             commit(&consumer, &tpl, CommitMode::Sync);
             info!("every assigned partition read to its end");
-            let delivered = match dispatcher {
-                Some(d) => Some(alerting::finish_delivery(&d, alerting::DRAIN_LIMIT)?),
-                None => None,
-            };
-            return Ok(ServiceOutcome { summary, delivered });
+            return Ok(summary);
         }
         status.set(
             SOURCE,

@@ -58,6 +58,12 @@ pub struct IngestMetrics {
     pub broker_unreachable_seconds: Option<f64>,
     /// Notification deliveries since the service started (when actions are configured).
     pub deliveries: Option<driftwatch_triggers::DeliveryStats>,
+    /// Rule evaluations of the pipelines held now, since they started here.
+    pub rule_evaluations: u64,
+    /// Of those, failed.
+    pub rule_errors: u64,
+    /// Seconds spent evaluating rules.
+    pub rule_seconds: f64,
     /// Each model's latest figures, from the rows of every partition this
     /// process holds and the history.
     pub models: BTreeMap<String, ModelFigures>,
@@ -72,6 +78,16 @@ impl IngestMetrics {
             rejected: summary.rejected,
             rejected_by_reason: summary.rejected_by_reason.clone(),
             ..IngestMetrics::default()
+        }
+    }
+
+    /// Adds what the rules of `pipeline` have done.
+    pub(crate) fn add_rules(&mut self, pipeline: &Pipeline) {
+        if let Some(r) = pipeline.rules() {
+            let live = r.live();
+            self.rule_evaluations += live.evaluations();
+            self.rule_errors += live.errors();
+            self.rule_seconds += live.seconds();
         }
     }
 }
