@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -166,13 +168,31 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
+/// Fires for every window with events, notifying `notify`.
+const EVERY_WINDOW_RULE: &str = r#"[[rule]]
+name = "every_window"
+sql = """
+SELECT model_id, model_version, events AS value FROM window_summary
+WHERE model_id = $model_id AND (model_version IS NOT DISTINCT FROM $model_version)
+  AND window_end = $window_end AND events > 0
+"""
+severity = "info"
+actions = ["notify"]
+"#;
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    free_port()
+}
+
 /// A working directory with a config and `events` generated events.
 fn setup(events: u64) -> (tempfile::TempDir, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(
         d.join("driftwatch.toml"),
-        r#"data_dir = "data"
+        format!(
+            r#"data_dir = "data"
 [window]
 size = "1h"
 allowed_lateness = "10m"
@@ -183,10 +203,23 @@ interval = "1h"
 events = 1000000
 [api]
 max_body = "1MiB"
+[shutdown]
+drain = "1s"
+# a receiver that is never there: notifications wait in the outbox, retried
+[actions.notify]
+kind = "webhook"
+url = "http://127.0.0.1:{closed}/hook"
+backoff = "100ms"
+max_backoff = "500ms"
+max_attempts = 1000
+timeout = "5s"
 "#,
+            closed = closed_port()
+        ),
     )
     .unwrap();
     std::fs::create_dir(d.join("rules")).unwrap();
+    std::fs::write(d.join("rules/every_window.toml"), EVERY_WINDOW_RULE).unwrap();
     let out = command(
         d,
         &[
@@ -232,6 +265,70 @@ fn sample(exposition: &str, series: &str) -> Option<f64> {
         .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
+
+/// The metrics of docs/api.md's table, but those of another source.
+fn documented_metrics(except_when: &str) -> Vec<String> {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/api.md")).unwrap();
+    doc.lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let name = cells
+                .get(1)?
+                .strip_prefix("`driftwatch_")?
+                .strip_suffix('`')?;
+            (cells.get(4)? != &except_when).then(|| format!("driftwatch_{name}"))
+        })
+        .collect()
+}
+
+/// Parses `/metrics` with the Prometheus project's own parser (Python
+/// `prometheus_client`, OpenMetrics) and checks that every metric the docs
+/// list for this source is there with at least one sample.
+fn every_documented_metric_is_exposed(port: u16) {
+    // the rule fires as windows close; the webhook is retried meanwhile
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let documented = documented_metrics("Kafka");
+    assert!(documented.len() >= 15, "{documented:?}");
+    loop {
+        let (_, exposition) = get(port, "/metrics", Some(TOKEN)).unwrap();
+        let mut parser = common::python()
+            .args(["-c", PARSE_OPENMETRICS])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(parser.stdin.as_mut().unwrap(), exposition.as_bytes()).unwrap();
+        let out = parser.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "the exposition does not parse: {}\n{exposition}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let samples: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+        let missing: Vec<&String> = documented.iter().filter(|m| !samples.contains(m)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "documented but not exposed: {missing:?}\n{exposition}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Reads an exposition on stdin; prints the names of its samples.
+const PARSE_OPENMETRICS: &str = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+names = set()
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for sample in family.samples:
+        names.add(sample.name)
+print(json.dumps(sorted(names)))
+"#;
 
 #[test]
 fn events_posted_over_http_are_answered_per_line_and_seen_by_queries_and_metrics() {
@@ -299,6 +396,7 @@ fn events_posted_over_http_are_answered_per_line_and_seen_by_queries_and_metrics
     );
     assert_eq!(sample(&exposition, "driftwatch_figures_up"), Some(1.0));
     assert!(exposition.ends_with("# EOF\n"), "{exposition}");
+    every_documented_metric_is_exposed(port);
 
     // the models' figures and a query read the same live windows
     let (status, body) = get(port, "/v1/models", Some(TOKEN)).unwrap();
@@ -338,10 +436,19 @@ fn events_posted_over_http_are_answered_per_line_and_seen_by_queries_and_metrics
     );
     assert_eq!(status, 200, "{csv}");
     assert_eq!(csv.lines().next(), Some("model_id"));
-    // writing SQL is refused, with the reason
-    let (status, body) = post(port, "/v1/query", "text/plain", b"DROP TABLE alerts");
-    assert_eq!(status, 400, "{body}");
-    assert!(json(&body)["error"].is_string());
+    // DDL, DML and a second statement are refused, with the reason
+    for sql in [
+        "DROP TABLE alerts",
+        "CREATE TABLE t AS SELECT 1",
+        "INSERT INTO alerts SELECT * FROM alerts",
+        "SELECT 1; SELECT 2",
+    ] {
+        let (status, body) = post(port, "/v1/query", "text/plain", sql.as_bytes());
+        assert_eq!(status, 400, "{sql}: {body}");
+        let message = json(&body)["error"].as_str().unwrap().to_owned();
+        assert!(!message.is_empty(), "{sql}: {body}");
+        eprintln!("{sql} -> {message}");
+    }
     let (status, body) = get(port, "/v1/alerts", Some(TOKEN)).unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(json(&body)["current"].is_array());
