@@ -173,8 +173,8 @@ pub struct RawApi {
     pub listen: String,
     /// The largest request body taken, e.g. `"16MiB"` (larger: `413`).
     pub max_body: String,
-    /// Whether `POST /v1/events` takes events.
-    pub ingest: bool,
+    /// Whether `POST /v1/events` takes events (default: only without `[kafka]`).
+    pub ingest: Option<bool>,
 }
 
 impl Default for RawApi {
@@ -182,7 +182,7 @@ impl Default for RawApi {
         RawApi {
             listen: "127.0.0.1:9797".into(),
             max_body: "16MiB".into(),
-            ingest: true,
+            ingest: None,
         }
     }
 }
@@ -865,7 +865,9 @@ impl RawSettings {
                 )
             })?,
             max_body: size_bytes(file, "api.max_body", &self.api.max_body, 1024, "16MiB")? as usize,
-            ingest: self.api.ingest,
+            // instances of one consumer group share the data directory,
+            // and HTTP ingest runs on one process per data directory
+            ingest: self.api.ingest.unwrap_or(!self.kafka_configured),
             shutdown_drain: std::time::Duration::from_millis(duration_ms(
                 file,
                 "shutdown.drain",

@@ -91,12 +91,15 @@ impl HttpIngest {
     /// status, then takes posts until `stop` is cancelled (a failure
     /// cancels `stop` too, and [`finish`](Self::finish) returns it).
     pub fn start(settings: &Config, shared: &Shared, stop: &CancellationToken) -> Result<Self> {
+        let lock = take_directory(&settings.data_dir.http_ingest())?;
         shared.status.register(SOURCE);
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let (settings, shared, stop) = (settings.clone(), shared.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("http-ingest".into())
             .spawn(move || {
+                // held while the log is written
+                let _lock = lock;
                 let result = serve(&settings, &shared, &stop, &rx);
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "HTTP ingest stopped");
@@ -151,6 +154,27 @@ impl HttpIngest {
                 .map_err(|_| Error::Stopped("the HTTP ingest thread panicked".into()))?,
             None => Err(Error::Stopped("HTTP ingest already finished".into())),
         }
+    }
+}
+
+/// Locks `dir` for this process: two processes appending to one log would
+/// number their lines over each other.
+fn take_directory(dir: &Path) -> Result<File> {
+    let path = dir.join("lock");
+    let io = |source| Error::Io {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let file = File::create(&path).map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Config(format!(
+            "{} is in use by another driftwatch process: HTTP ingest runs on one process per \
+             data directory (set api.ingest = false on the others)",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
     }
 }
 
@@ -553,6 +577,16 @@ mod tests {
         let (log, seen) = replayed(&dir, 0);
         assert_eq!(seen, vec![(0, "a".into())]);
         assert_eq!(log.next, 1, "the torn line gets no number");
+    }
+
+    #[test]
+    fn one_process_takes_the_ingest_directory() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let held = take_directory(tmp.path()).expect("first");
+        let err = take_directory(tmp.path()).expect_err("second refused");
+        assert!(err.to_string().contains("api.ingest = false"), "{err}");
+        drop(held);
+        take_directory(tmp.path()).expect("free again");
     }
 
     #[test]
