@@ -312,6 +312,10 @@ fn run_service(args: &crate::cli::RunArgs, settings: &crate::settings::Settings)
     };
     #[cfg(feature = "kafka")]
     let consumer = if kafka {
+        // not ready until its partitions are assigned, from the first request on
+        shared
+            .status
+            .register(driftwatch_engine::service::kafka::SOURCE);
         let (config, shared, stop) = (config.clone(), shared.clone(), stop.clone());
         let options = driftwatch_engine::service::kafka::RunOptions {
             exit_at_end: args.exit_at_end,
@@ -331,6 +335,9 @@ fn run_service(args: &crate::cli::RunArgs, settings: &crate::settings::Settings)
         None
     };
     let dispatcher = shared.dispatcher.clone();
+    // the SQL engine owns runtimes of its own, which must not be dropped on
+    // the API's runtime: this reference outlives the routes' ones
+    let queries = std::sync::Arc::clone(&shared.queries);
     let router = crate::api::router(shared, ingest.clone(), &options, &config.data_dir);
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(options.listen)
@@ -386,6 +393,7 @@ fn run_service(args: &crate::cli::RunArgs, settings: &crate::settings::Settings)
         return Err(e);
     }
     summary.dead_letter = dead_letters.join(", ");
+    drop(queries);
     crate::output::print_summary(&summary, started.elapsed());
     let path = config.data_dir.run_summary();
     summary.write_json(&path)?;

@@ -23,8 +23,13 @@ struct Service {
 impl Service {
     /// Starts `driftwatch run` in `dir` and waits (bounded) until it is ready.
     fn start(dir: &Path, port: u16, name: &str) -> Self {
+        Self::start_with(dir, port, name, &[])
+    }
+
+    fn start_with(dir: &Path, port: u16, name: &str, env: &[(&str, &str)]) -> Self {
         let log = dir.join(format!("{name}.log"));
         let child = command(dir, &["run"])
+            .envs(env.iter().copied())
             .env("DRIFTWATCH_API_TOKEN", TOKEN)
             .env("DRIFTWATCH__API__LISTEN", format!("127.0.0.1:{port}"))
             .stdout(Stdio::null())
@@ -585,6 +590,138 @@ fn an_acknowledged_event_counts_once_across_a_sigkill() {
     ] {
         assert_eq!(summary[key], expected_summary[key], "{key}: {summary}");
     }
+}
+
+#[test]
+fn sigterm_under_load_checkpoints_and_a_restart_ends_as_an_uninterrupted_run() {
+    let (dir, lines) = setup(30_000);
+    let port = free_port();
+    let summary =
+        |dir: &Path| json(&std::fs::read_to_string(dir.join("data/run-summary.json")).unwrap());
+    let whole = Service::start(dir.path(), port, "whole");
+    post_all(port, &lines, 500);
+    assert!(whole.stop().success());
+    let expected = summary(dir.path());
+    std::fs::rename(dir.path().join("data"), dir.path().join("data-whole")).unwrap();
+
+    // a client posts batches in order while the service is told to stop
+    let service = Service::start(dir.path(), port, "loaded");
+    let batches: Vec<String> = lines.chunks(100).map(|c| c.join("\n")).collect();
+    let total = batches.len();
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let posted = std::sync::Arc::clone(&progress);
+    let poster = std::thread::spawn(move || {
+        let mut answered = 0;
+        for b in batches {
+            match request(
+                port,
+                reqwest::Method::POST,
+                "/v1/events",
+                Some(TOKEN),
+                "application/x-ndjson",
+                b.into_bytes(),
+            ) {
+                Ok((200, _)) => {
+                    answered += 1;
+                    posted.store(answered, std::sync::atomic::Ordering::Relaxed);
+                }
+                // stopping: this batch and the next ones are sent again later
+                _ => break,
+            }
+        }
+        answered
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while progress.load(std::sync::atomic::Ordering::Relaxed) < 20 {
+        assert!(Instant::now() < deadline, "no batch answered in 60 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stopping = Instant::now();
+    assert!(service.stop().success());
+    // shutdown.drain is 1 s; applying the queue and checkpointing add little
+    assert!(
+        stopping.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        stopping.elapsed()
+    );
+    let answered = poster.join().unwrap();
+    assert!(answered > 0 && answered < total, "{answered} of {total}");
+    assert!(
+        dir.path()
+            .join("data/ingest/http/checkpoint/partition-0.ckpt")
+            .is_file()
+    );
+
+    // the client sends what was not answered; the end is the same
+    let service = Service::start(dir.path(), port, "resumed");
+    post_all(port, &lines[answered * 100..], 500);
+    assert!(service.stop().success());
+    let got = summary(dir.path());
+    for key in [
+        "read",
+        "accepted",
+        "rejected",
+        "predictions",
+        "labels",
+        "windows_closed",
+        "rejected_by_reason",
+    ] {
+        assert_eq!(got[key], expected[key], "{key}: {got}");
+    }
+    // every window file, byte for byte
+    let windows = |data: &str| {
+        let root = dir.path().join(data).join("windows");
+        let mut files: Vec<(String, String)> = walk(&root)
+            .into_iter()
+            .map(|name| {
+                let text = std::fs::read_to_string(root.join(&name)).unwrap();
+                (name, text)
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let expected_windows = windows("data-whole");
+    assert!(!expected_windows.is_empty());
+    assert_eq!(windows("data"), expected_windows);
+}
+
+/// The files under `dir`, relative to it.
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The routes held the last reference to the SQL engine, whose runtimes
+/// were then dropped on the API's runtime: a panic at every stop without
+/// HTTP ingest (and so at the end of every Kafka run).
+#[test]
+fn a_service_without_ingest_stops_cleanly() {
+    let (dir, _) = setup(10);
+    let port = free_port();
+    let mut service = Service::start_with(
+        dir.path(),
+        port,
+        "no-ingest",
+        &[("DRIFTWATCH__API__INGEST", "false")],
+    );
+    let (status, _) = post(port, "/v1/events", "application/x-ndjson", b"{}");
+    assert_eq!(status, 404);
+    assert_eq!(get(port, "/v1/models", Some(TOKEN)).unwrap().0, 200);
+    service.signal("-TERM");
+    let status = service.child.wait().unwrap();
+    assert!(status.success(), "{status}\n{}", service.log_text());
 }
 
 #[test]

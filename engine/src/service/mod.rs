@@ -118,10 +118,10 @@ impl Status {
         self.lock().insert(source, status);
     }
 
-    /// Whether every registered source is ready (and there is one).
+    /// Whether every registered source is ready (a service without
+    /// sources, serving only the history, is ready at once).
     pub fn ready(&self) -> bool {
-        let sources = self.lock();
-        !sources.is_empty() && sources.values().all(|s| s.ready)
+        self.lock().values().all(|s| s.ready)
     }
 
     /// Every source's last report, by name.
