@@ -338,15 +338,59 @@ impl Rebalancer {
 }
 
 impl ClientContext for Rebalancer {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        client_log(level, fac, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
-        match error {
-            // the end of a partition is reported as an error; it is not one
-            KafkaError::PartitionEOF(_)
-            | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF) => {
-                tracing::debug!(reason, "end of partition");
-            }
-            other => warn!(error = %other, reason, "Kafka client error"),
+        client_error(&error, reason);
+    }
+}
+
+/// The context of the lag probe: its logs as the consumer's.
+struct Quiet;
+
+impl ConsumerContext for Quiet {}
+
+impl ClientContext for Quiet {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        client_log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_error(&error, reason);
+    }
+}
+
+/// librdkafka's own lines. A broker that cannot be reached is said once per
+/// outage by the service ("the broker does not answer"); librdkafka says it
+/// at every attempt of every connection, so those lines are debug ones.
+fn client_log(level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    let connection = matches!(fac, "FAIL" | "BROKERFAIL" | "CONNECT" | "ERROR");
+    match level {
+        _ if connection => tracing::debug!(target: "librdkafka", fac, "{message}"),
+        L::Emerg | L::Alert | L::Critical | L::Error => {
+            tracing::error!(target: "librdkafka", fac, "{message}")
         }
+        L::Warning => warn!(target: "librdkafka", fac, "{message}"),
+        L::Notice | L::Info => info!(target: "librdkafka", fac, "{message}"),
+        L::Debug => tracing::debug!(target: "librdkafka", fac, "{message}"),
+    }
+}
+
+fn client_error(error: &KafkaError, reason: &str) {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    match error {
+        // the end of a partition is reported as an error; it is not one
+        KafkaError::PartitionEOF(_) | KafkaError::Global(C::PartitionEOF) => {
+            tracing::debug!(reason, "end of partition");
+        }
+        // an outage: said once by the lag probe
+        KafkaError::Global(C::BrokerTransportFailure | C::AllBrokersDown | C::Resolve) => {
+            tracing::debug!(error = %error, reason, "Kafka transport")
+        }
+        other => warn!(error = %other, reason, "Kafka client error"),
     }
 }
 
@@ -470,9 +514,9 @@ pub fn run(
         .consumer_config()
         .create_with_context(context)
         .map_err(kafka_error("creating the Kafka consumer"))?;
-    let probe: BaseConsumer = kafka
+    let probe: BaseConsumer<Quiet> = kafka
         .probe_config()
-        .create()
+        .create_with_context(Quiet)
         .map_err(kafka_error("creating the Kafka probe client"))?;
     let topics: Vec<&str> = kafka.topics.iter().map(String::as_str).collect();
     match kafka.assignment {
@@ -567,12 +611,20 @@ pub fn run(
         } else {
             Duration::from_secs(5)
         };
-        if state.assigned.is_empty() || last_probe.elapsed() < probe_every {
+        if last_probe.elapsed() < probe_every {
             continue;
         }
         last_probe = Instant::now();
         check_end = false;
-        let lag = match probe_lag(&probe, &state) {
+        let probed = if state.assigned.is_empty() {
+            // nothing assigned (yet): whether the broker answers at all
+            probe
+                .fetch_metadata(None, Duration::from_secs(5))
+                .map(|_| BTreeMap::new())
+        } else {
+            probe_lag(&probe, &state)
+        };
+        let lag = match probed {
             Ok(lag) => {
                 if let Some(since) = outage.take() {
                     info!(
@@ -584,7 +636,11 @@ pub fn run(
             }
             Err(e) => {
                 if outage.is_none() {
-                    warn!(error = %e, "the broker does not answer; waiting for it");
+                    warn!(
+                        error = %e,
+                        brokers = %settings.kafka.brokers,
+                        "the broker does not answer; waiting for it (check that it is up and that kafka.brokers names it)"
+                    );
                     outage = Some(Instant::now());
                 }
                 None
@@ -603,7 +659,8 @@ pub fn run(
         }
         // in a group, the partitions this instance holds (its share of a
         // backfill); with `assignment = "all"`, every partition
-        let at_end = lag.as_ref().is_some_and(|l| l.values().all(|n| *n <= 0));
+        let at_end =
+            !state.assigned.is_empty() && lag.as_ref().is_some_and(|l| l.values().all(|n| *n <= 0));
         if options.exit_at_end && at_end {
             for p in state.partitions.values_mut() {
                 p.pipeline.close_all()?;
@@ -632,7 +689,10 @@ pub fn run(
 }
 
 /// Every (topic, partition) of `topics`, from the broker's metadata.
-fn topic_partitions(probe: &BaseConsumer, topics: &[&str]) -> Result<BTreeSet<(String, i32)>> {
+fn topic_partitions(
+    probe: &BaseConsumer<Quiet>,
+    topics: &[&str],
+) -> Result<BTreeSet<(String, i32)>> {
     let mut all = BTreeSet::new();
     for topic in topics {
         let metadata = probe
@@ -708,7 +768,10 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 /// The whole round takes at most five seconds, so that polling (and the
 /// group's heartbeat of liveness, `max.poll.interval.ms`) is never held up
 /// long by a slow or absent broker.
-fn probe_lag(probe: &BaseConsumer, state: &State) -> Result<BTreeMap<String, i64>, KafkaError> {
+fn probe_lag(
+    probe: &BaseConsumer<Quiet>,
+    state: &State,
+) -> Result<BTreeMap<String, i64>, KafkaError> {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut lag = BTreeMap::new();
     for (topic, partition) in &state.assigned {
