@@ -12,7 +12,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use driftwatch_engine::pipeline::Outcome;
 use driftwatch_engine::service::{HttpIngest, Shared, http::NotTaken};
 use serde_json::{Value, json};
@@ -24,8 +24,9 @@ struct Api {
     shared: Shared,
     ingest: Option<Arc<HttpIngest>>,
     token: Option<String>,
-    /// where references, silences and the rest are kept
-    data_dir: driftwatch_engine::DataDir,
+    /// the service's settings (where references and silences are kept,
+    /// how a reference is built)
+    config: driftwatch_engine::Config,
 }
 
 type Shared_ = State<Arc<Api>>;
@@ -70,6 +71,12 @@ fn routes() -> Vec<(Method, &'static str, bool, MethodRouter<Arc<Api>>)> {
             true,
             get(model_windows),
         ),
+        (
+            Method::PUT,
+            "/v1/models/{id}/versions/{version}/reference",
+            true,
+            put(upload_reference),
+        ),
         (Method::GET, "/v1/alerts", true, get(alerts)),
         (Method::POST, "/v1/query", true, post(query)),
         (Method::GET, "/v1/silences", true, get(list_silences)),
@@ -88,13 +95,13 @@ pub fn router(
     shared: Shared,
     ingest: Option<Arc<HttpIngest>>,
     options: &ApiOptions,
-    data_dir: &driftwatch_engine::DataDir,
+    config: &driftwatch_engine::Config,
 ) -> Router {
     let api = Arc::new(Api {
         shared,
         ingest,
         token: options.token.clone(),
-        data_dir: data_dir.clone(),
+        config: config.clone(),
     });
     let (mut open, mut guarded) = (Router::new(), Router::new());
     for (_, path, needs_token, handler) in routes() {
@@ -300,7 +307,7 @@ async fn model(State(api): Shared_, Path(id): Path<String>) -> Answer {
     };
     let (queries, data_dir, model) = (
         Arc::clone(&api.shared.queries),
-        api.data_dir.clone(),
+        api.config.data_dir.clone(),
         id.clone(),
     );
     let (windows, references) = blocking(StatusCode::INTERNAL_SERVER_ERROR, move || {
@@ -352,6 +359,70 @@ async fn model(State(api): Shared_, Path(id): Path<String>) -> Answer {
         "latest_windows": latest,
     }))
     .into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Upload {
+    /// the body is a feature table (one row per prediction), not events
+    #[serde(default)]
+    table: bool,
+}
+
+/// `PUT /v1/models/{id}/versions/{version}/reference[?table=true]`: the
+/// body (prediction events as JSON Lines, gzip or Parquet; with `table`, a
+/// feature table) becomes that version's reference profile, stored in the
+/// data directory and used from the next window on.
+async fn upload_reference(
+    State(api): Shared_,
+    Path((id, version)): Path<(String, String)>,
+    Query(kind): Query<Upload>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let body = body?;
+    if body.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the body holds no predictions: send the training or validation file",
+        ));
+    }
+    let (config, shared) = (api.config.clone(), api.shared.references.clone());
+    let (model, v) = (id.clone(), version.clone());
+    let built = blocking(StatusCode::BAD_REQUEST, move || {
+        let dir = config.data_dir.references();
+        std::fs::create_dir_all(&dir).map_err(|source| driftwatch_engine::Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        // the build reads a file (its format from its first bytes); the
+        // name is this process's and this moment's, never the model's
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let upload = dir.join(format!(".upload-{}-{nanos}", std::process::id()));
+        std::fs::write(&upload, &body).map_err(|source| driftwatch_engine::Error::Io {
+            path: upload.clone(),
+            source,
+        })?;
+        let built = driftwatch_engine::reference::store_uploaded(
+            &config, &shared, &upload, &model, &v, kind.table,
+        );
+        let _ = std::fs::remove_file(&upload);
+        built
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "model_id": id,
+            "model_version": version,
+            "read": built.read,
+            "predictions": built.used,
+            "features": built.features,
+            "refused": built.refusals(),
+        })),
+    )
+        .into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -508,7 +579,7 @@ struct ListSilences {
 
 /// `GET /v1/silences[?all=true]`: the silences not ended (or all kept).
 async fn list_silences(State(api): Shared_, Query(q): Query<ListSilences>) -> Answer {
-    let path = api.data_dir.silences();
+    let path = api.config.data_dir.silences();
     let list = blocking(StatusCode::INTERNAL_SERVER_ERROR, move || {
         Ok(driftwatch_triggers::Silences::open(&path)?.list().to_vec())
     })
@@ -566,7 +637,7 @@ async fn add_silence(State(api): Shared_, body: Result<Bytes, BytesRejection>) -
             .timestamp_millis(),
         None => now_ms(),
     };
-    let path = api.data_dir.silences();
+    let path = api.config.data_dir.silences();
     let silence = blocking(StatusCode::BAD_REQUEST, move || {
         let mut silences = driftwatch_triggers::Silences::open(&path)?;
         Ok(silences.add(
@@ -587,7 +658,7 @@ async fn add_silence(State(api): Shared_, body: Result<Bytes, BytesRejection>) -
 
 /// `DELETE /v1/silences/{id}`: ends the silence whose id starts with `id` now.
 async fn end_silence(State(api): Shared_, Path(id): Path<String>) -> Answer {
-    let path = api.data_dir.silences();
+    let path = api.config.data_dir.silences();
     let now = now_ms();
     let ended = blocking(StatusCode::INTERNAL_SERVER_ERROR, move || {
         let mut silences = driftwatch_triggers::Silences::open(&path)?;

@@ -338,7 +338,7 @@ fn run_service(args: &crate::cli::RunArgs, settings: &crate::settings::Settings)
     // the SQL engine owns runtimes of its own, which must not be dropped on
     // the API's runtime: this reference outlives the routes' ones
     let queries = std::sync::Arc::clone(&shared.queries);
-    let router = crate::api::router(shared, ingest.clone(), &options, &config.data_dir);
+    let router = crate::api::router(shared, ingest.clone(), &options, config);
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(options.listen)
             .await

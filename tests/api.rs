@@ -703,6 +703,69 @@ fn walk(dir: &Path) -> Vec<String> {
     out
 }
 
+#[test]
+fn an_uploaded_reference_is_the_new_versions_baseline() {
+    let (dir, lines) = setup(20_000);
+    let port = free_port();
+    let service = Service::start_with(
+        dir.path(),
+        port,
+        "run",
+        &[("DRIFTWATCH__API__MAX_BODY", "8MiB")],
+    );
+    // the training file of churn v12: its first 2,000 predictions
+    let training: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("\"model_id\":\"churn\"") && l.contains("\"prediction\""))
+        .take(2_000)
+        .collect();
+    let body: String = training.iter().map(|l| format!("{l}\n")).collect();
+    let put = |path: &str, body: &[u8]| {
+        request(
+            port,
+            reqwest::Method::PUT,
+            path,
+            Some(TOKEN),
+            "application/x-ndjson",
+            body.to_vec(),
+        )
+        .unwrap()
+    };
+    let (status, answer) = put("/v1/models/churn/versions/v12/reference", body.as_bytes());
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(json(&answer)["predictions"], 2_000, "{answer}");
+    assert!(
+        dir.path()
+            .join("data/references/churn/v12.profile")
+            .is_file(),
+        "stored for the next start"
+    );
+    // no prediction of that version in the body: refused, saying why
+    let (status, answer) = put("/v1/models/churn/versions/v99/reference", body.as_bytes());
+    assert_eq!(status, 400, "{answer}");
+    assert!(json(&answer)["error"].is_string());
+
+    post_all(port, &lines, 1_000);
+    // churn v12's first window is compared with the upload; the other
+    // models' first windows became their references
+    let (status, answer) = post(
+        port,
+        "/v1/query",
+        "text/plain",
+        b"SELECT model_id, count(*) AS n FROM drift_summary WHERE is_reference GROUP BY model_id ORDER BY model_id",
+    );
+    assert_eq!(status, 200, "{answer}");
+    let rows = json(&answer)["rows"].clone();
+    let models: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["model_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(models, ["eta", "fraud"], "{answer}");
+    assert!(service.stop().success());
+}
+
 /// The routes held the last reference to the SQL engine, whose runtimes
 /// were then dropped on the API's runtime: a panic at every stop without
 /// HTTP ingest (and so at the end of every Kafka run).

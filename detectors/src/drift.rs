@@ -512,12 +512,41 @@ impl StoredProfile {
 
 type ModelKey = (Arc<str>, Option<Arc<str>>);
 
+/// Reference profiles of model versions stored while the service runs (a
+/// training file uploaded through the API), shared by every detector of
+/// the process: a window's own version is looked up here first, so a
+/// profile stored now is the reference of every later window of that
+/// version, in whichever pipeline its events are.
+#[derive(Debug, Default)]
+pub struct SharedReferences(std::sync::RwLock<HashMap<ModelKey, Arc<Profile>>>);
+
+impl SharedReferences {
+    /// Makes `profile` the reference of a model version from now on.
+    pub fn set(&self, model: &str, version: Option<&str>, profile: Profile) {
+        let key = (Arc::from(model), version.map(Arc::from));
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, Arc::new(profile));
+    }
+
+    fn get(&self, key: &WindowKey) -> Option<Arc<Profile>> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(Arc::clone(&key.model_id), key.model_version.clone()))
+            .cloned()
+    }
+}
+
 /// The drift and data-quality detector (tables `feature_drift`,
 /// `data_quality`, `drift_summary`).
 #[derive(Debug)]
 pub struct DriftDetector {
     config: DriftConfig,
     references: Mutex<HashMap<ModelKey, Arc<Profile>>>,
+    /// profiles stored while the process runs, which take precedence
+    shared: Option<Arc<SharedReferences>>,
     /// model versions whose reference was taken from their first window
     /// (checkpointed; the others come from files)
     learned: Mutex<Vec<ModelKey>>,
@@ -533,6 +562,7 @@ impl DriftDetector {
         Ok(DriftDetector {
             config,
             references: Mutex::new(HashMap::new()),
+            shared: None,
             learned: Mutex::new(Vec::new()),
             score: Arc::from("prediction.score"),
             value: Arc::from("prediction.value"),
@@ -548,9 +578,18 @@ impl DriftDetector {
         }
     }
 
-    /// The reference of a window: its model version's, else its model's
-    /// version-less profile.
+    /// Looks up references in `shared` too, before its own (see
+    /// [`SharedReferences`]).
+    pub fn share_references(&mut self, shared: Arc<SharedReferences>) {
+        self.shared = Some(shared);
+    }
+
+    /// The reference of a window: its model version's (one stored while the
+    /// process runs first), else its model's version-less profile.
     fn reference(&self, key: &WindowKey) -> Option<Arc<Profile>> {
+        if let Some(p) = self.shared.as_ref().and_then(|s| s.get(key)) {
+            return Some(p);
+        }
         let refs = self.references.lock().ok()?;
         refs.get(&(Arc::clone(&key.model_id), key.model_version.clone()))
             .or_else(|| refs.get(&(Arc::clone(&key.model_id), None)))

@@ -41,7 +41,7 @@ pub mod windows;
 use std::sync::Arc;
 
 pub use component::{Component, Components, DynComponent};
-pub use drift::{Decision, DriftConfig, DriftDetector, Level, Thresholds};
+pub use drift::{Decision, DriftConfig, DriftDetector, Level, SharedReferences, Thresholds};
 pub use error::{Error, Result};
 pub use slots::FeatureSlots;
 pub use summary::{FeatureSummary, WindowSummary};

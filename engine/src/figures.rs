@@ -214,6 +214,7 @@ mod tests {
                     "none".into(),
                     vec![Box::new(seen.clone())],
                     None,
+                    None,
                 )
                 .expect("pipeline");
                 let runner = alerting::runner(&config, None, &format!("g-p{p}"), Some(&process))

@@ -4,11 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use driftwatch_detectors::performance::{PerformanceStats, PerformanceTracker};
 use driftwatch_detectors::{
-    ClosedWindow, DriftDetector, WindowSet, components, summary_components,
+    ClosedWindow, DriftDetector, SharedReferences, WindowSet, components, summary_components,
 };
 use driftwatch_ingest::{
     Admit, DeadLetterBudget, DeadLetterSink, Decoder, Event, LabelEvent, Position, Record, Reject,
@@ -111,18 +112,24 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// A pipeline with the default components over `settings`; predictions
-    /// awaiting labels spill past their memory budget to the directory `pending`.
+    /// awaiting labels spill past their memory budget to the directory
+    /// `pending`; `references`: profiles stored while the process runs,
+    /// which its drift detector looks up first.
     pub fn new(
         settings: &Config,
         dead_letter: Box<dyn DeadLetterSink + Send>,
         dead_letter_name: String,
         sinks: Vec<Box<dyn WindowSink + Send>>,
         pending: Option<&Path>,
+        references: Option<Arc<SharedReferences>>,
     ) -> Result<Self> {
         let parts = match &settings.drift {
             Some(config) => {
-                let detector = DriftDetector::new(config.clone())?;
+                let mut detector = DriftDetector::new(config.clone())?;
                 crate::reference::load_into(&settings.data_dir, &detector)?;
+                if let Some(r) = references {
+                    detector.share_references(r);
+                }
                 components(detector)
             }
             None => summary_components(),
@@ -668,6 +675,7 @@ pub(crate) mod tests {
             Box::new(dead.clone()),
             "memory".into(),
             vec![Box::new(seen.clone())],
+            None,
             None,
         )
         .expect("pipeline")

@@ -79,6 +79,40 @@ pub fn load_into(data: &DataDir, detector: &DriftDetector) -> Result<usize> {
     Ok(profiles.len())
 }
 
+/// Builds the profile of `model` `version` from an uploaded `file` (event
+/// lines or Parquet, as `driftwatch reference build` takes; with `table`, a
+/// feature table of one row per prediction), stores it in
+/// the data directory (where the next start loads it) and makes it the
+/// version's reference in every running pipeline now (`shared`).
+pub fn store_uploaded(
+    config: &crate::Config,
+    shared: &driftwatch_detectors::SharedReferences,
+    file: &Path,
+    model: &str,
+    version: &str,
+    table: bool,
+) -> Result<Built> {
+    let built = build(
+        &config.data_dir,
+        &BuildRequest {
+            files: &[file.to_owned()],
+            model,
+            version: Some(version),
+            selection: &Selection {
+                table,
+                ..Selection::default()
+            },
+            drift: config.drift.clone().unwrap_or_default(),
+            decoder: config.decoder.clone(),
+            dead_letter_max_bytes: config.dead_letter_max_bytes,
+        },
+    )?;
+    let stored = StoredProfile::load(&built.path)?;
+    shared.set(model, Some(version), Profile::from_stored(&stored));
+    info!(model, version, profile = %built.path.display(), predictions = built.used, "reference stored and in use");
+    Ok(built)
+}
+
 /// Which predictions of the files go into a profile.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selection {

@@ -61,6 +61,7 @@ impl Replay {
             options.dead_letter.display().to_string(),
             Vec::new(),
             Some(&pending),
+            None,
         )?;
         if let Some(dir) = &options.out {
             let writers = TableWriters::create(dir, &pipeline.tables())?;

@@ -21,6 +21,7 @@ pub mod kafka;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use driftwatch_detectors::SharedReferences;
 use driftwatch_ingest::DeadLetterSink;
 use driftwatch_sql::Engine;
 use driftwatch_triggers::Dispatcher;
@@ -148,6 +149,9 @@ pub struct Shared {
     pub status: Arc<Status>,
     /// The rules every pipeline runs.
     pub rules: Option<alerting::RuleSource>,
+    /// Reference profiles stored while the process runs (uploaded), which
+    /// every pipeline's drift detector looks up first.
+    pub references: Arc<SharedReferences>,
 }
 
 impl Shared {
@@ -159,6 +163,7 @@ impl Shared {
             dispatcher: alerting::dispatcher(config)?.map(Arc::new),
             status: Arc::new(Status::default()),
             rules,
+            references: Arc::new(SharedReferences::default()),
         })
     }
 }
@@ -188,6 +193,7 @@ pub(crate) fn open_pipeline(
         dead_letter.1,
         vec![Box::new(WindowFiles::new(settings.data_dir.clone()))],
         Some(&checkpoints.pending_store(partition)),
+        Some(Arc::clone(&shared.references)),
     )?;
     let mut rules = alerting::runner(
         settings,
