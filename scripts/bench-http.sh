@@ -35,11 +35,14 @@ if [ ! -d "$BATCHES" ]; then
   split -l 1000 -d -a 6 "$FILE" "$BATCHES/b-"
 fi
 RUN=$(mktemp -d "$WORK/http-run.XXXXXX")
-trap 'kill "$PID" 2>/dev/null || true; rm -rf "$RUN"' EXIT
+PID=""
+trap '[ -n "$PID" ] && { kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; }; rm -rf "$RUN"' EXIT
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 URL="http://127.0.0.1:$PORT"
+SEP=""
 for b in "$BATCHES"/b-*; do
-  printf 'url = "%s/v1/events"\ndata-binary = "@%s"\nheader = "content-type: application/x-ndjson"\noutput = "/dev/null"\nnext\n' "$URL" "$b"
+  printf '%surl = "%s/v1/events"\ndata-binary = "@%s"\nheader = "content-type: application/x-ndjson"\noutput = "/dev/null"\n' "$SEP" "$URL" "$b"
+  SEP=$'next\n'
 done > "$RUN/curl.cfg"
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
@@ -66,5 +69,6 @@ rejected=$(echo "$METRICS" | awk '/^driftwatch_events_total\{source="http",outco
 RSS=$(awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' "/proc/$PID/status")
 kill -TERM "$PID"
 wait "$PID" || true
+PID=""
 awk -v s="$START" -v e="$END" -v n="$EVENTS" -v a="$accepted" -v r="$rejected" -v rss="$RSS" \
   'BEGIN { printf "posted %d events in %.2f s: %.0f events/s; accepted %d, refused %d; peak RSS %s\n", n, e - s, n / (e - s), a, r, rss }'
