@@ -108,6 +108,8 @@ pub struct Pipeline {
     /// models listed one by one in the summary
     max_listed_models: usize,
     scratch: Vec<u8>,
+    /// wall-clock ms at the latest window close minus that window's end
+    close_delay_ms: Option<i64>,
 }
 
 impl Pipeline {
@@ -161,6 +163,7 @@ impl Pipeline {
             },
             max_listed_models: 2 * settings.limits.max_models,
             scratch: Vec::new(),
+            close_delay_ms: None,
         })
     }
 
@@ -183,6 +186,13 @@ impl Pipeline {
     /// The rule runner, when rules run.
     pub fn rules_mut(&mut self) -> Option<&mut RuleWorker> {
         self.rules.as_mut()
+    }
+
+    /// Seconds between the end of the latest window closed (event time)
+    /// and when it closed (wall clock): how far behind real time the
+    /// results are (a backfill's is large).
+    pub fn window_close_delay(&self) -> Option<f64> {
+        self.close_delay_ms.map(|ms| ms as f64 / 1000.0)
     }
 
     /// The rules thread, when rules run.
@@ -323,6 +333,9 @@ impl Pipeline {
             return Ok(());
         }
         self.summary.windows_closed += closed.len() as u64;
+        if let Some(end) = closed.iter().map(|w| w.key.end).max() {
+            self.close_delay_ms = Some(self.decoder.now() - end);
+        }
         if let Some(t) = &mut self.performance {
             t.windows_closed(closed.iter().map(|w| &w.key))?;
         }

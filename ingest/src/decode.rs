@@ -161,6 +161,12 @@ impl Decoder {
         }
     }
 
+    /// The clock future event times are checked against (the wall clock
+    /// unless a test fixed it), in ms since the epoch.
+    pub fn now(&self) -> EventTime {
+        self.config.now()
+    }
+
     /// Largest accepted payload in bytes.
     pub fn max_event_bytes(&self) -> u64 {
         self.config.max_event_bytes

@@ -126,6 +126,10 @@ fn render(
         "model_drift_share",
         "Share of the compared features that drifted in that window",
     );
+    let close_delay = gauge(
+        "window_close_delay_seconds",
+        "Wall-clock time at the latest window close minus that window's end, by source",
+    );
     let outbox_pending = gauge(
         "outbox_pending",
         "Notifications waiting in the outboxes to be delivered",
@@ -158,6 +162,9 @@ fn render(
         checkpoint_age
             .get_or_create(&l(&[]))
             .set(m.checkpoint_age_seconds);
+        if let Some(d) = m.window_close_delay_seconds {
+            close_delay.get_or_create(&l(&[])).set(d);
+        }
         evaluations
             .get_or_create(&l(&[]))
             .inc_by(m.rule_evaluations);

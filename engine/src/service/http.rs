@@ -362,7 +362,7 @@ impl Ingest<'_> {
             deliveries: self.dispatcher.map(|d| d.stats()),
             ..IngestMetrics::from_summary(pipeline.summary())
         };
-        metrics.add_rules(pipeline);
+        metrics.add_pipeline(pipeline);
         self.status.set(SOURCE, SourceStatus { ready, metrics });
     }
 }

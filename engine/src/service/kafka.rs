@@ -310,7 +310,7 @@ impl State {
             ..IngestMetrics::from_summary(&summary)
         };
         for p in self.partitions.values() {
-            metrics.add_rules(&p.pipeline);
+            metrics.add_pipeline(&p.pipeline);
         }
         metrics
     }

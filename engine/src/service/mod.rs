@@ -63,6 +63,9 @@ pub struct IngestMetrics {
     pub rule_evaluations: u64,
     /// Of those, failed.
     pub rule_errors: u64,
+    /// Seconds between the end of the latest window closed and when it
+    /// closed (the largest over the partitions held).
+    pub window_close_delay_seconds: Option<f64>,
     /// Seconds spent evaluating rules.
     pub rule_seconds: f64,
     /// Each model's latest figures, from the rows of every partition this
@@ -82,8 +85,12 @@ impl IngestMetrics {
         }
     }
 
-    /// Adds what the rules of `pipeline` have done.
-    pub(crate) fn add_rules(&mut self, pipeline: &Pipeline) {
+    /// Adds what `pipeline` reports: its rules thread's figures, its window delay.
+    pub(crate) fn add_pipeline(&mut self, pipeline: &Pipeline) {
+        if let Some(d) = pipeline.window_close_delay() {
+            self.window_close_delay_seconds =
+                Some(self.window_close_delay_seconds.map_or(d, |m| m.max(d)));
+        }
         if let Some(r) = pipeline.rules() {
             let live = r.live();
             self.rule_evaluations += live.evaluations();
