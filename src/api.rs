@@ -544,16 +544,9 @@ async fn query(
 /// A silence as the API shows it: its fields, times also in RFC 3339, and
 /// whether it is active now.
 fn silence_json(s: &driftwatch_triggers::Silence, now: i64) -> Value {
-    let state = if s.active(now) {
-        "active"
-    } else if s.starts_at > now {
-        "pending"
-    } else {
-        "ended"
-    };
     let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
     if let Value::Object(o) = &mut v {
-        o.insert("state".into(), json!(state));
+        o.insert("state".into(), json!(s.state(now)));
         o.insert(
             "starts".into(),
             json!(driftwatch_ingest::format_time(s.starts_at)),

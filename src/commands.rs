@@ -147,14 +147,7 @@ fn silence(settings: &Config, command: SilenceCommand) -> Result<()> {
                 .collect();
             println!("{} silence(s) in {}", list.len(), path.display());
             for s in list {
-                let state = if s.active(now) {
-                    "active "
-                } else if s.starts_at > now {
-                    "pending"
-                } else {
-                    "ended  "
-                };
-                println!("{state}  {}", show(s));
+                println!("{:<7}  {}", s.state(now), show(s));
             }
         }
         SilenceCommand::Expire { id } => {

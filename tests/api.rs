@@ -37,18 +37,26 @@ impl Service {
             .spawn()
             .unwrap();
         let mut service = Service { child, log };
+        service.wait_for("ready", |s| {
+            if let Some(status) = s.child.try_wait().unwrap() {
+                panic!("service ended: {status}\n{}", s.log_text());
+            }
+            matches!(get(port, "/readyz", None), Ok((200, _))).then_some(())
+        });
+        service
+    }
+
+    /// Calls `done` every 100 ms until it gives a value, at most 60 s.
+    fn wait_for<T>(&mut self, what: &str, mut done: impl FnMut(&mut Self) -> Option<T>) -> T {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(status) = service.child.try_wait().unwrap() {
-                panic!("service ended: {status}\n{}", service.log_text());
-            }
-            if let Ok((200, _)) = get(port, "/readyz", None) {
-                return service;
+            if let Some(v) = done(self) {
+                return v;
             }
             assert!(
                 Instant::now() < deadline,
-                "not ready in 60 s\n{}",
-                service.log_text()
+                "not {what} in 60 s\n{}",
+                self.log_text()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -69,18 +77,7 @@ impl Service {
     /// SIGTERM, and the exit status (bounded wait).
     fn stop(mut self) -> std::process::ExitStatus {
         self.signal("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no exit 60 s after SIGTERM\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.wait_for("stopped after SIGTERM", |s| s.child.try_wait().unwrap())
     }
 
     fn kill(mut self) {
@@ -538,7 +535,7 @@ fn events_posted_over_http_are_answered_per_line_and_seen_by_queries_and_metrics
     // SIGTERM: a final checkpoint, the summary of what was applied
     let status = service.stop();
     assert!(status.success());
-    let summary = json(&std::fs::read_to_string(dir.path().join("data/run-summary.json")).unwrap());
+    let summary = run_summary(dir.path());
     assert_eq!(summary["accepted"], accepted, "{summary}");
     assert_eq!(summary["rejected"], rejected, "{summary}");
 }
@@ -551,10 +548,8 @@ fn an_acknowledged_event_counts_once_across_a_sigkill() {
     let whole = Service::start(dir.path(), port, "whole");
     let expected = post_all(port, &lines, 1_000);
     assert!(whole.stop().success());
-    let whole_dir = dir.path().join("data");
-    let expected_summary =
-        json(&std::fs::read_to_string(whole_dir.join("run-summary.json")).unwrap());
-    std::fs::rename(&whole_dir, dir.path().join("data-whole")).unwrap();
+    let expected_summary = run_summary(dir.path());
+    std::fs::rename(dir.path().join("data"), dir.path().join("data-whole")).unwrap();
 
     // the same posts, killed twice between checkpoints (there are none:
     // checkpoint.interval is an hour)
@@ -579,16 +574,26 @@ fn an_acknowledged_event_counts_once_across_a_sigkill() {
     got = (got.0 + a, got.1 + r);
     assert!(service.stop().success());
     assert_eq!(got, expected);
-    let summary = json(&std::fs::read_to_string(dir.path().join("data/run-summary.json")).unwrap());
+    assert_same_counts(&run_summary(dir.path()), &expected_summary);
+}
+
+/// `DATA_DIR/run-summary.json` of the service run in `dir`.
+fn run_summary(dir: &Path) -> Value {
+    json(&std::fs::read_to_string(dir.join("data/run-summary.json")).unwrap())
+}
+
+/// Every count of two run summaries is the same.
+fn assert_same_counts(got: &Value, expected: &Value) {
     for key in [
         "read",
         "accepted",
         "rejected",
+        "rejected_by_reason",
         "predictions",
         "labels",
         "windows_closed",
     ] {
-        assert_eq!(summary[key], expected_summary[key], "{key}: {summary}");
+        assert_eq!(got[key], expected[key], "{key}: {got}");
     }
 }
 
@@ -596,12 +601,10 @@ fn an_acknowledged_event_counts_once_across_a_sigkill() {
 fn sigterm_under_load_checkpoints_and_a_restart_ends_as_an_uninterrupted_run() {
     let (dir, lines) = setup(30_000);
     let port = free_port();
-    let summary =
-        |dir: &Path| json(&std::fs::read_to_string(dir.join("data/run-summary.json")).unwrap());
     let whole = Service::start(dir.path(), port, "whole");
     post_all(port, &lines, 500);
     assert!(whole.stop().success());
-    let expected = summary(dir.path());
+    let expected = run_summary(dir.path());
     std::fs::rename(dir.path().join("data"), dir.path().join("data-whole")).unwrap();
 
     // a client posts batches in order while the service is told to stop
@@ -656,18 +659,7 @@ fn sigterm_under_load_checkpoints_and_a_restart_ends_as_an_uninterrupted_run() {
     let service = Service::start(dir.path(), port, "resumed");
     post_all(port, &lines[answered * 100..], 500);
     assert!(service.stop().success());
-    let got = summary(dir.path());
-    for key in [
-        "read",
-        "accepted",
-        "rejected",
-        "predictions",
-        "labels",
-        "windows_closed",
-        "rejected_by_reason",
-    ] {
-        assert_eq!(got[key], expected[key], "{key}: {got}");
-    }
+    assert_same_counts(&run_summary(dir.path()), &expected);
     // every window file, byte for byte
     let windows = |data: &str| {
         let root = dir.path().join(data).join("windows");

@@ -153,6 +153,17 @@ impl Silence {
         self.starts_at <= now && now < self.ends_at
     }
 
+    /// `"active"`, `"pending"` (starts later) or `"ended"` at `now`.
+    pub fn state(&self, now: i64) -> &'static str {
+        if self.active(now) {
+            "active"
+        } else if self.starts_at > now {
+            "pending"
+        } else {
+            "ended"
+        }
+    }
+
     /// Whether it silences an alert with these labels at `now`.
     pub fn silences(&self, labels: &BTreeMap<String, String>, now: i64) -> bool {
         self.active(now) && self.matchers.iter().all(|m| m.matches(labels))
