@@ -310,43 +310,33 @@ async fn model(State(api): Shared_, Path(id): Path<String>) -> Answer {
         api.config.data_dir.clone(),
         id.clone(),
     );
-    let (windows, references) = blocking(StatusCode::INTERNAL_SERVER_ERROR, move || {
-        let windows =
-            driftwatch_engine::figures::model_windows(&queries, &model, i64::MIN, i64::MAX)?;
-        let references: Vec<Value> = driftwatch_engine::reference::stored(&data_dir)?
-            .into_iter()
-            .filter(|(_, p)| p.model_id == model)
-            .map(|(_, p)| {
-                json!({
-                    "model_version": p.model_version,
-                    "source": p.source,
-                    "events": p.events,
-                    "features": p.features.len(),
+    let (windows, versions, loops, references) =
+        blocking(StatusCode::INTERNAL_SERVER_ERROR, move || {
+            let windows =
+                driftwatch_engine::figures::model_windows(&queries, &model, i64::MIN, i64::MAX)?;
+            let versions = driftwatch_engine::figures::model_versions(&queries, &model)?;
+            let loops: Vec<_> = driftwatch_engine::figures::retraining_loops(&queries)?
+                .into_iter()
+                .filter(|l| l.model_id == model)
+                .collect();
+            let references: Vec<Value> = driftwatch_engine::reference::stored(&data_dir)?
+                .into_iter()
+                .filter(|(_, p)| p.model_id == model)
+                .map(|(_, p)| {
+                    json!({
+                        "model_version": p.model_version,
+                        "source": p.source,
+                        "events": p.events,
+                        "features": p.features.len(),
+                    })
                 })
-            })
-            .collect();
-        Ok((windows, references))
-    })
-    .await?;
-    let rows =
-        rows_json(&windows).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    // versions in the order they were first seen, each with its span
-    let mut versions: Vec<Value> = Vec::new();
-    for row in rows.as_array().into_iter().flatten() {
-        let version = row.get("model_version").cloned().unwrap_or(Value::Null);
-        match versions.iter_mut().find(|v| v["model_version"] == version) {
-            Some(v) => {
-                v["windows"] = json!(v["windows"].as_u64().unwrap_or(0) + 1);
-                v["last_window_end"] = row["window_end"].clone();
-            }
-            None => versions.push(json!({
-                "model_version": version,
-                "windows": 1,
-                "first_window_start": row["window_start"],
-                "last_window_end": row["window_end"],
-            })),
-        }
-    }
+                .collect();
+            Ok((windows, versions, loops, references))
+        })
+        .await?;
+    let internal = |e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e);
+    let rows = rows_json(&windows).map_err(internal)?;
+    let versions = rows_json(&versions).map_err(internal)?;
     let latest: Vec<Value> = rows
         .as_array()
         .map(|r| r.iter().rev().take(10).rev().cloned().collect())
@@ -355,6 +345,7 @@ async fn model(State(api): Shared_, Path(id): Path<String>) -> Answer {
         "model_id": id,
         "figures": f,
         "versions": versions,
+        "retraining": loops,
         "references": references,
         "latest_windows": latest,
     }))

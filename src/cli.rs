@@ -278,7 +278,34 @@ pub struct GenArgs {
     /// Generate a stream without drift.
     #[arg(long)]
     pub no_drift: bool,
+    /// When drift starts (RFC 3339; default: half-way through the stream).
+    #[arg(long, value_parser = parse_instant, conflicts_with = "no_drift")]
+    pub drift_at: Option<i64>,
     /// Share of predictions that arrive two hours late.
     #[arg(long, default_value_t = 0.0005)]
     pub late_fraction: f64,
+    /// Deploy a retrained version: `MODEL=VERSION@TIME` (RFC 3339), e.g.
+    /// `churn=v13@2026-11-01T08:00:00Z`: predictions from then on carry
+    /// the version, and drift no longer costs it accuracy. Repeatable.
+    #[arg(long, value_parser = parse_deploy)]
+    pub deploy: Vec<(String, String, i64)>,
+}
+
+/// An RFC 3339 time, as ms since the epoch.
+fn parse_instant(text: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("{text:?}: {e}; expected RFC 3339, e.g. 2026-11-01T08:00:00Z"))
+}
+
+/// `MODEL=VERSION@TIME`.
+fn parse_deploy(text: &str) -> Result<(String, String, i64), String> {
+    let bad =
+        || format!("{text:?}: expected MODEL=VERSION@TIME, e.g. churn=v13@2026-11-01T08:00:00Z");
+    let (model, rest) = text.split_once('=').ok_or_else(bad)?;
+    let (version, time) = rest.split_once('@').ok_or_else(bad)?;
+    if model.is_empty() || version.is_empty() {
+        return Err(bad());
+    }
+    Ok((model.to_owned(), version.to_owned(), parse_instant(time)?))
 }

@@ -265,7 +265,6 @@ fn sql(settings: &Config, args: &SqlArgs) -> Result<()> {
 /// checkpoint every source and exit.
 fn run_service(args: &crate::cli::RunArgs, settings: &crate::settings::Settings) -> Result<()> {
     use driftwatch_engine::service::{HttpIngest, Shared};
-    let config = &settings.engine;
     let started = Instant::now();
     let options = crate::api::ApiOptions {
         listen: settings.api.listen,
@@ -291,6 +290,17 @@ fn run_service(args: &crate::cli::RunArgs, settings: &crate::settings::Settings)
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    // bound first: the evidence in notifications links to the address
+    // really listened on
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(options.listen))
+        .with_context(|| format!("listening on {} (api.listen)", options.listen))?;
+    let address = listener.local_addr()?;
+    let mut config = settings.engine.clone();
+    if config.public_url.is_none() && !address.ip().is_unspecified() {
+        config.public_url = Some(format!("http://{address}"));
+    }
+    let config = &config;
     let stop = tokio_util::sync::CancellationToken::new();
     // embedded defaults: without a rules directory, the bundled rules
     let rules = alerting::configured_source(config, Some(crate::rules::BUNDLED_RULES));
@@ -333,10 +343,6 @@ fn run_service(args: &crate::cli::RunArgs, settings: &crate::settings::Settings)
     let queries = std::sync::Arc::clone(&shared.queries);
     let router = crate::api::router(shared, ingest.clone(), &options, config);
     let served = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(options.listen)
-            .await
-            .with_context(|| format!("listening on {} (api.listen)", options.listen))?;
-        let address = listener.local_addr()?;
         info!(%address, token = options.token.is_some(), "API listening");
         let on_signal = stop.clone();
         tokio::spawn(async move {
@@ -535,7 +541,7 @@ fn demo(args: DemoArgs, config: &Config) -> Result<()> {
     }
     let settings = &settings;
     let config = SynthConfig::for_events(args.events, args.seed);
-    let synth = Synth::new(config);
+    let mut synth = Synth::new(config);
     println!(
         "driftwatch demo: {} synthetic events from models {}; drift starts at {}",
         args.events,
@@ -560,6 +566,10 @@ fn demo(args: DemoArgs, config: &Config) -> Result<()> {
             "actions: critical alerts start a retraining run, every alert goes to a chat; a local receiver stands in for both (requests kept in {})",
             log.display()
         );
+        println!(
+            "the model service: a retraining run takes {} h of event time, then the next version of the model serves",
+            TRAINING_MS / 3_600_000
+        );
     }
     println!();
     let rules = match &args.rules {
@@ -579,17 +589,98 @@ fn demo(args: DemoArgs, config: &Config) -> Result<()> {
             on_alert: Some(crate::rules::print_instance),
         },
     )?;
+    let mut service = ModelService::default();
     let mut buf = Vec::with_capacity(2048);
-    for (seq, event) in synth.take(usize::try_from(args.events)?).enumerate() {
+    let mut next_hour = synth.clock() - synth.clock().rem_euclid(HOUR_MS) + HOUR_MS;
+    for seq in 0..args.events {
+        if let Some((r, _)) = &receiver
+            && synth.clock() >= next_hour
+        {
+            // the simulated model service looks at the retraining system
+            // once an hour of event time: what the rules found so far has
+            // been delivered by then
+            run.catch_up(alerting::DRAIN_LIMIT)?;
+            service.hour(next_hour, r, &mut synth)?;
+            next_hour += HOUR_MS;
+        }
+        let Some(event) = synth.next() else { break };
         buf.clear();
         encode_json(&event, &mut buf);
-        run.pipeline().handle_bytes(seq as u64, &buf)?;
+        run.pipeline().handle_bytes(seq, &buf)?;
     }
     finish(run, out, started)?;
     if let Some((r, _)) = receiver {
         println!("the local receiver got {} request(s)", r.stop());
     }
+    crate::output::print_retraining_loops(settings)?;
     Ok(())
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// How long the demo's retraining runs take (event time).
+const TRAINING_MS: i64 = 2 * HOUR_MS;
+
+/// The demo's model service: deploys the next version of a model
+/// [`TRAINING_MS`] after an alert started its retraining run.
+#[derive(Debug, Default)]
+struct ModelService {
+    /// Deployments not yet announced: (from, model, version, run).
+    coming: Vec<(i64, String, String, String)>,
+}
+
+impl ModelService {
+    /// An hour of event time ended at `now`: runs started are scheduled,
+    /// deployments that began are announced.
+    fn hour(
+        &mut self,
+        now: i64,
+        receiver: &crate::demo_receiver::DemoReceiver,
+        synth: &mut Synth,
+    ) -> Result<()> {
+        for run in receiver.take_started() {
+            let serving = synth.version(&run.model_id, now);
+            let scheduled = synth.version(&run.model_id, i64::MAX);
+            // a request about a version no longer serving, or a model
+            // already being retrained, starts nothing new
+            if serving.as_deref() != run.model_version.as_deref() || scheduled != serving {
+                continue;
+            }
+            let next = next_version(run.model_version.as_deref().unwrap_or("v0"));
+            let from = now + TRAINING_MS;
+            synth
+                .deploy(&run.model_id, &next, from)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            println!(
+                "  .. retraining run {} for {} (alert {}): {next} will serve from {}",
+                run.job,
+                run.model_id,
+                run.rule,
+                format_time(from)
+            );
+            self.coming.push((from, run.model_id, next, run.job));
+        }
+        let (begun, coming): (Vec<_>, Vec<_>) = self.coming.drain(..).partition(|c| c.0 <= now);
+        self.coming = coming;
+        for (from, model, version, job) in begun {
+            println!(
+                "  .. the model service serves {model} {version} (trained by {job}) since {}",
+                format_time(from)
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The version after `v`: its trailing number plus one (`v12` → `v13`),
+/// else `v` with `.1` added.
+fn next_version(v: &str) -> String {
+    let digits = v.len() - v.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let (stem, number) = v.split_at(v.len() - digits);
+    match number.parse::<u64>() {
+        Ok(n) => format!("{stem}{}", n + 1),
+        Err(_) => format!("{v}.1"),
+    }
 }
 
 fn gen_file(args: GenArgs) -> Result<()> {
@@ -605,6 +696,9 @@ fn gen_file(args: GenArgs) -> Result<()> {
     if args.no_drift {
         config.drift_after_ms = None;
     }
+    if let Some(t) = args.drift_at {
+        config.drift_after_ms = Some(t - config.start);
+    }
     if !(0.0..=1.0).contains(&args.late_fraction) {
         anyhow::bail!(
             "--late-fraction must be between 0 and 1, got {}",
@@ -612,7 +706,12 @@ fn gen_file(args: GenArgs) -> Result<()> {
         );
     }
     config.late_fraction = args.late_fraction;
-    let synth = Synth::try_new(config).map_err(|e| anyhow::anyhow!("--model: {e}"))?;
+    let mut synth = Synth::try_new(config).map_err(|e| anyhow::anyhow!("--model: {e}"))?;
+    for (model, version, from) in &args.deploy {
+        synth
+            .deploy(model, version, *from)
+            .map_err(|e| anyhow::anyhow!("--deploy: {e}"))?;
+    }
     let columns = synth.feature_columns();
     let limit_events = args.events.unwrap_or(u64::MAX);
     let limit_predictions = args.predictions.unwrap_or(u64::MAX);

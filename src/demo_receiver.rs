@@ -17,6 +17,21 @@ use serde_json::{Value, json};
 struct Shared {
     file: Mutex<std::fs::File>,
     received: AtomicU64,
+    /// Retraining runs started and not yet handed to the demo.
+    started: Mutex<Vec<RetrainRun>>,
+}
+
+/// A retraining run the receiver started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrainRun {
+    /// The job id it answered.
+    pub job: String,
+    /// The model.
+    pub model_id: String,
+    /// The version the alert was about.
+    pub model_version: Option<String>,
+    /// The alert's rule.
+    pub rule: String,
 }
 
 /// The running receiver.
@@ -61,6 +76,18 @@ async fn receive(
         format!("chat message: {}", text.lines().next().unwrap_or("").trim())
     };
     println!("  >> {what}");
+    if retrain && notification["status"] == "firing" {
+        let first = &notification["alerts"][0];
+        if let (Some(model), Ok(mut started)) = (first["model_id"].as_str(), shared.started.lock())
+        {
+            started.push(RetrainRun {
+                job: job.clone(),
+                model_id: model.to_owned(),
+                model_version: first["model_version"].as_str().map(str::to_owned),
+                rule: first["rule"].as_str().unwrap_or("").to_owned(),
+            });
+        }
+    }
     let line = json!({ "path": uri.path(), "idempotency_key": key, "body": notification });
     if let Ok(mut f) = shared.file.lock() {
         let _ = writeln!(f, "{line}");
@@ -86,6 +113,7 @@ impl DemoReceiver {
         let shared = Arc::new(Shared {
             file: Mutex::new(file),
             received: AtomicU64::new(0),
+            started: Mutex::new(Vec::new()),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0")
             .context("a loopback port for the demo receiver")?;
@@ -150,6 +178,15 @@ impl DemoReceiver {
             })?);
         }
         Ok(actions)
+    }
+
+    /// The retraining runs started since the last call.
+    pub fn take_started(&self) -> Vec<RetrainRun> {
+        self.shared
+            .started
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
     }
 
     /// Stops; returns how many requests it received.

@@ -357,3 +357,53 @@ pub fn print_summary(summary: &RunSummary, elapsed: Duration) {
         println!("dead letters: {}", s.dead_letter);
     }
 }
+
+/// Prints each turn of the retraining loop the data directory's history
+/// holds (nothing without a history).
+pub fn print_retraining_loops(config: &driftwatch_engine::Config) -> Result<()> {
+    if !config.sql.history {
+        return Ok(());
+    }
+    let engine = driftwatch_engine::alerting::sql_engine(config, true)?;
+    let loops = driftwatch_engine::figures::retraining_loops(&engine)?;
+    println!();
+    if loops.is_empty() {
+        println!("the retraining loop: no new model version traced back to a retraining request");
+        return Ok(());
+    }
+    println!("the retraining loop (SELECT * FROM model_versions):");
+    let v = |v: &Option<String>| printable(v.as_deref().unwrap_or("(none)")).into_owned();
+    let t = |t: &Option<String>| t.clone().unwrap_or_else(|| "(not yet)".into());
+    for l in &loops {
+        let (old, new) = (v(&l.old_version), v(&l.new_version));
+        println!("  {}: {old} -> {new}", printable(&l.model_id));
+        println!(
+            "    1. alert {} fired on {old} -> retraining requested (job {})",
+            v(&l.alert_rule),
+            v(&l.retrain_job)
+        );
+        println!(
+            "    2. {new} first seen in its window from {}",
+            t(&l.first_seen)
+        );
+        match &l.retired_at {
+            Some(at) => println!(
+                "    3. {old} retired at {at}: {} of its alerts resolved",
+                l.resolved_alerts.unwrap_or(0)
+            ),
+            None => println!("    3. {old} still serving"),
+        }
+        match (&l.healthy_window_start, &l.healthy_window_end) {
+            (Some(start), Some(end)) => {
+                let accuracy = match (l.healthy_accuracy, l.old_accuracy) {
+                    (Some(a), Some(o)) => format!(": accuracy {a:.3} ({old}'s last: {o:.3})"),
+                    (Some(a), None) => format!(": accuracy {a:.3}"),
+                    _ => String::new(),
+                };
+                println!("    4. {new} healthy from its window {start} .. {end}{accuracy}");
+            }
+            _ => println!("    4. {new} not healthy yet (labels still to come, or an alert)"),
+        }
+    }
+    Ok(())
+}

@@ -175,6 +175,10 @@ pub struct RawApi {
     pub max_body: String,
     /// Whether `POST /v1/events` takes events (default: only without `[kafka]`).
     pub ingest: Option<bool>,
+    /// The API's address as notification receivers reach it, e.g.
+    /// `"https://driftwatch.example.com"`: the evidence of an alert links
+    /// there (default: the listen address, when it is not a wildcard).
+    pub public_url: Option<String>,
 }
 
 impl Default for RawApi {
@@ -183,6 +187,7 @@ impl Default for RawApi {
             listen: "127.0.0.1:9797".into(),
             max_body: "16MiB".into(),
             ingest: None,
+            public_url: None,
         }
     }
 }
@@ -877,6 +882,19 @@ impl RawSettings {
         // every key is checked now; the secrets are read by the commands
         // that deliver (`with_secrets`), so that `sql` or `silence` run
         // where they are not set
+        let public_url = match &self.api.public_url {
+            Some(url)
+                if !(url.starts_with("http://") || url.starts_with("https://"))
+                    || url.contains(char::is_whitespace) =>
+            {
+                return Err(invalid(
+                    "api.public_url",
+                    url,
+                    "an http:// or https:// address, e.g. \"https://driftwatch.example.com\"",
+                ));
+            }
+            url => url.clone(),
+        };
         let action_set = driftwatch_triggers::Actions::from_config(&self.actions, &|var| {
             Some(format!("http://{var}.placeholder.invalid/"))
         })
@@ -891,6 +909,7 @@ impl RawSettings {
                 actions: self.actions.keys().cloned().collect(),
                 action_set,
                 audit_sync: self.audit.sync,
+                public_url,
                 kafka: self.kafka,
                 checkpoint_interval_ms,
                 checkpoint_events: self.checkpoint.events,
@@ -1208,6 +1227,10 @@ mod tests {
                 "ingest.max_event_bytes",
             ),
             ("[kafka]\ntopics = []\n", "kafka.topics"),
+            (
+                "[api]\npublic_url = \"driftwatch.example.com\"\n",
+                "api.public_url",
+            ),
             ("[kafka]\ngroup_id = \"a\\nb\"\n", "kafka.group_id"),
             (
                 "[kafka]\ngroup_id = \"ggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggg\"\n",

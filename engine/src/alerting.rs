@@ -118,6 +118,7 @@ pub fn runner_config(config: &Config) -> RunnerConfig {
         events_retention_ms: config.sql.events_retention_ms,
         actions: config.action_set.clone(),
         audit_sync: config.audit_sync,
+        public_url: config.public_url.clone(),
     }
 }
 

@@ -44,6 +44,9 @@ pub struct Config {
     pub action_set: driftwatch_triggers::Actions,
     /// When the audit log's lines reach the disk.
     pub audit_sync: driftwatch_triggers::AuditSync,
+    /// The HTTP API's address as notification receivers reach it: the
+    /// evidence of an alert links there (`None`: no links).
+    pub public_url: Option<String>,
 }
 
 /// `[sql]`, validated.

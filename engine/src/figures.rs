@@ -104,19 +104,264 @@ pub fn model_windows(engine: &Engine, model: &str, from: i64, to: i64) -> Result
         start: from,
         end: to,
     };
+    window_query(engine, WINDOWS, &window, "the windows of a model")
+}
+
+/// The `model_versions` rows of `model` (one per version, in the order
+/// they were first seen).
+pub fn model_versions(engine: &Engine, model: &str) -> Result<Vec<RecordBatch>> {
+    let window = driftwatch_sql::WindowRef {
+        model_id: model.to_owned(),
+        model_version: None,
+        start: 0,
+        end: 0,
+    };
+    window_query(
+        engine,
+        "SELECT * EXCLUDE (model_id, time, revision) FROM model_versions \
+         WHERE model_id = $model_id ORDER BY first_seen, model_version",
+        &window,
+        "the versions of a model",
+    )
+}
+
+/// Runs `sql` with `window`'s placeholders bound (`$model_id`,
+/// `$model_version`, `$window_start`, `$window_end`), `what` naming it in
+/// errors.
+fn window_query(
+    engine: &Engine,
+    sql: &str,
+    window: &driftwatch_sql::WindowRef,
+    what: &'static str,
+) -> Result<Vec<RecordBatch>> {
     // typed as a rule's placeholders are: a placeholder left to guess its
     // type from `w.model_id = $model_id AND …` is not planned
     let plan = engine
-        .plan(WINDOWS)
+        .plan(sql)
         .and_then(|p| engine.prepare(&p, &driftwatch_sql::WindowRef::param_types()))
-        .map_err(context("planning the windows of a model"))?;
+        .map_err(context(what))?;
     let params = window.params();
     let (_, batches) = engine
         .execute_all(&[driftwatch_sql::Query::Prepared(&plan, &params)])
         .pop()
         .unwrap_or_else(|| unreachable!("one query, one result"))
-        .map_err(context("reading the windows of a model"))?;
+        .map_err(context(what))?;
     Ok(batches)
+}
+
+const THE_WINDOW: &str = "model_id = $model_id AND (model_version IS NOT DISTINCT FROM $model_version) \
+    AND window_start = $window_start AND window_end = $window_end";
+
+/// The drifted features of an alert's evidence: at most this many, the
+/// most drifted first.
+pub const EVIDENCE_FEATURES: usize = 10;
+
+/// What the window of alert `a` showed, for its notifications: `window`,
+/// `metrics` (the latest revision's overall values, with `predictions`,
+/// `labeled`, `label_coverage`, `revision`, `final`), `drift` (features
+/// compared, warning and drifted, drift share, whether the window is the
+/// reference), `drifted_features` (at most [`EVIDENCE_FEATURES`], drift
+/// before warning, largest PSI first, with their statistics) and, when the
+/// API's `public_url` is known, `links` to the model, its windows around
+/// the alert's and the alerts.
+pub fn evidence(
+    engine: &Engine,
+    a: &driftwatch_triggers::AlertView,
+    public_url: Option<&str>,
+) -> Result<serde_json::Value> {
+    use serde_json::{Map, Value, json};
+    let window = driftwatch_sql::WindowRef {
+        model_id: a.model_id.clone(),
+        model_version: a.model_version.clone(),
+        start: a.window_start,
+        end: a.window_end,
+    };
+    let metrics_sql = format!(
+        "SELECT metric, value, predictions, labeled, label_coverage, revision, \"final\" \
+         FROM model_metrics_latest WHERE {THE_WINDOW} AND class IS NULL AND predicted_class IS NULL \
+         ORDER BY metric"
+    );
+    let mut metrics: Option<Map<String, Value>> = None;
+    for row in driftwatch_sql::eval::rows_json(&window_query(
+        engine,
+        &metrics_sql,
+        &window,
+        "an alert's metrics",
+    )?)? {
+        let m = metrics.get_or_insert_with(|| {
+            let mut m = Map::new();
+            for k in [
+                "predictions",
+                "labeled",
+                "label_coverage",
+                "revision",
+                "final",
+            ] {
+                m.insert(k.into(), row.get(k).cloned().unwrap_or(Value::Null));
+            }
+            m.insert("values".into(), Value::Object(Map::new()));
+            m
+        });
+        if let (Some(Value::String(name)), Some(Value::Object(values))) =
+            (row.get("metric"), m.get_mut("values"))
+        {
+            values.insert(
+                name.clone(),
+                row.get("value").cloned().unwrap_or(Value::Null),
+            );
+        }
+    }
+    let drift_sql = format!(
+        "SELECT features_compared, features_warning, features_drifted, drift_share, is_reference \
+         FROM drift_summary WHERE {THE_WINDOW}"
+    );
+    let drift = driftwatch_sql::eval::rows_json(&window_query(
+        engine,
+        &drift_sql,
+        &window,
+        "an alert's drift summary",
+    )?)?
+    .into_iter()
+    .next()
+    .map(Value::Object);
+    let features_sql = format!(
+        "SELECT feature, kind, level, count, reference_count, ks, wasserstein_norm, psi, js, chi2, \
+           p_value, unseen_share \
+         FROM feature_drift WHERE {THE_WINDOW} AND level IN ('drift', 'warning') \
+         ORDER BY CASE level WHEN 'drift' THEN 0 ELSE 1 END, psi DESC NULLS LAST, feature \
+         LIMIT {EVIDENCE_FEATURES}"
+    );
+    let features: Vec<Value> = driftwatch_sql::eval::rows_json(&window_query(
+        engine,
+        &features_sql,
+        &window,
+        "an alert's drifted features",
+    )?)?
+    .into_iter()
+    .map(|mut row| {
+        // statistics that do not apply to the feature's kind are left out
+        row.retain(|_, v| !v.is_null());
+        Value::Object(row)
+    })
+    .collect();
+    let mut out = json!({
+        "window": {
+            "start": driftwatch_ingest::format_time(a.window_start),
+            "end": driftwatch_ingest::format_time(a.window_end),
+        },
+        "metrics": metrics.map(Value::Object),
+        "drift": drift,
+        "drifted_features": features,
+    });
+    if let Some(base) = public_url {
+        let base = base.trim_end_matches('/');
+        let model = url_segment(&a.model_id);
+        let span = a.window_end - a.window_start;
+        out["links"] = json!({
+            "model": format!("{base}/v1/models/{model}"),
+            "windows": format!(
+                "{base}/v1/models/{model}/windows?from={}&to={}",
+                driftwatch_ingest::format_time(a.window_start - 6 * span),
+                driftwatch_ingest::format_time(a.window_end + 6 * span),
+            ),
+            "alerts": format!("{base}/v1/alerts"),
+        });
+    }
+    Ok(out)
+}
+
+/// `text` as one URL path segment: unreserved characters as they are,
+/// every other byte percent-encoded.
+fn url_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One turn of the retraining loop, as `model_versions` and the other
+/// tables tell it: an alert on the old version asked for retraining, the
+/// new version appeared, the old one was retired (its alerts resolved),
+/// the new one had its first healthy window. Times are RFC 3339 text as
+/// the tables give them.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct RetrainLoop {
+    /// The model.
+    pub model_id: String,
+    /// The version the alert was about.
+    pub old_version: Option<String>,
+    /// The version that followed.
+    pub new_version: Option<String>,
+    /// The alert's rule.
+    pub alert_rule: Option<String>,
+    /// The job the receiver named.
+    pub retrain_job: Option<String>,
+    /// The request's idempotency key.
+    pub retrain_key: Option<String>,
+    /// Start of the new version's first window.
+    pub first_seen: Option<String>,
+    /// When the old version was retired.
+    pub retired_at: Option<String>,
+    /// Alerts of the old version that resolved.
+    pub resolved_alerts: Option<u64>,
+    /// The new version's first healthy window.
+    pub healthy_window_start: Option<String>,
+    /// See `healthy_window_start`.
+    pub healthy_window_end: Option<String>,
+    /// Accuracy in that window (classifiers).
+    pub healthy_accuracy: Option<f64>,
+    /// The old version's accuracy in its latest window with half its labels in.
+    pub old_accuracy: Option<f64>,
+}
+
+const LOOPS: &str = "\
+WITH acc AS (
+  SELECT model_id, model_version, window_end, value, label_coverage
+  FROM model_metrics_latest WHERE metric = 'accuracy' AND class IS NULL),
+old_acc AS (
+  SELECT model_id, model_version, value FROM (
+    SELECT model_id, model_version, value,
+      row_number() OVER (PARTITION BY model_id, model_version ORDER BY window_end DESC) AS r
+    FROM acc WHERE label_coverage >= 0.5) WHERE r = 1),
+resolved AS (
+  SELECT model_id, model_version, count(*) AS resolved_alerts
+  FROM alerts WHERE state = 'resolved' GROUP BY model_id, model_version)
+SELECT n.model_id, n.previous_version AS old_version, n.model_version AS new_version,
+  n.alert_rule, n.retrain_job, n.retrain_key, n.first_seen, o.superseded_at AS retired_at,
+  r.resolved_alerts, n.first_healthy_window_start AS healthy_window_start,
+  n.first_healthy_window_end AS healthy_window_end, h.value AS healthy_accuracy,
+  oa.value AS old_accuracy
+FROM model_versions n
+LEFT JOIN model_versions o
+  ON o.model_id = n.model_id AND (o.model_version IS NOT DISTINCT FROM n.previous_version)
+LEFT JOIN resolved r
+  ON r.model_id = n.model_id AND (r.model_version IS NOT DISTINCT FROM n.previous_version)
+LEFT JOIN acc h
+  ON h.model_id = n.model_id AND (h.model_version IS NOT DISTINCT FROM n.model_version)
+  AND h.window_end = n.first_healthy_window_end
+LEFT JOIN old_acc oa
+  ON oa.model_id = n.model_id AND (oa.model_version IS NOT DISTINCT FROM n.previous_version)
+WHERE n.retrain_key IS NOT NULL
+ORDER BY n.model_id, n.first_seen";
+
+/// Every turn of the retraining loop the engine's tables hold (a new
+/// version traced back to a retraining request), oldest first per model.
+pub fn retraining_loops(engine: &Engine) -> Result<Vec<RetrainLoop>> {
+    let (_, batches) = engine
+        .query(LOOPS)
+        .map_err(context("reading the retraining loops"))?;
+    driftwatch_sql::eval::rows_json(&batches)?
+        .into_iter()
+        .map(|row| {
+            serde_json::from_value(serde_json::Value::Object(row))
+                .map_err(|e| Error::Stopped(format!("internal: a retraining loop row: {e}")))
+        })
+        .collect()
 }
 
 fn unexpected(column: usize, b: &RecordBatch) -> Error {

@@ -46,6 +46,7 @@ mod rule_worker;
 pub mod rules;
 pub mod service;
 pub mod sinks;
+pub mod versions;
 
 pub use checkpoint::{CheckpointDir, PartitionCheckpoint};
 pub use config::{Config, SqlConfig};

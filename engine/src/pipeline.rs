@@ -530,8 +530,8 @@ impl Pipeline {
 
 /// Format of checkpoints of [`PipelineState`]: changes whenever its
 /// encoding does (4: the run summary counts refusals not written to the
-/// dead-letter sink).
-pub const CHECKPOINT_FORMAT: u32 = 4;
+/// dead-letter sink; 5: the rule runner keeps the model versions).
+pub const CHECKPOINT_FORMAT: u32 = 5;
 
 /// A pipeline's checkpointed state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -631,6 +631,7 @@ pub(crate) mod tests {
             actions: Default::default(),
             action_set: Default::default(),
             audit_sync: driftwatch_triggers::AuditSync::None,
+            public_url: None,
         }
     }
 

@@ -98,6 +98,29 @@ impl Replay {
         &mut self.pipeline
     }
 
+    /// Has the rules evaluated for every window closed so far, waits up to
+    /// `limit` for the notifications they made to be delivered, and records
+    /// how the deliveries went (a retraining request delivered is then what
+    /// a new model version is traced back to). Returns the notifications
+    /// still pending. A bounded run that reacts to its own notifications
+    /// (the demo's simulated model service) calls it between events.
+    pub fn catch_up(&mut self, limit: std::time::Duration) -> Result<u64> {
+        let Some(rules) = self.pipeline.rules_mut() else {
+            return Ok(0);
+        };
+        rules.settle_and_wait()?;
+        let Some(d) = &self.dispatcher else {
+            return Ok(0);
+        };
+        let pending = d
+            .drain(limit)
+            .map_err(crate::error::context("delivering notifications"))?;
+        if let Some(rules) = self.pipeline.rules_mut() {
+            rules.record_deliveries()?;
+        }
+        Ok(pending)
+    }
+
     /// Closes every window, delivers the last notifications (up to
     /// [`alerting::DRAIN_LIMIT`]), writes the history and the summary, and
     /// removes the run's spilled predictions.

@@ -373,28 +373,35 @@ for = 2
             events_retention_ms: None,
             actions: Actions::default(),
             audit_sync: AuditSync::None,
+            public_url: None,
         };
         RuleRunner::new(&config, engine, rules, "p0").expect("runner")
     }
 
     /// Hour `hour`'s window: psi high in hours 2, 3, 4 and 7.
     fn window(hour: i64) -> ClosedWindow {
+        version_window(hour, "v1")
+    }
+
+    /// Hour `hour`'s window of version `version`.
+    fn version_window(hour: i64, version: &str) -> ClosedWindow {
         let (start, end) = (START + hour * HOUR, START + (hour + 1) * HOUR);
         let iso = |ms: i64| driftwatch_ingest::format_time(ms);
         let psi = if matches!(hour, 2..=4 | 7) { 0.9 } else { 0.1 };
         let rows: Vec<serde_json::Value> = (0..3)
             .map(|f| {
-                serde_json::json!({"model_id": "churn", "model_version": "v1",
+                serde_json::json!({"model_id": "churn", "model_version": version,
                     "window_start": iso(start), "window_end": iso(end),
                     "feature": format!("f{f}"), "kind": "numeric", "count": 10,
-                    "reference_count": 10, "psi": psi, "level": "ok"})
+                    "reference_count": 10, "psi": psi,
+                    "level": if psi > 0.5 { "drift" } else { "ok" }})
             })
             .collect();
         let batch = driftwatch_sql::testing::table_rows("feature_drift", &rows).expect("rows");
         ClosedWindow {
             key: WindowKey {
                 model_id: Arc::from("churn"),
-                model_version: Some(Arc::from("v1")),
+                model_version: Some(Arc::from(version)),
                 start,
                 end,
             },
@@ -436,6 +443,69 @@ for = 2
         };
         assert!(!files(a.path()).is_empty());
         assert_eq!(files(a.path()), files(b.path()));
+    }
+
+    /// The versions' records come from the windows: a firing alert keeps
+    /// the evidence of its window, the next version retires the old one
+    /// (its alert resolves), and `model_versions` shows both.
+    #[test]
+    fn a_new_version_retires_the_old_one_and_its_alert_resolves() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut run = runner(dir.path());
+        for hour in 0..4 {
+            run.window(&window(hour)).expect("window");
+            run.settle().expect("settle");
+        }
+        let triggers = run.triggers().expect("rules run");
+        let firing: Vec<_> = triggers.current().collect();
+        assert_eq!(firing.len(), 3, "f0, f1, f2 fire at hour 3");
+        let evidence = firing[0].evidence.as_ref().expect("evidence");
+        assert_eq!(
+            evidence["drifted_features"].as_array().map(Vec::len),
+            Some(3)
+        );
+        assert_eq!(evidence["drifted_features"][0]["level"], "drift");
+        assert_eq!(evidence["metrics"], serde_json::Value::Null, "no labels");
+        assert!(evidence.get("links").is_none(), "no public_url");
+        // hour 4 is v2's first window, a whole window without v1
+        for hour in 4..6 {
+            run.window(&version_window(hour, "v2")).expect("window");
+            run.settle().expect("settle");
+            let t = run.triggers().expect("rules run");
+            assert!(t.is_retired("churn", Some("v1")), "hour {hour}");
+        }
+        assert_eq!(run.triggers().expect("rules").current().count(), 0);
+        let count = |sql: &str| {
+            driftwatch_sql::testing::count_rows(run.engine(), &format!("({sql})")).expect("count")
+        };
+        assert_eq!(
+            count("SELECT * FROM alerts WHERE state = 'resolved' AND model_version = 'v1'"),
+            3
+        );
+        assert_eq!(
+            count(
+                "SELECT * FROM model_versions WHERE model_version = 'v1' AND superseded_by = 'v2' \
+                 AND windows = 4 AND change = 'retired'"
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                "SELECT * FROM model_versions WHERE model_version = 'v2' AND previous_version = 'v1'"
+            ),
+            1
+        );
+        // the records survive a checkpoint
+        let state = run.snapshot().expect("snapshot");
+        let other = tempfile::tempdir().expect("dir");
+        let mut again = runner(other.path());
+        again.restore(&state).expect("restore");
+        assert!(
+            again
+                .triggers()
+                .expect("rules")
+                .is_retired("churn", Some("v1"))
+        );
     }
 
     fn walk(dir: &std::path::Path) -> Vec<PathBuf> {

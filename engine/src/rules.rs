@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::DataDir;
 use crate::error::{Error, Result, context};
 use crate::history_writer::{Done, HistoryWriter};
+use crate::versions::{Versions, WindowSeen};
 
 fn encode(what: &'static str) -> impl FnOnce(arrow::error::ArrowError) -> Error {
     move |e| Error::Encode {
@@ -40,6 +41,9 @@ pub struct RunnerConfig {
     pub actions: driftwatch_triggers::Actions,
     /// How the audit log is synced.
     pub audit_sync: AuditSync,
+    /// The API's address as the receivers of notifications reach it
+    /// (`api.public_url`): the evidence of an alert links there.
+    pub public_url: Option<String>,
 }
 
 /// The tables the label join writes to after a window closed.
@@ -75,6 +79,14 @@ pub struct RuleRunner {
     triggers: Option<Triggers>,
     /// When the triggers last looked for due notifications and ended deliveries.
     last_tick: Option<std::time::Instant>,
+    /// Each model version's life.
+    versions: Versions,
+    /// Windows closed since the last evaluation, as their versions see them.
+    seen: Vec<WindowSeen>,
+    /// Label coverage of windows revised since the last evaluation.
+    coverage: std::collections::BTreeMap<WindowRef, f64>,
+    /// Where the evidence of an alert links to.
+    public_url: Option<String>,
 }
 
 /// How often a pipeline with no window to evaluate still looks for due
@@ -133,6 +145,35 @@ pub enum Flushing {
     Bytes(usize),
 }
 
+/// What the window of a firing alert showed ([`crate::figures::evidence`]);
+/// a failure to read it is logged and the notification goes without.
+fn evidence(
+    engine: &Engine,
+    alert: &driftwatch_triggers::AlertView,
+    public_url: Option<&str>,
+) -> Option<serde_json::Value> {
+    crate::figures::evidence(engine, alert, public_url)
+        .inspect_err(|e| {
+            tracing::warn!(rule = %alert.rule, model_id = %alert.model_id, "the evidence of a firing alert was not read: {e}");
+        })
+        .ok()
+}
+
+/// Whether a closed window is its version's reference, and where the
+/// reference starts, from its `drift_summary` row (`None` without one).
+fn reference_of(window: &ClosedWindow) -> Option<(bool, Option<i64>)> {
+    use arrow::array::{Array, AsArray};
+    let (_, b) = window.tables.iter().find(|(n, _)| n == "drift_summary")?;
+    if b.num_rows() == 0 {
+        return None;
+    }
+    let own = b.column_by_name("is_reference")?.as_boolean_opt()?.value(0);
+    let start = b
+        .column_by_name("reference_start")?
+        .as_primitive_opt::<arrow::datatypes::TimestampMillisecondType>()?;
+    Some((own, (!start.is_null(0)).then(|| start.value(0))))
+}
+
 /// The runner's checkpointed state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RulesState {
@@ -142,6 +183,8 @@ pub struct RulesState {
     pub history_seq: u64,
     /// The alert lifecycle and groups.
     pub triggers: Option<Vec<u8>>,
+    /// The model versions seen.
+    pub versions: Versions,
 }
 
 /// The triggers of pipeline `writer`: its outbox, the data directory's
@@ -196,7 +239,16 @@ impl RuleRunner {
             keeps_events: config.events_retention_ms.is_some(),
             events_retention_ms: config.events_retention_ms.unwrap_or(0),
             latest_event: i64::MIN,
+            versions: Versions::default(),
+            seen: Vec::new(),
+            coverage: std::collections::BTreeMap::new(),
+            public_url: config.public_url.clone(),
         })
+    }
+
+    /// The SQL session whose tables receive the rows.
+    pub fn engine(&self) -> &Engine {
+        self.evaluator.engine()
     }
 
     /// Whether prediction events go to the `events` table.
@@ -227,7 +279,13 @@ impl RuleRunner {
         for (name, batch) in &window.tables {
             self.push(name, batch)?;
         }
-        self.dirty.insert(WindowRef::from(&window.key), true);
+        let w = WindowRef::from(&window.key);
+        self.seen.push(WindowSeen {
+            window: w.clone(),
+            predictions: window.events,
+            reference: reference_of(window),
+        });
+        self.dirty.insert(w, true);
         Ok(())
     }
 
@@ -247,7 +305,12 @@ impl RuleRunner {
     pub fn performance(&mut self, out: &PerformanceOutput) -> Result<()> {
         for r in &out.revisions {
             self.push("model_metrics", &r.batch)?;
-            self.dirty.entry(WindowRef::from(&r.key)).or_insert(false);
+            let w = WindowRef::from(&r.key);
+            if r.predictions > 0 {
+                self.coverage
+                    .insert(w.clone(), r.labeled as f64 / r.predictions as f64);
+            }
+            self.dirty.entry(w).or_insert(false);
         }
         if !out.change_points.is_empty() {
             self.push(
@@ -304,19 +367,25 @@ impl RuleRunner {
         let mut dirty: Vec<(WindowRef, bool)> =
             std::mem::take(&mut self.dirty).into_iter().collect();
         dirty.sort_by_key(|(w, _)| (w.end, w.start));
+        self.track_versions()?;
         if self.rule_count() > 0 {
             for (w, closed) in &dirty {
                 let evaluation = self
                     .evaluator
                     .evaluate_some(w, |r| *closed || r.reads_any(PERFORMANCE_TABLES))?;
                 if let Some(t) = &mut self.triggers {
-                    t.observe(w, &evaluation.evaluated, &evaluation.instances);
+                    let engine = self.evaluator.engine();
+                    let url = self.public_url.as_deref();
+                    t.observe(w, &evaluation.evaluated, &evaluation.instances, &mut |a| {
+                        evidence(engine, a, url)
+                    });
                 }
                 if let Some(f) = self.on_alert {
                     evaluation.instances.iter().for_each(f);
                 }
             }
         }
+        self.healthy_versions()?;
         let latest = dirty.iter().map(|(w, _)| w.end).max().unwrap_or(i64::MIN);
         self.tick(latest)?;
         if let Flushing::Bytes(limit) = self.flushing {
@@ -334,6 +403,91 @@ impl RuleRunner {
                     self.flush()?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// The windows closed since the last call, told to the version
+    /// records: new versions traced back to the latest retraining request,
+    /// retired versions' alerts ended.
+    fn track_versions(&mut self) -> Result<()> {
+        if self.seen.is_empty() {
+            return Ok(());
+        }
+        // deliveries that ended meanwhile first: a retraining request the
+        // receiver took is what a version first seen now is traced to
+        self.tick(i64::MIN)?;
+        let mut seen = std::mem::take(&mut self.seen);
+        seen.sort_by_key(|s| (s.window.end, s.window.start));
+        for s in &seen {
+            let w = &s.window;
+            let retrain = self
+                .triggers
+                .as_ref()
+                .and_then(|t| t.latest_retrain(&w.model_id));
+            let again = self.versions.window(s, retrain);
+            if let Some(t) = &mut self.triggers {
+                if again {
+                    t.unretire(&w.model_id, w.model_version.as_deref());
+                }
+                if let Some(r) = self
+                    .versions
+                    .get(&w.model_id, w.model_version.as_deref())
+                    .filter(|r| r.revision == 1)
+                {
+                    t.audit_event(
+                        "version_first_seen",
+                        serde_json::json!({
+                            "model_id": r.model_id, "model_version": r.model_version,
+                            "previous_version": r.previous_version, "first_seen": driftwatch_ingest::format_time(r.first_seen),
+                            "reference": r.reference, "alert_rule": r.alert_rule, "alert_fingerprint": r.alert_fingerprint,
+                            "retrain_action": r.retrain_action, "retrain_key": r.retrain_key, "retrain_job": r.retrain_job,
+                        }),
+                    );
+                }
+            }
+        }
+        let models = seen.iter().map(|s| s.window.model_id.clone()).collect();
+        for (model, version, by, at) in self.versions.retire(&models) {
+            tracing::info!(model_id = %model, model_version = version.as_deref().unwrap_or(""), superseded_by = %by, "model version retired");
+            if let Some(t) = &mut self.triggers {
+                t.retire(&model, version.as_deref(), &by, at);
+            }
+        }
+        Ok(())
+    }
+
+    /// Windows revised with labels since the last call: a version's first
+    /// with enough labels and no alert is its first healthy one. Writes the
+    /// version rows made since the last call.
+    fn healthy_versions(&mut self) -> Result<()> {
+        for (w, coverage) in std::mem::take(&mut self.coverage) {
+            let version = w.model_version.as_deref();
+            let alerts = self
+                .triggers
+                .as_ref()
+                .is_some_and(|t| t.has_alerts(&w.model_id, version));
+            if self.versions.revised(&w, coverage, alerts)
+                && let Some(t) = &self.triggers
+                && let Some(r) = self.versions.get(&w.model_id, version)
+            {
+                t.audit_event(
+                    "version_healthy",
+                    serde_json::json!({
+                        "model_id": r.model_id, "model_version": r.model_version,
+                        "window_start": driftwatch_ingest::format_time(w.start),
+                        "window_end": driftwatch_ingest::format_time(w.end),
+                        "label_coverage": coverage, "retrain_key": r.retrain_key, "retrain_job": r.retrain_job,
+                    }),
+                );
+            }
+        }
+        let rows = self.versions.take_rows();
+        if !rows.is_empty() {
+            self.push(
+                driftwatch_sql::versions::TABLE,
+                &driftwatch_sql::versions::batch(&rows)?,
+            )?;
         }
         Ok(())
     }
@@ -507,6 +661,7 @@ impl RuleRunner {
             evaluator: self.evaluator.snapshot()?,
             history_seq: self.snapshot_seq,
             triggers: self.triggers.as_ref().map(Triggers::snapshot).transpose()?,
+            versions: self.versions.clone(),
         })
     }
 
@@ -523,6 +678,9 @@ impl RuleRunner {
         if let (Some(t), Some(bytes)) = (&mut self.triggers, &state.triggers) {
             t.restore(bytes)?;
         }
+        self.versions = state.versions.clone();
+        self.seen.clear();
+        self.coverage.clear();
         if let Some(h) = &mut self.history {
             let removed = h.rewind(state.history_seq)?;
             self.snapshot_seq = state.history_seq;
@@ -572,6 +730,7 @@ mod tests {
             events_retention_ms: None,
             actions: driftwatch_triggers::Actions::default(),
             audit_sync: AuditSync::None,
+            public_url: None,
         };
         let mut runner = RuleRunner::new(&config, engine, Vec::new(), "replay").expect("runner");
         runner.flushing = Flushing::Bytes(1);
@@ -709,7 +868,15 @@ mod tests {
         runner.restore(&state).expect("restore");
         let (after, temporary) = flushes(&history);
         assert!(!temporary, "{after:?}");
-        assert_eq!(after.len(), before.len() - 1, "{before:?} → {after:?}");
+        // every table's file of that one flush goes, nothing else
+        let gone: Vec<&String> = before.iter().filter(|f| !after.contains(f)).collect();
+        assert!(!gone.is_empty(), "{before:?} → {after:?}");
+        assert!(gone.iter().all(|f| *f == gone[0]), "{before:?} → {after:?}");
+        assert_eq!(
+            after.len() + gone.len(),
+            before.len(),
+            "{before:?} → {after:?}"
+        );
         assert_eq!(count(&runner), 2 * 28);
     }
 

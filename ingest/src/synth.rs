@@ -218,6 +218,20 @@ struct ModelSpec {
     share: f64,
     features: Vec<FeatureSpec>,
     regions: Vec<&'static str>,
+    /// Versions deployed later ([`Synth::deploy`]), by the event time from
+    /// which they serve: trained on the drifted data, drift no longer costs
+    /// them accuracy.
+    deployed: Vec<(EventTime, Arc<str>)>,
+}
+
+impl ModelSpec {
+    /// The version serving at event time `t`, and whether it was retrained.
+    fn serving(&self, t: EventTime) -> (&Arc<str>, bool) {
+        match self.deployed.iter().rev().find(|(from, _)| *from <= t) {
+            Some((_, v)) => (v, true),
+            None => (&self.version, false),
+        }
+    }
 }
 
 fn numeric(
@@ -575,6 +589,7 @@ fn models() -> Vec<ModelSpec> {
             share: 0.5,
             features: churn,
             regions: regions.clone(),
+            deployed: Vec::new(),
         },
         ModelSpec {
             id: Arc::from("fraud"),
@@ -583,6 +598,7 @@ fn models() -> Vec<ModelSpec> {
             share: 0.3,
             features: fraud,
             regions: regions.clone(),
+            deployed: Vec::new(),
         },
         ModelSpec {
             id: Arc::from("eta"),
@@ -591,6 +607,7 @@ fn models() -> Vec<ModelSpec> {
             share: 0.2,
             features: eta,
             regions,
+            deployed: Vec::new(),
         },
     ]
 }
@@ -723,6 +740,35 @@ impl Synth {
         out
     }
 
+    /// The version of `model` serving at event time `t`.
+    pub fn version(&self, model: &str, t: EventTime) -> Option<Arc<str>> {
+        self.models
+            .iter()
+            .find(|m| &*m.id == model)
+            .map(|m| Arc::clone(m.serving(t).0))
+    }
+
+    /// Deploys version `version` of `model`, trained on the data as it is
+    /// now: predictions from event time `from` on carry the new version, and
+    /// drift no longer costs it accuracy (the features drift as before;
+    /// against the new version's own reference they do not). The retraining
+    /// loop of the demo and of the tests.
+    pub fn deploy(&mut self, model: &str, version: &str, from: EventTime) -> Result<(), String> {
+        let m = self
+            .models
+            .iter_mut()
+            .find(|m| &*m.id == model)
+            .ok_or_else(|| format!("no synthetic model {model:?}"))?;
+        m.deployed.push((from, Arc::from(version)));
+        m.deployed.sort_by_key(|(t, _)| *t);
+        Ok(())
+    }
+
+    /// Event time of the next prediction (before its jitter).
+    pub fn clock(&self) -> EventTime {
+        self.clock as EventTime
+    }
+
     /// When drift starts (event time), if it does.
     pub fn drift_start(&self) -> Option<EventTime> {
         self.config.drift_after_ms.map(|d| self.config.start + d)
@@ -790,8 +836,9 @@ impl Synth {
                     (_, true) => 0.15,
                 };
                 let positive = rng.random_bool(rate);
-                // separation of the score between classes: lower after drift for churn
-                let (a, b) = match (model.task, drifted) {
+                // separation of the score between classes: lower after drift
+                // for churn, until a version trained on the drifted data
+                let (a, b) = match (model.task, drifted && !model.serving(timestamp).1) {
                     (Task::Churn, true) => (2.2, 1.6),
                     _ => (5.0, 1.6),
                 };
@@ -842,7 +889,7 @@ impl Synth {
         PredictionEvent {
             event_id,
             model_id: Arc::clone(&model.id),
-            model_version: Some(Arc::clone(&model.version)),
+            model_version: Some(Arc::clone(model.serving(timestamp).0)),
             timestamp,
             features,
             prediction,
@@ -882,6 +929,71 @@ mod tests {
         .take(2000)
         .collect();
         assert_ne!(a, c);
+    }
+
+    /// Accuracy of churn predictions (score ≥ 0.5 against the label).
+    fn churn_accuracy(events: &[Event]) -> (f64, Vec<String>) {
+        let mut predicted = std::collections::HashMap::new();
+        let mut versions = Vec::new();
+        let (mut right, mut all) = (0u32, 0u32);
+        for e in events {
+            match e {
+                Event::Prediction(p) if &*p.model_id == "churn" => {
+                    let v = p.model_version.as_deref().unwrap_or("").to_owned();
+                    if versions.last() != Some(&v) {
+                        versions.push(v);
+                    }
+                    predicted.insert(p.event_id.clone(), p.prediction.class.clone());
+                }
+                Event::Label(l) => {
+                    if let (Some(Some(class)), Label::Class(truth)) =
+                        (predicted.get(&l.event_id), &l.label)
+                    {
+                        all += 1;
+                        right += u32::from(class == truth);
+                    }
+                }
+                _ => {}
+            }
+        }
+        (f64::from(right) / f64::from(all.max(1)), versions)
+    }
+
+    #[test]
+    fn a_version_deployed_after_drift_is_accurate_again_and_carries_its_name() {
+        // no late predictions: a prediction from before the deploy, late,
+        // rightly carries the old version
+        let config = SynthConfig {
+            drift_after_ms: Some(0),
+            label_fraction: 1.0,
+            late_fraction: 0.0,
+            ..SynthConfig::default()
+        };
+        let drifted: Vec<Event> = Synth::new(config.clone()).take(20_000).collect();
+        let mut synth = Synth::new(config);
+        let now = synth.clock();
+        assert_eq!(synth.version("churn", now).as_deref(), Some("v12"));
+        // from before the first prediction's time, jitter included
+        synth
+            .deploy("churn", "v13", now - 5_000)
+            .expect("churn exists");
+        assert_eq!(synth.version("churn", now).as_deref(), Some("v13"));
+        assert_eq!(synth.version("churn", now - 10_000).as_deref(), Some("v12"));
+        let retrained: Vec<Event> = synth.take(20_000).collect();
+        let (before, old) = churn_accuracy(&drifted);
+        let (after, new) = churn_accuracy(&retrained);
+        assert_eq!(old, ["v12"]);
+        assert_eq!(new, ["v13"]);
+        assert!(
+            before < 0.75,
+            "drift costs the old version accuracy: {before}"
+        );
+        assert!(after > 0.85, "the retrained version recovers: {after}");
+        assert!(
+            Synth::new(SynthConfig::default())
+                .deploy("nope", "v1", 0)
+                .is_err()
+        );
     }
 
     #[test]

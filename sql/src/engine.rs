@@ -401,18 +401,30 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// Views defined over the tables, registered with every session.
-const VIEWS: &[(&str, &str)] = &[(
-    "model_metrics_latest",
-    "SELECT * EXCLUDE (latest_rank) FROM (SELECT *, rank() OVER (\
-     PARTITION BY model_id, model_version, window_start, window_end \
-     ORDER BY revision DESC) AS latest_rank FROM model_metrics) \
-     WHERE latest_rank = 1",
-)];
+/// Views defined over the tables, registered with every session that has
+/// their table: (view, the table it reads, its query).
+const VIEWS: &[(&str, &str, &str)] = &[
+    (
+        "model_metrics_latest",
+        "model_metrics",
+        "SELECT * EXCLUDE (latest_rank) FROM (SELECT *, rank() OVER (\
+         PARTITION BY model_id, model_version, window_start, window_end \
+         ORDER BY revision DESC) AS latest_rank FROM model_metrics) \
+         WHERE latest_rank = 1",
+    ),
+    (
+        crate::versions::VIEW,
+        crate::versions::TABLE,
+        crate::versions::VIEW_SQL,
+    ),
+];
 
 /// The table a view reads, for views defined here.
 pub fn view_base(view: &str) -> Option<&'static str> {
-    (view == "model_metrics_latest").then_some("model_metrics")
+    VIEWS
+        .iter()
+        .find(|(name, _, _)| *name == view)
+        .map(|(_, base, _)| *base)
 }
 
 impl Engine {
@@ -463,8 +475,8 @@ impl Engine {
             tables,
             limits,
         };
-        for (name, sql) in VIEWS {
-            if engine.tables.get("model_metrics").is_none() {
+        for (name, base, sql) in VIEWS {
+            if engine.tables.get(base).is_none() {
                 continue;
             }
             let plan = engine.plan(sql)?;
@@ -496,8 +508,8 @@ impl Engine {
         names.extend(
             VIEWS
                 .iter()
-                .filter(|_| self.tables.get("model_metrics").is_some())
-                .map(|(n, _)| (*n).to_owned()),
+                .filter(|(_, base, _)| self.tables.get(base).is_some())
+                .map(|(n, _, _)| (*n).to_owned()),
         );
         names
     }

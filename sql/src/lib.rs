@@ -22,6 +22,7 @@ pub mod history;
 pub mod tables;
 pub mod template;
 pub mod udf;
+pub mod versions;
 
 pub use engine::{Engine, Limits, Prepared, Query};
 pub use error::{Error, Result};

@@ -922,7 +922,7 @@ impl FlushJob {
 /// Every table of driftwatch with its schema: the window components'
 /// (`window_summary`, `feature_summary`, `feature_drift`, `data_quality`,
 /// `drift_summary`), the label join's (`model_metrics`, `change_points`,
-/// `label_stats`), `events`, `rule_errors` and `alerts`.
+/// `label_stats`), `events`, `rule_errors`, `alerts` and `model_version_log`.
 pub fn standard_schemas() -> Vec<(String, SchemaRef)> {
     use driftwatch_detectors::performance::PerformanceTracker;
     use driftwatch_detectors::{WindowSet, WindowSpec, default_components};
@@ -933,6 +933,7 @@ pub fn standard_schemas() -> Vec<(String, SchemaRef)> {
     tables.push(("events".into(), crate::events::events_schema()));
     tables.push(("rule_errors".into(), crate::eval::rule_errors_schema()));
     tables.push(("alerts".into(), crate::eval::alerts_schema()));
+    tables.push((crate::versions::TABLE.into(), crate::versions::schema()));
     tables
 }
 

@@ -75,6 +75,10 @@ pub struct AlertView {
     pub fired_at: Option<i64>,
     /// When it resolved.
     pub ends_at: Option<i64>,
+    /// What the figures of the window that made it fire were (the engine
+    /// gathers them: the window's metrics, its drifted features, links).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<serde_json::Value>,
 }
 
 /// One alert known to the book.
@@ -170,6 +174,7 @@ fn view(i: &AlertInstance, status: Status) -> AlertView {
         starts_at: i.active_since,
         fired_at: None,
         ends_at: None,
+        evidence: None,
     }
 }
 
@@ -203,6 +208,7 @@ impl AlertBook {
                     v.status = from;
                     v.starts_at = a.view.starts_at.min(v.starts_at);
                     v.fired_at = a.view.fired_at;
+                    v.evidence = a.view.evidence.take();
                     if late && a.last_held > window.end {
                         // keep the newer window's figures
                         v.window_start = a.view.window_start;
@@ -293,6 +299,55 @@ impl AlertBook {
             }
             scope.latest = scope.latest.max(window.end);
         }
+        out
+    }
+
+    /// Keeps `evidence` with alert `fingerprint` of `rule` for `window`'s
+    /// model version (the notifications and later changes carry it).
+    pub fn set_evidence(
+        &mut self,
+        rule: &str,
+        window: &WindowRef,
+        fingerprint: &str,
+        evidence: serde_json::Value,
+    ) {
+        if let Some(a) = self
+            .scopes
+            .get_mut(&scope_key(rule, window))
+            .and_then(|s| s.alerts.get_mut(fingerprint))
+        {
+            a.view.evidence = Some(evidence);
+        }
+    }
+
+    /// Ends every alert of model `model`'s version `version` at event time
+    /// `now` (the version no longer serves): firing ones resolve, pending
+    /// ones become inactive. Returns the changes.
+    pub fn retire(&mut self, model: &str, version: Option<&str>, now: i64) -> Vec<Transition> {
+        let suffix = format!("\0{model}\0{}", version.unwrap_or(""));
+        let mut out = Vec::new();
+        self.scopes.retain(|key, scope| {
+            if !key.ends_with(&suffix) || key.len() == suffix.len() {
+                return true;
+            }
+            for a in std::mem::take(&mut scope.alerts).into_values() {
+                let from = a.view.status;
+                let mut view = a.view;
+                view.status = if from == Status::Pending {
+                    Status::Inactive
+                } else {
+                    Status::Resolved
+                };
+                view.ends_at = Some(now);
+                out.push(Transition {
+                    alert: view,
+                    from: Some(from),
+                    actions: a.actions,
+                    at: now,
+                });
+            }
+            false
+        });
         out
     }
 

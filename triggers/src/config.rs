@@ -418,6 +418,15 @@ pub struct Actions {
     actions: BTreeMap<String, Arc<Action>>,
 }
 
+impl Action {
+    /// Whether it asks for retraining: a webhook of any preset but `chat`.
+    /// Its delivered requests are what a new model version is traced back
+    /// to (`model_versions`).
+    pub fn requests_retraining(&self) -> bool {
+        matches!(&self.kind, ActionKind::Webhook(w) if w.preset != Preset::Chat)
+    }
+}
+
 impl Actions {
     /// Validates every `[actions.<name>]`, reading secrets from `env`.
     pub fn from_config(

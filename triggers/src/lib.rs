@@ -47,7 +47,7 @@ pub mod render;
 pub mod rows;
 pub mod silence;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use driftwatch_sql::{AlertInstance, WindowRef};
@@ -77,6 +77,37 @@ pub struct TriggerStats {
     pub silenced: u64,
 }
 
+/// A retraining request a receiver took: the latest per model is what a
+/// new version of the model is traced back to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetrainRequest {
+    /// The model.
+    pub model_id: String,
+    /// The version its alert was about.
+    pub model_version: Option<String>,
+    /// The alert's rule.
+    pub rule: String,
+    /// The alert.
+    pub fingerprint: String,
+    /// The action that sent it.
+    pub action: String,
+    /// The notification's idempotency key.
+    pub key: String,
+    /// The job or run the receiver named in its answer.
+    pub job_id: Option<String>,
+    /// Clock time it was delivered (ms).
+    pub delivered_at: i64,
+}
+
+/// At most this many models' latest retraining requests are kept (the
+/// oldest go first); the audit log keeps every one.
+pub const MAX_RETRAIN_REQUESTS: usize = 10_000;
+
+/// At most this many retired model versions are remembered (the oldest go
+/// first; a retired version forgotten can raise alerts again from late
+/// label revisions).
+pub const MAX_RETIRED: usize = 10_000;
+
 /// What a checkpoint keeps.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct State {
@@ -84,6 +115,17 @@ struct State {
     groups: Groups,
     now: i64,
     stats: TriggerStats,
+    /// Model versions that no longer serve ("model\0version" → the version
+    /// that replaced it, and when): rules raise no alerts for them.
+    #[serde(default)]
+    retired: BTreeMap<String, (String, i64)>,
+    /// Each model's latest retraining request.
+    #[serde(default)]
+    retrains: BTreeMap<String, RetrainRequest>,
+}
+
+fn version_key(model: &str, version: Option<&str>) -> String {
+    format!("{model}\0{}", version.unwrap_or(""))
 }
 
 /// The triggers of one pipeline.
@@ -151,6 +193,11 @@ impl Triggers {
         self.state.book.current()
     }
 
+    /// Writes `event` with `fields` to the audit log (a failure is logged).
+    pub fn audit_event(&self, event: &str, fields: serde_json::Value) {
+        self.audit(event, fields);
+    }
+
     fn audit(&self, event: &str, fields: serde_json::Value) {
         if let Err(e) = self.audit.write(&self.clock, event, fields) {
             warn!("audit log: {e}");
@@ -158,41 +205,167 @@ impl Triggers {
     }
 
     /// One window's evaluation: the rules that ran (`evaluated`) and the
-    /// instances they returned.
+    /// instances they returned. `evidence` is asked for what the window
+    /// showed when an alert starts firing; notifications carry it. A
+    /// retired model version's evaluations raise nothing.
     pub fn observe(
         &mut self,
         window: &WindowRef,
         evaluated: &[String],
         instances: &[AlertInstance],
+        evidence: &mut dyn FnMut(&AlertView) -> Option<serde_json::Value>,
     ) {
         let now = self.state.now.max(window.end);
         self.state.now = now;
+        if self.is_retired(&window.model_id, window.model_version.as_deref()) {
+            return;
+        }
         for rule in evaluated {
             let found: Vec<&AlertInstance> = instances.iter().filter(|i| &i.rule == rule).collect();
-            for t in self.state.book.observe(rule, window, &found, now) {
-                if t.is_change() {
-                    self.state.stats.transitions += 1;
-                    let a = &t.alert;
-                    self.audit(
-                        "transition",
-                        json!({
-                            "rule": a.rule, "fingerprint": a.fingerprint, "model_id": a.model_id,
-                            "model_version": a.model_version, "from": t.from.map(Status::as_str),
-                            "to": a.status.as_str(), "value": a.value,
-                            "window_end": key::rfc3339(a.window_end), "event_time": key::rfc3339(now),
-                            "labels": a.labels,
-                        }),
-                    );
-                    self.rows.push(rows::AlertRow {
-                        alert: a.clone(),
-                        state: a.status.as_str().into(),
-                        time: now,
-                        action: None,
-                        detail: None,
-                    });
+            for mut t in self.state.book.observe(rule, window, &found, now) {
+                if t.alert.status == Status::Firing
+                    && t.from != Some(Status::Firing)
+                    && let Some(e) = evidence(&t.alert)
+                {
+                    self.state
+                        .book
+                        .set_evidence(rule, window, &t.alert.fingerprint, e.clone());
+                    t.alert.evidence = Some(e);
                 }
-                self.state.groups.apply(&self.actions, &t);
+                self.record(&t, now);
             }
+        }
+    }
+
+    /// A transition: counted, audited, an `alerts` row, and the groups told.
+    fn record(&mut self, t: &Transition, now: i64) {
+        if t.is_change() {
+            self.state.stats.transitions += 1;
+            let a = &t.alert;
+            self.audit(
+                "transition",
+                json!({
+                    "rule": a.rule, "fingerprint": a.fingerprint, "model_id": a.model_id,
+                    "model_version": a.model_version, "from": t.from.map(Status::as_str),
+                    "to": a.status.as_str(), "value": a.value,
+                    "window_end": key::rfc3339(a.window_end), "event_time": key::rfc3339(now),
+                    "labels": a.labels,
+                }),
+            );
+            self.rows.push(rows::AlertRow {
+                alert: a.clone(),
+                state: a.status.as_str().into(),
+                time: now,
+                action: None,
+                detail: None,
+            });
+        }
+        self.state.groups.apply(&self.actions, t);
+    }
+
+    /// Model `model`'s version `version` no longer serves: `by` replaced it
+    /// at event time `at`. Its alerts end (firing ones resolve and their
+    /// resolved notices go out as usual) and its late evaluations raise
+    /// nothing, until it is seen serving again ([`Self::unretire`]).
+    pub fn retire(&mut self, model: &str, version: Option<&str>, by: &str, at: i64) {
+        let now = self.state.now.max(at);
+        self.state.now = now;
+        for t in self.state.book.retire(model, version, now) {
+            self.record(&t, now);
+        }
+        self.audit(
+            "version_retired",
+            json!({ "model_id": model, "model_version": version, "superseded_by": by, "event_time": key::rfc3339(at) }),
+        );
+        self.state
+            .retired
+            .insert(version_key(model, version), (by.to_owned(), at));
+        while self.state.retired.len() > MAX_RETIRED {
+            let oldest = self
+                .state
+                .retired
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => self.state.retired.remove(&k),
+                None => break,
+            };
+        }
+    }
+
+    /// A retired version serves again (a rollback): its rules raise alerts
+    /// again.
+    pub fn unretire(&mut self, model: &str, version: Option<&str>) {
+        if self
+            .state
+            .retired
+            .remove(&version_key(model, version))
+            .is_some()
+        {
+            self.audit(
+                "version_serving_again",
+                json!({ "model_id": model, "model_version": version }),
+            );
+        }
+    }
+
+    /// Whether a version was retired ([`Self::retire`]).
+    pub fn is_retired(&self, model: &str, version: Option<&str>) -> bool {
+        self.state
+            .retired
+            .contains_key(&version_key(model, version))
+    }
+
+    /// Whether any alert of the model version is pending or firing.
+    pub fn has_alerts(&self, model: &str, version: Option<&str>) -> bool {
+        self.current()
+            .any(|a| a.model_id == model && a.model_version.as_deref() == version)
+    }
+
+    /// The model's latest retraining request a receiver took.
+    pub fn latest_retrain(&self, model: &str) -> Option<&RetrainRequest> {
+        self.state.retrains.get(model)
+    }
+
+    /// Keeps a delivered retraining request as each of its models' latest.
+    fn note_retrain(&mut self, entry: &Entry) {
+        let asks = self
+            .actions
+            .get(&entry.notification.action)
+            .is_some_and(|a| a.requests_retraining());
+        if !asks || entry.outcome != Outcome::Delivered || entry.notification.status != "firing" {
+            return;
+        }
+        for a in &entry.notification.alerts {
+            if a.status != Status::Firing {
+                continue;
+            }
+            self.state.retrains.insert(
+                a.model_id.clone(),
+                RetrainRequest {
+                    model_id: a.model_id.clone(),
+                    model_version: a.model_version.clone(),
+                    rule: a.rule.clone(),
+                    fingerprint: a.fingerprint.clone(),
+                    action: entry.notification.action.clone(),
+                    key: entry.notification.key.clone(),
+                    job_id: entry.job_id.clone(),
+                    delivered_at: entry.finished_at.unwrap_or(entry.enqueued_at),
+                },
+            );
+        }
+        while self.state.retrains.len() > MAX_RETRAIN_REQUESTS {
+            let oldest = self
+                .state
+                .retrains
+                .iter()
+                .min_by_key(|(_, r)| r.delivered_at)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => self.state.retrains.remove(&k),
+                None => break,
+            };
         }
     }
 
@@ -237,6 +410,7 @@ impl Triggers {
             wake();
         }
         for entry in self.outbox.take_unreported(wall)? {
+            self.note_retrain(&entry);
             let state = match entry.outcome {
                 Outcome::Delivered => "delivered",
                 _ => "failed",

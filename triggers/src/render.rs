@@ -10,12 +10,17 @@
 //! | `status` | `firing` or `resolved` |
 //! | `group` | the group's labels |
 //! | `common_labels` | labels all alerts share |
-//! | `alerts` | each alert: `rule`, `severity`, `status`, `model_id`, `model_version`, `window_start`, `window_end`, `value`, `labels`, `annotations`, `starts_at`, `fired_at`, `ends_at`, `fingerprint` |
+//! | `alerts` | each alert: `rule`, `severity`, `status`, `model_id`, `model_version`, `window_start`, `window_end`, `value`, `labels`, `annotations`, `starts_at`, `fired_at`, `ends_at`, `fingerprint`, `evidence` |
 //! | `firing`, `resolved` | how many alerts of each |
 //! | `repeat` | whether it repeats an earlier notification |
 //! | `time` | when it was made (event time) |
 //!
-//! Times are RFC 3339 text.
+//! Times are RFC 3339 text. An alert's `evidence` (null until it fired) is
+//! what the window that made it fire showed: `window`, `metrics` (the
+//! latest revision's overall values with `predictions`, `labeled`,
+//! `label_coverage`), `drift` (features compared, warning, drifted),
+//! `drifted_features` (the most drifted, with their statistics) and
+//! `links` (API addresses, when `api.public_url` is known).
 
 use serde_json::{Value, json};
 
@@ -173,6 +178,13 @@ fn sample(action: &str, status: Status) -> Notification {
         starts_at: 1_767_229_200_000,
         fired_at: Some(1_767_229_200_000),
         ends_at: resolved.then_some(1_767_232_800_000),
+        evidence: Some(json!({
+            "window": { "start": "2026-01-01T00:00:00Z", "end": "2026-01-01T01:00:00Z" },
+            "metrics": { "predictions": 1000, "labeled": 800, "label_coverage": 0.8, "revision": 2, "final": false, "values": { "accuracy": 0.7 } },
+            "drift": { "features_compared": 10, "features_warning": 1, "features_drifted": 2, "drift_share": 0.2 },
+            "drifted_features": [{ "feature": "age", "kind": "numeric", "level": "drift", "ks": 0.2, "wasserstein_norm": 0.4, "psi": 0.3, "js": 0.2 }],
+            "links": { "model": "http://127.0.0.1:9797/v1/models/sample-model" },
+        })),
     };
     Notification {
         key: "0123456789abcdef0123456789abcdef".into(),
@@ -219,6 +231,7 @@ pub fn context(n: &Notification) -> Value {
                 "starts_at": rfc3339(a.starts_at),
                 "fired_at": a.fired_at.map(rfc3339),
                 "ends_at": a.ends_at.map(rfc3339),
+                "evidence": a.evidence,
             })
         })
         .collect();
@@ -297,6 +310,7 @@ mod tests {
             starts_at: 0,
             fired_at: Some(1),
             ends_at: None,
+            evidence: None,
         };
         let n = Notification {
             key: "k".into(),

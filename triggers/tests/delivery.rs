@@ -82,7 +82,8 @@ impl Harness {
             .iter()
             .map(|(f, n)| instance(&w, f, *n, hold_for, keep))
             .collect();
-        self.triggers.observe(&w, &["r".to_owned()], &found);
+        self.triggers
+            .observe(&w, &["r".to_owned()], &found, &mut |_| None);
         self.tick(end)
     }
 
@@ -516,7 +517,8 @@ every_rule = true
     alert
         .annotations
         .insert("summary".into(), format!("{hostile} drifted"));
-    h.triggers.observe(&w, &["r".to_owned()], &[alert]);
+    h.triggers
+        .observe(&w, &["r".to_owned()], &[alert], &mut |_| None);
     h.tick(T0);
     let body = hook.wait_for(1, WAIT)[0].json();
     let keys: Vec<&str> = body
@@ -625,6 +627,93 @@ fn a_silence_holds_back_matching_alerts_until_it_ends() {
     let r = hook.wait_for(2, WAIT);
     assert_eq!(r.len(), 2);
     assert_eq!(statuses(&r[1].json()), ["a:firing", "b:firing"]);
+}
+
+/// The closed loop's part in the triggers: the request carries the
+/// evidence handed over when the alert fired, the delivered request (with
+/// the job the receiver named) is the model's latest retraining request,
+/// and retiring the version resolves its alerts (a resolved notice goes
+/// out) and keeps its late evaluations from raising new ones.
+#[test]
+fn a_retired_version_resolves_its_alerts_and_the_request_carries_the_evidence() {
+    let hook = Receiver::start();
+    hook.default_reply(Reply::status(200).body(r#"{"job_id": "train-42"}"#));
+    let config = format!(
+        "[retrain]\nkind = \"webhook\"\nurl = \"{}/\"\ngroup_interval = \"0s\"\n",
+        hook.url
+    );
+    let mut h = Harness::new(&config, &[]);
+    let keep = Hold::Windows(10);
+    let w = window(T0);
+    let found = [instance(&w, "a", 1, Hold::default(), keep)];
+    let mut asked = Vec::new();
+    h.triggers.observe(&w, &["r".to_owned()], &found, &mut |a| {
+        asked.push(a.fingerprint.clone());
+        Some(serde_json::json!({ "drifted_features": [{ "feature": "a", "psi": 0.4 }] }))
+    });
+    assert_eq!(
+        asked.len(),
+        1,
+        "evidence is asked for once, when the alert fires"
+    );
+    h.tick(T0);
+    let r = hook.wait_for(1, WAIT);
+    let alert = &r[0].json()["alerts"][0];
+    assert_eq!(alert["status"], "firing");
+    assert_eq!(alert["evidence"]["drifted_features"][0]["psi"], 0.4);
+    // the delivery is recorded at the next tick: the latest request
+    h.tick(T0);
+    let req = h.triggers.latest_retrain("churn").expect("a request");
+    assert_eq!(req.job_id.as_deref(), Some("train-42"));
+    assert_eq!(req.model_version.as_deref(), Some("v7"));
+    assert_eq!(req.rule, "r");
+    assert!(h.triggers.has_alerts("churn", Some("v7")));
+
+    // the next window still holds: no new evidence is asked for
+    let w2 = window(T0 + HOUR);
+    let found = [instance(&w2, "a", 2, Hold::default(), keep)];
+    h.triggers
+        .observe(&w2, &["r".to_owned()], &found, &mut |_| {
+            panic!("asked again for a firing alert")
+        });
+    h.triggers.retire("churn", Some("v7"), "v8", T0 + 2 * HOUR);
+    assert!(!h.triggers.has_alerts("churn", Some("v7")));
+    assert!(h.triggers.is_retired("churn", Some("v7")));
+    let rows = h.tick(T0 + 2 * HOUR);
+    assert!(rows.iter().any(|r| r.state == "resolved"), "{rows:?}");
+    let r = hook.wait_for(2, WAIT);
+    assert_eq!(r[1].json()["status"], "resolved");
+    assert_eq!(
+        r[1].json()["alerts"][0]["evidence"]["drifted_features"][0]["feature"],
+        "a",
+        "the resolved notice still carries the evidence"
+    );
+    assert_eq!(h.audit_events("version_retired").len(), 1);
+    // a late revision of the retired version raises nothing
+    let late = window(T0 + HOUR);
+    let found = [instance(&late, "a", 3, Hold::default(), keep)];
+    h.triggers
+        .observe(&late, &["r".to_owned()], &found, &mut |_| None);
+    assert!(!h.triggers.has_alerts("churn", Some("v7")));
+    // serving again (a rollback), it alerts again
+    h.triggers.unretire("churn", Some("v7"));
+    let again = window(T0 + 3 * HOUR);
+    let found = [instance(&again, "a", 1, Hold::default(), keep)];
+    h.triggers
+        .observe(&again, &["r".to_owned()], &found, &mut |_| None);
+    assert!(h.triggers.has_alerts("churn", Some("v7")));
+    // the state survives a checkpoint
+    let snapshot = h.triggers.snapshot().expect("snapshot");
+    let mut fresh = Harness::new(&config, &[]);
+    fresh.triggers.restore(&snapshot).expect("restore");
+    assert_eq!(
+        fresh
+            .triggers
+            .latest_retrain("churn")
+            .and_then(|r| r.job_id.clone())
+            .as_deref(),
+        Some("train-42")
+    );
 }
 
 /// The expected requests of each preset, written from each system's API
