@@ -273,7 +273,7 @@ fn demo_prints_windows_for_every_model() {
 /// degraded phase shows in its metrics once labels for it have arrived, and
 /// no metric is reported for a window before any of its labels.
 #[test]
-fn demo_shows_the_accuracy_drop_once_labels_arrive() {
+fn demo_shows_the_accuracy_drop_once_labels_arrive_and_its_recovery_with_the_retrained_version() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
     let stdout = ok(&["demo", "--out", p(&out)], dir.path());
@@ -298,7 +298,7 @@ fn demo_shows_the_accuracy_drop_once_labels_arrive() {
         );
         assert!(chrono_ms(&r["as_of"]) >= chrono_ms(&r["window_end"]), "{r}");
     }
-    let (mut before, mut after) = (Vec::new(), Vec::new());
+    let (mut before, mut after, mut retrained) = (Vec::new(), Vec::new(), Vec::new());
     for r in churn_accuracy.iter().filter(|r| r["final"] == true) {
         let start = chrono_ms(&r["window_start"]);
         let accuracy = r["value"].as_f64().expect("value");
@@ -306,15 +306,26 @@ fn demo_shows_the_accuracy_drop_once_labels_arrive() {
         if coverage < 0.3 {
             continue;
         }
-        if chrono_ms(&r["window_end"]) <= drift_start {
+        if r["model_version"] != "v12" {
+            // the version the demo's retraining run delivered
+            retrained.push(accuracy);
+        } else if chrono_ms(&r["window_end"]) <= drift_start {
             before.push(accuracy);
         } else if start >= drift_start {
             after.push(accuracy);
         }
     }
     assert!(
-        before.len() >= 5 && after.len() >= 5,
-        "{before:?} {after:?}"
+        before.len() >= 5 && after.len() >= 2 && retrained.len() >= 2,
+        "{before:?} {after:?} {retrained:?}"
+    );
+    assert!(
+        retrained.iter().all(|a| *a > 0.85),
+        "the retrained version: {retrained:?}"
+    );
+    assert!(
+        stdout.contains("churn: v12 -> v13"),
+        "the loop's story ends the demo:\n{stdout}"
     );
     assert!(
         before.iter().all(|a| *a > 0.85),

@@ -380,7 +380,12 @@ impl RuleRunner {
                         evidence(engine, a, url)
                     });
                 }
-                if let Some(f) = self.on_alert {
+                // a retired version's rows raise no alert: not shown as one
+                let retired = self
+                    .triggers
+                    .as_ref()
+                    .is_some_and(|t| t.is_retired(&w.model_id, w.model_version.as_deref()));
+                if let Some(f) = self.on_alert.filter(|_| !retired) {
                     evaluation.instances.iter().for_each(f);
                 }
             }

@@ -639,7 +639,7 @@ fn a_retired_version_resolves_its_alerts_and_the_request_carries_the_evidence() 
     let hook = Receiver::start();
     hook.default_reply(Reply::status(200).body(r#"{"job_id": "train-42"}"#));
     let config = format!(
-        "[retrain]\nkind = \"webhook\"\nurl = \"{}/\"\ngroup_interval = \"0s\"\n",
+        "[hook]\nkind = \"webhook\"\nurl = \"{}/\"\ngroup_interval = \"0s\"\n",
         hook.url
     );
     let mut h = Harness::new(&config, &[]);
