@@ -646,7 +646,7 @@ impl ModelService {
             if serving.as_deref() != run.model_version.as_deref() || scheduled != serving {
                 continue;
             }
-            let next = next_version(run.model_version.as_deref().unwrap_or("v0"));
+            let next = run.next_version;
             let from = now + TRAINING_MS;
             synth
                 .deploy(&run.model_id, &next, from)
@@ -669,17 +669,6 @@ impl ModelService {
             );
         }
         Ok(())
-    }
-}
-
-/// The version after `v`: its trailing number plus one (`v12` → `v13`),
-/// else `v` with `.1` added.
-fn next_version(v: &str) -> String {
-    let digits = v.len() - v.trim_end_matches(|c: char| c.is_ascii_digit()).len();
-    let (stem, number) = v.split_at(v.len() - digits);
-    match number.parse::<u64>() {
-        Ok(n) => format!("{stem}{}", n + 1),
-        Err(_) => format!("{v}.1"),
     }
 }
 

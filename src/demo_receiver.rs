@@ -30,6 +30,8 @@ pub struct RetrainRun {
     pub model_id: String,
     /// The version the alert was about.
     pub model_version: Option<String>,
+    /// The version the run delivers (the answer names it).
+    pub next_version: String,
     /// The alert's rule.
     pub rule: String,
 }
@@ -57,6 +59,8 @@ async fn receive(
         .to_owned();
     let retrain = uri.path() == "/retrain";
     let job = format!("demo-run-{n}");
+    let first = &notification["alerts"][0];
+    let next = next_version(first["model_version"].as_str().unwrap_or("v0"));
     let what = if retrain {
         let alerts = notification["alerts"]
             .as_array()
@@ -76,17 +80,17 @@ async fn receive(
         format!("chat message: {}", text.lines().next().unwrap_or("").trim())
     };
     println!("  >> {what}");
-    if retrain && notification["status"] == "firing" {
-        let first = &notification["alerts"][0];
-        if let (Some(model), Ok(mut started)) = (first["model_id"].as_str(), shared.started.lock())
-        {
-            started.push(RetrainRun {
-                job: job.clone(),
-                model_id: model.to_owned(),
-                model_version: first["model_version"].as_str().map(str::to_owned),
-                rule: first["rule"].as_str().unwrap_or("").to_owned(),
-            });
-        }
+    if retrain
+        && notification["status"] == "firing"
+        && let (Some(model), Ok(mut started)) = (first["model_id"].as_str(), shared.started.lock())
+    {
+        started.push(RetrainRun {
+            job: job.clone(),
+            model_id: model.to_owned(),
+            model_version: first["model_version"].as_str().map(str::to_owned),
+            next_version: next.clone(),
+            rule: first["rule"].as_str().unwrap_or("").to_owned(),
+        });
     }
     let line = json!({ "path": uri.path(), "idempotency_key": key, "body": notification });
     if let Ok(mut f) = shared.file.lock() {
@@ -95,10 +99,21 @@ async fn receive(
     if retrain {
         (
             axum::http::StatusCode::OK,
-            json!({ "job_id": job }).to_string(),
+            json!({ "job_id": job, "model_version": next }).to_string(),
         )
     } else {
         (axum::http::StatusCode::OK, "ok".into())
+    }
+}
+
+/// The version after `v`: its trailing number plus one (`v12` → `v13`),
+/// else `v` with `.1` added.
+pub fn next_version(v: &str) -> String {
+    let digits = v.len() - v.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let (stem, number) = v.split_at(v.len() - digits);
+    match number.parse::<u64>() {
+        Ok(n) => format!("{stem}{}", n + 1),
+        Err(_) => format!("{v}.1"),
     }
 }
 

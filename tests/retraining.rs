@@ -226,6 +226,7 @@ fn the_loop_closes(
     assert_eq!(new["previous_version"], "v12");
     assert_eq!(new["alert_rule"], "critical_feature_drift");
     assert_eq!(new["retrain_job"], JOB);
+    assert_eq!(new["retrain_match"], "named");
     assert_eq!(new["retrain_action"], "retrain");
     assert_eq!(
         new["retrain_key"],
@@ -310,7 +311,10 @@ fn the_loop_closes(
 
 fn receiver() -> Receiver {
     let r = Receiver::start();
-    r.default_reply(Reply::status(200).body(&format!("{{\"job_id\": \"{JOB}\"}}")));
+    // the retraining system names the version its run will deliver
+    r.default_reply(Reply::status(200).body(&format!(
+        "{{\"job_id\": \"{JOB}\", \"model_version\": \"v13\"}}"
+    )));
     r
 }
 

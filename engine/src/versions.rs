@@ -70,8 +70,8 @@ pub type Retired = (String, Option<String>, String, i64);
 impl Versions {
     /// A closed window of a version. A version seen for the first time is
     /// traced back to `retrain`, the model's latest delivered retraining
-    /// request, when that request was about another version and led to no
-    /// other version yet. Returns whether the version was retired before
+    /// request, when that request was about another version, led to no
+    /// other version yet, and its answer named this version or none. Returns whether the version was retired before
     /// (it serves again).
     pub fn window(&mut self, seen: &WindowSeen, retrain: Option<&RetrainRequest>) -> bool {
         let w = &seen.window;
@@ -126,6 +126,10 @@ impl Versions {
         };
         if let Some(req) = retrain.filter(|req| {
             req.model_version != w.model_version
+                && req
+                    .next_version
+                    .as_ref()
+                    .is_none_or(|v| Some(v) == w.model_version.as_ref())
                 && !self
                     .records
                     .values()
@@ -136,6 +140,14 @@ impl Versions {
             r.retrain_action = Some(req.action.clone());
             r.retrain_key = Some(req.key.clone());
             r.retrain_job = req.job_id.clone();
+            r.retrain_match = Some(
+                if req.next_version.is_some() {
+                    "named"
+                } else {
+                    "latest"
+                }
+                .to_owned(),
+            );
             r.retrain_delivered_at = Some(req.delivered_at);
         }
         let row = bump(&mut r, "first seen", w.end);
@@ -283,6 +295,7 @@ mod tests {
             action: "retrain".into(),
             key: key.into(),
             job_id: Some("run-7".into()),
+            next_version: None,
             delivered_at: 1,
         }
     }
@@ -304,6 +317,7 @@ mod tests {
         assert_eq!(new.previous_version.as_deref(), Some("v12"));
         assert_eq!(new.retrain_key.as_deref(), Some("k1"));
         assert_eq!(new.retrain_job.as_deref(), Some("run-7"));
+        assert_eq!(new.retrain_match.as_deref(), Some("latest"));
         assert_eq!(new.alert_rule.as_deref(), Some("critical_feature_drift"));
         assert_eq!(new.reference.as_deref(), Some("first window"));
         assert_eq!(new.reference_start, Some(3 * H));
@@ -350,6 +364,20 @@ mod tests {
         );
         assert_eq!(rows.last().map(|r| r.revision), Some(1));
         assert!(v.take_rows().is_empty());
+    }
+
+    #[test]
+    fn a_request_whose_answer_named_another_version_leads_to_that_one_only() {
+        let mut v = Versions::default();
+        v.window(&seen("v12", 0, 10), None);
+        let mut req = request("v12", "k1");
+        req.next_version = Some("v14".into());
+        v.window(&seen("v13", 1, 10), Some(&req));
+        assert_eq!(v.get("churn", Some("v13")).expect("v13").retrain_key, None);
+        v.window(&seen("v14", 2, 10), Some(&req));
+        let named = v.get("churn", Some("v14")).expect("v14");
+        assert_eq!(named.retrain_key.as_deref(), Some("k1"));
+        assert_eq!(named.retrain_match.as_deref(), Some("named"));
     }
 
     #[test]

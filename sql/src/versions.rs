@@ -64,6 +64,10 @@ pub struct VersionRow {
     pub retrain_key: Option<String>,
     /// The job or run the receiver named.
     pub retrain_job: Option<String>,
+    /// How the request was matched: `named` (the receiver's answer named
+    /// this version) or `latest` (the model's latest request when the
+    /// version appeared, the answer naming none).
+    pub retrain_match: Option<String>,
     /// Clock time the receiver took the request.
     pub retrain_delivered_at: Option<i64>,
     /// The version that replaced it.
@@ -99,6 +103,7 @@ pub fn schema() -> SchemaRef {
         text("retrain_action", true),
         text("retrain_key", true),
         text("retrain_job", true),
+        text("retrain_match", true),
         time("retrain_delivered_at", true),
         text("superseded_by", true),
         time("superseded_at", true),

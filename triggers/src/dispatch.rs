@@ -264,11 +264,19 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, outbox: Arc<Outbox>,
         }
     };
     match result {
-        Some((_, Attempt::Delivered { status, job_id })) => {
+        Some((
+            _,
+            Attempt::Delivered {
+                status,
+                job_id,
+                model_version,
+            },
+        )) => {
             entry.outcome = Outcome::Delivered;
             entry.finished_at = Some(now);
             entry.detail = status.clone();
             entry.job_id = job_id.clone();
+            entry.model_version = model_version.clone();
             c.delivered.fetch_add(1, Ordering::Relaxed);
             info!(action = %name, key = %key, attempts = entry.attempts, job_id = job_id.as_deref().unwrap_or("-"), "notification delivered");
             audit(

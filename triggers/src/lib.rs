@@ -95,6 +95,9 @@ pub struct RetrainRequest {
     pub key: String,
     /// The job or run the receiver named in its answer.
     pub job_id: Option<String>,
+    /// The version the receiver said the job delivers, when it said.
+    #[serde(default)]
+    pub next_version: Option<String>,
     /// Clock time it was delivered (ms).
     pub delivered_at: i64,
 }
@@ -351,6 +354,7 @@ impl Triggers {
                     action: entry.notification.action.clone(),
                     key: entry.notification.key.clone(),
                     job_id: entry.job_id.clone(),
+                    next_version: entry.model_version.clone(),
                     delivered_at: entry.finished_at.unwrap_or(entry.enqueued_at),
                 },
             );

@@ -63,6 +63,9 @@ pub struct Entry {
     pub detail: Option<String>,
     /// The job or run the receiver started, when the preset knows where to find it.
     pub job_id: Option<String>,
+    /// The model version the receiver said that job delivers.
+    #[serde(default)]
+    pub model_version: Option<String>,
     /// Whether the pipeline has written the outcome to the `alerts` table.
     pub reported: bool,
 }
@@ -160,6 +163,7 @@ impl Outbox {
                     finished_at: None,
                     detail: None,
                     job_id: None,
+                    model_version: None,
                     reported: false,
                 };
                 pending

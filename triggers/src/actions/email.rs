@@ -73,6 +73,7 @@ pub async fn send(action: &Action, email: &Email, n: &Notification) -> Attempt {
         Ok(response) => Attempt::Delivered {
             status: Some(response.code().to_string()),
             job_id: None,
+            model_version: None,
         },
         Err(e) if e.is_permanent() => {
             Attempt::Refused(format!("SMTP {}:{}: {e}", email.host, email.port))

@@ -17,6 +17,8 @@ pub enum Attempt {
         status: Option<String>,
         /// The job or run it started, when known.
         job_id: Option<String>,
+        /// The model version the receiver said the job delivers, when it did.
+        model_version: Option<String>,
     },
     /// Failed; worth another attempt (network, timeout, 5xx, 429).
     Retry(String),
@@ -99,6 +101,7 @@ async fn send(
         webhook::Answer::Delivered(job_id) => Attempt::Delivered {
             status: Some(status.to_string()),
             job_id,
+            model_version: webhook::named_version(preset, &body),
         },
         webhook::Answer::Retry(m) => Attempt::Retry(m),
         webhook::Answer::Refused(m) => Attempt::Refused(m),

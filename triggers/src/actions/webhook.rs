@@ -267,6 +267,20 @@ pub enum Answer {
     Refused(String),
 }
 
+/// The model version a receiver's answer says its job will deliver: the
+/// `model_version` of a generic webhook's JSON answer (the presets' systems
+/// answer in their own shapes, which name no version).
+pub fn named_version(preset: &Preset, body: &[u8]) -> Option<String> {
+    if *preset != Preset::Generic {
+        return None;
+    }
+    let json: Value = serde_json::from_slice(body).ok()?;
+    json.get("model_version")?
+        .as_str()
+        .filter(|v| !v.is_empty() && v.len() <= 256)
+        .map(str::to_owned)
+}
+
 /// Reads the answer `status` / `body` to a request of `preset` that was sent
 /// for notification `key`.
 pub fn answer(preset: &Preset, key: &str, status: u16, body: &[u8]) -> Answer {
@@ -366,5 +380,12 @@ mod tests {
             answer(&Preset::Chat, "k", 200, b"ok"),
             Answer::Delivered(None)
         );
+        let named = br#"{"job_id": "j1", "model_version": "v13"}"#;
+        assert_eq!(
+            named_version(&Preset::Generic, named).as_deref(),
+            Some("v13")
+        );
+        assert_eq!(named_version(&Preset::Chat, named), None);
+        assert_eq!(named_version(&Preset::Generic, b"{\"job_id\": 1}"), None);
     }
 }
