@@ -9,7 +9,12 @@
 //!                               ─► Groups: route, group, silence, repeat
 //!                               ─► Outbox (redb, durable) ─► Dispatcher ─► receivers
 //!   transitions, deliveries ──► `alerts` table rows + audit log
+//!   delivered retraining requests ──► each model's latest (a new version
+//!   is traced to it); retired versions ──► their alerts end
 //! ```
+//!
+//! A firing alert keeps the evidence its window showed (handed over by the
+//! engine in [`Triggers::observe`]); its notifications carry it.
 //!
 //! A pipeline owns a [`Triggers`]: it hands over each rule evaluation
 //! ([`Triggers::observe`]), then calls [`Triggers::tick`] to write the due
