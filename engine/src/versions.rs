@@ -71,8 +71,8 @@ impl Versions {
     /// A closed window of a version. A version seen for the first time is
     /// traced back to `retrain`, the model's latest delivered retraining
     /// request, when that request was about another version, led to no
-    /// other version yet, and its answer named this version or none. Returns whether the version was retired before
-    /// (it serves again).
+    /// other version yet, and its answer named this version or none.
+    /// Returns whether the version was retired before (it serves again).
     pub fn window(&mut self, seen: &WindowSeen, retrain: Option<&RetrainRequest>) -> bool {
         let w = &seen.window;
         let k = key(&w.model_id, w.model_version.as_deref());
