@@ -47,6 +47,9 @@ struct Record {
     row: VersionRow,
     /// Start of its latest closed window.
     last_start: i64,
+    /// Start of the window from which it serves: its first, or the one
+    /// in which it served again after being retired (a rollback).
+    serving_since: i64,
 }
 
 /// The tracked versions.
@@ -78,12 +81,16 @@ impl Versions {
         let k = key(&w.model_id, w.model_version.as_deref());
         if let Some(rec) = self.records.get_mut(&k) {
             rec.last_start = rec.last_start.max(w.start);
+            let again = rec.row.superseded_by.is_some();
             let r = &mut rec.row;
-            let again = r.superseded_by.is_some();
             r.first_seen = r.first_seen.min(w.start);
             r.last_seen = r.last_seen.max(w.end);
             r.windows += 1;
             r.predictions += seen.predictions;
+            if again {
+                rec.serving_since = w.start;
+            }
+            let r = &mut rec.row;
             let change = if again {
                 r.superseded_by = None;
                 r.superseded_at = None;
@@ -157,6 +164,7 @@ impl Versions {
             Record {
                 row: r,
                 last_start: w.start,
+                serving_since: w.start,
             },
         );
         self.bound();
@@ -164,8 +172,9 @@ impl Versions {
     }
 
     /// Versions of `models` that stopped serving: a version is retired by a
-    /// newer one (first seen later) of its model with a closed window that
-    /// starts at or after the older one's last window ended.
+    /// newer one of its model (serving since later: first seen later, or
+    /// serving again after a rollback) with a closed window that starts at
+    /// or after the older one's last window ended.
     pub fn retire(&mut self, models: &std::collections::BTreeSet<String>) -> Vec<Retired> {
         let mut out = Vec::new();
         let keys: Vec<String> = self
@@ -175,7 +184,7 @@ impl Versions {
             .map(|(k, _)| k.clone())
             .collect();
         for k in keys {
-            let Some(old) = self.records.get(&k).map(|r| &r.row) else {
+            let Some((old, since)) = self.records.get(&k).map(|r| (&r.row, r.serving_since)) else {
                 continue;
             };
             let by = self
@@ -184,10 +193,10 @@ impl Versions {
                 .filter(|n| {
                     n.row.model_id == old.model_id
                         && n.row.model_version != old.model_version
-                        && n.row.first_seen > old.first_seen
+                        && n.serving_since > since
                         && n.last_start >= old.last_seen
                 })
-                .max_by_key(|n| (n.row.first_seen, n.row.last_seen))
+                .max_by_key(|n| (n.serving_since, n.row.last_seen))
                 .map(|n| {
                     (
                         n.row.model_version.clone().unwrap_or_default(),
@@ -390,6 +399,12 @@ mod tests {
         let old = v.get("churn", Some("v1")).expect("v1");
         assert_eq!(old.superseded_by, None);
         assert_eq!(old.change, "serving again");
+        // hour 2 is a whole window of v1 without v2: v2 is retired
+        assert_eq!(
+            v.retire(&churn()),
+            [("churn".into(), Some("v2".into()), "v1".into(), 3 * H)]
+        );
+        assert!(v.retire(&churn()).is_empty(), "v1 is not retired by v2");
     }
 
     #[test]
