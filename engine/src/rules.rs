@@ -421,7 +421,10 @@ impl RuleRunner {
         }
         // deliveries that ended meanwhile first: a retraining request the
         // receiver took is what a version first seen now is traced to
-        self.tick(i64::MIN)?;
+        if let Some(t) = &mut self.triggers {
+            t.record_deliveries()
+                .map_err(context("recording ended deliveries"))?;
+        }
         let mut seen = std::mem::take(&mut self.seen);
         seen.sort_by_key(|s| (s.window.end, s.window.start));
         for s in &seen {

@@ -418,6 +418,19 @@ impl Triggers {
         {
             wake();
         }
+        self.record_deliveries_at(wall)?;
+        Ok(std::mem::take(&mut self.rows))
+    }
+
+    /// Takes the deliveries that ended since the last look: `alerts` rows
+    /// for the next [`tick`](Self::tick), and a delivered retraining
+    /// request becomes its model's latest ([`latest_retrain`](Self::latest_retrain)).
+    pub fn record_deliveries(&mut self) -> Result<()> {
+        let wall = (self.clock)();
+        self.record_deliveries_at(wall)
+    }
+
+    fn record_deliveries_at(&mut self, wall: i64) -> Result<()> {
         for entry in self.outbox.take_unreported(wall)? {
             self.note_retrain(&entry);
             let state = match entry.outcome {
@@ -438,7 +451,7 @@ impl Triggers {
                 });
             }
         }
-        Ok(std::mem::take(&mut self.rows))
+        Ok(())
     }
 
     /// The state to checkpoint with the pipeline.
