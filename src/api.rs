@@ -77,6 +77,7 @@ fn routes() -> Vec<(Method, &'static str, bool, MethodRouter<Arc<Api>>)> {
             true,
             put(upload_reference),
         ),
+        (Method::GET, "/ui/models/{id}", true, get(model_page)),
         (Method::GET, "/v1/alerts", true, get(alerts)),
         (Method::POST, "/v1/query", true, post(query)),
         (Method::GET, "/v1/silences", true, get(list_silences)),
@@ -423,6 +424,54 @@ struct Span {
     to: Option<String>,
 }
 
+impl Span {
+    /// `from` and `to` in ms, when given.
+    fn bounds(&self) -> Result<(Option<i64>, Option<i64>), ApiError> {
+        let parse = |name: &str, value: &Option<String>| match value {
+            None => Ok(None),
+            Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| Some(t.timestamp_millis()))
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("{name}={t:?}: {e}; expected RFC 3339, e.g. 2026-11-30T00:00:00Z"),
+                    )
+                }),
+        };
+        Ok((parse("from", &self.from)?, parse("to", &self.to)?))
+    }
+}
+
+/// `GET /ui/models/{id}?from=&to=` (RFC 3339, both optional): the model's
+/// report page over the live rows and the history.
+async fn model_page(
+    State(api): Shared_,
+    Path(id): Path<String>,
+    Query(span): Query<Span>,
+) -> Answer {
+    let (from, to) = span.bounds()?;
+    let (queries, data_dir) = (Arc::clone(&api.shared.queries), api.config.data_dir.clone());
+    let gathered = tokio::task::spawn_blocking(move || {
+        driftwatch_engine::report::gather(
+            &queries,
+            &data_dir,
+            &id,
+            driftwatch_engine::report::Span { from, to },
+        )
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let report = match gathered {
+        Ok(r) => r,
+        Err(driftwatch_engine::Error::Input(m)) => {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, m));
+        }
+        Err(e) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e)),
+    };
+    let page = crate::report::html(&report, chrono::Utc::now().timestamp_millis());
+    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response())
+}
+
 /// `GET /v1/models/{id}/windows?from=&to=` (RFC 3339, both optional): the
 /// model's closed windows that overlap the span, oldest first.
 async fn model_windows(
@@ -430,21 +479,8 @@ async fn model_windows(
     Path(id): Path<String>,
     Query(span): Query<Span>,
 ) -> Answer {
-    let parse = |name: &str, value: &Option<String>, default: i64| match value {
-        None => Ok(default),
-        Some(t) => chrono::DateTime::parse_from_rfc3339(t)
-            .map(|t| t.timestamp_millis())
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("{name}={t:?}: {e}; expected RFC 3339, e.g. 2026-11-30T00:00:00Z"),
-                )
-            }),
-    };
-    let (from, to) = (
-        parse("from", &span.from, i64::MIN)?,
-        parse("to", &span.to, i64::MAX)?,
-    );
+    let (from, to) = span.bounds()?;
+    let (from, to) = (from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX));
     let queries = Arc::clone(&api.shared.queries);
     let model = id.clone();
     let windows = blocking(StatusCode::INTERNAL_SERVER_ERROR, move || {

@@ -45,6 +45,10 @@ pub enum Command {
     Rules(RulesCommand),
     /// Runs one SQL query over the history in the data directory.
     Sql(SqlArgs),
+    /// Writes a model's report: one self-contained HTML page with its
+    /// accuracy, drift, distributions, data quality and retraining loop
+    /// over time, from the history in the data directory.
+    Report(ReportArgs),
     /// Alerts pending or firing now, and the latest alert events
     /// (transitions and deliveries), from the history's `alerts` table.
     Alerts(AlertsArgs),
@@ -134,6 +138,23 @@ pub struct SqlArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = SqlFormat::Table)]
     pub format: SqlFormat,
+}
+
+/// `driftwatch report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The model.
+    #[arg(long)]
+    pub model: String,
+    /// Windows ending after this (RFC 3339) [default: the first].
+    #[arg(long, value_parser = parse_instant)]
+    pub from: Option<i64>,
+    /// Windows starting before this (RFC 3339) [default: the last].
+    #[arg(long, value_parser = parse_instant)]
+    pub to: Option<i64>,
+    /// The page to write.
+    #[arg(long, default_value = "report.html")]
+    pub out: PathBuf,
 }
 
 /// `driftwatch reference`.

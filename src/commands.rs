@@ -53,6 +53,11 @@ pub fn run(command: Command, settings: &Settings) -> Result<()> {
         Command::Rules(RulesCommand::Check { dir }) => rules_check(settings, dir),
         Command::Rules(RulesCommand::Test { dir }) => rules_test(settings, dir),
         Command::Sql(args) => sql(settings, &args),
+        Command::Report(args) => {
+            let path = write_report(settings, &args.model, args.from, args.to, &args.out)?;
+            println!("wrote {}", path.display());
+            Ok(())
+        }
         Command::Alerts(args) => alerts(settings, &args),
         Command::Silence(command) => silence(settings, command),
     }
@@ -219,6 +224,29 @@ fn rules_test(settings: &Config, dir: Option<PathBuf>) -> Result<()> {
 }
 
 /// `driftwatch sql`: one query over the history.
+/// Writes `model`'s report over the history to `out`; returns `out`.
+fn write_report(
+    settings: &Config,
+    model: &str,
+    from: Option<i64>,
+    to: Option<i64>,
+    out: &Path,
+) -> Result<PathBuf> {
+    let engine = alerting::sql_engine(settings, true)?;
+    let report = driftwatch_engine::report::gather(
+        &engine,
+        &settings.data_dir,
+        model,
+        driftwatch_engine::report::Span { from, to },
+    )?;
+    let page = crate::report::html(&report, chrono::Utc::now().timestamp_millis());
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(out, page).with_context(|| format!("writing {}", out.display()))?;
+    Ok(out.to_owned())
+}
+
 fn sql(settings: &Config, args: &SqlArgs) -> Result<()> {
     let engine = alerting::sql_engine(settings, true)?;
     let (schema, batches) = engine.query(&args.query)?;
@@ -613,6 +641,17 @@ fn demo(args: DemoArgs, config: &Config) -> Result<()> {
         println!("the local receiver got {} request(s)", r.stop());
     }
     crate::output::print_retraining_loops(settings)?;
+    if settings.sql.history {
+        println!();
+        for model in synth.model_ids().iter().map(|m| m.as_ref()) {
+            let path = match out {
+                Some(dir) => driftwatch_engine::DataDir::new(dir).report(model),
+                None => settings.data_dir.report(model),
+            };
+            let path = write_report(settings, model, None, None, &path)?;
+            println!("report of {model}: {}", path.display());
+        }
+    }
     Ok(())
 }
 

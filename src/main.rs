@@ -7,6 +7,7 @@ mod commands;
 mod demo_receiver;
 mod output;
 mod reference;
+mod report;
 mod rules;
 mod settings;
 mod telemetry;

@@ -113,6 +113,13 @@ impl DataDir {
     pub fn demo_receiver(&self) -> PathBuf {
         self.root.join("demo-receiver.jsonl")
     }
+
+    /// The HTML report of `model` that `driftwatch demo` writes.
+    pub fn report(&self, model: &str) -> PathBuf {
+        self.root
+            .join("reports")
+            .join(format!("{}.html", path_component(model)))
+    }
 }
 
 #[cfg(test)]

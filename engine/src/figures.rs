@@ -128,7 +128,7 @@ pub fn model_versions(engine: &Engine, model: &str) -> Result<Vec<RecordBatch>> 
 /// Runs `sql` with `window`'s placeholders bound (`$model_id`,
 /// `$model_version`, `$window_start`, `$window_end`), `what` naming it in
 /// errors.
-fn window_query(
+pub(crate) fn window_query(
     engine: &Engine,
     sql: &str,
     window: &driftwatch_sql::WindowRef,

@@ -42,6 +42,7 @@ mod history_writer;
 pub mod pipeline;
 pub mod reference;
 pub mod replay;
+pub mod report;
 mod rule_worker;
 pub mod rules;
 pub mod service;
