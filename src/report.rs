@@ -11,7 +11,7 @@ use driftwatch_engine::report::{Distribution, QualityPoint, Report};
 /// Chart width and the plot area's margins (SVG user units).
 const W: f64 = 960.0;
 const LEFT: f64 = 56.0;
-const RIGHT: f64 = 16.0;
+const RIGHT: f64 = 44.0;
 const TOP: f64 = 12.0;
 const BOTTOM: f64 = 28.0;
 
@@ -51,11 +51,11 @@ pub fn html(report: &Report, now: i64) -> String {
          <link rel=\"icon\" href=\"data:,\"><title>{}</title><style>{STYLE}</style></head><body>",
         esc(&title)
     );
-    let latest_accuracy = report
+    let latest = report
         .performance
         .iter()
         .rev()
-        .find_map(|p| p.accuracy.map(|a| (a, p.label_coverage)));
+        .find_map(|p| p.value.map(|a| (a, p.label_coverage)));
     let _ = write!(
         out,
         "<header><h1>{}</h1><p class=\"facts\">{} → {} · <b>{}</b> windows · <b>{}</b> predictions",
@@ -65,8 +65,12 @@ pub fn html(report: &Report, now: i64) -> String {
         report.windows,
         report.predictions,
     );
-    if let Some((a, c)) = latest_accuracy {
-        let _ = write!(out, " · latest accuracy <b>{a:.3}</b>");
+    if let Some((a, c)) = latest {
+        let _ = write!(
+            out,
+            " · latest {} <b>{a:.3}</b>",
+            metric_name(&report.metric)
+        );
         if let Some(c) = c {
             let _ = write!(out, " ({:.0} % labelled)", c * 100.0);
         }
@@ -176,6 +180,8 @@ fn unit_scale(out: &mut String, h: f64, top: f64, percent: bool) {
             } else {
                 format!("{p:.0} %")
             }
+        } else if top >= 10.0 {
+            format!("{:.0}", v * top)
         } else {
             format!("{:.2}", v * top)
         };
@@ -191,12 +197,18 @@ fn unit_scale(out: &mut String, h: f64, top: f64, percent: bool) {
     out.push_str("</g>");
 }
 
-/// The smallest of 1 %, 2 %, 5 %, 10 %, 20 %, 50 %, 100 % at or above `v`.
-fn nice_top(v: f64) -> f64 {
-    [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
+/// The smallest 1, 2 or 5 times a power of ten at or above `v` (1 for
+/// nothing above 0).
+fn nice_ceiling(v: f64) -> f64 {
+    if !(v > 0.0 && v.is_finite()) {
+        return 1.0;
+    }
+    let power = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
         .into_iter()
-        .find(|&t| v <= t)
-        .unwrap_or(1.0)
+        .map(|k| k * power)
+        .find(|&t| v <= t * (1.0 + 1e-12))
+        .unwrap_or(10.0 * power)
 }
 
 fn unit_y(v: f64, h: f64) -> f64 {
@@ -224,18 +236,49 @@ fn legend(out: &mut String, items: &[(String, String)]) {
     out.push_str("</ul>");
 }
 
-/// Accuracy per version and label coverage, the alerts' firing spans shaded.
+/// The name of a report's metric in words.
+fn metric_name(metric: &str) -> &str {
+    match metric {
+        "mae" => "mean absolute error",
+        "" => "performance",
+        m => m,
+    }
+}
+
+/// The metric per version and label coverage, the alerts' firing spans
+/// shaded.
 fn performance(out: &mut String, report: &Report) {
     const H: f64 = 280.0;
-    out.push_str("<section id=\"performance\"><h2>Accuracy and label coverage</h2>");
+    let name = metric_name(&report.metric);
+    let mut title = format!("{name} and label coverage");
+    title[..1].make_ascii_uppercase();
+    let _ = write!(out, "<section id=\"performance\"><h2>{}</h2>", esc(&title));
     let axis = TimeAxis::new(report);
-    open_chart(
-        out,
-        "performance",
-        H,
-        "accuracy and label coverage over time",
-    );
-    unit_scale(out, H, 1.0, false);
+    open_chart(out, "performance", H, &title);
+    // accuracy from 0 to 1; an error from 0 to a round number above its largest
+    let top = if report.metric == "accuracy" {
+        1.0
+    } else {
+        nice_ceiling(
+            report
+                .performance
+                .iter()
+                .filter_map(|p| p.value)
+                .fold(0.0, f64::max),
+        )
+    };
+    unit_scale(out, H, top, false);
+    let y = |v: f64| unit_y(v / top, H);
+    // label coverage's axis, on the right
+    for i in 0..=4 {
+        let _ = write!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\">{} %</text>",
+            W - RIGHT + 6.0,
+            unit_y(i as f64 / 4.0, H) + 4.0,
+            i * 25
+        );
+    }
     // firing spans first, under the lines
     for a in &report.alerts {
         let x1 = axis.x(a.start);
@@ -271,7 +314,7 @@ fn performance(out: &mut String, report: &Report) {
         if !order.contains(&v) {
             order.push(v);
         }
-        if let Some(a) = p.accuracy {
+        if let Some(a) = p.value {
             versions
                 .entry(v)
                 .or_default()
@@ -282,11 +325,11 @@ fn performance(out: &mut String, report: &Report) {
     for (i, v) in order.iter().enumerate() {
         let colour = PALETTE[i % PALETTE.len()];
         let points = versions.get(v).map(Vec::as_slice).unwrap_or_default();
-        let name = v.unwrap_or("(no version)");
+        let version = v.unwrap_or("(no version)");
         if !points.is_empty() {
             line(
                 out,
-                points.iter().map(|&(t, a, _)| (axis.x(t), unit_y(a, H))),
+                points.iter().map(|&(t, a, _)| (axis.x(t), y(a))),
                 colour,
                 "",
             );
@@ -304,9 +347,9 @@ fn performance(out: &mut String, report: &Report) {
                     "<circle class=\"mark\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{colour}\">\
                      <title>{}</title></circle>",
                     axis.x(t),
-                    unit_y(a, H),
+                    y(a),
                     esc(&format!(
-                        "{name} {}: accuracy {a:.3}{}",
+                        "{version} {}: {name} {a:.3}{}",
                         when(t - half),
                         c.map(|c| format!(", {:.0} % labelled", c * 100.0))
                             .unwrap_or_default()
@@ -316,7 +359,7 @@ fn performance(out: &mut String, report: &Report) {
         }
         items.push((
             format!("background:{colour}"),
-            format!("{name} accuracy (dashed: label coverage)"),
+            format!("{version} {name} (dashed: label coverage)"),
         ));
     }
     axis.ticks(out, H);
@@ -649,13 +692,14 @@ fn quality_chart(
     let axis = TimeAxis::new(report);
     open_chart(out, name, H, title);
     // scaled to the largest value, so that a few percent still shows
-    let top = nice_top(
+    let top = nice_ceiling(
         overall
             .iter()
             .map(|p| p.1)
             .chain(features.iter().map(|p| p.value))
-            .fold(0.0, f64::max),
-    );
+            .fold(0.01, f64::max),
+    )
+    .min(1.0);
     unit_scale(out, H, top, true);
     let y = |v: f64| unit_y(v / top, H);
     let half = report.bucket_ms / 2;
@@ -976,6 +1020,7 @@ mod tests {
             from: 0,
             to: 4 * h,
             bucket_ms: h,
+            metric: "accuracy".into(),
             windows: 4,
             predictions: 400,
             performance: (0..4)
@@ -983,7 +1028,7 @@ mod tests {
                     start: i * h,
                     model_version: Some(if i < 2 { "v1" } else { "v2" }.into()),
                     predictions: 100,
-                    accuracy: Some(0.9 - 0.1 * i as f64),
+                    value: Some(0.9 - 0.1 * i as f64),
                     label_coverage: Some(0.5),
                 })
                 .collect(),
@@ -1099,6 +1144,16 @@ mod tests {
         assert_eq!(span_text(86_400_000), "1 d");
         assert_eq!(span_text(1_234), "1234 ms");
         assert_eq!(clip("abcdef", 4), "abc…");
+    }
+
+    #[test]
+    fn scales_end_at_round_numbers() {
+        assert_eq!(nice_ceiling(0.0), 1.0);
+        assert_eq!(nice_ceiling(0.031), 0.05);
+        assert_eq!(nice_ceiling(0.1), 0.1);
+        assert_eq!(nice_ceiling(37.0), 50.0);
+        assert_eq!(nice_ceiling(120.0), 200.0);
+        assert_eq!(nice_ceiling(f64::NAN), 1.0);
     }
 
     #[test]

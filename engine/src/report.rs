@@ -59,7 +59,10 @@ pub struct Report {
     pub windows: u64,
     /// Predictions in them.
     pub predictions: u64,
-    /// Per bucket and version: predictions, accuracy and label coverage.
+    /// The performance figure shown: `accuracy` (classifiers), `mae`
+    /// (regression), or empty when the model has neither.
+    pub metric: String,
+    /// Per bucket and version: predictions, the metric and label coverage.
     pub performance: Vec<PerformancePoint>,
     /// Firing spans of the model's alerts.
     pub alerts: Vec<AlertSpan>,
@@ -94,8 +97,9 @@ pub struct PerformancePoint {
     pub model_version: Option<String>,
     /// Predictions.
     pub predictions: u64,
-    /// Accuracy over the labelled predictions (latest revisions).
-    pub accuracy: Option<f64>,
+    /// The report's metric over the labelled predictions (latest
+    /// revisions; a labelled-weighted mean of the windows').
+    pub value: Option<f64>,
     /// Labelled share of the predictions.
     pub label_coverage: Option<f64>,
 }
@@ -275,17 +279,29 @@ pub fn gather(engine: &Engine, data: &DataDir, model: &str, span: Span) -> Resul
     let bucket = format!("CAST((CAST(window_start AS BIGINT) - {from}) / {bucket_ms} AS BIGINT)");
     let start_of = |bucket_number: i64| from + bucket_number * bucket_ms;
 
+    let metric = rows(
+        engine,
+        &format!(
+            "SELECT min(metric) AS metric FROM model_metrics_latest \
+             WHERE {in_span} AND metric IN ('accuracy', 'mae') AND class IS NULL"
+        ),
+        &window,
+        "a report's metric",
+    )?
+    .first()
+    .and_then(|r| text(r, "metric"))
+    .unwrap_or_default();
     let performance = rows(
         engine,
         &format!(
             "WITH w AS (SELECT model_version, {bucket} AS b, events FROM window_summary WHERE {in_span}), \
              a AS (SELECT model_version, {bucket} AS b, value, labeled, predictions FROM model_metrics_latest \
-               WHERE {in_span} AND metric = 'accuracy' AND class IS NULL AND predicted_class IS NULL), \
+               WHERE {in_span} AND metric = '{metric}' AND class IS NULL AND predicted_class IS NULL), \
              wp AS (SELECT model_version, b, sum(events) AS predictions FROM w GROUP BY model_version, b), \
-             ap AS (SELECT model_version, b, sum(value * labeled) / sum(labeled) AS accuracy, \
+             ap AS (SELECT model_version, b, sum(value * labeled) / sum(labeled) AS value, \
                CAST(sum(labeled) AS DOUBLE) / sum(predictions) AS label_coverage \
                FROM a GROUP BY model_version, b) \
-             SELECT wp.model_version, wp.b, wp.predictions, ap.accuracy, ap.label_coverage \
+             SELECT wp.model_version, wp.b, wp.predictions, ap.value, ap.label_coverage \
              FROM wp LEFT JOIN ap ON (wp.model_version IS NOT DISTINCT FROM ap.model_version) AND wp.b = ap.b \
              ORDER BY wp.b, wp.model_version"
         ),
@@ -297,7 +313,7 @@ pub fn gather(engine: &Engine, data: &DataDir, model: &str, span: Span) -> Resul
         start: start_of(int(&r, "b").unwrap_or(0)),
         model_version: text(&r, "model_version"),
         predictions: int(&r, "predictions").unwrap_or(0).max(0) as u64,
-        accuracy: float(&r, "accuracy").filter(|v| v.is_finite()),
+        value: float(&r, "value").filter(|v| v.is_finite()),
         label_coverage: float(&r, "label_coverage").filter(|v| v.is_finite()),
     })
     .collect();
@@ -421,6 +437,7 @@ pub fn gather(engine: &Engine, data: &DataDir, model: &str, span: Span) -> Resul
         from,
         to,
         bucket_ms,
+        metric,
         windows: int(&extent, "windows").unwrap_or(0).max(0) as u64,
         predictions: int(&extent, "predictions").unwrap_or(0).max(0) as u64,
         performance,
@@ -968,9 +985,10 @@ mod tests {
                 .sum::<u64>(),
             report.predictions
         );
-        assert!(report.performance.iter().any(|p| p.accuracy.is_some()));
+        assert_eq!(report.metric, "accuracy");
+        assert!(report.performance.iter().any(|p| p.value.is_some()));
         for p in &report.performance {
-            assert!(p.accuracy.is_none_or(|a| (0.0..=1.0).contains(&a)), "{p:?}");
+            assert!(p.value.is_none_or(|a| (0.0..=1.0).contains(&a)), "{p:?}");
             assert!(
                 p.label_coverage.is_none_or(|c| (0.0..=1.0).contains(&c)),
                 "{p:?}"
@@ -1009,6 +1027,14 @@ mod tests {
         );
 
         // a span narrows it; a model without windows is the user's error
+        // a regression model shows its mean absolute error
+        let eta = gather(&process, &data, "eta", Span::default()).expect("report");
+        assert_eq!(eta.metric, "mae");
+        assert!(
+            eta.performance
+                .iter()
+                .any(|p| p.value.is_some_and(|v| v > 1.0))
+        );
         let narrow = gather(
             &process,
             &data,
