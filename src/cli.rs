@@ -305,6 +305,10 @@ pub struct GenArgs {
     /// Share of predictions that arrive two hours late.
     #[arg(long, default_value_t = 0.0005)]
     pub late_fraction: f64,
+    /// Mean time between two predictions (ms, all models together): the
+    /// stream's span is about this times the predictions.
+    #[arg(long, default_value_t = 1000.0)]
+    pub interval_ms: f64,
     /// Deploy a retrained version: `MODEL=VERSION@TIME` (RFC 3339), e.g.
     /// `churn=v13@2026-11-01T08:00:00Z`: predictions from then on carry
     /// the version, and drift no longer costs it accuracy. Repeatable.

@@ -718,6 +718,14 @@ fn gen_file(args: GenArgs) -> Result<()> {
         (Some(e), None) => SynthConfig::for_events(e, args.seed),
         (None, None) => anyhow::bail!("give --events or --predictions"),
     };
+    if !(args.interval_ms.is_finite() && args.interval_ms > 0.0) {
+        anyhow::bail!("--interval-ms must be above 0, got {}", args.interval_ms);
+    }
+    // the drift starts as far through the stream as before
+    config.drift_after_ms = config
+        .drift_after_ms
+        .map(|d| (d as f64 * args.interval_ms / config.mean_interval_ms) as i64);
+    config.mean_interval_ms = args.interval_ms;
     config.model = args.model.clone();
     config.numeric_features = args.numeric_features;
     config.categorical_features = args.categorical_features;

@@ -454,12 +454,13 @@ pub fn gather(engine: &Engine, data: &DataDir, model: &str, span: Span) -> Resul
     })
 }
 
-/// A time bucket's width: the shortest window's, or wider so that
-/// `[from, to)` takes at most [`MAX_COLUMNS`] buckets.
+/// A time bucket's width: the shortest window's, or as many of them as
+/// `[from, to)` needs to take at most [`MAX_COLUMNS`] buckets.
 fn bucket_width(from: i64, to: i64, shortest: i64) -> i64 {
-    shortest
-        .max(1)
-        .max((to - from + MAX_COLUMNS - 1) / MAX_COLUMNS)
+    let window = shortest.max(1);
+    // whole windows per bucket, so that buckets start where windows do
+    let per_bucket = ((to - from).max(1) as u64).div_ceil((window * MAX_COLUMNS) as u64);
+    window * per_bucket.max(1) as i64
 }
 
 /// The alerts of the window's model that fired in its span, each from its
@@ -894,6 +895,8 @@ mod tests {
         assert_eq!(bucket_width(0, 240 * h, h), h);
         // 30 days of hours: 720 windows in 240 buckets of 3 h
         assert_eq!(bucket_width(0, 720 * h, h), 3 * h);
+        assert_eq!(bucket_width(0, 718 * h, h), 3 * h);
+        assert_eq!(bucket_width(0, 721 * h, h), 4 * h);
         assert_eq!(bucket_width(5, 5, 0), 1);
     }
 
