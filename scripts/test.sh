@@ -10,7 +10,8 @@
 #   browser of the report test), in a virtual environment under
 #   DRIFTWATCH_TOOLS
 # - Debian's Chromium (the browser of the report test; Playwright's own
-#   browser download is not used), installed with apt-get when missing
+#   browser download is not used), installed with apt-get when missing, and
+#   Debian's docker-compose (validates compose/) when no Compose client is here
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${DRIFTWATCH_TOOLS:-$HOME/.cache/driftwatch/tools}"
@@ -37,5 +38,10 @@ if [ ! -x "$CHROMIUM" ]; then
   fi
 fi
 export DRIFTWATCH_CHROMIUM="$CHROMIUM"
+
+# a Compose client validates compose/ (tests/compose.rs skips, saying so, without one)
+if ! command -v docker-compose >/dev/null && ! docker compose version >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null 2>&1 || true
+fi
 
 cargo test --workspace --locked "$@"

@@ -133,7 +133,7 @@ backoff = "100ms"
 /// Everything after the stream's first part: the request and the email
 /// came; the rest of the stream (the new version) goes in through `feed`;
 /// then every step shows in the API, the metrics, the version table and
-/// the audit log.
+/// the audit log. Returns the metrics scraped while the alert fired.
 fn the_loop_closes(
     setup: &Setup,
     port: u16,
@@ -141,7 +141,7 @@ fn the_loop_closes(
     receiver: &Receiver,
     smtp: &SmtpSink,
     feed: &mut dyn FnMut(&[String]),
-) {
+) -> String {
     feed(&setup.before);
     // the model service waits for its retraining run
     let requests = receiver.wait_for(1, WAIT);
@@ -196,6 +196,7 @@ fn the_loop_closes(
     assert!(!firing.is_empty(), "{alerts}");
     assert!(firing.iter().all(|a| a["model_version"] == "v12"));
     let exposition = metrics(port);
+    let while_firing = exposition.clone();
     assert!(
         sample(
             &exposition,
@@ -310,6 +311,7 @@ fn the_loop_closes(
             .iter()
             .any(|e| e["model_version"] == "v13")
     );
+    while_firing
 }
 
 fn receiver() -> Receiver {
@@ -378,7 +380,7 @@ dead_letter_topic = "dead-letters"
         .unwrap();
         assert!(out.status.success(), "{out:?}");
     };
-    the_loop_closes(&setup, port, &mut service, &receiver, &smtp, &mut feed);
+    let while_firing = the_loop_closes(&setup, port, &mut service, &receiver, &smtp, &mut feed);
     // and the consumer reads the topic to its end
     service.wait_for("no consumer lag", |_| {
         let lag = sample(
@@ -387,5 +389,44 @@ dead_letter_topic = "dead-letters"
         );
         (lag == Some(0.0)).then_some(())
     });
+    // every series the compose setup's Grafana dashboard and Prometheus
+    // configuration ask for is exported (this service has Kafka, alerts,
+    // deliveries and refusals: every kind of series exists; the alert
+    // gauges while an alert fires)
+    let exposition = metrics(port) + &while_firing;
+    let exported: Vec<&str> = exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let wanted = metric_names(&[
+        "compose/grafana/dashboards/driftwatch.json",
+        "compose/prometheus/prometheus.yml",
+    ]);
+    assert!(wanted.len() >= 15, "{wanted:?}");
+    for name in &wanted {
+        assert!(
+            exported.contains(&name.as_str()),
+            "{name} is not exported:\n{exposition}"
+        );
+    }
     assert!(service.stop().success());
+}
+
+/// The `driftwatch_…` names in the files (paths from the repository).
+fn metric_names(files: &[&str]) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for file in files {
+        let text =
+            std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
+                .unwrap();
+        for (at, _) in text.match_indices("driftwatch_") {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            names.insert(name);
+        }
+    }
+    names
 }
