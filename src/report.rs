@@ -279,30 +279,21 @@ fn performance(out: &mut String, report: &Report) {
             i * 25
         );
     }
-    // firing spans first, under the lines
-    for a in &report.alerts {
-        let x1 = axis.x(a.start);
-        let x2 = axis.x(a.end.unwrap_or(report.to)).max(x1 + 1.5);
-        let colour = if a.severity == "critical" {
-            "#dc2626"
-        } else {
-            "#f59e0b"
-        };
-        let _ = write!(
-            out,
-            "<rect class=\"span\" x=\"{x1:.1}\" y=\"{TOP}\" width=\"{w:.1}\" height=\"{h:.1}\" \
-             fill=\"{colour}\" fill-opacity=\"0.10\"><title>{}</title></rect>",
-            esc(&format!(
-                "{} ({}) on {}: firing {} → {}",
-                a.rule,
-                a.severity,
-                a.model_version.as_deref().unwrap_or("-"),
-                when(a.start),
-                a.end.map_or("still firing".to_owned(), when),
-            )),
-            w = x2 - x1,
-            h = H - TOP - BOTTOM,
-        );
+    // firing spans first, under the lines: overlapping spans of one
+    // colour shaded once, their alerts named in the tooltip
+    for (critical, colour) in [(false, "#f59e0b"), (true, "#dc2626")] {
+        for shade in merged_spans(report, critical) {
+            let x1 = axis.x(shade.start);
+            let x2 = axis.x(shade.end).max(x1 + 1.5);
+            let _ = write!(
+                out,
+                "<rect class=\"span\" x=\"{x1:.1}\" y=\"{TOP}\" width=\"{w:.1}\" height=\"{h:.1}\" \
+                 fill=\"{colour}\" fill-opacity=\"0.12\"><title>{}</title></rect>",
+                esc(&shade.describe()),
+                w = x2 - x1,
+                h = H - TOP - BOTTOM,
+            );
+        }
     }
     let half = report.bucket_ms / 2;
     // per version: (time, accuracy, label coverage)
@@ -377,6 +368,68 @@ fn performance(out: &mut String, report: &Report) {
         out.push_str("<p class=\"note\">no labelled predictions in this span yet</p>");
     }
     out.push_str("</section>");
+}
+
+/// Firing alerts of one kind (critical or not) over an interval where at
+/// least one fired.
+struct Shade<'a> {
+    start: i64,
+    end: i64,
+    alerts: Vec<&'a driftwatch_engine::report::AlertSpan>,
+}
+
+impl Shade<'_> {
+    fn describe(&self) -> String {
+        let mut rules: Vec<&str> = self.alerts.iter().map(|a| a.rule.as_str()).collect();
+        rules.sort_unstable();
+        rules.dedup();
+        let first = &self.alerts[0];
+        if self.alerts.len() == 1 {
+            format!(
+                "{} ({}) on {}: firing {} → {}",
+                first.rule,
+                first.severity,
+                first.model_version.as_deref().unwrap_or("-"),
+                when(first.start),
+                first.end.map_or("still firing".to_owned(), when),
+            )
+        } else {
+            format!(
+                "{} alerts firing {} → {}: {}",
+                self.alerts.len(),
+                when(self.start),
+                when(self.end),
+                rules.join(", ")
+            )
+        }
+    }
+}
+
+/// The report's firing spans of critical alerts (or of the others), merged
+/// where they overlap; a span still firing runs to the report's end.
+fn merged_spans(report: &Report, critical: bool) -> Vec<Shade<'_>> {
+    let mut spans: Vec<&driftwatch_engine::report::AlertSpan> = report
+        .alerts
+        .iter()
+        .filter(|a| (a.severity == "critical") == critical)
+        .collect();
+    spans.sort_by_key(|a| a.start);
+    let mut out: Vec<Shade<'_>> = Vec::new();
+    for a in spans {
+        let end = a.end.unwrap_or(report.to).max(a.start);
+        match out.last_mut() {
+            Some(last) if a.start <= last.end => {
+                last.end = last.end.max(end);
+                last.alerts.push(a);
+            }
+            _ => out.push(Shade {
+                start: a.start,
+                end,
+                alerts: vec![a],
+            }),
+        }
+    }
+    out
 }
 
 /// A polyline through `points` (nothing for fewer than one point).
@@ -793,11 +846,17 @@ fn timeline(out: &mut String, report: &Report) {
             esc(v.as_deref().unwrap_or("(no version)")),
         );
     }
+    // one triangle per lane, severity and few pixels: hundreds of alerts
+    // over a month would otherwise hide the lane
+    let mut drawn = std::collections::BTreeSet::new();
     for a in &report.alerts {
         let Some(i) = lane_of(&a.model_version) else {
             continue;
         };
         let (x, y) = (axis.x(a.start), TOP + LANE * i as f64 + 14.0);
+        if !drawn.insert((i, a.severity == "critical", (x / 6.0) as i64)) {
+            continue;
+        }
         let colour = if a.severity == "critical" {
             "#dc2626"
         } else {
@@ -1144,6 +1203,37 @@ mod tests {
         assert_eq!(span_text(86_400_000), "1 d");
         assert_eq!(span_text(1_234), "1234 ms");
         assert_eq!(clip("abcdef", 4), "abc…");
+    }
+
+    #[test]
+    fn overlapping_alerts_are_shaded_once() {
+        let mut r = report();
+        let span = |rule: &str, severity: &str, start: i64, end: Option<i64>| AlertSpan {
+            rule: rule.into(),
+            severity: severity.into(),
+            model_version: None,
+            instance: "{}".into(),
+            start,
+            end,
+        };
+        r.alerts = vec![
+            span("a", "critical", 10, Some(20)),
+            span("b", "critical", 15, Some(30)),
+            span("c", "critical", 40, Some(50)),
+            span("d", "warning", 12, None),
+        ];
+        let critical: Vec<(i64, i64, usize)> = merged_spans(&r, true)
+            .iter()
+            .map(|s| (s.start, s.end, s.alerts.len()))
+            .collect();
+        assert_eq!(critical, vec![(10, 30, 2), (40, 50, 1)]);
+        let others = merged_spans(&r, false);
+        assert_eq!((others[0].start, others[0].end), (12, r.to));
+        assert!(
+            merged_spans(&r, true)[0]
+                .describe()
+                .starts_with("2 alerts firing")
+        );
     }
 
     #[test]
