@@ -795,6 +795,12 @@ fn quality_chart(
     axis.ticks(out, H);
     out.push_str("</svg>");
     legend(out, &items);
+    if features.is_empty() {
+        let _ = write!(
+            out,
+            "<p class=\"note\">none in this span: every feature stayed at 0</p>"
+        );
+    }
 }
 
 /// The alert → retraining → new version timeline: one lane per version.
