@@ -392,6 +392,9 @@ pub struct NumericSnapshot {
     pending: Vec<f64>,
 }
 
+/// [`SketchView::cdf_error`] per unit of the largest CDF rise between knots.
+pub const CDF_ERROR_PER_RISE: f64 = 0.8;
+
 /// Quantile and CDF queries over a sketch, each in O(log n).
 ///
 /// With exact counts the CDF is the empirical step function. Otherwise it is
@@ -502,6 +505,27 @@ impl SketchView {
         } else {
             x1
         })
+    }
+
+    /// How far this CDF may be from the CDF of the values it sketches, at
+    /// any point: 0 for exact counts; for a t-digest, 0.8 × the largest rise
+    /// of its CDF between two neighbouring knots ((w₁ + w₂) / 2n for two
+    /// centroids of weights w₁ and w₂).
+    ///
+    /// In theory the line between two centroids' means can be off by up to
+    /// twice that rise (if a centroid's values all sat at one end of its
+    /// span); measured against the exact CDF of normal, lognormal, uniform,
+    /// exponential, bimodal and rounded data at 1,000 to 1,000,000 values,
+    /// the digest was never off by more than 0.62 × the rise (rounded data,
+    /// whose ties the digest spreads; about 0.46 for continuous data:
+    /// `the_digest_cdf_error_bound_holds` in `stats.rs`). 0.8 keeps a
+    /// margin above that without claiming the worst case, which would hide
+    /// every shift smaller than a fifth of a standard deviation.
+    pub fn cdf_error(&self) -> f64 {
+        if self.exact.is_some() {
+            return 0.0;
+        }
+        CDF_ERROR_PER_RISE * self.fs.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max)
     }
 
     /// Whether the CDF is a step function (exact counts).
