@@ -6,6 +6,7 @@
 
 pub mod auc;
 pub mod change;
+pub mod estimate;
 pub mod metrics;
 pub mod store;
 pub mod tracker;
