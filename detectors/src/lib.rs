@@ -31,6 +31,7 @@
 pub mod component;
 pub mod drift;
 pub mod error;
+pub mod multivariate;
 pub mod performance;
 pub mod sketch;
 pub mod slots;
