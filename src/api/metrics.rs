@@ -214,6 +214,15 @@ fn render(
         }
     }
     if let Some(alerts) = alerts {
+        // the usual severities are always there, at 0 without alerts, so
+        // that a dashboard reads 0 rather than no data
+        for state in ["pending", "firing"] {
+            for severity in ["critical", "warning", "info"] {
+                alerts_by_state
+                    .get_or_create(&labels(&[("state", state), ("severity", severity)]))
+                    .set(0.0);
+            }
+        }
         for (state, severity) in current_alerts(alerts) {
             alerts_by_state
                 .get_or_create(&labels(&[("state", &state), ("severity", &severity)]))
@@ -307,6 +316,20 @@ mod tests {
             "driftwatch_figures_up 0.0",
             "driftwatch_outbox_pending 2.0",
             "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+        // the alert series exist at 0 once the alerts could be read
+        assert!(!text.contains("driftwatch_alerts{"));
+        let none = driftwatch_engine::alerting::AlertsView {
+            current: Vec::new(),
+            recent: Vec::new(),
+        };
+        let text = render(&status, Some(&models), Some(&none), None).expect("encodes");
+        for line in [
+            "driftwatch_alerts{state=\"firing\",severity=\"critical\"} 0.0",
+            "driftwatch_alerts{state=\"pending\",severity=\"warning\"} 0.0",
+            "driftwatch_figures_up 1.0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }
