@@ -266,6 +266,79 @@ mod tests {
         assert!(Isotonic::fit([(f64::NAN, true)]).is_none());
     }
 
+    /// Windows of 2,000 predictions of a calibrated-on-reference model
+    /// under two covariate shifts: customers crowding near the decision
+    /// boundary (the model's accuracy falls — the estimate follows it) and a
+    /// feature the model ignores moving (alarms for that feature's drift,
+    /// but the estimate stays inside the band around the reference's
+    /// accuracy). In every window the realised accuracy is within three
+    /// sampling errors of the estimate.
+    #[test]
+    fn the_estimate_follows_a_harmful_shift_and_ignores_a_harmless_one() {
+        use rand::{RngExt, SeedableRng};
+        use rand_distr::{Distribution, Normal};
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(3);
+        let sigmoid = |z: f64| 1.0 / (1.0 + (-z).exp());
+        // truth: P(y = 1 | x) = sigmoid(2 x); the model's score is
+        // miscalibrated, sigmoid(4 x), and x2 plays no part
+        let mut draw = |spread: f64, x2_mean: f64, n: usize| -> Vec<(f64, bool, f64)> {
+            let (x, x2) = (
+                Normal::new(0.0, spread).expect("normal"),
+                Normal::new(x2_mean, 1.0).expect("normal"),
+            );
+            (0..n)
+                .map(|_| {
+                    let v = x.sample(&mut rng);
+                    let label = rng.random::<f64>() < sigmoid(2.0 * v);
+                    (sigmoid(4.0 * v), label, x2.sample(&mut rng))
+                })
+                .collect()
+        };
+        let reference = draw(1.5, 0.0, 20_000);
+        let calibration =
+            Isotonic::fit(reference.iter().map(|(s, y, _)| (*s, *y))).expect("calibration");
+        let right = |rows: &[(f64, bool, f64)]| {
+            rows.iter().filter(|(s, y, _)| (*s >= 0.5) == *y).count() as f64 / rows.len() as f64
+        };
+        let reference_accuracy = right(&reference);
+        let window = |rows: &[(f64, bool, f64)]| {
+            let mut e = Expected::default();
+            for (s, _, _) in rows {
+                e.add(*s, calibration.calibrate(*s), *s >= 0.5);
+            }
+            e.estimate().accuracy.expect("accuracy")
+        };
+        let error = accuracy_sampling_error(reference_accuracy, 2_000).expect("error");
+        for (name, spread, x2_mean) in [
+            ("same", 1.5, 0.0),
+            ("harmful", 0.4, 0.0),
+            ("harmless", 1.5, 3.0),
+        ] {
+            for _ in 0..10 {
+                let rows = draw(spread, x2_mean, 2_000);
+                let (estimate, realised) = (window(&rows), right(&rows));
+                assert!(
+                    (estimate - realised).abs() <= 3.0 * error,
+                    "{name}: estimate {estimate} vs realised {realised} (band ± {})",
+                    3.0 * error
+                );
+                let moved = (estimate - reference_accuracy).abs() > 3.0 * error;
+                match name {
+                    "harmful" => assert!(
+                        estimate < reference_accuracy - 0.1,
+                        "the estimate follows the fall: {estimate} vs {reference_accuracy}"
+                    ),
+                    _ => assert!(!moved, "{name}: {estimate} vs {reference_accuracy}"),
+                }
+                // the ignored feature did move
+                if name == "harmless" {
+                    let mean = rows.iter().map(|r| r.2).sum::<f64>() / rows.len() as f64;
+                    assert!(mean > 2.5);
+                }
+            }
+        }
+    }
+
     #[test]
     fn expected_counts_give_the_metrics_of_perfectly_confident_scores() {
         let mut e = Expected::default();
