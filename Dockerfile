@@ -33,10 +33,13 @@ RUN touch src/main.rs */src/lib.rs && cargo build --release --locked \
  && strip --strip-debug target/release/driftwatch
 
 FROM debian:bookworm-slim
+# the data directory is made here, the service user's: a new volume takes
+# its owner from the image (made by VOLUME alone it would be root's)
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home-dir /var/lib/driftwatch --create-home driftwatch
+ && useradd --system --uid 10001 --home-dir /var/lib/driftwatch --create-home driftwatch \
+ && mkdir -p /var/lib/driftwatch/data && chown driftwatch: /var/lib/driftwatch/data
 COPY --from=build /src/target/release/driftwatch /usr/local/bin/driftwatch
 COPY rules /etc/driftwatch/rules
 USER driftwatch
