@@ -54,7 +54,12 @@ pub fn run(command: Command, settings: &Settings) -> Result<()> {
         Command::Rules(RulesCommand::Test { dir }) => rules_test(settings, dir),
         Command::Sql(args) => sql(settings, &args),
         Command::Report(args) => {
-            let path = write_report(settings, &args.model, args.from, args.to, &args.out)?;
+            let engine = alerting::sql_engine(settings, true)?;
+            let span = driftwatch_engine::report::Span {
+                from: args.from,
+                to: args.to,
+            };
+            let path = write_report(&engine, settings, &args.model, span, &args.out)?;
             println!("wrote {}", path.display());
             Ok(())
         }
@@ -223,21 +228,15 @@ fn rules_test(settings: &Config, dir: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Writes `model`'s report over the history to `out`; returns `out`.
+/// Writes `model`'s report from `engine` to `out`; returns `out`.
 fn write_report(
+    engine: &driftwatch_sql::Engine,
     settings: &Config,
     model: &str,
-    from: Option<i64>,
-    to: Option<i64>,
+    span: driftwatch_engine::report::Span,
     out: &Path,
 ) -> Result<PathBuf> {
-    let engine = alerting::sql_engine(settings, true)?;
-    let report = driftwatch_engine::report::gather(
-        &engine,
-        &settings.data_dir,
-        model,
-        driftwatch_engine::report::Span { from, to },
-    )?;
+    let report = driftwatch_engine::report::gather(engine, &settings.data_dir, model, span)?;
     let page = crate::report::html(&report, chrono::Utc::now().timestamp_millis());
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -640,15 +639,17 @@ fn demo(args: DemoArgs, config: &Config) -> Result<()> {
     if let Some((r, _)) = receiver {
         println!("the local receiver got {} request(s)", r.stop());
     }
-    crate::output::print_retraining_loops(settings)?;
+    // the loop and the reports are read from the history
     if settings.sql.history {
+        let engine = alerting::sql_engine(settings, true)?;
+        crate::output::print_retraining_loops(&engine)?;
         println!();
         for model in synth.model_ids().iter().map(|m| m.as_ref()) {
             let path = match out {
                 Some(dir) => driftwatch_engine::DataDir::new(dir).report(model),
                 None => settings.data_dir.report(model),
             };
-            match write_report(settings, model, None, None, &path) {
+            match write_report(&engine, settings, model, Default::default(), &path) {
                 Ok(path) => println!("report of {model}: {}", path.display()),
                 // a short demo may close no window of a model
                 Err(e)

@@ -358,14 +358,9 @@ pub fn print_summary(summary: &RunSummary, elapsed: Duration) {
     }
 }
 
-/// Prints each turn of the retraining loop the data directory's history
-/// holds (nothing without a history).
-pub fn print_retraining_loops(config: &driftwatch_engine::Config) -> Result<()> {
-    if !config.sql.history {
-        return Ok(());
-    }
-    let engine = driftwatch_engine::alerting::sql_engine(config, true)?;
-    let loops = driftwatch_engine::figures::retraining_loops(&engine)?;
+/// Prints each turn of the retraining loop `engine`'s tables hold.
+pub fn print_retraining_loops(engine: &driftwatch_sql::Engine) -> Result<()> {
+    let loops = driftwatch_engine::figures::retraining_loops(engine)?;
     println!();
     if loops.is_empty() {
         println!("the retraining loop: no new model version traced back to a retraining request");

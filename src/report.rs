@@ -97,19 +97,27 @@ pub fn html(report: &Report, now: i64) -> String {
     out
 }
 
-/// Maps event time to x within the plot area.
+/// Maps event time to x within the plot area, from `left` to the right
+/// margin.
 struct TimeAxis {
     from: f64,
     to: f64,
+    left: f64,
     /// Ticks fall on multiples of this from `from`.
     step: i64,
 }
 
 impl TimeAxis {
     fn new(report: &Report) -> Self {
+        Self::starting_at(report, LEFT)
+    }
+
+    /// A plot area starting at `left` (room for row labels).
+    fn starting_at(report: &Report, left: f64) -> Self {
         TimeAxis {
             from: report.from as f64,
             to: (report.to.max(report.from + 1)) as f64,
+            left,
             step: report.bucket_ms.max(1),
         }
     }
@@ -128,7 +136,7 @@ impl TimeAxis {
 
     fn x(&self, t: i64) -> f64 {
         let t = (t as f64).clamp(self.from, self.to);
-        LEFT + (t - self.from) / (self.to - self.from) * (W - LEFT - RIGHT)
+        self.left + (t - self.from) / (self.to - self.from) * (W - self.left - RIGHT)
     }
 
     /// Tick marks and their labels along the bottom of a plot of height `h`.
@@ -136,14 +144,15 @@ impl TimeAxis {
         out.push_str("<g class=\"axis\">");
         let _ = write!(
             out,
-            "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{x2:.1}\" y2=\"{y:.1}\"/>",
+            "<line x1=\"{x1:.1}\" y1=\"{y:.1}\" x2=\"{x2:.1}\" y2=\"{y:.1}\"/>",
+            x1 = self.left,
             y = h - BOTTOM,
             x2 = W - RIGHT
         );
         let mut last = f64::NEG_INFINITY;
         for (i, t) in self.tick_times().into_iter().enumerate() {
             let x = self.x(t);
-            if x - last < 110.0 && i < 5 {
+            if x - last < 120.0 && i < 5 {
                 continue;
             }
             last = x;
@@ -458,9 +467,8 @@ fn drift(out: &mut String, report: &Report) {
     const ROW: f64 = 16.0;
     let label_w = 150.0;
     let h = TOP + ROW * report.drift_features.len() as f64 + BOTTOM;
-    let axis = TimeAxis::new(report);
     // the heatmap's plot starts further right, for the feature names
-    let x = |t: i64| label_w + (axis.x(t) - LEFT) / (W - LEFT - RIGHT) * (W - label_w - RIGHT);
+    let axis = TimeAxis::starting_at(report, label_w);
     open_chart(out, "drift", h, "drift by feature over time");
     let rows: BTreeMap<&str, usize> = report
         .drift_features
@@ -477,7 +485,7 @@ fn drift(out: &mut String, report: &Report) {
             esc(&clip(f, 22))
         );
     }
-    let cell_w = (x(report.from + report.bucket_ms) - x(report.from)).max(1.0);
+    let cell_w = (axis.x(report.from + report.bucket_ms) - axis.x(report.from)).max(1.0);
     for c in &report.drift {
         let Some(&i) = rows.get(c.feature.as_str()) else {
             continue;
@@ -487,7 +495,7 @@ fn drift(out: &mut String, report: &Report) {
             out,
             "<rect class=\"mark\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{fill}\">\
              <title>{}</title></rect>",
-            x(c.start),
+            axis.x(c.start),
             TOP + ROW * i as f64 + 1.0,
             (cell_w - 0.5).max(0.8),
             ROW - 2.0,
@@ -505,28 +513,8 @@ fn drift(out: &mut String, report: &Report) {
             )),
         );
     }
-    // the time axis, moved right with the plot
-    out.push_str("<g class=\"axis\">");
-    let mut last = f64::NEG_INFINITY;
-    for (i, t) in axis.tick_times().into_iter().enumerate() {
-        if x(t) - last < 110.0 && i < 5 {
-            continue;
-        }
-        last = x(t);
-        let anchor = match i {
-            0 => "start",
-            5 => "end",
-            _ => "middle",
-        };
-        let _ = write!(
-            out,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{}</text>",
-            x(t),
-            h - BOTTOM + 16.0,
-            esc(&when(t))
-        );
-    }
-    out.push_str("</g></svg>");
+    axis.ticks(out, h);
+    out.push_str("</svg>");
     legend(
         out,
         &[

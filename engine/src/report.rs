@@ -229,6 +229,11 @@ pub struct VersionRow {
     pub first_healthy_window_end: Option<i64>,
 }
 
+/// The rows of the model's windows overlapping the span (the placeholders
+/// bound to the model and the span).
+const IN_SPAN: &str =
+    "model_id = $model_id AND window_end > $window_start AND window_start < $window_end";
+
 /// The far ends of time a span left open stands for.
 const EARLIEST: i64 = 0;
 const LATEST: i64 = 253_402_300_799_999;
@@ -243,8 +248,7 @@ pub fn gather(engine: &Engine, data: &DataDir, model: &str, span: Span) -> Resul
         start: span.from.unwrap_or(EARLIEST),
         end: span.to.unwrap_or(LATEST),
     };
-    let in_span =
-        "model_id = $model_id AND window_end > $window_start AND window_start < $window_end";
+    let in_span = IN_SPAN;
     let extent = rows(
         engine,
         &format!(
@@ -538,8 +542,7 @@ fn quality(
     from: i64,
     bucket_ms: i64,
 ) -> Result<Vec<QualityPoint>> {
-    let in_span =
-        "model_id = $model_id AND window_end > $window_start AND window_start < $window_end";
+    let in_span = IN_SPAN;
     let sql = format!(
         "WITH top AS (SELECT feature FROM data_quality WHERE {in_span} GROUP BY feature \
            HAVING max({column}) > 0 ORDER BY max({column}) DESC, feature LIMIT {QUALITY_FEATURES}) \
@@ -870,11 +873,8 @@ fn text(r: &Row, k: &str) -> Option<String> {
 }
 
 fn int(r: &Row, k: &str) -> Option<i64> {
-    r.get(k).and_then(|v| {
-        v.as_i64()
-            .or_else(|| v.as_u64().map(|u| u as i64))
-            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-    })
+    r.get(k)
+        .and_then(|v| v.as_i64().or_else(|| v.as_u64().map(|u| u as i64)))
 }
 
 fn float(r: &Row, k: &str) -> Option<f64> {
