@@ -18,15 +18,9 @@ WORK="${BENCH_DIR:-${TMPDIR:-/tmp}/driftwatch-bench}"
 mkdir -p "$WORK"
 command -v curl >/dev/null || { echo "needs curl" >&2; exit 1; }
 
-if [ -n "${DRIFTWATCH_BIN:-}" ]; then
-  BIN=$DRIFTWATCH_BIN
-else
-  cargo build --release --quiet
-  BIN=target/release/driftwatch
-  [ -n "${CARGO_TARGET_DIR:-}" ] && BIN="$CARGO_TARGET_DIR/release/driftwatch"
-fi
+. scripts/release-bin.sh
+BIN=$(release_bin)
 
-BIN=$(realpath "$BIN")
 FILE="$WORK/events-$EVENTS.jsonl"
 [ -f "$FILE" ] || "$BIN" gen --events "$EVENTS" --out "$FILE"
 BATCHES="$WORK/http-batches-$EVENTS"

@@ -21,13 +21,8 @@ mkdir -p "$WORK"
 
 # DRIFTWATCH_BIN: measure another build (a copy of an earlier commit's, for
 # a before/after pair) instead of building this checkout
-if [ -n "${DRIFTWATCH_BIN:-}" ]; then
-  BIN=$DRIFTWATCH_BIN
-else
-  cargo build --release --quiet
-  BIN=target/release/driftwatch
-  [ -n "${CARGO_TARGET_DIR:-}" ] && BIN="$CARGO_TARGET_DIR/release/driftwatch"
-fi
+. scripts/release-bin.sh
+BIN=$(release_bin)
 
 FILE="$WORK/events-$EVENTS.jsonl"
 [ -f "$FILE" ] || "$BIN" gen --events "$EVENTS" --out "$FILE"

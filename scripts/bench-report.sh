@@ -18,14 +18,8 @@ WORK="${BENCH_DIR:-${TMPDIR:-/tmp}/driftwatch-bench-report}"
 PYTHON="${DRIFTWATCH_PYTHON:-$HOME/.cache/driftwatch/tools/venv/bin/python}"
 rm -rf "$WORK" && mkdir -p "$WORK"
 
-if [ -n "${DRIFTWATCH_BIN:-}" ]; then
-  BIN=$DRIFTWATCH_BIN
-else
-  cargo build --release --quiet
-  BIN=target/release/driftwatch
-  [ -n "${CARGO_TARGET_DIR:-}" ] && BIN="$CARGO_TARGET_DIR/release/driftwatch"
-fi
-BIN="$(realpath "$BIN")"
+. scripts/release-bin.sh
+BIN=$(release_bin)
 
 PREDICTIONS=$((DAYS * 24 * 170))
 INTERVAL=$((DAYS * 86400000 / PREDICTIONS))
