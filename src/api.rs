@@ -412,6 +412,9 @@ async fn upload_reference(
             "predictions": built.used,
             "features": built.features,
             "refused": built.refusals(),
+            "labelled": built.label_free.as_ref().map_or(0, |l| l.labelled),
+            "performance_estimation": built.label_free.as_ref().is_some_and(|l| l.calibration.is_some()),
+            "multivariate_components": built.label_free.as_ref().and_then(|l| l.components).map(|c| c.0),
         })),
     )
         .into_response())

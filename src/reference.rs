@@ -56,12 +56,9 @@ pub fn build(
         &settings.data_dir,
         &BuildRequest {
             files,
-            model,
             version,
             selection,
-            drift: settings.drift.clone().unwrap_or_default(),
-            decoder: settings.decoder.clone(),
-            dead_letter_max_bytes: settings.dead_letter_max_bytes,
+            ..BuildRequest::new(settings, model)
         },
     )?;
     println!(
@@ -73,7 +70,49 @@ pub fn build(
         built.features,
         built.path.display()
     );
+    if let Some(l) = &built.label_free {
+        println!("{}", label_free_line(l));
+    }
     Ok(built.path)
+}
+
+/// What a label-free reference holds, in words.
+fn label_free_line(l: &driftwatch_engine::reference::LabelFreeSummary) -> String {
+    let calibration = match &l.calibration {
+        Some(c) => format!(
+            "performance estimation from {} labelled predictions (accuracy {}, ROC AUC {}, \
+             the scores' calibration error {:.3})",
+            c.n,
+            c.realised
+                .accuracy
+                .map_or("-".into(), |a| format!("{a:.3}")),
+            c.realised.roc_auc.map_or("-".into(), |a| format!("{a:.3}")),
+            c.calibration_error
+        ),
+        None if l.labelled > 0 => format!(
+            "no performance estimation: {} labelled predictions (needs {} of both classes)",
+            l.labelled,
+            driftwatch_engine::reference::MIN_CALIBRATION_ROWS
+        ),
+        None => "no performance estimation: no labelled binary-classifier scores".to_owned(),
+    };
+    let multivariate = match l.components {
+        Some((k, d)) => format!("multivariate drift on {k} components of {d} features"),
+        None => "no multivariate drift (fewer than two features)".to_owned(),
+    };
+    let bound = if l.labels_beyond_bound > 0 {
+        format!(
+            "; {} labels past the bound of {} not used",
+            l.labels_beyond_bound,
+            driftwatch_engine::reference::MAX_CALIBRATION_ROWS
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "label-free: {calibration}; {multivariate}{bound} → {}",
+        l.path.display()
+    )
 }
 
 /// Prints the stored profiles, one line each.

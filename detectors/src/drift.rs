@@ -517,21 +517,26 @@ type ModelKey = (Arc<str>, Option<Arc<str>>);
 /// the process: a window's own version is looked up here first, so a
 /// profile stored now is the reference of every later window of that
 /// version, in whichever pipeline its events are.
+/// Their label-free references ([`crate::labelfree`]) are shared the same way.
 #[derive(Debug, Default)]
-pub struct SharedReferences(std::sync::RwLock<HashMap<ModelKey, Arc<Profile>>>);
+pub struct SharedReferences {
+    profiles: std::sync::RwLock<HashMap<ModelKey, Arc<Profile>>>,
+    /// The label-free references of every pipeline.
+    pub label_free: Arc<crate::labelfree::LabelFreeReferences>,
+}
 
 impl SharedReferences {
     /// Makes `profile` the reference of a model version from now on.
     pub fn set(&self, model: &str, version: Option<&str>, profile: Profile) {
         let key = (Arc::from(model), version.map(Arc::from));
-        self.0
+        self.profiles
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(key, Arc::new(profile));
     }
 
     fn get(&self, key: &WindowKey) -> Option<Arc<Profile>> {
-        self.0
+        self.profiles
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&(Arc::clone(&key.model_id), key.model_version.clone()))

@@ -31,6 +31,7 @@
 pub mod component;
 pub mod drift;
 pub mod error;
+pub mod labelfree;
 pub mod multivariate;
 pub mod performance;
 pub mod sketch;
@@ -44,17 +45,19 @@ use std::sync::Arc;
 pub use component::{Component, Components, DynComponent};
 pub use drift::{Decision, DriftConfig, DriftDetector, Level, SharedReferences, Thresholds};
 pub use error::{Error, Result};
+pub use labelfree::{LabelFree, LabelFreeReference, LabelFreeReferences};
 pub use slots::FeatureSlots;
 pub use summary::{FeatureSummary, WindowSummary};
 pub use window::{Watermark, WindowSpec};
 pub use windows::{ClosedWindow, Limits, WindowKey, WindowSet, WindowStats, key_fields};
 
-/// The components every window runs by default: the summaries and the drift
-/// detector with default settings.
+/// The components every window runs by default: the summaries, the drift
+/// detector with default settings and the label-free figures (of no model
+/// until references are given).
 pub fn default_components() -> Components {
     let drift = DriftDetector::new(DriftConfig::default())
         .unwrap_or_else(|_| unreachable!("the default drift settings are valid"));
-    components(drift)
+    components(drift, LabelFree::default())
 }
 
 /// Only the summaries (drift detection switched off).
@@ -65,11 +68,12 @@ pub fn summary_components() -> Components {
     ])
 }
 
-/// The summaries and the given drift detector.
-pub fn components(drift: DriftDetector) -> Components {
+/// The summaries, the given drift detector and label-free figures.
+pub fn components(drift: DriftDetector, label_free: LabelFree) -> Components {
     Arc::new([
         Arc::new(WindowSummary) as Arc<dyn DynComponent>,
         Arc::new(FeatureSummary),
         Arc::new(drift),
+        Arc::new(label_free),
     ])
 }

@@ -18,7 +18,7 @@
 //! Checked against NannyML 0.13 on the same data and chunks
 //! (`tests/reconstruction_oracle.rs`).
 
-use nalgebra::{DMatrix, DVector, SymmetricEigen};
+use nalgebra::{DMatrix, SymmetricEigen};
 use serde::{Deserialize, Serialize};
 
 /// The share of the variance the kept components explain by default.
@@ -178,23 +178,40 @@ impl Reconstruction {
         &self.explained
     }
 
+    /// Features (the length of a row).
+    pub fn features(&self) -> usize {
+        self.mean.len()
+    }
+
+    /// The reference's mean of each feature (what a missing value is
+    /// taken as: it adds nothing to the error).
+    pub fn means(&self) -> &[f64] {
+        &self.mean
+    }
+
     /// The distance between `row` (standardised) and its reconstruction
     /// from the kept components.
     pub fn error(&self, row: &[f64]) -> f64 {
+        self.error_in_place(&mut row.to_vec())
+    }
+
+    /// [`error`](Self::error) without an allocation: `row` is standardised
+    /// in place, then each component's projection taken out of it in turn
+    /// (the components are orthonormal, so taking one out leaves the
+    /// others' projections as they were); what is left is the residual.
+    pub fn error_in_place(&self, row: &mut [f64]) -> f64 {
         let d = self.mean.len();
-        let z = DVector::from_iterator(
-            d,
-            row.iter()
-                .zip(self.mean.iter().zip(&self.scale))
-                .map(|(x, (m, s))| (x - m) / s),
-        );
-        let mut rebuilt = DVector::zeros(d);
-        for c in self.components.chunks_exact(d) {
-            let c = DVector::from_column_slice(c);
-            let t = c.dot(&z);
-            rebuilt.axpy(t, &c, 1.0);
+        debug_assert_eq!(row.len(), d);
+        for (x, (m, s)) in row.iter_mut().zip(self.mean.iter().zip(&self.scale)) {
+            *x = (*x - m) / s;
         }
-        (z - rebuilt).norm()
+        for c in self.components.chunks_exact(d) {
+            let t: f64 = c.iter().zip(row.iter()).map(|(a, b)| a * b).sum();
+            for (x, a) in row.iter_mut().zip(c) {
+                *x -= t * a;
+            }
+        }
+        row.iter().map(|x| x * x).sum::<f64>().sqrt()
     }
 }
 
@@ -228,13 +245,19 @@ impl ErrorSums {
         (self.n > 0).then(|| self.sum / self.n as f64)
     }
 
-    /// The standard error of the mean (sample standard deviation over √n).
-    pub fn sampling_error(&self) -> Option<f64> {
+    /// The errors' sample standard deviation.
+    pub fn sd(&self) -> Option<f64> {
         (self.n > 1).then(|| {
             let n = self.n as f64;
-            let var = ((self.sum_sq - self.sum * self.sum / n) / (n - 1.0)).max(0.0);
-            (var / n).sqrt()
+            ((self.sum_sq - self.sum * self.sum / n) / (n - 1.0))
+                .max(0.0)
+                .sqrt()
         })
+    }
+
+    /// The standard error of the mean (sample standard deviation over √n).
+    pub fn sampling_error(&self) -> Option<f64> {
+        Some(self.sd()? / (self.n as f64).sqrt())
     }
 }
 

@@ -32,7 +32,7 @@ fn injected_drift_is_flagged_in_the_first_window_after_it_starts() {
     let mut windows = WindowSet::new(
         WindowSpec::tumbling(HOUR).unwrap(),
         60_000,
-        components(drift),
+        components(drift, driftwatch_detectors::LabelFree::default()),
     );
     let mut closed = Vec::new();
     for p in Synth::new(config)

@@ -54,6 +54,12 @@ impl DataDir {
         ))
     }
 
+    /// The label-free reference (calibration, principal components) of a
+    /// model version, beside its profile.
+    pub fn label_free(&self, model: &str, version: Option<&str>) -> PathBuf {
+        self.reference(model, version).with_extension("labelfree")
+    }
+
     /// The checkpoints of one consumer group.
     pub fn checkpoints(&self, group: &str) -> PathBuf {
         self.root.join("checkpoints").join(path_component(group))

@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use driftwatch_detectors::performance::{PerformanceStats, PerformanceTracker};
 use driftwatch_detectors::{
-    ClosedWindow, DriftDetector, SharedReferences, WindowSet, components, summary_components,
+    ClosedWindow, DriftDetector, LabelFree, SharedReferences, WindowSet, components,
+    summary_components,
 };
 use driftwatch_ingest::{
     Admit, DeadLetterBudget, DeadLetterSink, Decoder, Event, LabelEvent, Position, Record, Reject,
@@ -129,10 +130,15 @@ impl Pipeline {
             Some(config) => {
                 let mut detector = DriftDetector::new(config.clone())?;
                 crate::reference::load_into(&settings.data_dir, &detector)?;
+                let label_free = references
+                    .as_ref()
+                    .map(|r| Arc::clone(&r.label_free))
+                    .unwrap_or_default();
+                crate::reference::load_label_free(&settings.data_dir, &label_free)?;
                 if let Some(r) = references {
                     detector.share_references(r);
                 }
-                components(detector)
+                components(detector, LabelFree::new(label_free))
             }
             None => summary_components(),
         };

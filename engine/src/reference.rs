@@ -3,14 +3,25 @@
 //! Nothing here prints: [`build`] returns what it did, and the binary
 //! says it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use driftwatch_detectors::drift::{DriftConfig, Profile, StoredProfile};
-use driftwatch_detectors::{Component, DriftDetector};
+use driftwatch_detectors::labelfree::{
+    Calibration, Encoding, LABEL_FREE_FORMAT, Multivariate, Positions, RowEncoder,
+};
+use driftwatch_detectors::multivariate::{
+    DEFAULT_VARIANCE_SHARE, ErrorSums, Moments, Reconstruction,
+};
+use driftwatch_detectors::performance::Task;
+use driftwatch_detectors::performance::estimate::{Isotonic, ReferenceFigures};
+use driftwatch_detectors::{
+    Component, DriftDetector, LabelFreeReference, LabelFreeReferences, WindowSpec,
+};
 use driftwatch_ingest::{
     Admit, DeadLetterBudget, DeadLetterFile, DeadLetterSink, Decoder, DecoderConfig, Event,
-    EventTime, Record, format_time, open_file, open_table_file,
+    EventTime, FeatureKind, Label, LabelEvent, PredictionEvent, Record, format_time, open_file,
+    open_table_file,
 };
 use tracing::info;
 
@@ -79,6 +90,38 @@ pub fn load_into(data: &DataDir, detector: &DriftDetector) -> Result<usize> {
     Ok(profiles.len())
 }
 
+/// Loads every stored label-free reference into `into`; how many there were.
+pub fn load_label_free(data: &DataDir, into: &LabelFreeReferences) -> Result<usize> {
+    let mut loaded = 0;
+    for (profile, stored) in stored(data)? {
+        let path = profile.with_extension("labelfree");
+        if !path.is_file() {
+            continue;
+        }
+        let reference = LabelFreeReference::load(&path)?;
+        if reference.model_id != stored.model_id || reference.model_version != stored.model_version
+        {
+            return Err(Error::Damaged {
+                path,
+                message: format!(
+                    "label-free reference of {} {} beside the profile of {} {}",
+                    reference.model_id,
+                    reference
+                        .model_version
+                        .as_deref()
+                        .unwrap_or("(any version)"),
+                    stored.model_id,
+                    stored.model_version.as_deref().unwrap_or("(any version)")
+                ),
+            });
+        }
+        info!(reference = %path.display(), model = %reference.model_id, calibration = reference.calibration.is_some(), multivariate = reference.multivariate.is_some(), "label-free reference loaded");
+        into.set(reference);
+        loaded += 1;
+    }
+    Ok(loaded)
+}
+
 /// Builds the profile of `model` `version` from an uploaded `file` (event
 /// lines or Parquet, as `driftwatch reference build` takes; with `table`, a
 /// feature table of one row per prediction), stores it in
@@ -102,13 +145,15 @@ pub fn store_uploaded(
                 table,
                 ..Selection::default()
             },
-            drift: config.drift.clone().unwrap_or_default(),
-            decoder: config.decoder.clone(),
-            dead_letter_max_bytes: config.dead_letter_max_bytes,
+            ..BuildRequest::new(config, model)
         },
     )?;
     let stored = StoredProfile::load(&built.path)?;
     shared.set(model, Some(version), Profile::from_stored(&stored));
+    match &built.label_free {
+        Some(l) => shared.label_free.set(LabelFreeReference::load(&l.path)?),
+        None => shared.label_free.remove(model, Some(version)),
+    }
     info!(model, version, profile = %built.path.display(), predictions = built.used, "reference stored and in use");
     Ok(built)
 }
@@ -127,6 +172,14 @@ pub struct Selection {
 }
 
 impl Selection {
+    /// Every prediction.
+    pub const ALL: Selection = Selection {
+        from: None,
+        until: None,
+        first: None,
+        table: false,
+    };
+
     fn contains(&self, t: EventTime) -> bool {
         self.from.is_none_or(|f| t >= f) && self.until.is_none_or(|u| t < u)
     }
@@ -171,6 +224,34 @@ pub struct BuildRequest<'a> {
     pub decoder: DecoderConfig,
     /// Dead-letter bytes one file may write.
     pub dead_letter_max_bytes: u64,
+    /// The model's task, when configured (else inferred from its first
+    /// prediction): a binary classifier's positive class and threshold.
+    pub task: Option<Task>,
+    /// The service's windows: the reference's own windows give the
+    /// multivariate drift band.
+    pub window: WindowSpec,
+}
+
+impl<'a> BuildRequest<'a> {
+    /// A request for every prediction of `model` (any version) in no
+    /// file, with the settings' drift, decoder, task and window: set the
+    /// rest with struct update syntax.
+    pub fn new(config: &crate::Config, model: &'a str) -> Self {
+        BuildRequest {
+            files: &[],
+            model,
+            version: None,
+            selection: &Selection::ALL,
+            drift: config.drift.clone().unwrap_or_default(),
+            decoder: config.decoder.clone(),
+            dead_letter_max_bytes: config.dead_letter_max_bytes,
+            task: config
+                .performance
+                .as_ref()
+                .and_then(|p| p.tasks.get(model).cloned()),
+            window: config.window,
+        }
+    }
 }
 
 /// What [`build`] did.
@@ -188,6 +269,23 @@ pub struct Built {
     pub rejected: BTreeMap<&'static str, u64>,
     /// Where the refused records went, when any was written.
     pub dead_letter: Option<PathBuf>,
+    /// The label-free reference saved beside the profile, if any.
+    pub label_free: Option<LabelFreeSummary>,
+}
+
+/// What the label-free reference of a [`build`] holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelFreeSummary {
+    /// Its file.
+    pub path: PathBuf,
+    /// Labelled predictions of a binary classifier in the reference.
+    pub labelled: u64,
+    /// Labels not used: past [`MAX_CALIBRATION_ROWS`].
+    pub labels_beyond_bound: u64,
+    /// The calibration's reference figures (with enough labels of both classes).
+    pub calibration: Option<ReferenceFigures>,
+    /// Principal components kept, of how many encoded features.
+    pub components: Option<(usize, usize)>,
 }
 
 impl Built {
@@ -210,10 +308,235 @@ impl Built {
     }
 }
 
+/// Labelled reference predictions kept for the calibration, at most
+/// (beyond it the labels are counted, not used).
+pub const MAX_CALIBRATION_ROWS: usize = 2_000_000;
+
+/// Labelled predictions a calibration needs (of both classes).
+pub const MIN_CALIBRATION_ROWS: usize = 100;
+
+/// Reads the files, calling `on` with each record and whether it is a
+/// prediction the selection takes.
+fn scan(request: &BuildRequest<'_>, mut on: impl FnMut(Record, bool) -> Result<()>) -> Result<()> {
+    let BuildRequest {
+        files,
+        model,
+        version,
+        selection,
+        ..
+    } = *request;
+    let mut decoder = Decoder::new(request.decoder.clone());
+    let mut used = 0u64;
+    for file in files {
+        let mut source = if selection.table {
+            open_table_file(file, model, version)?
+        } else {
+            open_file(file)?
+        };
+        while let Some(record) = source.next_record(&mut decoder)? {
+            let selected = matches!(&record, Record::Event(Event::Prediction(p), _)
+                if &*p.model_id == model
+                    && (version.is_none() || p.model_version.as_deref() == version)
+                    && selection.contains(p.timestamp)
+                    && selection.first.is_none_or(|n| used < n));
+            used += u64::from(selected);
+            on(record, selected)?;
+        }
+    }
+    Ok(())
+}
+
+/// Labelled scores of a binary classifier's reference, joined by event id
+/// when the labels come as label events (in either order).
+#[derive(Default)]
+struct Labelled {
+    task: Option<Task>,
+    rows: Vec<(f64, bool, bool)>,
+    waiting: HashMap<String, (f64, bool)>,
+    early: HashMap<String, bool>,
+    /// labels beyond the bound
+    dropped: u64,
+}
+
+impl Labelled {
+    fn positive(&self) -> Option<(&str, f64)> {
+        match &self.task {
+            Some(Task::Binary {
+                positive,
+                threshold,
+                ..
+            }) => Some((positive.as_str(), *threshold)),
+            _ => None,
+        }
+    }
+
+    fn room(&mut self) -> bool {
+        let full = self.rows.len() + self.waiting.len() + self.early.len() >= MAX_CALIBRATION_ROWS;
+        self.dropped += u64::from(full);
+        !full
+    }
+
+    fn prediction(&mut self, p: &PredictionEvent, configured: Option<&Task>) {
+        if self.task.is_none() {
+            self.task = Some(
+                configured
+                    .cloned()
+                    .unwrap_or_else(|| Task::infer(&p.prediction)),
+            );
+        }
+        let Some((positive, threshold)) = self.positive() else {
+            return;
+        };
+        let Some(score) = p.prediction.score.filter(|s| s.is_finite()) else {
+            return;
+        };
+        let predicted = match &p.prediction.class {
+            Some(c) => c == positive,
+            None => score >= threshold,
+        };
+        let label = match &p.label {
+            Some(Label::Class(c)) => Some(c == positive),
+            Some(Label::Value(_)) => return,
+            None => self.early.remove(&p.event_id),
+        };
+        match label {
+            Some(y) => self.rows.push((score, y, predicted)),
+            None if self.room() => {
+                self.waiting.insert(p.event_id.clone(), (score, predicted));
+            }
+            None => {}
+        }
+    }
+
+    fn label(&mut self, l: &LabelEvent) {
+        let Label::Class(c) = &l.label else { return };
+        let y = self.positive().is_none_or(|(positive, _)| c == positive);
+        match self.waiting.remove(&l.event_id) {
+            Some((score, predicted)) => self.rows.push((score, y, predicted)),
+            // before its prediction, or the task is not known yet
+            None if self.room() => {
+                self.early.insert(l.event_id.clone(), y);
+            }
+            None => {}
+        }
+    }
+
+    /// The calibration, with enough labels of both classes.
+    fn calibration(&self) -> Option<Calibration> {
+        let (positive, threshold) = self.positive()?;
+        let positives = self.rows.iter().filter(|r| r.1).count();
+        if self.rows.len() < MIN_CALIBRATION_ROWS || positives == 0 || positives == self.rows.len()
+        {
+            return None;
+        }
+        Some(Calibration {
+            positive: positive.to_owned(),
+            threshold,
+            isotonic: Isotonic::fit(self.rows.iter().map(|r| (r.0, r.1)))?,
+            reference: ReferenceFigures::of(&self.rows)?,
+        })
+    }
+}
+
+/// The frequency-encoded columns of a profile's features (not the
+/// model's outputs), each with its fill value.
+fn row_encoder(profile: &StoredProfile) -> RowEncoder {
+    let mut columns = Vec::new();
+    for f in &profile.features {
+        if f.name.starts_with("prediction.") {
+            continue;
+        }
+        match f.kind {
+            FeatureKind::Numeric => {
+                let sketch = driftwatch_detectors::sketch::NumericSketch::restore(&f.numeric);
+                if let Some(mean) = sketch.mean() {
+                    columns.push((f.name.clone(), Encoding::Numeric, mean));
+                }
+            }
+            FeatureKind::Categorical => {
+                let total = f.categorical.total();
+                if total == 0 {
+                    continue;
+                }
+                let (counts, _) = f.categorical.frequencies();
+                let shares: HashMap<String, f64> = counts
+                    .iter()
+                    .map(|(k, c)| ((*k).to_owned(), *c as f64 / total as f64))
+                    .collect();
+                let most = shares.values().copied().fold(0.0, f64::max);
+                columns.push((f.name.clone(), Encoding::Frequency(shares), most));
+            }
+        }
+    }
+    RowEncoder::new(columns)
+}
+
+/// The multivariate reference: a second pass over the files for the
+/// moments of the encoded rows, a third for the reference's own errors.
+fn multivariate(
+    request: &BuildRequest<'_>,
+    profile: &StoredProfile,
+) -> Result<Option<Multivariate>> {
+    let encoder = row_encoder(profile);
+    if encoder.len() < 2 {
+        return Ok(None);
+    }
+    let (mut positions, mut row) = (Positions::default(), Vec::new());
+    let mut moments = Moments::new(encoder.len());
+    scan(request, |record, selected| {
+        if let (Record::Event(Event::Prediction(p), _), true) = (record, selected) {
+            encoder.encode(&p, &mut positions, &mut row);
+            moments.add(&row);
+        }
+        Ok(())
+    })?;
+    let Some(reconstruction) = Reconstruction::fit(&moments, DEFAULT_VARIANCE_SHARE) else {
+        return Ok(None);
+    };
+    let size = request.window.size();
+    let mut all = ErrorSums::default();
+    let mut windows: BTreeMap<i64, ErrorSums> = BTreeMap::new();
+    scan(request, |record, selected| {
+        if let (Record::Event(Event::Prediction(p), _), true) = (record, selected) {
+            encoder.encode(&p, &mut positions, &mut row);
+            let error = reconstruction.error_in_place(&mut row);
+            all.add(error);
+            windows
+                .entry(p.timestamp - p.timestamp.rem_euclid(size))
+                .or_default()
+                .add(error);
+        }
+        Ok(())
+    })?;
+    // partial windows at the ends of the span would widen the band: only
+    // windows of at least half the median window's rows count
+    let mut sizes: Vec<u64> = windows.values().map(|w| w.n).collect();
+    sizes.sort_unstable();
+    let median = sizes.get(sizes.len() / 2).copied().unwrap_or(0);
+    let reference_windows: Vec<f64> = windows
+        .values()
+        .filter(|w| w.n * 2 >= median)
+        .filter_map(ErrorSums::mean)
+        .collect();
+    Ok(Some(Multivariate {
+        encoder,
+        reconstruction,
+        reference: all,
+        reference_windows: if reference_windows.len() >= 2 {
+            reference_windows
+        } else {
+            Vec::new()
+        },
+    }))
+}
+
 /// Builds a model version's profile from the selected predictions of the
 /// files (predictions of other models or versions, and labels, are
 /// skipped) and saves it in the data directory. Refused records go to a
-/// dead-letter file beside the profile, with their reasons.
+/// dead-letter file beside the profile, with their reasons. Beside it goes
+/// the label-free reference: the calibration of a binary classifier whose
+/// reference predictions have labels (inline, or label events of the same
+/// files), and the principal components of its features.
 pub fn build(data: &DataDir, request: &BuildRequest<'_>) -> Result<Built> {
     let BuildRequest {
         files,
@@ -224,7 +547,6 @@ pub fn build(data: &DataDir, request: &BuildRequest<'_>) -> Result<Built> {
     } = *request;
     let detector = DriftDetector::new(request.drift.clone())?;
     let mut state = detector.new_state();
-    let mut decoder = Decoder::new(request.decoder.clone());
     let path = data.reference(model, version);
     let dead_letter_path = path.with_extension("dead-letter.jsonl");
     match std::fs::remove_file(&dead_letter_path) {
@@ -240,44 +562,37 @@ pub fn build(data: &DataDir, request: &BuildRequest<'_>) -> Result<Built> {
         features: 0,
         rejected: BTreeMap::new(),
         dead_letter: None,
+        label_free: None,
     };
     let mut dead_letter: Option<DeadLetterFile> = None;
     let mut budget = DeadLetterBudget::new(request.dead_letter_max_bytes);
     let (mut first, mut last) = (EventTime::MAX, EventTime::MIN);
-    for file in files {
-        let mut source = if selection.table {
-            open_table_file(file, model, version)?
-        } else {
-            open_file(file)?
-        };
-        while let Some(record) = source.next_record(&mut decoder)? {
-            built.read += 1;
-            match record {
-                Record::Event(Event::Prediction(p), _)
-                    if &*p.model_id == model
-                        && (version.is_none() || p.model_version.as_deref() == version)
-                        && selection.contains(p.timestamp)
-                        && selection.first.is_none_or(|n| built.used < n) =>
-                {
-                    built.used += 1;
-                    first = first.min(p.timestamp);
-                    last = last.max(p.timestamp);
-                    detector.update(&mut state, &p);
-                }
-                Record::Event(..) => {}
-                Record::Rejected(r) => {
-                    *built.rejected.entry(r.reason.code()).or_default() += 1;
-                    if budget.admit(&r) == Admit::Write {
-                        let sink = match &mut dead_letter {
-                            Some(sink) => sink,
-                            None => dead_letter.insert(DeadLetterFile::open(&dead_letter_path)?),
-                        };
-                        sink.send(&r)?;
-                    }
+    let mut labelled = Labelled::default();
+    scan(request, |record, selected| {
+        built.read += 1;
+        match record {
+            Record::Event(Event::Prediction(p), _) if selected => {
+                built.used += 1;
+                first = first.min(p.timestamp);
+                last = last.max(p.timestamp);
+                detector.update(&mut state, &p);
+                labelled.prediction(&p, request.task.as_ref());
+            }
+            Record::Event(Event::Label(l), _) if &*l.model_id == model => labelled.label(&l),
+            Record::Event(..) => {}
+            Record::Rejected(r) => {
+                *built.rejected.entry(r.reason.code()).or_default() += 1;
+                if budget.admit(&r) == Admit::Write {
+                    let sink = match &mut dead_letter {
+                        Some(sink) => sink,
+                        None => dead_letter.insert(DeadLetterFile::open(&dead_letter_path)?),
+                    };
+                    sink.send(&r)?;
                 }
             }
         }
-    }
+        Ok(())
+    })?;
     if let Some(sink) = &mut dead_letter {
         sink.flush()?;
         built.dead_letter = Some(dead_letter_path);
@@ -299,6 +614,35 @@ pub fn build(data: &DataDir, request: &BuildRequest<'_>) -> Result<Built> {
     );
     stored.save(&built.path)?;
     built.features = stored.features.len();
+
+    let label_free = LabelFreeReference {
+        format: LABEL_FREE_FORMAT,
+        model_id: model.to_owned(),
+        model_version: version.map(str::to_owned),
+        calibration: labelled.calibration(),
+        multivariate: multivariate(request, &stored)?,
+    };
+    let path = data.label_free(model, version);
+    built.label_free = Some(LabelFreeSummary {
+        labelled: labelled.rows.len() as u64,
+        labels_beyond_bound: labelled.dropped,
+        calibration: label_free.calibration.as_ref().map(|c| c.reference),
+        components: label_free
+            .multivariate
+            .as_ref()
+            .map(|m| (m.reconstruction.components(), m.encoder.len())),
+        path: path.clone(),
+    });
+    if label_free.calibration.is_none() && label_free.multivariate.is_none() {
+        // an older build's file must not outlive the profile it was made with
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&path)(e)),
+            _ => {}
+        }
+        built.label_free = None;
+    } else {
+        label_free.save(&path)?;
+    }
     Ok(built)
 }
 
@@ -329,6 +673,8 @@ mod tests {
             drift: DriftConfig::default(),
             decoder: DecoderConfig::default(),
             dead_letter_max_bytes: 1 << 20,
+            task: None,
+            window: WindowSpec::tumbling(3_600_000).expect("a window"),
         }
     }
 

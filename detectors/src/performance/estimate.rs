@@ -225,6 +225,106 @@ impl Expected {
     }
 }
 
+impl Estimated {
+    /// The metrics by name, in the order of the `estimated_metrics` rows.
+    pub fn named(&self) -> [(&'static str, Option<f64>); 5] {
+        [
+            ("accuracy", self.accuracy),
+            ("precision", self.precision),
+            ("recall", self.recall),
+            ("f1", self.f1),
+            ("roc_auc", self.roc_auc),
+        ]
+    }
+}
+
+/// What a labelled reference says about the model: its realised metrics
+/// and class shares, from which each window's sampling errors follow.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ReferenceFigures {
+    /// Labelled predictions.
+    pub n: u64,
+    /// The realised metrics (the expected counts of 0/1 labels are the counts).
+    pub realised: Estimated,
+    /// Share of predictions that said positive.
+    pub predicted_positive_share: f64,
+    /// Share of labels that were positive.
+    pub positive_share: f64,
+    /// Expected calibration error of the model's own scores on the
+    /// reference (10 equal-width score bins): how far a score is, on
+    /// average, from the share of positives among predictions with that
+    /// score. 0 for calibrated scores; the calibration corrects it.
+    pub calibration_error: f64,
+}
+
+impl ReferenceFigures {
+    /// The figures of labelled `(score, label, predicted positive)` triples.
+    pub fn of(rows: &[(f64, bool, bool)]) -> Option<Self> {
+        if rows.is_empty() {
+            return None;
+        }
+        let mut counts = Expected::default();
+        let mut bins = [(0u64, 0.0f64, 0.0f64); 10]; // (n, Σ score, Σ label)
+        let (mut predicted, mut positive) = (0u64, 0u64);
+        for &(score, label, predicted_positive) in rows {
+            let y = f64::from(u8::from(label));
+            counts.add(score, y, predicted_positive);
+            predicted += u64::from(predicted_positive);
+            positive += u64::from(label);
+            let b = &mut bins[((score.clamp(0.0, 1.0) * 10.0) as usize).min(9)];
+            b.0 += 1;
+            b.1 += score.clamp(0.0, 1.0);
+            b.2 += y;
+        }
+        let n = rows.len() as f64;
+        Some(ReferenceFigures {
+            n: rows.len() as u64,
+            realised: counts.estimate(),
+            predicted_positive_share: predicted as f64 / n,
+            positive_share: positive as f64 / n,
+            calibration_error: bins.iter().map(|(_, s, y)| (s - y).abs()).sum::<f64>() / n,
+        })
+    }
+
+    /// The sampling error of each estimated metric over a window of `n`
+    /// predictions, in the order of [`Estimated::named`]: accuracy as
+    /// NannyML computes it; precision, recall and F1 as binomial shares of
+    /// the predictions they count (predicted positives, positives, their
+    /// mean); ROC AUC by Hanley and McNeil's formula — all from the
+    /// reference's figures.
+    pub fn sampling_errors(&self, n: u64) -> [Option<f64>; 5] {
+        let share = |v: Option<f64>, of: f64| -> Option<f64> {
+            let v = v?.clamp(0.0, 1.0);
+            let count = n as f64 * of;
+            (count > 0.0).then(|| (v * (1.0 - v) / count).sqrt())
+        };
+        let r = &self.realised;
+        let auc = r.roc_auc.and_then(|a| {
+            let (n1, n0) = (
+                n as f64 * self.positive_share,
+                n as f64 * (1.0 - self.positive_share),
+            );
+            if n1 < 1.0 || n0 < 1.0 {
+                return None;
+            }
+            let (q1, q2) = (a / (2.0 - a), 2.0 * a * a / (1.0 + a));
+            let var =
+                (a * (1.0 - a) + (n1 - 1.0) * (q1 - a * a) + (n0 - 1.0) * (q2 - a * a)) / (n1 * n0);
+            Some(var.max(0.0).sqrt())
+        });
+        [
+            r.accuracy.and_then(|a| accuracy_sampling_error(a, n)),
+            share(r.precision, self.predicted_positive_share),
+            share(r.recall, self.positive_share),
+            share(
+                r.f1,
+                (self.predicted_positive_share + self.positive_share) / 2.0,
+            ),
+            auc,
+        ]
+    }
+}
+
 /// The sampling error of an accuracy estimate over `n` predictions: the
 /// standard deviation of right (1) and wrong (0) in the labelled reference
 /// over √n, as NannyML computes it; a band of ± 3 of it holds the realised
