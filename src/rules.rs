@@ -15,6 +15,10 @@ pub const BUNDLED_RULES: RuleSource = RuleSource::Bundled(&[
     ),
     ("rules/drift.toml", include_str!("../rules/drift.toml")),
     ("rules/quality.toml", include_str!("../rules/quality.toml")),
+    (
+        "rules/labelfree.toml",
+        include_str!("../rules/labelfree.toml"),
+    ),
 ]);
 
 /// Prints what the delivery worker did by the end of a bounded run.

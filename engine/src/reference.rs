@@ -353,7 +353,8 @@ struct Labelled {
     task: Option<Task>,
     rows: Vec<(f64, bool, bool)>,
     waiting: HashMap<String, (f64, bool)>,
-    early: HashMap<String, bool>,
+    /// labels before their prediction: the class
+    early: HashMap<String, String>,
     /// labels beyond the bound
     dropped: u64,
 }
@@ -387,17 +388,18 @@ impl Labelled {
         let Some((positive, threshold)) = self.positive() else {
             return;
         };
+        let positive = positive.to_owned();
         let Some(score) = p.prediction.score.filter(|s| s.is_finite()) else {
             return;
         };
         let predicted = match &p.prediction.class {
-            Some(c) => c == positive,
+            Some(c) => *c == positive,
             None => score >= threshold,
         };
         let label = match &p.label {
-            Some(Label::Class(c)) => Some(c == positive),
+            Some(Label::Class(c)) => Some(*c == positive),
             Some(Label::Value(_)) => return,
-            None => self.early.remove(&p.event_id),
+            None => self.early.remove(&p.event_id).map(|c| c == positive),
         };
         match label {
             Some(y) => self.rows.push((score, y, predicted)),
@@ -410,12 +412,14 @@ impl Labelled {
 
     fn label(&mut self, l: &LabelEvent) {
         let Label::Class(c) = &l.label else { return };
-        let y = self.positive().is_none_or(|(positive, _)| c == positive);
         match self.waiting.remove(&l.event_id) {
-            Some((score, predicted)) => self.rows.push((score, y, predicted)),
-            // before its prediction, or the task is not known yet
+            Some((score, predicted)) => {
+                let y = self.positive().is_some_and(|(positive, _)| c == positive);
+                self.rows.push((score, y, predicted));
+            }
+            // before its prediction
             None if self.room() => {
-                self.early.insert(l.event_id.clone(), y);
+                self.early.insert(l.event_id.clone(), c.clone());
             }
             None => {}
         }
@@ -649,6 +653,7 @@ pub fn build(data: &DataDir, request: &BuildRequest<'_>) -> Result<Built> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     /// A prediction `second` seconds into 2026-11-01.
     fn prediction(id: u32, model: &str, version: &str, second: u32, x: f64) -> String {
@@ -752,5 +757,282 @@ mod tests {
             missing.contains("no reference profile for churn (any version)"),
             "{missing}"
         );
+    }
+
+    #[test]
+    fn labels_of_the_reference_join_their_predictions_in_either_order() -> Result<()> {
+        let tmp = tempfile::tempdir().expect("temporary directory");
+        let data = DataDir::new(tmp.path().join("data"));
+        let file = tmp.path().join("validation.jsonl");
+        let label = |id: u32, y: bool| {
+            format!(
+                r#"{{"event_id":"e{id}","model_id":"churn","timestamp":"2026-11-02T00:00:00Z","label":"{}"}}"#,
+                if y { "yes" } else { "no" }
+            )
+        };
+        let mut lines = Vec::new();
+        for id in 0..300 {
+            // a third of the labels come first (the first before any
+            // prediction); a third are positive
+            let y = id % 3 == 1;
+            if id % 3 == 0 {
+                lines.push(label(id, y));
+            }
+            lines.push(prediction(id, "churn", "v2", id % 3600, f64::from(id)));
+            if id % 3 != 0 {
+                lines.push(label(id, y));
+            }
+        }
+        // a label of another model is not ours
+        lines.push(label(5, true).replace("churn", "other"));
+        std::fs::write(&file, lines.join("\n")).expect("write");
+        let files = [file];
+        let selection = Selection::default();
+        let mut r = request(&files, Some("v2"), &selection);
+        r.task = Some(Task::Binary {
+            positive: "yes".into(),
+            negative: "no".into(),
+            threshold: 0.5,
+        });
+        let built = build(&data, &r)?;
+        let l = built.label_free.expect("label-free");
+        assert_eq!(l.labelled, 300);
+        let c = l.calibration.expect("calibrated");
+        assert!((c.positive_share - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(
+            c.predicted_positive_share, 1.0,
+            "every prediction says \"yes\""
+        );
+        // two features, one of them categorical
+        assert_eq!(l.components.map(|c| c.1), Some(2));
+        let stored = LabelFreeReference::load(&data.label_free("churn", Some("v2")))?;
+        assert_eq!(stored.model_version.as_deref(), Some("v2"));
+        let into = LabelFreeReferences::default();
+        assert_eq!(load_label_free(&data, &into)?, 1);
+        assert_eq!(into.len(), 1);
+        Ok(())
+    }
+
+    /// A credit model on four features: `x1` decides (truth P(y = 1) =
+    /// sigmoid(2 x1); the model's score sigmoid(4 x1), miscalibrated), `x2`
+    /// plays no part, `x3` follows `x1`, `plan` is a category.
+    struct Credit {
+        rng: rand_pcg::Pcg64,
+        seq: u64,
+    }
+
+    /// How the inputs move in a phase of the stream.
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    enum Phase {
+        /// As in the reference.
+        Same,
+        /// Customers crowd near the decision boundary: accuracy falls.
+        Harmful,
+        /// The feature the model ignores moves.
+        Harmless,
+        /// `x3` no longer follows `x1` (each keeps its own distribution).
+        Decorrelated,
+    }
+
+    impl Credit {
+        fn prediction(
+            &mut self,
+            t: i64,
+            phase: Phase,
+            inline_label: bool,
+        ) -> (PredictionEvent, bool) {
+            use driftwatch_ingest::{Feature, FeatureValue, Prediction};
+            use rand::RngExt;
+            use rand_distr::{Distribution, Normal};
+            let normal = |m: f64, s: f64| Normal::new(m, s).expect("normal");
+            let rng = &mut self.rng;
+            let x1 = normal(0.0, if phase == Phase::Harmful { 0.4 } else { 1.5 }).sample(rng);
+            let x2 = normal(if phase == Phase::Harmless { 3.0 } else { 0.0 }, 1.0).sample(rng);
+            let x3 = match phase {
+                Phase::Decorrelated => normal(0.0, (0.64f64 * 2.25 + 0.36).sqrt()).sample(rng),
+                _ => 0.8 * x1 + normal(0.0, 0.6).sample(rng),
+            };
+            let plan = ["a", "a", "a", "b", "b", "c"][rng.random_range(0..6)];
+            let sigmoid = |z: f64| 1.0 / (1.0 + (-z).exp());
+            let y = rng.random::<f64>() < sigmoid(2.0 * x1);
+            let score = (sigmoid(4.0 * x1) * 1e4).round() / 1e4;
+            self.seq += 1;
+            let number = |name: &str, v: f64| Feature {
+                name: Arc::from(name),
+                value: FeatureValue::Numeric(v),
+            };
+            let event = PredictionEvent {
+                event_id: format!("c{}", self.seq),
+                model_id: Arc::from("credit"),
+                model_version: Some(Arc::from("v1")),
+                timestamp: t,
+                features: vec![
+                    number("x1", x1),
+                    number("x2", x2),
+                    number("x3", x3),
+                    Feature {
+                        name: Arc::from("plan"),
+                        value: FeatureValue::Categorical(plan.into()),
+                    },
+                ],
+                prediction: Prediction {
+                    score: Some(score),
+                    class: Some(if score >= 0.5 { "1" } else { "0" }.into()),
+                    ..Prediction::default()
+                },
+                segments: Vec::new(),
+                label: inline_label.then(|| Label::Class(if y { "1" } else { "0" }.into())),
+            };
+            (event, y)
+        }
+    }
+
+    /// The Done-when of label-free estimation, through the pipeline: a
+    /// reference built from a labelled training file, then a stream whose
+    /// inputs move harmfully, harmlessly, and in how they move together.
+    /// In every window of ≥ 1,000 predictions the realised accuracy is
+    /// inside the estimate's band; the harmful shift moves the estimate
+    /// below the reference's threshold, the harmless one does not; the
+    /// decorrelated features raise the multivariate drift, which rests
+    /// while nothing moves.
+    #[test]
+    fn estimates_follow_realised_accuracy_under_covariate_shift_through_the_pipeline() {
+        use rand::SeedableRng;
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut config = crate::pipeline::tests::config(dir.path());
+        config.sql.history = true;
+        let hour = 3_600_000;
+        let start = 1_793_491_200_000; // 2026-11-01
+        let mut credit = Credit {
+            rng: rand_pcg::Pcg64::seed_from_u64(21),
+            seq: 0,
+        };
+        // the training set: ten hours before production, labels inline
+        let train = dir.path().join("train.jsonl");
+        let mut text = Vec::new();
+        for i in 0..20_000 {
+            let (e, _) = credit.prediction(start - 10 * hour + i * 1_800, Phase::Same, true);
+            driftwatch_ingest::encode_json(&Event::Prediction(e), &mut text);
+            text.push(b'\n');
+        }
+        std::fs::write(&train, &text).expect("training file");
+        let files = [train];
+        let built = build(
+            &config.data_dir,
+            &BuildRequest {
+                files: &files,
+                version: Some("v1"),
+                ..BuildRequest::new(&config, "credit")
+            },
+        )
+        .expect("built");
+        let label_free = built.label_free.expect("a label-free reference");
+        assert_eq!(label_free.labelled, 20_000);
+        let figures = label_free.calibration.expect("calibrated");
+        assert!(
+            figures.calibration_error > 0.05,
+            "the scores are miscalibrated: {}",
+            figures.calibration_error
+        );
+        assert_eq!(label_free.components.map(|c| c.1), Some(4));
+
+        let process = crate::alerting::process_engine(&config).expect("engine");
+        let mut pipeline = crate::pipeline::Pipeline::new(
+            &config,
+            Box::new(
+                driftwatch_ingest::DeadLetterFile::open(&dir.path().join("dl.jsonl"))
+                    .expect("dead letters"),
+            ),
+            "none".into(),
+            Vec::new(),
+            None,
+            None,
+        )
+        .expect("pipeline");
+        let runner =
+            crate::alerting::runner(&config, None, "labelfree", Some(&process)).expect("runner");
+        pipeline.set_rules(runner).expect("rules");
+        let phases = [
+            Phase::Same,
+            Phase::Harmful,
+            Phase::Harmless,
+            Phase::Decorrelated,
+        ];
+        let mut buf = Vec::new();
+        let mut seq = 0;
+        for (p, phase) in phases.iter().enumerate() {
+            for hour_of_phase in 0..3 {
+                let from = start + (3 * p as i64 + hour_of_phase) * hour;
+                for i in 0..2_000 {
+                    let t = from + i * 1_800;
+                    let (e, y) = credit.prediction(t, *phase, false);
+                    let label = LabelEvent {
+                        event_id: e.event_id.clone(),
+                        model_id: Arc::clone(&e.model_id),
+                        timestamp: t + 1_000,
+                        label: Label::Class(if y { "1" } else { "0" }.into()),
+                    };
+                    for event in [Event::Prediction(e), Event::Label(label)] {
+                        buf.clear();
+                        driftwatch_ingest::encode_json(&event, &mut buf);
+                        pipeline.handle_bytes(seq, &buf).expect("handled");
+                        seq += 1;
+                    }
+                }
+            }
+        }
+        pipeline.close_all().expect("closed");
+
+        let (_, batches) = process
+            .query(
+                "SELECT e.window_start, e.predictions, e.value, e.lower, e.upper, e.alert, \
+                 m.value AS realised, d.reconstruction_error, d.alert AS multivariate_alert \
+                 FROM estimated_metrics e \
+                 JOIN model_metrics m ON m.model_id = e.model_id AND m.window_start = e.window_start \
+                   AND m.metric = 'accuracy' AND m.class IS NULL AND m.final \
+                 JOIN multivariate_drift d ON d.model_id = e.model_id AND d.window_start = e.window_start \
+                 WHERE e.model_id = 'credit' AND e.metric = 'accuracy' ORDER BY e.window_start",
+            )
+            .expect("query");
+        use arrow::array::AsArray;
+        use arrow::datatypes::{Float64Type, TimestampMillisecondType, UInt64Type};
+        let mut windows = 0;
+        for b in &batches {
+            for row in 0..b.num_rows() {
+                let f = |c: usize| b.column(c).as_primitive::<Float64Type>().value(row);
+                let start_of = b
+                    .column(0)
+                    .as_primitive::<TimestampMillisecondType>()
+                    .value(row);
+                let phase = phases[((start_of - start) / hour / 3) as usize];
+                let n = b.column(1).as_primitive::<UInt64Type>().value(row);
+                let (estimate, lower, upper, realised) = (f(2), f(3), f(4), f(6));
+                let alert = b.column(5).as_boolean().value(row);
+                let multivariate = b.column(8).as_boolean().value(row);
+                let what = format!(
+                    "{phase:?} window {start_of}: estimate {estimate:.4} [{lower:.4}, {upper:.4}], \
+                     realised {realised:.4}, reference {:.4}, error {:.3}",
+                    figures.realised.accuracy.unwrap_or(f64::NAN),
+                    f(7)
+                );
+                assert!(n >= 1_000, "{what}");
+                assert!(lower <= realised && realised <= upper, "{what}");
+                assert_eq!(alert, phase == Phase::Harmful, "{what}");
+                if phase == Phase::Harmful {
+                    let reference = figures.realised.accuracy.expect("accuracy");
+                    assert!(estimate < reference - 0.1, "{what}");
+                }
+                // the multivariate figure watches the inputs, not the
+                // model: it rests where nothing moved and sees the broken
+                // correlation (a moved input may raise it too)
+                match phase {
+                    Phase::Same => assert!(!multivariate, "{what}"),
+                    Phase::Decorrelated => assert!(multivariate, "{what}"),
+                    Phase::Harmful | Phase::Harmless => {}
+                }
+                windows += 1;
+            }
+        }
+        assert_eq!(windows, 12, "every window has its figures");
     }
 }

@@ -50,7 +50,20 @@ fn bundled_rules_over_recorded_windows_give_the_oracles_alert_rows() {
     let actions = BTreeSet::new();
     let (loaded, errors) = check_all(&engine, &files, &actions);
     assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(loaded.len(), 6);
+    assert_eq!(loaded.len(), 9);
+    // and every example the files carry holds
+    let outcomes =
+        driftwatch_sql::testing::run_tests(&standard_tables().expect("tables"), &files, &actions);
+    assert!(outcomes.len() >= 10, "{outcomes:?}");
+    for o in &outcomes {
+        assert!(
+            o.problems.is_empty(),
+            "{}: {}: {:?}",
+            o.file.display(),
+            o.name,
+            o.problems
+        );
+    }
 
     let expected: Vec<(WindowRef, serde_json::Map<String, Value>)> =
         std::fs::read_to_string(fixtures().join("golden_alerts.jsonl"))
