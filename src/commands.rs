@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use driftwatch_ingest::synth::{Synth, SynthConfig};
-use driftwatch_ingest::{EventParquetWriter, MergedSource, encode_json, format_time, open_file};
+use driftwatch_ingest::{
+    Event, EventParquetWriter, MergedSource, encode_json, format_time, open_file,
+};
 use tracing::{info, warn};
 
 use crate::cli::{
@@ -500,6 +502,7 @@ fn replay(args: ReplayArgs, config: &Config) -> Result<()> {
     if !args.quiet {
         sinks.push(Box::new(ConsoleSummary {
             verbose: args.features,
+            ..ConsoleSummary::default()
         }));
     }
     let rules = match &args.rules {
@@ -568,7 +571,7 @@ fn demo(args: DemoArgs, config: &Config) -> Result<()> {
     }
     let settings = &settings;
     let config = SynthConfig::for_events(args.events, args.seed);
-    let mut synth = Synth::new(config);
+    let mut synth = Synth::new(config.clone());
     println!(
         "driftwatch demo: {} synthetic events from models {}; drift starts at {}",
         args.events,
@@ -598,6 +601,7 @@ fn demo(args: DemoArgs, config: &Config) -> Result<()> {
             TRAINING_MS / 3_600_000
         );
     }
+    training_references(settings, &config, &synth)?;
     println!();
     let rules = match &args.rules {
         Some(dir) => Some(RuleSource::Dir(dir.clone())),
@@ -610,6 +614,7 @@ fn demo(args: DemoArgs, config: &Config) -> Result<()> {
             dead_letter: default_dead_letter(settings, out),
             sinks: vec![Box::new(ConsoleSummary {
                 verbose: args.features,
+                ..ConsoleSummary::default()
             })],
             rules,
             writer: "demo".into(),
@@ -666,6 +671,82 @@ fn demo(args: DemoArgs, config: &Config) -> Result<()> {
 }
 
 const HOUR_MS: i64 = 3_600_000;
+
+/// The hours of labelled traffic before the demo's stream that its models
+/// were trained on.
+const TRAINING_HOURS: i64 = 12;
+
+/// The demo's training set: the same models, undrifted, every prediction
+/// labelled, in the hours before the stream; each model version that
+/// serves at the start gets its reference from it (so its windows carry
+/// estimated performance and multivariate drift before the labels arrive).
+fn training_references(settings: &Config, stream: &SynthConfig, synth: &Synth) -> Result<()> {
+    let path = settings.data_dir.demo_training();
+    let training = SynthConfig {
+        seed: stream.seed ^ 0x7ea1_7ea1,
+        start: stream.start - TRAINING_HOURS * HOUR_MS,
+        label_fraction: 1.0,
+        drift_after_ms: None,
+        late_fraction: 0.0,
+        ..stream.clone()
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let mut w = BufWriter::new(
+        File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    let mut buf = Vec::with_capacity(2048);
+    // the predictions before the stream starts, and their labels (which
+    // come up to a week later)
+    let mut unlabelled = std::collections::HashSet::new();
+    let mut labels = 0u64;
+    for event in Synth::new(training) {
+        let keep = match &event {
+            Event::Prediction(p) if p.timestamp < stream.start => {
+                unlabelled.insert(p.event_id.clone())
+            }
+            Event::Prediction(_) => false,
+            Event::Label(l) => unlabelled.remove(&l.event_id),
+        };
+        if keep {
+            buf.clear();
+            encode_json(&event, &mut buf);
+            buf.push(b'\n');
+            w.write_all(&buf)?;
+            labels += u64::from(matches!(event, Event::Label(_)));
+        }
+        if event.timestamp() >= stream.start && unlabelled.is_empty() {
+            break;
+        }
+    }
+    w.flush()?;
+    info!(path = %settings.data_dir.demo_training().display(), labels, "training set written");
+    drop(w);
+    let files = [path];
+    for model in synth.model_ids() {
+        let version = synth.version(&model, stream.start);
+        let built = driftwatch_engine::reference::build(
+            &settings.data_dir,
+            &driftwatch_engine::reference::BuildRequest {
+                files: &files,
+                version: version.as_deref(),
+                ..driftwatch_engine::reference::BuildRequest::new(settings, &model)
+            },
+        )?;
+        println!(
+            "reference of {model} {}: {} training predictions, {}",
+            version.as_deref().unwrap_or("-"),
+            built.used,
+            match &built.label_free {
+                Some(l) => crate::reference::label_free_words(l),
+                None => "no label-free figures".to_owned(),
+            }
+        );
+    }
+    Ok(())
+}
 
 /// How long the demo's retraining runs take (event time).
 const TRAINING_MS: i64 = 2 * HOUR_MS;

@@ -2,6 +2,7 @@
 //! the run summary, tables of query results, all with what came from
 //! events made safe to show on a terminal.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -87,7 +88,13 @@ pub fn table_text(batches: &[RecordBatch]) -> Result<String> {
 pub struct ConsoleSummary {
     /// Also list each window's features with the largest share of missing values.
     pub verbose: bool,
+    /// Estimated accuracy (and its sampling error) of closed windows
+    /// whose metrics are not final yet, printed beside the realised one.
+    pub estimates: BTreeMap<(i64, String, Option<String>), (f64, f64)>,
 }
+
+/// Windows whose estimate [`ConsoleSummary`] keeps at most (the oldest go).
+const MAX_ESTIMATES: usize = 10_000;
 
 fn table<'a>(window: &'a ClosedWindow, name: &str) -> Option<&'a RecordBatch> {
     window
@@ -121,7 +128,7 @@ fn metric(batch: &RecordBatch, name: &str) -> Option<f64> {
 }
 
 impl ConsoleSummary {
-    fn revision(&self, r: &MetricsRevision) {
+    fn revision(&mut self, r: &MetricsRevision) {
         // the first figures (window closed) and the last (all labels in); every one when verbose
         if !(self.verbose || r.revision == 0 || r.is_final) {
             return;
@@ -145,6 +152,19 @@ impl ConsoleSummary {
             r.labeled,
             r.predictions,
         );
+        let key = (
+            k.start,
+            k.model_id.to_string(),
+            k.model_version.as_deref().map(str::to_owned),
+        );
+        let estimate = if r.is_final {
+            self.estimates.remove(&key)
+        } else {
+            self.estimates.get(&key).copied()
+        };
+        if let (Some((e, se)), Some(_)) = (estimate, metric(&r.batch, "accuracy")) {
+            line.push_str(&format!("  estimated {e:.3} ± {:.3} →", 3.0 * se));
+        }
         for (name, label) in [
             ("accuracy", "accuracy"),
             ("roc_auc", "auc"),
@@ -212,6 +232,28 @@ impl WindowSink for ConsoleSummary {
                     100.0 * missing as f64 / (present + missing) as f64
                 ));
             }
+        }
+        if let Some(e) = table(w, "estimated_metrics")
+            && let Some(row) = (0..e.num_rows()).find(|&i| {
+                e.column_by_name("metric")
+                    .and_then(|c| c.as_string_opt::<i32>())
+                    .is_some_and(|c| c.value(i) == "accuracy")
+            })
+            && let Some(value) = f64_at(e, "value", row)
+        {
+            let se = f64_at(e, "sampling_error", row).unwrap_or(0.0);
+            line.push_str(&format!("  est. accuracy {value:.3}"));
+            if self.estimates.len() >= MAX_ESTIMATES {
+                self.estimates.pop_first();
+            }
+            self.estimates.insert(
+                (
+                    w.key.start,
+                    w.key.model_id.to_string(),
+                    w.key.model_version.as_deref().map(str::to_owned),
+                ),
+                (value, se),
+            );
         }
         if let Some(d) = table(w, "drift_summary") {
             let reference = d

@@ -71,13 +71,13 @@ pub fn build(
         built.path.display()
     );
     if let Some(l) = &built.label_free {
-        println!("{}", label_free_line(l));
+        println!("label-free: {} → {}", label_free_words(l), l.path.display());
     }
     Ok(built.path)
 }
 
 /// What a label-free reference holds, in words.
-fn label_free_line(l: &driftwatch_engine::reference::LabelFreeSummary) -> String {
+pub fn label_free_words(l: &driftwatch_engine::reference::LabelFreeSummary) -> String {
     let calibration = match &l.calibration {
         Some(c) => format!(
             "performance estimation from {} labelled predictions (accuracy {}, ROC AUC {}, \
@@ -109,10 +109,7 @@ fn label_free_line(l: &driftwatch_engine::reference::LabelFreeSummary) -> String
     } else {
         String::new()
     };
-    format!(
-        "label-free: {calibration}; {multivariate}{bound} → {}",
-        l.path.display()
-    )
+    format!("{calibration}; {multivariate}{bound}")
 }
 
 /// Prints the stored profiles, one line each.

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::component::Component;
 use crate::error::{Error, Result};
-use crate::multivariate::{ErrorSums, Reconstruction, band};
+use crate::multivariate::{ErrorSums, Reconstruction, mean_sd};
 use crate::performance::estimate::{Expected, Isotonic, ReferenceFigures};
 use crate::windows::WindowKey;
 
@@ -156,17 +156,20 @@ pub struct Multivariate {
 
 impl Multivariate {
     /// The band a window of `n` rows is expected in: the reference
-    /// windows' mean ± 3 standard deviations when the reference spans two
-    /// or more windows (NannyML's thresholds), else the reference's mean
-    /// error ± 3 of its sampling errors at `n` rows.
+    /// windows' mean error (the reference rows' mean without two reference
+    /// windows) ± 3 standard deviations — of the reference windows' means
+    /// (NannyML's thresholds), but never less than the sampling error of a
+    /// mean of `n` rows of the reference's spread: a few reference windows
+    /// can agree more closely than windows of `n` rows can.
     pub fn band(&self, n: u64) -> Option<(f64, f64)> {
-        if self.reference_windows.len() >= 2 {
-            return band(&self.reference_windows);
-        }
-        let mean = self.reference.mean()?;
-        // the reference's row spread, over the window's √n
-        let half = 3.0 * self.reference.sd()? / (n.max(1) as f64).sqrt();
-        Some(((mean - half).max(0.0), mean + half))
+        let sampling = self.reference.sd()? / (n.max(1) as f64).sqrt();
+        let (mean, spread) = if self.reference_windows.len() >= 2 {
+            let (mean, sd) = mean_sd(&self.reference_windows)?;
+            (mean, sd.max(sampling))
+        } else {
+            (self.reference.mean()?, sampling)
+        };
+        Some(((mean - 3.0 * spread).max(0.0), mean + 3.0 * spread))
     }
 }
 
@@ -788,9 +791,18 @@ mod tests {
         let (lo2, hi2) = m.band(10_000).expect("band");
         assert!((hi1 - lo1) > 5.0 * (hi2 - lo2) * 0.99, "√100 narrower");
         let mut windows = m.clone();
-        windows.reference_windows = vec![1.0, 1.2, 0.8];
-        let (lo, hi) = windows.band(5).expect("band");
-        assert!(lo < 1.0 && hi > 1.0 && lo >= 0.0);
-        assert_eq!(windows.band(5), windows.band(50_000), "NannyML's: fixed");
+        windows.reference_windows = vec![1.0, 1.0001, 0.9999];
+        let (lo, hi) = windows.band(1 << 40).expect("band");
+        let sd = (2e-8f64 / 3.0).sqrt();
+        assert!((lo - (1.0 - 3.0 * sd)).abs() < 1e-12 && (hi - (1.0 + 3.0 * sd)).abs() < 1e-12);
+        assert_eq!(
+            windows.band(1 << 40),
+            windows.band(1 << 41),
+            "NannyML's: fixed"
+        );
+        // a window of few rows varies more than the reference windows did
+        let (lo, hi) = windows.band(1).expect("band");
+        let rows = m.reference.sd().expect("sd");
+        assert!((hi - (1.0 + 3.0 * rows)).abs() < 1e-12, "{lo} {hi}");
     }
 }

@@ -261,10 +261,9 @@ impl ErrorSums {
     }
 }
 
-/// The band a window's mean error is expected in: the mean of the reference
-/// windows' errors ± 3 of their (population) standard deviations, never
-/// below 0; `None` without reference windows.
-pub fn band(reference_windows: &[f64]) -> Option<(f64, f64)> {
+/// The mean and (population) standard deviation of the reference
+/// windows' errors; `None` without reference windows.
+pub fn mean_sd(reference_windows: &[f64]) -> Option<(f64, f64)> {
     if reference_windows.is_empty() {
         return None;
     }
@@ -276,6 +275,14 @@ pub fn band(reference_windows: &[f64]) -> Option<(f64, f64)> {
         .sum::<f64>()
         / n)
         .sqrt();
+    Some((mean, sd))
+}
+
+/// The band a window's mean error is expected in: the mean of the reference
+/// windows' errors ± 3 of their (population) standard deviations, never
+/// below 0; `None` without reference windows.
+pub fn band(reference_windows: &[f64]) -> Option<(f64, f64)> {
+    let (mean, sd) = mean_sd(reference_windows)?;
     Some(((mean - 3.0 * sd).max(0.0), mean + 3.0 * sd))
 }
 

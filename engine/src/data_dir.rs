@@ -12,12 +12,13 @@ use driftwatch_ingest::names::path_component;
 /// DATA_DIR/
 ///   history/                       window results as Parquet (driftwatch-sql)
 ///   references/<model>/<version>.profile   (`_any.profile`: every version)
+///   references/<model>/<version>.labelfree calibration and components beside it
 ///   checkpoints/<group>/partition-<n>.ckpt, partition-<n>.pending/run-*.dat
 ///   pending/replay/run-*.dat       a replay's predictions awaiting labels
 ///   outbox/<pipeline>.redb         deliveries not yet made
 ///   <table>/<model>/*.json         window results of `driftwatch run`
 ///   silences.json, audit.jsonl, dead-letter.jsonl,
-///   metrics.json, run-summary.json, demo-receiver.jsonl
+///   metrics.json, run-summary.json, demo-receiver.jsonl, demo-training.jsonl
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataDir {
@@ -118,6 +119,11 @@ impl DataDir {
     /// What `driftwatch demo`'s receiver was sent.
     pub fn demo_receiver(&self) -> PathBuf {
         self.root.join("demo-receiver.jsonl")
+    }
+
+    /// The labelled training set `driftwatch demo` builds its references from.
+    pub fn demo_training(&self) -> PathBuf {
+        self.root.join("demo-training.jsonl")
     }
 
     /// The HTML report of `model` that `driftwatch demo` writes.
