@@ -4,11 +4,13 @@
 #   scripts/bench-replay.sh [EVENTS]        (default 1000000)
 #
 # Generates EVENTS synthetic events (seed 42) once, then replays them with
-# the release build in four configurations, three times each in turn:
+# the release build in five configurations, three times each in turn:
 # summaries only (decode and windowing: the foundation's figure), with the
-# drift detector, with everything (drift, label join, performance metrics),
-# and everything plus the bundled alert rules of rules/, printing events/s
-# and peak RSS of each run. The first three run without rules; all four
+# drift detector, with the drift detector and label-free references of the
+# three models (estimated performance and multivariate drift), with
+# everything (drift, label join, performance metrics), and everything plus
+# the bundled alert rules of rules/, printing events/s and peak RSS of each
+# run. All but the last run without rules; all
 # write the SQL history and the events table (the defaults). It also
 # replays a tenth of the file to show that memory does not grow with the
 # number of events. Needs GNU time (/usr/bin/time, Debian package `time`).
@@ -42,22 +44,43 @@ run() {
     printf "  %9d events  wall %6.2fs  %9.0f events/s (wall)  %9.0f events/s per CPU-second  peak RSS %6.1f MiB\n",
       n, w, n / w, n / (u + s), r / 1024 }'
 }
-# three configurations, each run three times in turn (the machine's noise
+# label-free references (calibration, principal components) of the
+# stream's three model versions, from a labelled training stream of another
+# seed (its first 20,000 predictions of each, before its drift), in a data
+# directory of their own: the `labelfree` configuration replays with them
+LABELFREE="$WORK/data-labelfree"
+TRAIN="$WORK/training-300000.jsonl"
+[ -f "$TRAIN" ] || "$BIN" gen --events 300000 --seed 7 --out "$TRAIN"
+if [ ! -f "$LABELFREE/references/churn/v12.labelfree" ]; then
+  for mv in churn:v12 fraud:v3 eta:v7; do
+    DRIFTWATCH__DATA_DIR="$LABELFREE" "$BIN" reference build "$TRAIN" \
+      --model "${mv%%:*}" --version "${mv##*:}" --first 20000 >/dev/null
+  done
+fi
+# the configurations, each run three times in turn (the machine's noise
 # then hits each about alike)
-export DRIFTWATCH__DATA_DIR="$WORK/data"
 ROOT=$PWD
 . scripts/replay-configs.sh
 declare -A results
 for i in 1 2 3; do
-  for c in summaries drift all rules; do
-    replay_config "$c"
+  for c in summaries drift labelfree all rules; do
+    export DRIFTWATCH__DATA_DIR="$WORK/data"
+    if [ "$c" = labelfree ]; then
+      replay_config drift
+      export DRIFTWATCH__DATA_DIR="$LABELFREE"
+    else
+      replay_config "$c"
+    fi
     results[$c]+="$(run "$FILE")"$'\n'
   done
 done
+export DRIFTWATCH__DATA_DIR="$WORK/data"
 echo "decode + windowing + summaries (drift and performance off):"
 printf "%s" "${results[summaries]}"
 echo "with the drift detector (performance off):"
 printf "%s" "${results[drift]}"
+echo "with the drift detector and label-free references (estimated performance, multivariate drift):"
+printf "%s" "${results[labelfree]}"
 echo "everything on (drift, label join and performance metrics: the default):"
 printf "%s" "${results[all]}"
 echo "everything on and the bundled alert rules (rules/):"

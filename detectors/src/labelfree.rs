@@ -183,6 +183,10 @@ pub struct LabelFreeReference {
     pub model_id: String,
     /// Model version, if it is for one.
     pub model_version: Option<String>,
+    /// SHA-256 of the profile file it was built with: a label-free
+    /// reference is only used beside that profile (a build killed between
+    /// the two files leaves them apart).
+    pub profile_sha256: [u8; 32],
     /// Binary classifiers with labelled reference scores.
     pub calibration: Option<Calibration>,
     /// Two or more features.
@@ -629,6 +633,7 @@ mod tests {
             format: LABEL_FREE_FORMAT,
             model_id: "m".into(),
             model_version: None,
+            profile_sha256: [0; 32],
             calibration: Some(Calibration {
                 positive: "1".into(),
                 threshold: 0.5,

@@ -23,7 +23,7 @@ use driftwatch_ingest::{
     EventTime, FeatureKind, Label, LabelEvent, PredictionEvent, Record, format_time, open_file,
     open_table_file,
 };
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::DataDir;
 use crate::error::{Error, Result};
@@ -90,32 +90,54 @@ pub fn load_into(data: &DataDir, detector: &DriftDetector) -> Result<usize> {
     Ok(profiles.len())
 }
 
+fn sha256_of(path: &Path) -> Result<[u8; 32]> {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    Ok(sha2::Sha256::digest(&bytes).into())
+}
+
+/// The label-free reference beside the profile at `profile`, when there is
+/// one built with that very profile (one left from an earlier build is
+/// skipped, with a warning).
+pub fn label_free_of(profile: &Path, stored: &StoredProfile) -> Result<Option<LabelFreeReference>> {
+    let path = profile.with_extension("labelfree");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let reference = LabelFreeReference::load(&path)?;
+    if reference.model_id != stored.model_id || reference.model_version != stored.model_version {
+        return Err(Error::Damaged {
+            path,
+            message: format!(
+                "label-free reference of {} {} beside the profile of {} {}",
+                reference.model_id,
+                reference
+                    .model_version
+                    .as_deref()
+                    .unwrap_or("(any version)"),
+                stored.model_id,
+                stored.model_version.as_deref().unwrap_or("(any version)")
+            ),
+        });
+    }
+    if reference.profile_sha256 != sha256_of(profile)? {
+        warn!(
+            reference = %path.display(),
+            "label-free reference built with another profile (a build was interrupted?): not used; build the reference again"
+        );
+        return Ok(None);
+    }
+    Ok(Some(reference))
+}
+
 /// Loads every stored label-free reference into `into`; how many there were.
 pub fn load_label_free(data: &DataDir, into: &LabelFreeReferences) -> Result<usize> {
     let mut loaded = 0;
     for (profile, stored) in stored(data)? {
-        let path = profile.with_extension("labelfree");
-        if !path.is_file() {
+        let Some(reference) = label_free_of(&profile, &stored)? else {
             continue;
-        }
-        let reference = LabelFreeReference::load(&path)?;
-        if reference.model_id != stored.model_id || reference.model_version != stored.model_version
-        {
-            return Err(Error::Damaged {
-                path,
-                message: format!(
-                    "label-free reference of {} {} beside the profile of {} {}",
-                    reference.model_id,
-                    reference
-                        .model_version
-                        .as_deref()
-                        .unwrap_or("(any version)"),
-                    stored.model_id,
-                    stored.model_version.as_deref().unwrap_or("(any version)")
-                ),
-            });
-        }
-        info!(reference = %path.display(), model = %reference.model_id, calibration = reference.calibration.is_some(), multivariate = reference.multivariate.is_some(), "label-free reference loaded");
+        };
+        info!(model = %reference.model_id, version = reference.model_version.as_deref().unwrap_or("any"), calibration = reference.calibration.is_some(), multivariate = reference.multivariate.is_some(), "label-free reference loaded");
         into.set(reference);
         loaded += 1;
     }
@@ -150,8 +172,8 @@ pub fn store_uploaded(
     )?;
     let stored = StoredProfile::load(&built.path)?;
     shared.set(model, Some(version), Profile::from_stored(&stored));
-    match &built.label_free {
-        Some(l) => shared.label_free.set(LabelFreeReference::load(&l.path)?),
+    match label_free_of(&built.path, &stored)? {
+        Some(l) => shared.label_free.set(l),
         None => shared.label_free.remove(model, Some(version)),
     }
     info!(model, version, profile = %built.path.display(), predictions = built.used, "reference stored and in use");
@@ -641,6 +663,7 @@ pub fn build(data: &DataDir, request: &BuildRequest<'_>) -> Result<Built> {
         format: LABEL_FREE_FORMAT,
         model_id: model.to_owned(),
         model_version: version.map(str::to_owned),
+        profile_sha256: sha256_of(&built.path)?,
         calibration: labelled.calibration(),
         multivariate: multivariate(request, &stored)?,
     };
@@ -828,6 +851,14 @@ mod tests {
         let into = LabelFreeReferences::default();
         assert_eq!(load_label_free(&data, &into)?, 1);
         assert_eq!(into.len(), 1);
+        // a profile built again without the label-free file's rebuild (a
+        // build killed between the two) leaves the old one unused
+        let profile = data.reference("churn", Some("v2"));
+        let mut other = StoredProfile::load(&profile)?;
+        other.source = "another file".into();
+        other.save(&profile)?;
+        let into = LabelFreeReferences::default();
+        assert_eq!(load_label_free(&data, &into)?, 0);
         Ok(())
     }
 
