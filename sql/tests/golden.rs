@@ -50,11 +50,19 @@ fn bundled_rules_over_recorded_windows_give_the_oracles_alert_rows() {
     let actions = BTreeSet::new();
     let (loaded, errors) = check_all(&engine, &files, &actions);
     assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(loaded.len(), 9);
+    assert_eq!(loaded.len(), 8);
+    // the optional rules (not read with rules/) are checked the same way
+    let optional = read_rule_files(&rules_dir.join("optional")).expect("optional rules");
+    let (optional_loaded, errors) = check_all(&engine, &optional, &actions);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(optional_loaded.len(), 1);
     // and every example the files carry holds
-    let outcomes =
-        driftwatch_sql::testing::run_tests(&standard_tables().expect("tables"), &files, &actions);
-    assert!(outcomes.len() >= 10, "{outcomes:?}");
+    let defs = standard_tables().expect("tables");
+    let outcomes: Vec<_> = [&files, &optional]
+        .into_iter()
+        .flat_map(|f| driftwatch_sql::testing::run_tests(&defs, f, &actions))
+        .collect();
+    assert!(outcomes.len() >= 11, "{outcomes:?}");
     for o in &outcomes {
         assert!(
             o.problems.is_empty(),
