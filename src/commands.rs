@@ -681,7 +681,6 @@ const TRAINING_HOURS: i64 = 12;
 /// serves at the start gets its reference from it (so its windows carry
 /// estimated performance and multivariate drift before the labels arrive).
 fn training_references(settings: &Config, stream: &SynthConfig, synth: &Synth) -> Result<()> {
-    let path = settings.data_dir.demo_training();
     let training = SynthConfig {
         seed: stream.seed ^ 0x7ea1_7ea1,
         start: stream.start - TRAINING_HOURS * HOUR_MS,
@@ -690,18 +689,22 @@ fn training_references(settings: &Config, stream: &SynthConfig, synth: &Synth) -
         late_fraction: 0.0,
         ..stream.clone()
     };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
+    // one file per model, so that each reference build reads only its own
+    let mut files = std::collections::BTreeMap::new();
+    for model in synth.model_ids() {
+        let path = settings.data_dir.demo_training(&model);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        files.insert(model, (path, BufWriter::new(file)));
     }
-    let mut w = BufWriter::new(
-        File::create(&path).with_context(|| format!("creating {}", path.display()))?,
-    );
     let mut buf = Vec::with_capacity(2048);
-    // the predictions before the stream starts, and their labels (which
-    // come up to a week later)
+    // the predictions before the stream starts, and the labels of those
+    // that come in as many hours again (most do; the rest stay unlabelled,
+    // as in a real training set's last days)
     let mut unlabelled = std::collections::HashSet::new();
-    let mut labels = 0u64;
     for event in Synth::new(training) {
         let keep = match &event {
             Event::Prediction(p) if p.timestamp < stream.start => {
@@ -710,27 +713,26 @@ fn training_references(settings: &Config, stream: &SynthConfig, synth: &Synth) -
             Event::Prediction(_) => false,
             Event::Label(l) => unlabelled.remove(&l.event_id),
         };
-        if keep {
+        if keep && let Some((path, w)) = files.get_mut(event.model_id()) {
             buf.clear();
             encode_json(&event, &mut buf);
             buf.push(b'\n');
-            w.write_all(&buf)?;
-            labels += u64::from(matches!(event, Event::Label(_)));
+            w.write_all(&buf)
+                .with_context(|| format!("writing {}", path.display()))?;
         }
-        if event.timestamp() >= stream.start && unlabelled.is_empty() {
+        if event.timestamp() >= stream.start + TRAINING_HOURS * HOUR_MS {
             break;
         }
     }
-    w.flush()?;
-    info!(path = %settings.data_dir.demo_training().display(), labels, "training set written");
-    drop(w);
-    let files = [path];
-    for model in synth.model_ids() {
+    for (model, (path, mut w)) in files {
+        w.flush()
+            .with_context(|| format!("writing {}", path.display()))?;
+        drop(w);
         let version = synth.version(&model, stream.start);
         let built = driftwatch_engine::reference::build(
             &settings.data_dir,
             &driftwatch_engine::reference::BuildRequest {
-                files: &files,
+                files: &[path],
                 version: version.as_deref(),
                 ..driftwatch_engine::reference::BuildRequest::new(settings, &model)
             },

@@ -18,7 +18,7 @@ use driftwatch_ingest::names::path_component;
 ///   outbox/<pipeline>.redb         deliveries not yet made
 ///   <table>/<model>/*.json         window results of `driftwatch run`
 ///   silences.json, audit.jsonl, dead-letter.jsonl,
-///   metrics.json, run-summary.json, demo-receiver.jsonl, demo-training.jsonl
+///   metrics.json, run-summary.json, demo-receiver.jsonl, demo-training/<model>.jsonl
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataDir {
@@ -121,9 +121,12 @@ impl DataDir {
         self.root.join("demo-receiver.jsonl")
     }
 
-    /// The labelled training set `driftwatch demo` builds its references from.
-    pub fn demo_training(&self) -> PathBuf {
-        self.root.join("demo-training.jsonl")
+    /// A model's labelled training set that `driftwatch demo` builds its
+    /// reference from.
+    pub fn demo_training(&self, model: &str) -> PathBuf {
+        self.root
+            .join("demo-training")
+            .join(format!("{}.jsonl", path_component(model)))
     }
 
     /// The HTML report of `model` that `driftwatch demo` writes.
