@@ -541,7 +541,7 @@ fn multivariate(
     scan(request, |record, selected| {
         if let (Record::Event(Event::Prediction(p), _), true) = (record, selected) {
             encoder.encode(&p, &mut positions, &mut row);
-            let other = if i % 2 == 0 { &odd } else { &even };
+            let other = if i.is_multiple_of(2) { &odd } else { &even };
             i += 1;
             let error = other.error_in_place(&mut row);
             all.add(error);
