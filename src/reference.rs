@@ -80,21 +80,24 @@ pub fn build(
 pub fn label_free_words(l: &driftwatch_engine::reference::LabelFreeSummary) -> String {
     let calibration = match &l.calibration {
         Some(c) => format!(
-            "performance estimation from {} labelled predictions (accuracy {}, ROC AUC {}, \
-             the scores' calibration error {:.3})",
-            c.n,
+            "performance estimation from {} labelled predictions of {} classes (accuracy {}, ROC AUC {}{}{})",
+            c.labelled,
+            c.classes,
             c.realised
                 .accuracy
                 .map_or("-".into(), |a| format!("{a:.3}")),
             c.realised.roc_auc.map_or("-".into(), |a| format!("{a:.3}")),
+            if c.classes > 2 { " macro" } else { "" },
             c.calibration_error
+                .map(|e| format!(", the scores' calibration error {e:.3}"))
+                .unwrap_or_default()
         ),
         None if l.labelled > 0 => format!(
-            "no performance estimation: {} labelled predictions (needs {} of both classes)",
+            "no performance estimation: {} labelled predictions (needs {} of two classes or more)",
             l.labelled,
             driftwatch_engine::reference::MIN_CALIBRATION_ROWS
         ),
-        None => "no performance estimation: no labelled binary-classifier scores".to_owned(),
+        None => "no performance estimation: no labelled classifier predictions".to_owned(),
     };
     let multivariate = match l.components {
         Some((k, d)) => format!("multivariate drift on {k} components of {d} features"),

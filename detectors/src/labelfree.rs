@@ -1,5 +1,6 @@
-//! Figures that need no label: a binary classifier's performance estimated
-//! from its calibrated scores (CBPE, [`crate::performance::estimate`]) and
+//! Figures that need no label: a classifier's performance estimated from
+//! its calibrated scores (CBPE, [`crate::performance::estimate`]; binary,
+//! and multi-class one class against the rest) and
 //! the multivariate drift of its features (PCA reconstruction error,
 //! [`crate::multivariate`]), per window, for the model versions that have
 //! a [`LabelFreeReference`] (built with their reference profile from a
@@ -29,12 +30,29 @@ use serde::{Deserialize, Serialize};
 use crate::component::Component;
 use crate::error::{Error, Result};
 use crate::multivariate::{ErrorSums, Reconstruction, mean_sd};
-use crate::performance::estimate::{Expected, Isotonic, ReferenceFigures};
+use crate::performance::estimate::{
+    Estimated, Expected, Isotonic, Multiclass, MulticlassExpected, MulticlassFigures,
+    ReferenceFigures,
+};
 use crate::windows::WindowKey;
+
+/// A classifier's calibration and what its reference said.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Calibration {
+    /// Two classes, a score.
+    Binary(BinaryCalibration),
+    /// More classes, a probability each (one vs the rest).
+    Multiclass {
+        /// The classes' calibrations.
+        calibration: Multiclass,
+        /// The reference's realised figures.
+        reference: MulticlassFigures,
+    },
+}
 
 /// A binary classifier's calibration and what its reference said.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Calibration {
+pub struct BinaryCalibration {
     /// The positive class.
     pub positive: String,
     /// The score from which positive is predicted when an event has no class.
@@ -45,13 +63,58 @@ pub struct Calibration {
     pub reference: ReferenceFigures,
 }
 
-impl Calibration {
+impl BinaryCalibration {
     /// Whether a prediction said positive: its class, else its score
     /// against the threshold.
     pub fn predicted_positive(&self, class: Option<&str>, score: f64) -> bool {
         match class {
             Some(c) => c == self.positive,
             None => score >= self.threshold,
+        }
+    }
+}
+
+/// What a calibration's reference said, for people.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CalibrationFigures {
+    /// Labelled predictions.
+    pub labelled: u64,
+    /// Classes.
+    pub classes: usize,
+    /// The realised metrics (macro averages for more than two classes).
+    pub realised: Estimated,
+    /// A binary model's scores' expected calibration error.
+    pub calibration_error: Option<f64>,
+}
+
+impl Calibration {
+    /// What its reference said.
+    pub fn figures(&self) -> CalibrationFigures {
+        match self {
+            Calibration::Binary(b) => CalibrationFigures {
+                labelled: b.reference.n,
+                classes: 2,
+                realised: b.reference.realised,
+                calibration_error: Some(b.reference.calibration_error),
+            },
+            Calibration::Multiclass {
+                calibration,
+                reference,
+            } => CalibrationFigures {
+                labelled: reference.per_class.first().map_or(0, |f| f.n),
+                classes: calibration.classes.len(),
+                realised: reference.realised,
+                calibration_error: None,
+            },
+        }
+    }
+
+    /// The sampling errors of a window of `n` predictions, in the order
+    /// of [`Estimated::named`].
+    pub fn sampling_errors(&self, n: u64) -> [Option<f64>; 5] {
+        match self {
+            Calibration::Binary(b) => b.reference.sampling_errors(n),
+            Calibration::Multiclass { reference, .. } => reference.sampling_errors(n),
         }
     }
 }
@@ -290,6 +353,7 @@ impl LabelFreeReferences {
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct LabelFreeState {
     expected: Expected,
+    multiclass: MulticlassExpected,
     /// predictions of a calibrated model without a score
     unscored: u64,
     errors: ErrorSums,
@@ -300,6 +364,9 @@ pub struct LabelFreeState {
     positions: Positions,
     #[serde(skip)]
     row: Vec<f64>,
+    /// a multi-class prediction's probabilities, as sent and calibrated
+    #[serde(skip)]
+    probabilities: (Vec<f64>, Vec<f64>),
 }
 
 /// The label-free component (tables `estimated_metrics`,
@@ -313,6 +380,40 @@ impl LabelFree {
     /// A component reading `references`.
     pub fn new(references: Arc<LabelFreeReferences>) -> Self {
         LabelFree { references }
+    }
+}
+
+/// A multi-class prediction's probabilities in the order of `classes`
+/// (a class it does not name is 0) into `raw`, and the index of its
+/// predicted class: its `class`, else the most probable (the first of
+/// equal maxima); `None` without probabilities or with a class the
+/// reference never had.
+fn class_probabilities(
+    prediction: &driftwatch_ingest::Prediction,
+    classes: &[String],
+    raw: &mut Vec<f64>,
+) -> Option<usize> {
+    if prediction.probabilities.is_empty() {
+        return None;
+    }
+    raw.clear();
+    raw.extend(classes.iter().map(|c| {
+        prediction
+            .probabilities
+            .iter()
+            .find(|(name, _)| name == c)
+            .map_or(0.0, |(_, p)| *p)
+    }));
+    match &prediction.class {
+        Some(class) => classes.iter().position(|c| c == class),
+        None => raw
+            .iter()
+            .enumerate()
+            .fold(None::<(usize, f64)>, |best, (i, p)| match best {
+                Some((_, b)) if b >= *p => best,
+                _ => Some((i, *p)),
+            })
+            .map(|(i, _)| i),
     }
 }
 
@@ -368,25 +469,37 @@ impl Component for LabelFree {
     fn update(&self, state: &mut Self::State, event: &PredictionEvent) {
         let LabelFreeState {
             expected,
+            multiclass,
             unscored,
             errors,
             reference,
             positions,
             row,
+            probabilities: (raw, calibrated),
         } = state;
         let loaded = reference.get_or_insert_with(|| {
             self.references
                 .get(&event.model_id, event.model_version.as_ref())
         });
         let Some(loaded) = loaded else { return };
-        if let Some(c) = &loaded.calibration {
-            match event.prediction.score {
+        match &loaded.calibration {
+            Some(Calibration::Binary(c)) => match event.prediction.score {
                 Some(score) if score.is_finite() => {
                     let positive = c.predicted_positive(event.prediction.class.as_deref(), score);
                     expected.add(score, c.isotonic.calibrate(score), positive);
                 }
                 _ => *unscored += 1,
+            },
+            Some(Calibration::Multiclass { calibration, .. }) => {
+                match class_probabilities(&event.prediction, &calibration.classes, raw) {
+                    Some(predicted) => {
+                        calibration.calibrate(raw, calibrated);
+                        multiclass.add(raw, calibrated, predicted);
+                    }
+                    None => *unscored += 1,
+                }
             }
+            None => {}
         }
         if let Some(m) = &loaded.multivariate {
             m.encoder.encode(event, positions, row);
@@ -396,6 +509,7 @@ impl Component for LabelFree {
 
     fn merge(&self, into: &mut Self::State, other: Self::State) {
         into.expected.merge(&other.expected);
+        into.multiclass.merge(&other.multiclass);
         into.unscored += other.unscored;
         into.errors.merge(&other.errors);
         if into.reference.is_none() {
@@ -415,19 +529,20 @@ impl Component for LabelFree {
         let multivariate = reference.and_then(|r| r.multivariate.as_ref());
 
         let mut e = EstimatedRows::default();
-        if let Some(c) = calibration
-            && state.expected.n + state.unscored > 0
-        {
-            let n = state.expected.n;
-            let estimate = state.expected.estimate();
-            let errors = c.reference.sampling_errors(n);
-            for (((metric, value), se), (_, reference)) in estimate
-                .named()
-                .into_iter()
-                .zip(errors)
-                .zip(c.reference.realised.named())
-            {
-                e.push(n, metric, value, se, reference, state.unscored);
+        if let Some(c) = calibration {
+            let (n, estimate) = match c {
+                Calibration::Binary(_) => (state.expected.n, state.expected.estimate()),
+                Calibration::Multiclass { .. } => (state.multiclass.n, state.multiclass.estimate()),
+            };
+            if n + state.unscored > 0 {
+                for (((metric, value), se), (_, reference)) in estimate
+                    .named()
+                    .into_iter()
+                    .zip(c.sampling_errors(n))
+                    .zip(c.figures().realised.named())
+                {
+                    e.push(n, metric, value, se, reference, state.unscored);
+                }
             }
         }
         let mut m = MultivariateRows::default();
@@ -634,12 +749,12 @@ mod tests {
             model_id: "m".into(),
             model_version: None,
             profile_sha256: [0; 32],
-            calibration: Some(Calibration {
+            calibration: Some(Calibration::Binary(BinaryCalibration {
                 positive: "1".into(),
                 threshold: 0.5,
                 isotonic: Isotonic::fit(rows.iter().map(|r| (r.0, r.1))).expect("fit"),
                 reference: ReferenceFigures::of(&rows).expect("figures"),
-            }),
+            })),
             multivariate: Some(Multivariate {
                 encoder,
                 reconstruction,
@@ -766,6 +881,65 @@ mod tests {
         component.update(&mut state, &other);
         let rows = component.finish(&key(), state).expect("rows");
         assert_eq!(rows[0].num_rows() + rows[1].num_rows(), 0);
+    }
+
+    #[test]
+    fn a_multiclass_window_is_estimated_from_its_calibrated_probabilities() {
+        let classes: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        // said with 0.8, right 3 times in 5
+        let rows: Vec<(Vec<f64>, usize, usize)> = (0..300)
+            .map(|i| {
+                let said = i % 3;
+                let truth = if i % 5 < 3 { said } else { (said + 1) % 3 };
+                let mut p = vec![0.1; 3];
+                p[said] = 0.8;
+                (p, truth, said)
+            })
+            .collect();
+        let fit: Vec<(Vec<f64>, usize)> = rows.iter().map(|r| (r.0.clone(), r.1)).collect();
+        let references = Arc::new(LabelFreeReferences::default());
+        references.set(LabelFreeReference {
+            format: LABEL_FREE_FORMAT,
+            model_id: "m".into(),
+            model_version: None,
+            profile_sha256: [0; 32],
+            calibration: Some(Calibration::Multiclass {
+                calibration: Multiclass::fit(classes, &fit).expect("fit"),
+                reference: MulticlassFigures::of(&rows, 3).expect("figures"),
+            }),
+            multivariate: None,
+        });
+        let component = LabelFree::new(references);
+        let mut state = component.new_state();
+        let names: [Arc<str>; 3] = [Arc::from("x"), Arc::from("y"), Arc::from("plan")];
+        for i in 0..100 {
+            let mut e = event(0.0, 0.0, "a", 0.5, &names);
+            e.prediction = driftwatch_ingest::Prediction {
+                // in another order than the reference's classes; the class
+                // is left to the largest probability
+                probabilities: vec![
+                    ("c".into(), if i % 2 == 0 { 0.8 } else { 0.1 }),
+                    ("a".into(), if i % 2 == 0 { 0.1 } else { 0.8 }),
+                    ("b".into(), 0.1),
+                ],
+                ..driftwatch_ingest::Prediction::default()
+            };
+            component.update(&mut state, &e);
+        }
+        // no probabilities: counted, not estimated
+        component.update(&mut state, &event(0.0, 0.0, "a", 0.5, &names));
+        let rows = component.finish(&key(), state).expect("rows");
+        let estimated = &rows[0];
+        assert_eq!(estimated.num_rows(), 5);
+        let accuracy = column(estimated, "value")[0].expect("accuracy");
+        assert!((accuracy - 0.6).abs() < 1e-9, "{accuracy}");
+        let unscored = estimated
+            .column_by_name("unscored")
+            .expect("unscored")
+            .as_primitive::<UInt64Type>()
+            .value(0);
+        assert_eq!(unscored, 1);
+        assert_eq!(rows[1].num_rows(), 0, "no multivariate reference");
     }
 
     #[test]

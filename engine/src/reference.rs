@@ -8,13 +8,16 @@ use std::path::{Path, PathBuf};
 
 use driftwatch_detectors::drift::{DriftConfig, Profile, StoredProfile};
 use driftwatch_detectors::labelfree::{
-    Calibration, Encoding, LABEL_FREE_FORMAT, Multivariate, Positions, RowEncoder,
+    BinaryCalibration, Calibration, CalibrationFigures, Encoding, LABEL_FREE_FORMAT, Multivariate,
+    Positions, RowEncoder,
 };
 use driftwatch_detectors::multivariate::{
     DEFAULT_VARIANCE_SHARE, ErrorSums, Moments, Reconstruction,
 };
-use driftwatch_detectors::performance::Task;
-use driftwatch_detectors::performance::estimate::{Isotonic, ReferenceFigures};
+use driftwatch_detectors::performance::estimate::{
+    Isotonic, Multiclass, MulticlassFigures, ReferenceFigures,
+};
+use driftwatch_detectors::performance::{Outcome, Task, predicted_class};
 use driftwatch_detectors::{
     Component, DriftDetector, LabelFreeReference, LabelFreeReferences, WindowSpec,
 };
@@ -304,8 +307,9 @@ pub struct LabelFreeSummary {
     pub labelled: u64,
     /// Labels not used: past [`MAX_CALIBRATION_ROWS`].
     pub labels_beyond_bound: u64,
-    /// The calibration's reference figures (with enough labels of both classes).
-    pub calibration: Option<ReferenceFigures>,
+    /// What the calibration's reference said (with enough labels of two
+    /// classes or more).
+    pub calibration: Option<CalibrationFigures>,
     /// Principal components kept, of how many encoded features.
     pub components: Option<(usize, usize)>,
 }
@@ -368,13 +372,14 @@ fn scan(request: &BuildRequest<'_>, mut on: impl FnMut(Record, bool) -> Result<(
     Ok(())
 }
 
-/// Labelled scores of a binary classifier's reference, joined by event id
+/// Labelled predictions of a classifier's reference, joined by event id
 /// when the labels come as label events (in either order).
 #[derive(Default)]
 struct Labelled {
+    /// the configured task, else the first prediction's
     task: Option<Task>,
-    rows: Vec<(f64, bool, bool)>,
-    waiting: HashMap<String, (f64, bool)>,
+    rows: Vec<(Outcome, String)>,
+    waiting: HashMap<String, Outcome>,
     /// labels before their prediction: the class
     early: HashMap<String, String>,
     /// labels beyond the bound
@@ -382,17 +387,6 @@ struct Labelled {
 }
 
 impl Labelled {
-    fn positive(&self) -> Option<(&str, f64)> {
-        match &self.task {
-            Some(Task::Binary {
-                positive,
-                threshold,
-                ..
-            }) => Some((positive.as_str(), *threshold)),
-            _ => None,
-        }
-    }
-
     fn room(&mut self) -> bool {
         let full = self.rows.len() + self.waiting.len() + self.early.len() >= MAX_CALIBRATION_ROWS;
         self.dropped += u64::from(full);
@@ -400,33 +394,24 @@ impl Labelled {
     }
 
     fn prediction(&mut self, p: &PredictionEvent, configured: Option<&Task>) {
-        if self.task.is_none() {
-            self.task = Some(
-                configured
-                    .cloned()
-                    .unwrap_or_else(|| Task::infer(&p.prediction)),
-            );
+        let task = self.task.get_or_insert_with(|| {
+            configured
+                .cloned()
+                .unwrap_or_else(|| Task::infer(&p.prediction))
+        });
+        if matches!(task, Task::Regression) {
+            return;
         }
-        let Some((positive, threshold)) = self.positive() else {
-            return;
-        };
-        let positive = positive.to_owned();
-        let Some(score) = p.prediction.score.filter(|s| s.is_finite()) else {
-            return;
-        };
-        let predicted = match &p.prediction.class {
-            Some(c) => *c == positive,
-            None => score >= threshold,
-        };
+        let outcome = Outcome::from(&p.prediction);
         let label = match &p.label {
-            Some(Label::Class(c)) => Some(*c == positive),
+            Some(Label::Class(c)) => Some(c.clone()),
             Some(Label::Value(_)) => return,
-            None => self.early.remove(&p.event_id).map(|c| c == positive),
+            None => self.early.remove(&p.event_id),
         };
         match label {
-            Some(y) => self.rows.push((score, y, predicted)),
+            Some(y) => self.rows.push((outcome, y)),
             None if self.room() => {
-                self.waiting.insert(p.event_id.clone(), (score, predicted));
+                self.waiting.insert(p.event_id.clone(), outcome);
             }
             None => {}
         }
@@ -435,10 +420,7 @@ impl Labelled {
     fn label(&mut self, l: &LabelEvent) {
         let Label::Class(c) = &l.label else { return };
         match self.waiting.remove(&l.event_id) {
-            Some((score, predicted)) => {
-                let y = self.positive().is_some_and(|(positive, _)| c == positive);
-                self.rows.push((score, y, predicted));
-            }
+            Some(outcome) => self.rows.push((outcome, c.clone())),
             // before its prediction
             None if self.room() => {
                 self.early.insert(l.event_id.clone(), c.clone());
@@ -447,20 +429,79 @@ impl Labelled {
         }
     }
 
-    /// The calibration, with enough labels of both classes.
+    /// The calibration, with enough labels of two classes or more.
     fn calibration(&self) -> Option<Calibration> {
-        let (positive, threshold) = self.positive()?;
-        let positives = self.rows.iter().filter(|r| r.1).count();
-        if self.rows.len() < MIN_CALIBRATION_ROWS || positives == 0 || positives == self.rows.len()
-        {
+        if self.rows.len() < MIN_CALIBRATION_ROWS {
             return None;
         }
-        Some(Calibration {
-            positive: positive.to_owned(),
-            threshold,
-            isotonic: Isotonic::fit(self.rows.iter().map(|r| (r.0, r.1)))?,
-            reference: ReferenceFigures::of(&self.rows)?,
-        })
+        match self.task.as_ref()? {
+            task @ Task::Binary {
+                positive,
+                threshold,
+                ..
+            } => {
+                let rows: Vec<(f64, bool, bool)> = self
+                    .rows
+                    .iter()
+                    .filter_map(|(o, y)| {
+                        let score = o.score.filter(|s| s.is_finite())?;
+                        let predicted = predicted_class(task, o)? == positive.as_str();
+                        Some((score, y == positive.as_str(), predicted))
+                    })
+                    .collect();
+                let positives = rows.iter().filter(|r| r.1).count();
+                if rows.len() < MIN_CALIBRATION_ROWS || positives == 0 || positives == rows.len() {
+                    return None;
+                }
+                Some(Calibration::Binary(BinaryCalibration {
+                    positive: positive.to_string(),
+                    threshold: *threshold,
+                    isotonic: Isotonic::fit(rows.iter().map(|r| (r.0, r.1)))?,
+                    reference: ReferenceFigures::of(&rows)?,
+                }))
+            }
+            task @ Task::Multiclass => {
+                // the classes the probabilities name, sorted
+                let classes: Vec<String> = self
+                    .rows
+                    .iter()
+                    .flat_map(|(o, _)| o.probabilities.iter().map(|(c, _)| c.to_string()))
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                let index = |c: &str| classes.iter().position(|k| k == c);
+                let rows: Vec<(Vec<f64>, usize, usize)> = self
+                    .rows
+                    .iter()
+                    .filter_map(|(o, y)| {
+                        if o.probabilities.is_empty() {
+                            return None;
+                        }
+                        let p = classes
+                            .iter()
+                            .map(|c| {
+                                o.probabilities
+                                    .iter()
+                                    .find(|(k, _)| k == c)
+                                    .map_or(0.0, |(_, p)| *p)
+                            })
+                            .collect();
+                        Some((p, index(y)?, index(predicted_class(task, o)?)?))
+                    })
+                    .collect();
+                let seen: std::collections::BTreeSet<usize> = rows.iter().map(|r| r.1).collect();
+                if rows.len() < MIN_CALIBRATION_ROWS || seen.len() < 2 {
+                    return None;
+                }
+                let fit: Vec<(Vec<f64>, usize)> =
+                    rows.iter().map(|(p, y, _)| (p.clone(), *y)).collect();
+                Some(Calibration::Multiclass {
+                    reference: MulticlassFigures::of(&rows, classes.len())?,
+                    calibration: Multiclass::fit(classes, &fit)?,
+                })
+            }
+            Task::Regression => None,
+        }
     }
 }
 
@@ -671,7 +712,7 @@ pub fn build(data: &DataDir, request: &BuildRequest<'_>) -> Result<Built> {
     built.label_free = Some(LabelFreeSummary {
         labelled: labelled.rows.len() as u64,
         labels_beyond_bound: labelled.dropped,
-        calibration: label_free.calibration.as_ref().map(|c| c.reference),
+        calibration: label_free.calibration.as_ref().map(Calibration::figures),
         components: label_free
             .multivariate
             .as_ref()
@@ -838,10 +879,15 @@ mod tests {
         let built = build(&data, &r)?;
         let l = built.label_free.expect("label-free");
         assert_eq!(l.labelled, 300);
-        let c = l.calibration.expect("calibrated");
-        assert!((c.positive_share - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(l.calibration.expect("calibrated").labelled, 300);
+        let Some(Calibration::Binary(c)) =
+            LabelFreeReference::load(&data.label_free("churn", Some("v2")))?.calibration
+        else {
+            panic!("a binary calibration")
+        };
+        assert!((c.reference.positive_share - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(
-            c.predicted_positive_share, 1.0,
+            c.reference.predicted_positive_share, 1.0,
             "every prediction says \"yes\""
         );
         // two features, one of them categorical
@@ -859,6 +905,53 @@ mod tests {
         other.save(&profile)?;
         let into = LabelFreeReferences::default();
         assert_eq!(load_label_free(&data, &into)?, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_multiclass_reference_calibrates_each_class() -> Result<()> {
+        let tmp = tempfile::tempdir().expect("temporary directory");
+        let data = DataDir::new(tmp.path().join("data"));
+        let file = tmp.path().join("validation.jsonl");
+        let lines: Vec<String> = (0..300)
+            .map(|i| {
+                // the model says its class with 0.8; it is right 3 times in 5
+                let said = ["a", "b", "c"][i % 3];
+                let truth = if i % 5 < 3 { said } else { ["b", "c", "a"][i % 3] };
+                let p = |c: &str| if c == said { 0.8 } else { 0.1 };
+                format!(
+                    r#"{{"event_id":"m{i}","model_id":"kind","timestamp":"2026-11-01T00:00:{:02}Z","features":{{"x":{i},"y":{}}},"prediction":{{"probabilities":{{"a":{},"b":{},"c":{}}}}},"label":"{truth}"}}"#,
+                    i % 60,
+                    (i * 7) % 13,
+                    p("a"),
+                    p("b"),
+                    p("c")
+                )
+            })
+            .collect();
+        std::fs::write(&file, lines.join("\n")).expect("write");
+        let files = [file];
+        let selection = Selection::default();
+        let mut r = request(&files, None, &selection);
+        r.model = "kind";
+        let built = build(&data, &r)?;
+        let figures = built
+            .label_free
+            .and_then(|l| l.calibration)
+            .expect("calibrated");
+        assert_eq!((figures.labelled, figures.classes), (300, 3));
+        assert!((figures.realised.accuracy.expect("accuracy") - 0.6).abs() < 1e-12);
+        assert_eq!(figures.calibration_error, None);
+        let Some(Calibration::Multiclass { calibration, .. }) =
+            LabelFreeReference::load(&data.label_free("kind", None))?.calibration
+        else {
+            panic!("a multi-class calibration")
+        };
+        assert_eq!(calibration.classes, ["a", "b", "c"]);
+        // 0.8 for a class means right 3 times in 5 once calibrated
+        let mut out = Vec::new();
+        calibration.calibrate(&[0.8, 0.1, 0.1], &mut out);
+        assert!((out[0] - 0.6).abs() < 1e-9, "{out:?}");
         Ok(())
     }
 
@@ -978,11 +1071,8 @@ mod tests {
         let label_free = built.label_free.expect("a label-free reference");
         assert_eq!(label_free.labelled, 20_000);
         let figures = label_free.calibration.expect("calibrated");
-        assert!(
-            figures.calibration_error > 0.05,
-            "the scores are miscalibrated: {}",
-            figures.calibration_error
-        );
+        let error = figures.calibration_error.expect("binary");
+        assert!(error > 0.05, "the scores are miscalibrated: {error}");
         assert_eq!(label_free.components.map(|c| c.1), Some(4));
 
         let process = crate::alerting::process_engine(&config).expect("engine");

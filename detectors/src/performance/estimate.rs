@@ -325,6 +325,166 @@ impl ReferenceFigures {
     }
 }
 
+/// A multi-class model's calibrations, one vs the rest: each class's
+/// probability calibrated on whether the label was that class, then the
+/// calibrated probabilities of a prediction scaled to sum to 1 (uniform
+/// when they are all 0), as NannyML does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Multiclass {
+    /// The classes, sorted.
+    pub classes: Vec<String>,
+    isotonic: Vec<Isotonic>,
+}
+
+impl Multiclass {
+    /// Fits each class's calibration to rows of (probabilities in the
+    /// order of `classes`, index of the label's class); `None` without
+    /// two classes or rows.
+    pub fn fit(classes: Vec<String>, rows: &[(Vec<f64>, usize)]) -> Option<Self> {
+        if classes.len() < 2 || rows.is_empty() {
+            return None;
+        }
+        let isotonic = (0..classes.len())
+            .map(|c| Isotonic::fit(rows.iter().map(|(p, y)| (p[c], *y == c))))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Multiclass { classes, isotonic })
+    }
+
+    /// The calibrated probabilities of `raw` (in the order of the classes) into `out`.
+    pub fn calibrate(&self, raw: &[f64], out: &mut Vec<f64>) {
+        out.clear();
+        out.extend(self.isotonic.iter().zip(raw).map(|(i, p)| i.calibrate(*p)));
+        let sum: f64 = out.iter().sum();
+        let k = out.len() as f64;
+        for p in out.iter_mut() {
+            *p = if sum > 0.0 { *p / sum } else { 1.0 / k };
+        }
+    }
+}
+
+/// A multi-class window's expected figures: each class's one-vs-rest
+/// sums, and the expected number of right predictions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MulticlassExpected {
+    /// Predictions.
+    pub n: u64,
+    /// Σ the calibrated probability of the predicted class.
+    right: f64,
+    per_class: Vec<Expected>,
+}
+
+impl MulticlassExpected {
+    /// Adds one prediction: its probabilities as the model gave them and
+    /// calibrated (both in the order of the classes), and its predicted class.
+    pub fn add(&mut self, raw: &[f64], calibrated: &[f64], predicted: usize) {
+        if self.per_class.len() < raw.len() {
+            self.per_class.resize_with(raw.len(), Expected::default);
+        }
+        self.n += 1;
+        self.right += calibrated.get(predicted).copied().unwrap_or(0.0);
+        for (c, ((e, r), p)) in self
+            .per_class
+            .iter_mut()
+            .zip(raw)
+            .zip(calibrated)
+            .enumerate()
+        {
+            e.add(*r, *p, c == predicted);
+        }
+    }
+
+    /// Merges another window's sums in.
+    pub fn merge(&mut self, other: &MulticlassExpected) {
+        if self.per_class.len() < other.per_class.len() {
+            self.per_class
+                .resize_with(other.per_class.len(), Expected::default);
+        }
+        self.n += other.n;
+        self.right += other.right;
+        for (e, o) in self.per_class.iter_mut().zip(&other.per_class) {
+            e.merge(o);
+        }
+    }
+
+    /// Accuracy, and the macro averages of the classes' one-vs-rest
+    /// precision, recall, F1 and ROC AUC (undefined when a class's is).
+    pub fn estimate(&self) -> Estimated {
+        let per_class: Vec<Estimated> = self.per_class.iter().map(Expected::estimate).collect();
+        let macro_of = |f: fn(&Estimated) -> Option<f64>| -> Option<f64> {
+            let values = per_class.iter().map(f).collect::<Option<Vec<f64>>>()?;
+            (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+        };
+        Estimated {
+            accuracy: (self.n > 0).then(|| self.right / self.n as f64),
+            precision: macro_of(|e| e.precision),
+            recall: macro_of(|e| e.recall),
+            f1: macro_of(|e| e.f1),
+            roc_auc: macro_of(|e| e.roc_auc),
+        }
+    }
+}
+
+/// What a labelled reference says about a multi-class model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MulticlassFigures {
+    /// The realised accuracy and macro averages.
+    pub realised: Estimated,
+    /// Each class's one-vs-rest figures.
+    pub per_class: Vec<ReferenceFigures>,
+}
+
+impl MulticlassFigures {
+    /// The figures of labelled rows: (probabilities in the order of the
+    /// classes, the label's class, the predicted class).
+    pub fn of(rows: &[(Vec<f64>, usize, usize)], classes: usize) -> Option<Self> {
+        if rows.is_empty() || classes < 2 {
+            return None;
+        }
+        let mut counts = MulticlassExpected::default();
+        let mut one_hot = vec![0.0; classes];
+        for (p, y, predicted) in rows {
+            one_hot.iter_mut().for_each(|v| *v = 0.0);
+            one_hot[*y] = 1.0;
+            counts.add(p, &one_hot, *predicted);
+        }
+        let per_class = (0..classes)
+            .map(|c| {
+                let ovr: Vec<(f64, bool, bool)> = rows
+                    .iter()
+                    .map(|(p, y, predicted)| (p[c], *y == c, *predicted == c))
+                    .collect();
+                ReferenceFigures::of(&ovr)
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(MulticlassFigures {
+            realised: counts.estimate(),
+            per_class,
+        })
+    }
+
+    /// The sampling errors over a window of `n` predictions, in the order
+    /// of [`Estimated::named`]: accuracy as for a binary model; a macro
+    /// average's as the mean of independent one-vs-rest estimates,
+    /// √(Σ se²) / k.
+    pub fn sampling_errors(&self, n: u64) -> [Option<f64>; 5] {
+        let k = self.per_class.len() as f64;
+        let mut out = [None; 5];
+        out[0] = self
+            .realised
+            .accuracy
+            .and_then(|a| accuracy_sampling_error(a, n));
+        for (m, slot) in out.iter_mut().enumerate().skip(1) {
+            let squares = self
+                .per_class
+                .iter()
+                .map(|f| f.sampling_errors(n)[m].map(|e| e * e))
+                .collect::<Option<Vec<f64>>>();
+            *slot = squares.map(|s| s.iter().sum::<f64>().sqrt() / k);
+        }
+        out
+    }
+}
+
 /// The sampling error of an accuracy estimate over `n` predictions: the
 /// standard deviation of right (1) and wrong (0) in the labelled reference
 /// over √n, as NannyML computes it; a band of ± 3 of it holds the realised
