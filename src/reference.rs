@@ -153,6 +153,21 @@ pub fn show(settings: &Config, model: &str, version: Option<&str>) -> Result<()>
         format_time(stored.span.1),
         stored.source
     );
+    let path = settings.data_dir.reference(model, version);
+    if let Some(l) = reference::label_free_of(&path, &stored)? {
+        let calibration = l.calibration.as_ref().map(|c| c.figures());
+        let summary = reference::LabelFreeSummary {
+            path: path.with_extension("labelfree"),
+            labelled: calibration.map_or(0, |c| c.labelled),
+            labels_beyond_bound: 0,
+            calibration,
+            components: l
+                .multivariate
+                .as_ref()
+                .map(|m| (m.reconstruction.components(), m.encoder.len())),
+        };
+        println!("label-free: {}", label_free_words(&summary));
+    }
     for (name, (kind, s)) in &profile.features {
         match kind {
             FeatureKind::Numeric => {
