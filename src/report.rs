@@ -305,9 +305,10 @@ fn performance(out: &mut String, report: &Report) {
         }
     }
     let half = report.bucket_ms / 2;
-    // per version: (time, accuracy, label coverage)
+    // per version: (time, accuracy, label coverage), and the estimate
     type Points = Vec<(i64, f64, Option<f64>)>;
     let mut versions: BTreeMap<Option<&str>, Points> = BTreeMap::new();
+    let mut estimates: BTreeMap<Option<&str>, Vec<(i64, f64)>> = BTreeMap::new();
     let mut order: Vec<Option<&str>> = Vec::new();
     for p in &report.performance {
         let v = p.model_version.as_deref();
@@ -319,6 +320,9 @@ fn performance(out: &mut String, report: &Report) {
                 .entry(v)
                 .or_default()
                 .push((p.start + half, a, p.label_coverage));
+        }
+        if let Some(e) = p.estimated {
+            estimates.entry(v).or_default().push((p.start + half, e));
         }
     }
     let mut items = Vec::new();
@@ -357,9 +361,37 @@ fn performance(out: &mut String, report: &Report) {
                 );
             }
         }
+        let estimated = estimates.get(v).map(Vec::as_slice).unwrap_or_default();
+        if !estimated.is_empty() {
+            line(
+                out,
+                estimated.iter().map(|&(t, e)| (axis.x(t), y(e))),
+                colour,
+                " stroke-dasharray=\"1 3\" stroke-width=\"2.5\" stroke-linecap=\"round\"",
+            );
+            for &(t, e) in estimated {
+                let _ = write!(
+                    out,
+                    "<circle class=\"mark\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"2\" fill=\"white\" \
+                     stroke=\"{colour}\"><title>{}</title></circle>",
+                    axis.x(t),
+                    y(e),
+                    esc(&format!(
+                        "{version} {}: {name} estimated {e:.3} (before the labels)",
+                        when(t - half)
+                    )),
+                );
+            }
+        }
         items.push((
             format!("background:{colour}"),
-            format!("{version} {name} (dashed: label coverage)"),
+            if estimated.is_empty() {
+                format!("{version} {name} (dashed: label coverage)")
+            } else {
+                format!(
+                    "{version} {name} (dotted: estimated before the labels; dashed: label coverage)"
+                )
+            },
         ));
     }
     axis.ticks(out, H);
@@ -1083,6 +1115,7 @@ mod tests {
                     predictions: 100,
                     value: Some(0.9 - 0.1 * i as f64),
                     label_coverage: Some(0.5),
+                    estimated: (i < 2).then_some(0.88),
                 })
                 .collect(),
             alerts: vec![AlertSpan {
@@ -1161,6 +1194,9 @@ mod tests {
     #[test]
     fn the_page_has_every_chart_escapes_names_and_runs_no_script() {
         let page = html(&report(), 0);
+        // the estimate beside the realised accuracy, where there is one
+        assert_eq!(page.matches("accuracy estimated 0.880").count(), 2);
+        assert!(page.contains("dotted: estimated before the labels"));
         for chart in [
             "performance",
             "drift",

@@ -1173,5 +1173,18 @@ mod tests {
             }
         }
         assert_eq!(windows, 12, "every window has its figures");
+        // the report draws the estimate beside the realised accuracy
+        let report = crate::report::gather(
+            &process,
+            &config.data_dir,
+            "credit",
+            crate::report::Span::default(),
+        )
+        .expect("report");
+        assert_eq!(report.performance.len(), 12);
+        for p in &report.performance {
+            let (e, a) = (p.estimated.expect("estimated"), p.value.expect("realised"));
+            assert!((e - a).abs() < 0.06, "{p:?}");
+        }
     }
 }

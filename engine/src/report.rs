@@ -102,6 +102,11 @@ pub struct PerformancePoint {
     pub value: Option<f64>,
     /// Labelled share of the predictions.
     pub label_coverage: Option<f64>,
+    /// The accuracy estimated before the labels (`estimated_metrics`,
+    /// versions with a label-free reference; a prediction-weighted mean of
+    /// the windows').
+    #[serde(default)]
+    pub estimated: Option<f64>,
 }
 
 /// An alert of the model from its first firing to its end (or still firing).
@@ -304,9 +309,13 @@ pub fn gather(engine: &Engine, data: &DataDir, model: &str, span: Span) -> Resul
              wp AS (SELECT model_version, b, sum(events) AS predictions FROM w GROUP BY model_version, b), \
              ap AS (SELECT model_version, b, sum(value * labeled) / sum(labeled) AS value, \
                CAST(sum(labeled) AS DOUBLE) / sum(predictions) AS label_coverage \
-               FROM a GROUP BY model_version, b) \
-             SELECT wp.model_version, wp.b, wp.predictions, ap.value, ap.label_coverage \
+               FROM a GROUP BY model_version, b), \
+             ep AS (SELECT model_version, {bucket} AS b, \
+               sum(value * predictions) / sum(predictions) AS estimated FROM estimated_metrics \
+               WHERE {in_span} AND metric = 'accuracy' AND '{metric}' = 'accuracy' GROUP BY model_version, b) \
+             SELECT wp.model_version, wp.b, wp.predictions, ap.value, ap.label_coverage, ep.estimated \
              FROM wp LEFT JOIN ap ON (wp.model_version IS NOT DISTINCT FROM ap.model_version) AND wp.b = ap.b \
+             LEFT JOIN ep ON (wp.model_version IS NOT DISTINCT FROM ep.model_version) AND wp.b = ep.b \
              ORDER BY wp.b, wp.model_version"
         ),
         &window,
@@ -319,6 +328,7 @@ pub fn gather(engine: &Engine, data: &DataDir, model: &str, span: Span) -> Resul
         predictions: int(&r, "predictions").unwrap_or(0).max(0) as u64,
         value: float(&r, "value").filter(|v| v.is_finite()),
         label_coverage: float(&r, "label_coverage").filter(|v| v.is_finite()),
+        estimated: float(&r, "estimated").filter(|v| v.is_finite()),
     })
     .collect();
 
