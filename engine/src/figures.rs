@@ -29,6 +29,9 @@ pub struct ModelFigures {
     pub accuracy: Option<f64>,
     /// Share of that window's predictions labelled.
     pub label_coverage: Option<f64>,
+    /// Accuracy estimated before the labels in its latest window with an
+    /// estimate (versions with a label-free reference).
+    pub estimated_accuracy: Option<f64>,
 }
 
 const QUERY: &str = "\
@@ -44,10 +47,16 @@ a AS (
   SELECT model_id, value AS accuracy, label_coverage FROM (
     SELECT model_id, value, label_coverage,
       row_number() OVER (PARTITION BY model_id ORDER BY window_end DESC, revision DESC) AS r
-    FROM model_metrics WHERE metric = 'accuracy' AND class IS NULL) WHERE r = 1)
+    FROM model_metrics WHERE metric = 'accuracy' AND class IS NULL) WHERE r = 1),
+e AS (
+  SELECT model_id, value AS estimated FROM (
+    SELECT model_id, value,
+      row_number() OVER (PARTITION BY model_id ORDER BY window_end DESC) AS r
+    FROM estimated_metrics WHERE metric = 'accuracy') WHERE r = 1)
 SELECT w.model_id, w.windows, w.predictions, w.latest,
-  d.features_compared, d.features_drifted, a.accuracy, a.label_coverage
+  d.features_compared, d.features_drifted, a.accuracy, a.label_coverage, e.estimated
 FROM w LEFT JOIN d ON w.model_id = d.model_id LEFT JOIN a ON w.model_id = a.model_id
+  LEFT JOIN e ON w.model_id = e.model_id
 ORDER BY w.model_id";
 
 /// The figures of every model the engine's tables hold.
@@ -71,6 +80,7 @@ pub fn model_figures(engine: &Engine) -> Result<BTreeMap<String, ModelFigures>> 
                     features_drifted: int(b, 5, row)?,
                     accuracy: float(b, 6, row),
                     label_coverage: float(b, 7, row),
+                    estimated_accuracy: float(b, 8, row),
                 },
             );
         }

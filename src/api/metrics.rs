@@ -114,6 +114,10 @@ fn render(
         "model_accuracy",
         "Accuracy of the model's latest window with labels",
     );
+    let estimated = gauge(
+        "model_estimated_accuracy",
+        "Accuracy estimated before the labels in the model's latest window with an estimate",
+    );
     let coverage = gauge(
         "model_label_coverage",
         "Share of that window's predictions with a label",
@@ -204,6 +208,9 @@ fn render(
             }
             if let Some(c) = f.label_coverage {
                 coverage.get_or_create(&l).set(c);
+            }
+            if let Some(e) = f.estimated_accuracy {
+                estimated.get_or_create(&l).set(e);
             }
             if let (Some(n), Some(of)) = (f.features_drifted, f.features_compared) {
                 drifted.get_or_create(&l).set(n as f64);
@@ -299,6 +306,7 @@ mod tests {
                 features_drifted: Some(1),
                 accuracy: Some(0.75),
                 label_coverage: Some(0.5),
+                estimated_accuracy: Some(0.625),
                 ..Default::default()
             },
         )]
@@ -312,6 +320,7 @@ mod tests {
             "driftwatch_checkpoint_age_seconds{source=\"http\"} 1.5",
             "driftwatch_model_windows_total{model_id=\"churn\"} 3",
             "driftwatch_model_accuracy{model_id=\"churn\"} 0.75",
+            "driftwatch_model_estimated_accuracy{model_id=\"churn\"} 0.625",
             "driftwatch_model_drift_share{model_id=\"churn\"} 0.25",
             "driftwatch_figures_up 0.0",
             "driftwatch_outbox_pending 2.0",
