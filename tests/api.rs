@@ -108,8 +108,9 @@ fn post_all(port: u16, lines: &[String], per: usize) -> (u64, u64) {
     (accepted, rejected)
 }
 
-/// The metrics of docs/api.md's table, but those of another source.
-fn documented_metrics(except_when: &str) -> Vec<String> {
+/// The metrics of docs/api.md's table, but those exposed only when
+/// something else is there (another source, a label-free reference).
+fn documented_metrics(except_when: &[&str]) -> Vec<String> {
     let doc =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/api.md")).unwrap();
     doc.lines()
@@ -119,7 +120,7 @@ fn documented_metrics(except_when: &str) -> Vec<String> {
                 .get(1)?
                 .strip_prefix("`driftwatch_")?
                 .strip_suffix('`')?;
-            (cells.get(4)? != &except_when).then(|| format!("driftwatch_{name}"))
+            (!except_when.contains(cells.get(4)?)).then(|| format!("driftwatch_{name}"))
         })
         .collect()
 }
@@ -130,7 +131,8 @@ fn documented_metrics(except_when: &str) -> Vec<String> {
 fn every_documented_metric_is_exposed(port: u16) {
     // the rule fires as windows close; the webhook is retried meanwhile
     let deadline = Instant::now() + Duration::from_secs(30);
-    let documented = documented_metrics("Kafka");
+    // the estimate's gauge is checked where a labelled reference is uploaded
+    let documented = documented_metrics(&["Kafka", "a label-free reference"]);
     assert!(documented.len() >= 15, "{documented:?}");
     loop {
         let (_, exposition) = get(port, "/metrics", Some(TOKEN)).unwrap();
@@ -545,13 +547,28 @@ fn an_uploaded_reference_is_the_new_versions_baseline() {
         "run",
         &[("DRIFTWATCH__API__MAX_BODY", "8MiB")],
     );
-    // the training file of churn v12: its first 2,000 predictions
+    // the training file of churn v12: its first 2,000 predictions, with
+    // the labels of theirs that the stream holds
     let training: Vec<&String> = lines
         .iter()
         .filter(|l| l.contains("\"model_id\":\"churn\"") && l.contains("\"prediction\""))
         .take(2_000)
         .collect();
-    let body: String = training.iter().map(|l| format!("{l}\n")).collect();
+    let ids: std::collections::HashSet<String> = training
+        .iter()
+        .map(|l| json(l)["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    let labels: Vec<&String> = lines
+        .iter()
+        .filter(|l| !l.contains("\"prediction\""))
+        .filter(|l| ids.contains(json(l)["event_id"].as_str().unwrap_or("")))
+        .collect();
+    assert!(labels.len() > 500, "{} labels", labels.len());
+    let body: String = training
+        .iter()
+        .chain(&labels)
+        .map(|l| format!("{l}\n"))
+        .collect();
     let put = |path: &str, body: &[u8]| {
         request(
             port,
@@ -566,6 +583,10 @@ fn an_uploaded_reference_is_the_new_versions_baseline() {
     let (status, answer) = put("/v1/models/churn/versions/v12/reference", body.as_bytes());
     assert_eq!(status, 201, "{answer}");
     assert_eq!(json(&answer)["predictions"], 2_000, "{answer}");
+    // its labels make it a label-free reference too
+    assert_eq!(json(&answer)["labelled"], labels.len(), "{answer}");
+    assert_eq!(json(&answer)["performance_estimation"], true, "{answer}");
+    assert!(json(&answer)["multivariate_components"].as_u64().unwrap() >= 1);
     assert!(
         dir.path()
             .join("data/references/churn/v12.profile")
@@ -595,6 +616,33 @@ fn an_uploaded_reference_is_the_new_versions_baseline() {
         .map(|r| r["model_id"].as_str().unwrap())
         .collect();
     assert_eq!(models, ["eta", "fraud"], "{answer}");
+    // churn v12's windows carry the estimate and the multivariate drift,
+    // the others none; /metrics has the latest estimate
+    let (status, answer) = post(
+        port,
+        "/v1/query",
+        "text/plain",
+        b"SELECT e.model_id, count(*) AS n, min(e.value) AS low, max(e.value) AS high, \
+          (SELECT count(*) FROM multivariate_drift) AS multivariate \
+          FROM estimated_metrics e WHERE e.metric = 'accuracy' GROUP BY e.model_id",
+    );
+    assert_eq!(status, 200, "{answer}");
+    let rows = json(&answer)["rows"].clone();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{answer}");
+    assert_eq!(rows[0]["model_id"], "churn", "{answer}");
+    assert!(rows[0]["n"].as_u64().unwrap() >= 2, "{answer}");
+    assert!(rows[0]["low"].as_f64().unwrap() > 0.5, "{answer}");
+    assert!(rows[0]["high"].as_f64().unwrap() <= 1.0, "{answer}");
+    assert_eq!(rows[0]["multivariate"], rows[0]["n"], "{answer}");
+    let (_, exposition) = get(port, "/metrics", Some(TOKEN)).unwrap();
+    let estimate = sample(
+        &exposition,
+        "driftwatch_model_estimated_accuracy{model_id=\"churn\"}",
+    );
+    assert!(
+        estimate.is_some_and(|e| e > 0.5 && e <= 1.0),
+        "{exposition}"
+    );
     assert!(service.stop().success());
 }
 
