@@ -34,6 +34,7 @@ pub mod error;
 pub mod labelfree;
 pub mod multivariate;
 pub mod performance;
+pub mod settings;
 pub mod sketch;
 pub mod slots;
 pub mod summary;

@@ -50,7 +50,7 @@ pub mod sinks;
 pub mod versions;
 
 pub use checkpoint::{CheckpointDir, PartitionCheckpoint};
-pub use config::{Config, SqlConfig};
+pub use config::{CheckpointEvery, Config, RawCheckpoint, RawSql, SqlConfig};
 pub use data_dir::DataDir;
 pub use error::{Error, Result};
 pub use pipeline::{Pipeline, RunSummary};

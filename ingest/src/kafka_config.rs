@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::settings::Invalid;
+
 /// Connection and topics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -52,6 +54,46 @@ pub const FORCED_CONSUMER_PROPERTIES: [(&str, &str, &str); 3] = [
 ];
 
 impl KafkaConfig {
+    /// Checks the section: brokers, a usable group name, topics, no
+    /// property driftwatch sets itself, a dead-letter topic not consumed.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.brokers.trim().is_empty() {
+            return Err(Invalid::new(
+                "kafka.brokers",
+                "",
+                "a comma-separated host:port list",
+            ));
+        }
+        if self.group_id.trim().is_empty()
+            || crate::names::check_name(String::new, &self.group_id, crate::names::MAX_ID_BYTES)
+                .is_err()
+        {
+            return Err(Invalid::new(
+                "kafka.group_id",
+                &self.group_id,
+                "a consumer group name of at most 64 bytes without control characters",
+            ));
+        }
+        if self.topics.is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(Invalid::new(
+                "kafka.topics",
+                format!("{:?}", self.topics),
+                "one or more topic names, e.g. [\"predictions\", \"labels\"]",
+            ));
+        }
+        if let Some((key, value, why)) = self.forced_property() {
+            return Err(Invalid::new(key, value, format!("no value: {why}")));
+        }
+        if self.topics.contains(&self.dead_letter_topic) {
+            return Err(Invalid::new(
+                "kafka.dead_letter_topic",
+                &self.dead_letter_topic,
+                "a topic that is not consumed (kafka.topics)",
+            ));
+        }
+        Ok(())
+    }
+
     /// The first property of `properties` or `consumer_properties` that
     /// driftwatch sets itself ([`FORCED_CONSUMER_PROPERTIES`]): the
     /// config key, the value given and why it cannot be set.

@@ -39,6 +39,7 @@ pub mod parquet_source;
 pub mod parquet_writer;
 pub mod raw;
 pub mod reject;
+pub mod settings;
 pub mod source;
 #[cfg(feature = "synth")]
 pub mod synth;

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use driftwatch_ingest::settings::duration_ms;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -491,17 +492,11 @@ fn bad(name: &str, key: &str, message: impl Into<String>) -> Error {
 }
 
 fn duration(name: &str, key: &str, text: &str) -> Result<Duration> {
-    humantime::parse_duration(text).map_err(|e| {
-        bad(
-            name,
-            key,
-            format!("expected a duration like \"5m\", got {text:?}: {e}"),
-        )
-    })
+    Ok(Duration::from_millis(millis(name, key, text)? as u64))
 }
 
 fn millis(name: &str, key: &str, text: &str) -> Result<i64> {
-    Ok(duration(name, key, text)?.as_millis() as i64)
+    duration_ms(&format!("actions.{name}.{key}"), text).map_err(Error::from)
 }
 
 fn secret(

@@ -69,3 +69,12 @@ pub(crate) fn state<E: std::fmt::Display>(context: &str) -> impl FnOnce(E) -> Er
         message: e.to_string(),
     }
 }
+
+impl From<driftwatch_ingest::settings::Invalid> for Error {
+    fn from(e: driftwatch_ingest::settings::Invalid) -> Self {
+        Error::Config {
+            message: format!("{:?}: expected {}", e.value, e.expected),
+            key: e.key,
+        }
+    }
+}
