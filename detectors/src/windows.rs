@@ -27,7 +27,7 @@ pub struct WindowKey {
 }
 
 /// A window whose results are final.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ClosedWindow {
     /// Which window.
     pub key: WindowKey,

@@ -462,6 +462,10 @@ impl Pipeline {
 
     /// The state to checkpoint: window state, the label join, counters.
     pub fn snapshot(&mut self) -> Result<PipelineState> {
+        // the checkpoint covers every window the sinks were handed
+        for sink in &mut self.sinks {
+            sink.sync()?;
+        }
         let performance = match &mut self.performance {
             Some(t) => Some(t.snapshot()?),
             None => None,

@@ -1,12 +1,15 @@
 //! Where closed windows and the label join's reports go: JSON Lines and
 //! Parquet files per output table ([`TableWriters`], a replay's `--out`),
 //! and one JSON file per window in the data directory ([`WindowFiles`], the
-//! service). Both are [`WindowSink`]s; the binary adds one that prints.
+//! service, run off the event thread by [`Background`]). All are
+//! [`WindowSink`]s; the binary adds one that prints.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -33,9 +36,125 @@ pub trait WindowSink {
         let _ = output;
         Ok(())
     }
+    /// Everything handed over so far is written (before a checkpoint,
+    /// which must cover it).
+    fn sync(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// No more windows.
     fn finish(&mut self) -> Result<()> {
         Ok(())
+    }
+}
+
+/// Windows and reports waiting for a [`Background`] sink's thread at most
+/// (the event thread waits beyond).
+const BACKGROUND_QUEUE: usize = 256;
+
+enum Job {
+    Window(ClosedWindow),
+    Performance(PerformanceOutput),
+    Sync(SyncSender<()>),
+}
+
+/// A sink run on a thread of its own, so that its writes (files made
+/// durable one by one) stay off the event thread: each window and report
+/// is handed over (its batches are shared, not copied) in order, through a
+/// bounded queue. [`sync`](WindowSink::sync) waits until everything handed
+/// over is written — a checkpoint calls it, so it covers what it says — and
+/// the sink's first error is returned by the next call.
+pub struct Background {
+    name: String,
+    sender: Option<SyncSender<Job>>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl std::fmt::Debug for Background {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Background")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Background {
+    /// Starts `sink` on a thread named `name`.
+    pub fn start(name: &str, mut sink: Box<dyn WindowSink + Send>) -> Result<Self> {
+        let (sender, inbox) = sync_channel::<Job>(BACKGROUND_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                while let Ok(job) = inbox.recv() {
+                    match job {
+                        Job::Window(w) => sink.window(&w)?,
+                        Job::Performance(out) => sink.performance(&out)?,
+                        Job::Sync(done) => {
+                            sink.sync()?;
+                            let _ = done.send(());
+                        }
+                    }
+                }
+                sink.finish()
+            })
+            .map_err(|e| Error::Stopped(format!("starting the {name} thread: {e}")))?;
+        Ok(Background {
+            name: name.to_owned(),
+            sender: Some(sender),
+            thread: Some(thread),
+        })
+    }
+
+    /// The thread has stopped: its error (or why it is gone).
+    fn stopped(&mut self) -> Error {
+        self.sender = None;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(Err(e))) => e,
+            Some(Ok(Ok(()))) | None => {
+                Error::Stopped(format!("the {} thread has stopped", self.name))
+            }
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    fn send(&mut self, job: Job) -> Result<()> {
+        match &self.sender {
+            Some(s) if s.send(job).is_ok() => Ok(()),
+            _ => Err(self.stopped()),
+        }
+    }
+}
+
+impl WindowSink for Background {
+    fn window(&mut self, window: &ClosedWindow) -> Result<()> {
+        self.send(Job::Window(window.clone()))
+    }
+
+    fn performance(&mut self, output: &PerformanceOutput) -> Result<()> {
+        self.send(Job::Performance(output.clone()))
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        let (done, written) = sync_channel(1);
+        self.send(Job::Sync(done))?;
+        written.recv().map_err(|_| self.stopped())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.sender = None;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            None => Ok(()),
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // what was handed over is written, as it would have been in place
+        if let Err(e) = self.finish() {
+            tracing::warn!(sink = %self.name, "{e}");
+        }
     }
 }
 
@@ -293,7 +412,105 @@ impl WindowSink for WindowFiles {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
+
+    /// Notes what it is given, slowly (a durable write), and fails at the
+    /// window that ends at `fail_at`.
+    struct Recorder {
+        seen: Arc<Mutex<Vec<String>>>,
+        fail_at: Option<i64>,
+    }
+
+    impl WindowSink for Recorder {
+        fn window(&mut self, w: &ClosedWindow) -> Result<()> {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            if self.fail_at == Some(w.key.end) {
+                return Err(Error::Stopped(format!("disk full at {}", w.key.end)));
+            }
+            self.seen
+                .lock()
+                .expect("lock")
+                .push(format!("window {}", w.key.end));
+            Ok(())
+        }
+        fn performance(&mut self, out: &PerformanceOutput) -> Result<()> {
+            let n = out.label_stats.len();
+            self.seen.lock().expect("lock").push(format!("labels {n}"));
+            Ok(())
+        }
+        fn finish(&mut self) -> Result<()> {
+            self.seen.lock().expect("lock").push("finished".into());
+            Ok(())
+        }
+    }
+
+    fn closed(end: i64) -> ClosedWindow {
+        ClosedWindow {
+            key: WindowKey {
+                model_id: "churn".into(),
+                model_version: None,
+                start: end - 10,
+                end,
+            },
+            events: 1,
+            tables: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_background_sink_writes_in_order_and_sync_waits_for_everything_handed_over() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorder = Recorder {
+            seen: Arc::clone(&seen),
+            fail_at: None,
+        };
+        let mut sink = Background::start("test-files", Box::new(recorder)).expect("thread");
+        let mut expected = Vec::new();
+        for end in 1..=20 {
+            sink.window(&closed(end * 10)).expect("handed over");
+            expected.push(format!("window {}", end * 10));
+        }
+        let labels = PerformanceOutput {
+            label_stats: vec![("churn".into(), 0, 10, Default::default(), 3)],
+            ..PerformanceOutput::default()
+        };
+        sink.performance(&labels).expect("handed over");
+        expected.push("labels 1".into());
+        sink.sync().expect("written");
+        // sync answered only once all of it was written
+        assert_eq!(*seen.lock().expect("lock"), expected);
+        sink.window(&closed(500)).expect("handed over");
+        sink.finish().expect("finished");
+        expected.extend(["window 500".into(), "finished".into()]);
+        assert_eq!(*seen.lock().expect("lock"), expected);
+    }
+
+    #[test]
+    fn a_background_sinks_failure_is_returned_by_the_next_call() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorder = Recorder {
+            seen: Arc::clone(&seen),
+            fail_at: Some(30),
+        };
+        let mut sink = Background::start("test-files", Box::new(recorder)).expect("thread");
+        let mut failed = None;
+        for end in 1..=1000 {
+            if let Err(e) = sink.window(&closed(end * 10)) {
+                failed = Some(e);
+                break;
+            }
+        }
+        let failed = match failed {
+            Some(e) => e,
+            None => sink.sync().expect_err("the failure at 30"),
+        };
+        assert!(failed.to_string().contains("disk full at 30"), "{failed}");
+        assert_eq!(*seen.lock().expect("lock"), ["window 10", "window 20"]);
+        // and it stays stopped
+        assert!(sink.sync().is_err());
+    }
 
     #[test]
     fn window_files_of_path_like_models_stay_in_their_own_directory() {

@@ -218,7 +218,7 @@ pub struct MetricsRevision {
 }
 
 /// What the tracker reported since it was last drained.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct PerformanceOutput {
     /// Metric revisions, in the order they were made.
     pub revisions: Vec<MetricsRevision>,

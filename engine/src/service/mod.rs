@@ -30,7 +30,7 @@ use tracing::info;
 use crate::alerting;
 use crate::figures::ModelFigures;
 use crate::pipeline::{Pipeline, PipelineState, RunSummary};
-use crate::sinks::WindowFiles;
+use crate::sinks::{Background, WindowFiles};
 use crate::{CheckpointDir, Config, Result};
 
 pub use http::{HttpIngest, LineResult, Submitted};
@@ -198,7 +198,11 @@ pub(crate) fn open_pipeline(
         settings,
         dead_letter.0,
         dead_letter.1,
-        vec![Box::new(WindowFiles::new(settings.data_dir.clone()))],
+        // one durable file per window and revision: written off the event thread
+        vec![Box::new(Background::start(
+            &format!("driftwatch-files-p{partition}"),
+            Box::new(WindowFiles::new(settings.data_dir.clone())),
+        )?)],
         Some(&checkpoints.pending_store(partition)),
         Some(Arc::clone(&shared.references)),
     )?;
