@@ -10,7 +10,7 @@ use tracing::info;
 
 use crate::alerting::{self, Delivered, RuleSource};
 use crate::pipeline::{Pipeline, RunSummary};
-use crate::sinks::{TableWriters, WindowSink};
+use crate::sinks::{Background, TableWriters, WindowSink};
 use crate::{Config, Error, Flushing, Result};
 
 /// How a bounded run is set up.
@@ -64,8 +64,12 @@ impl Replay {
             None,
         )?;
         if let Some(dir) = &options.out {
+            // JSON Lines and Parquet encoded off the event thread
             let writers = TableWriters::create(dir, &pipeline.tables())?;
-            pipeline.add_sink(Box::new(writers));
+            pipeline.add_sink(Box::new(Background::start(
+                "driftwatch-out",
+                Box::new(writers),
+            )?));
         }
         for sink in options.sinks {
             pipeline.add_sink(sink);
