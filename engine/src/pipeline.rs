@@ -706,7 +706,7 @@ pub(crate) mod tests {
     }
 
     /// The synthetic stream of `n` events, as the bytes a source reads.
-    fn stream(n: u64) -> Vec<Vec<u8>> {
+    pub(crate) fn stream(n: u64) -> Vec<Vec<u8>> {
         Synth::new(SynthConfig::for_events(n, 7))
             .take(n as usize)
             .map(|e: Event| {

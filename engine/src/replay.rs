@@ -167,3 +167,87 @@ fn remove_pending(pending: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::tests::{config, stream};
+
+    /// Rows of a JSON Lines file.
+    fn lines(path: &Path) -> usize {
+        std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .lines()
+            .count()
+    }
+
+    /// Rows of a Parquet file.
+    fn parquet_rows(path: &Path) -> usize {
+        let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .expect("a Parquet file")
+            .build()
+            .expect("a reader")
+            .map(|b| b.expect("a batch").num_rows())
+            .sum()
+    }
+
+    #[test]
+    fn a_replay_writes_every_windows_rows_to_its_out_files_and_cleans_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("out");
+        let mut replay = Replay::start(
+            &config(dir.path()),
+            ReplayOptions {
+                out: Some(out.clone()),
+                dead_letter: dir.path().join("dead-letter.jsonl"),
+                sinks: Vec::new(),
+                rules: None,
+                writer: "replay".into(),
+                on_alert: None,
+            },
+        )
+        .expect("started");
+        for (seq, bytes) in stream(5_000).iter().enumerate() {
+            replay
+                .pipeline()
+                .handle_bytes(seq as u64, bytes)
+                .expect("handled");
+        }
+        replay
+            .pipeline()
+            .handle_bytes(9_999, b"{not json")
+            .expect("refused, not an error");
+        let Finished { summary, delivered } = replay.finish().expect("finished");
+        assert!(delivered.is_none(), "no rules, no notifications");
+        assert_eq!((summary.read, summary.rejected), (5_001, 1));
+        let windows = summary.windows_closed as usize;
+        assert!(windows > 1, "{summary:?}");
+        // written off the event thread, complete once the replay finished:
+        // one window_summary row per window, in both formats
+        assert_eq!(lines(&out.join("window_summary.jsonl")), windows);
+        assert_eq!(parquet_rows(&out.join("window_summary.parquet")), windows);
+        let revisions = summary
+            .performance
+            .as_ref()
+            .map_or(0, |p| p.revisions as usize);
+        assert!(
+            revisions >= windows,
+            "{revisions} revisions of {windows} windows"
+        );
+        let metric_rows = lines(&out.join("model_metrics.jsonl"));
+        assert!(metric_rows >= revisions, "{metric_rows} rows");
+        assert_eq!(
+            parquet_rows(&out.join("model_metrics.parquet")),
+            metric_rows
+        );
+        let written: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(out.join("run-summary.json")).expect("run summary"),
+        )
+        .expect("json");
+        assert_eq!(written["read"], 5_001);
+        assert_eq!(lines(&dir.path().join("dead-letter.jsonl")), 1);
+        // the predictions that waited for labels on disk are gone
+        assert!(!config(dir.path()).data_dir.replay_pending().exists());
+    }
+}
