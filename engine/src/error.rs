@@ -137,3 +137,14 @@ pub(crate) fn context<E: Into<Error>>(what: &'static str) -> impl FnOnce(E) -> E
 
 /// The engine's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Waits for a worker thread (the rules thread, a background sink) to end
+/// and returns what it returned; a panic there goes on here. `None`: it
+/// was joined before.
+pub(crate) fn join_worker(thread: Option<std::thread::JoinHandle<Result<()>>>) -> Result<()> {
+    match thread.map(std::thread::JoinHandle::join) {
+        Some(Ok(result)) => result,
+        None => Ok(()),
+        Some(Err(panic)) => std::panic::resume_unwind(panic),
+    }
+}

@@ -123,10 +123,9 @@ impl RuleWorker {
     /// The thread stopped: its error.
     fn stopped(&mut self) -> Error {
         self.sender = None;
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(Err(e))) => e,
-            Some(Ok(Ok(()))) | None => Error::Stopped("the rules thread has stopped".into()),
-            Some(Err(panic)) => std::panic::resume_unwind(panic),
+        match crate::error::join_worker(self.thread.take()) {
+            Err(e) => e,
+            Ok(()) => Error::Stopped("the rules thread has stopped".into()),
         }
     }
 

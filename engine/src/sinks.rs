@@ -24,6 +24,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+use crate::error::join_worker;
 use crate::{DataDir, Error, Result};
 
 /// Receives each closed window.
@@ -107,12 +108,9 @@ impl Background {
     /// The thread has stopped: its error (or why it is gone).
     fn stopped(&mut self) -> Error {
         self.sender = None;
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(Err(e))) => e,
-            Some(Ok(Ok(()))) | None => {
-                Error::Stopped(format!("the {} thread has stopped", self.name))
-            }
-            Some(Err(panic)) => std::panic::resume_unwind(panic),
+        match join_worker(self.thread.take()) {
+            Err(e) => e,
+            Ok(()) => Error::Stopped(format!("the {} thread has stopped", self.name)),
         }
     }
 
@@ -141,11 +139,7 @@ impl WindowSink for Background {
 
     fn finish(&mut self) -> Result<()> {
         self.sender = None;
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(result)) => result,
-            None => Ok(()),
-            Some(Err(panic)) => std::panic::resume_unwind(panic),
-        }
+        join_worker(self.thread.take())
     }
 }
 
