@@ -2,18 +2,19 @@
 //! runs under. Only single read-only `SELECT` statements are planned.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, SchemaRef};
-use datafusion::common::ParamValues;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::expr::Placeholder;
 use datafusion::logical_expr::{Expr, LogicalPlan};
-use datafusion::physical_plan::execute_stream;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{Statement, Visit};
@@ -47,22 +48,62 @@ impl Default for Limits {
 pub type Rows = (SchemaRef, Vec<RecordBatch>);
 
 /// A query analysed and optimised once, its placeholders left unbound
-/// ([`Engine::prepare`]): each run binds the values and goes straight to
-/// physical planning. A rule evaluated at every window close is planned
-/// this way; the optimiser was most of an evaluation's time.
+/// ([`Engine::prepare`]). Its physical plan is made at its first run and
+/// kept: each later run sets the placeholders' values
+/// ([`crate::params`]) and runs the same plan again, its scans reading the
+/// rows the tables hold then. A rule evaluated at every window close is run
+/// this way; planning was most of an evaluation's time.
 #[derive(Debug, Clone)]
 pub struct Prepared {
+    kept: Arc<Kept>,
+}
+
+#[derive(Debug)]
+struct Kept {
     plan: LogicalPlan,
+    schema: SchemaRef,
     /// The type of each placeholder (`$window_end`) the plan expects.
     types: HashMap<String, DataType>,
+    /// Physical plans not running now (one per query running at once).
+    idle: Mutex<Vec<Compiled>>,
+}
+
+/// A physical plan of a [`Prepared`] query and the placeholders it reads.
+#[derive(Debug)]
+struct Compiled {
+    plan: Arc<dyn ExecutionPlan>,
+    params: Vec<crate::params::ParamRef>,
+}
+
+impl Kept {
+    /// A physical plan not running now: a kept one, or one made now.
+    async fn take(&self, state: &SessionState) -> Result<Compiled> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        if let Some(c) = idle {
+            return Ok(c);
+        }
+        let (plan, params) = crate::params::bind_late(self.plan.clone())?;
+        let plan = state
+            .query_planner()
+            .create_physical_plan(&plan, state)
+            .await?;
+        Ok(Compiled { plan, params })
+    }
+
+    fn put_back(&self, compiled: Compiled) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(compiled);
+    }
 }
 
 impl Prepared {
-    /// The plan with `params` bound, each value cast to the type its
-    /// placeholder was planned with.
-    fn bind(&self, params: &ParamValues) -> Result<LogicalPlan> {
-        let mut values = HashMap::with_capacity(self.types.len());
-        for (id, data_type) in &self.types {
+    /// The values of `params` for this query's placeholders, each cast to
+    /// the type its placeholder was planned with.
+    fn values(&self, params: &ParamValues) -> Result<HashMap<String, ScalarValue>> {
+        let mut values = HashMap::with_capacity(self.kept.types.len());
+        for (id, data_type) in &self.kept.types {
             let value = params.get_placeholders_with_values(id)?.value;
             let value = if value.data_type() == *data_type {
                 value
@@ -71,10 +112,7 @@ impl Prepared {
             };
             values.insert(id.trim_start_matches('$').to_owned(), value);
         }
-        Ok(self
-            .plan
-            .clone()
-            .with_param_values(ParamValues::from(values))?)
+        Ok(values)
     }
 }
 
@@ -147,37 +185,58 @@ fn lanes() -> Result<&'static Lanes> {
 }
 
 /// A plan ready to run: as planned (analysed and optimised when it runs),
-/// or a [`Prepared`] plan with its values bound (only its expressions are
-/// simplified again).
+/// or a [`Prepared`] plan with the values of its placeholders.
 enum Bound {
     Planned(LogicalPlan),
-    Optimised(LogicalPlan),
+    Prepared(Arc<Kept>, HashMap<String, ScalarValue>),
 }
 
 /// Runs `plan` in `state`, stopping at `limits`' deadline and row limit
 /// between batches.
 async fn run(state: Arc<SessionState>, plan: Bound, limits: Limits) -> Result<Rows> {
     let deadline = Instant::now() + limits.timeout;
-    let physical = match &plan {
-        Bound::Planned(plan) => state.create_physical_plan(plan).await?,
-        Bound::Optimised(plan) => {
-            // the values bound are literals now: fold what they make
-            // constant (`$window_end - INTERVAL '7 days'`), so that scans
-            // prune with them
-            let simplified = datafusion::optimizer::Optimizer::with_rules(vec![Arc::new(
-                datafusion::optimizer::simplify_expressions::SimplifyExpressions::new(),
-            )])
-            .optimize(plan.clone(), state.as_ref(), |_, _| {})?;
-            state
-                .query_planner()
-                .create_physical_plan(&simplified, state.as_ref())
-                .await?
+    match plan {
+        Bound::Planned(plan) => {
+            let physical = state.create_physical_plan(&plan).await?;
+            let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+            collect(physical, schema, &state, &limits, deadline).await
         }
-    };
-    let plan = match &plan {
-        Bound::Planned(p) | Bound::Optimised(p) => p,
-    };
-    let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        Bound::Prepared(kept, values) => {
+            let compiled = kept.take(&state).await?;
+            for p in &compiled.params {
+                let p = p.param();
+                match values.get(p.id()) {
+                    Some(v) => p.set(v.clone()),
+                    None => {
+                        return Err(Error::Refused(format!("${} has no value", p.id())));
+                    }
+                }
+            }
+            // operators that keep what they built (a join's build side)
+            // start afresh
+            let physical = reset_plan_states(Arc::clone(&compiled.plan))?;
+            let rows = collect(
+                physical,
+                Arc::clone(&kept.schema),
+                &state,
+                &limits,
+                deadline,
+            )
+            .await;
+            kept.put_back(compiled);
+            rows
+        }
+    }
+}
+
+/// Runs `physical` to the end under `limits`.
+async fn collect(
+    physical: Arc<dyn ExecutionPlan>,
+    schema: SchemaRef,
+    state: &SessionState,
+    limits: &Limits,
+    deadline: Instant,
+) -> Result<Rows> {
     let mut stream = execute_stream(physical, state.task_ctx())?;
     let mut batches = Vec::new();
     let mut rows = 0;
@@ -457,7 +516,10 @@ impl Engine {
             .with_information_schema(false)
             // no footer reads while planning: a rule touches a few small
             // files, and the reader prunes them with the filters anyway
-            .with_collect_statistics(false);
+            .with_collect_statistics(false)
+            // a prepared rule's physical plan runs again at every window:
+            // no filter an earlier run built may stay in it
+            .set_bool("datafusion.optimizer.enable_dynamic_filter_pushdown", false);
         let ctx = SessionContext::new_with_config_rt(config, env()?);
         for (name, table) in tables.iter() {
             ctx.register_table(name.as_str(), Arc::clone(table) as _)?;
@@ -657,8 +719,12 @@ impl Engine {
         match problem {
             Some(p) => Err(Error::Refused(format!("the query cannot be prepared: {p}"))),
             None => Ok(Prepared {
-                plan: optimised,
-                types,
+                kept: Arc::new(Kept {
+                    schema: Arc::new(optimised.schema().as_arrow().clone()),
+                    plan: optimised,
+                    types,
+                    idle: Mutex::new(Vec::new()),
+                }),
             }),
         }
     }
@@ -703,7 +769,9 @@ impl Engine {
                         .map(Bound::Planned)
                         .map_err(Error::from),
                     Query::Plan(plan, None) => Ok(Bound::Planned(plan.clone())),
-                    Query::Prepared(prepared, p) => prepared.bind(p).map(Bound::Optimised),
+                    Query::Prepared(prepared, p) => prepared
+                        .values(p)
+                        .map(|v| Bound::Prepared(Arc::clone(&prepared.kept), v)),
                 };
                 (i, plan)
             })

@@ -19,6 +19,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod history;
+pub mod params;
 pub mod tables;
 pub mod template;
 pub mod udf;

@@ -14,10 +14,20 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, new_null_
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::TableType;
-use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::coop::cooperative;
+use datafusion::physical_plan::execution_plan::{
+    Boundedness, ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions, SchedulingType,
+};
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
 
 use crate::cache::FileCache;
 use crate::error::{Error, Result};
@@ -116,6 +126,8 @@ pub struct WindowTable {
     /// while a member's flush moves rows from memory to the history: a scan
     /// sees each row once, live or in a file.
     gate: Option<Gate>,
+    /// The table itself, for the scans it plans ([`LiveScan`]).
+    me: Weak<WindowTable>,
 }
 
 /// Held while rows move between memory and the history files; see
@@ -134,7 +146,15 @@ impl fmt::Debug for WindowTable {
 impl WindowTable {
     /// A table with live rows only, or live rows and the history under
     /// `history_dir/<name>`.
-    pub fn new(def: TableDef, history_dir: Option<&Path>) -> Result<Self> {
+    pub fn new(def: TableDef, history_dir: Option<&Path>) -> Result<Arc<Self>> {
+        Self::with_gate(def, history_dir, None)
+    }
+
+    fn with_gate(
+        def: TableDef,
+        history_dir: Option<&Path>,
+        gate: Option<Gate>,
+    ) -> Result<Arc<Self>> {
         let history = match history_dir {
             Some(dir) => {
                 let dir = dir.join(&def.name);
@@ -144,15 +164,16 @@ impl WindowTable {
             }
             None => None,
         };
-        Ok(WindowTable {
+        Ok(Arc::new_cyclic(|me| WindowTable {
             def,
             live: RwLock::new(Vec::new()),
             next_id: std::sync::atomic::AtomicU64::new(0),
             history,
             cache: FileCache::shared(),
             members: RwLock::new(Vec::new()),
-            gate: None,
-        })
+            gate,
+            me: me.clone(),
+        }))
     }
 
     /// The table's definition.
@@ -398,13 +419,31 @@ impl TableProvider for WindowTable {
 
     async fn scan(
         &self,
-        state: &dyn Session,
+        _state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let time = self.def.schema.field(self.def.time_column).name();
-        let bounds = ScanBounds::new(filters, time);
+        let table = self.me.upgrade().ok_or_else(|| {
+            datafusion::error::DataFusionError::Internal(format!(
+                "table {} dropped while planned",
+                self.def.name
+            ))
+        })?;
+        Ok(Arc::new(LiveScan::new(table, projection, filters)?))
+    }
+}
+
+impl WindowTable {
+    /// The rows a scan within `bounds` reads now: live rows (this table's
+    /// and its members') and history files. What it holds of the history
+    /// is checked against `pool` (the query's memory limit): a query that
+    /// would load more fails instead of growing the process.
+    fn read(
+        &self,
+        bounds: &ScanBounds,
+        pool: &Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
+    ) -> datafusion::error::Result<Vec<RecordBatch>> {
         // no member moves rows to the history while they are read
         let _gate = self
             .gate
@@ -431,16 +470,14 @@ impl TableProvider for WindowTable {
         }
         if let Some(dir) = &self.history {
             // the history is read on the query runtime's workers: a few
-            // small files, most of them from the cache. What a scan holds
-            // of it counts against the query's memory limit: a query that
-            // would load more fails instead of growing the process
+            // small files, most of them from the cache
             let external = |e: Error| datafusion::error::DataFusionError::External(Box::new(e));
             let reservation = datafusion::execution::memory_pool::MemoryConsumer::new(format!(
                 "{} history",
                 self.def.name
             ))
-            .register(&state.runtime_env().memory_pool);
-            for file in self.history_files(dir, &bounds).map_err(external)? {
+            .register(pool);
+            for file in self.history_files(dir, bounds).map_err(external)? {
                 let rows = self
                     .cache
                     .get(&file, |p| self.read_file(p))
@@ -462,28 +499,146 @@ impl TableProvider for WindowTable {
                 }
             }
         }
+        Ok(batches)
+    }
+}
+
+/// A scan of a [`WindowTable`] that reads the rows when it runs, not when
+/// it is planned: a rule's physical plan is kept and run at every window
+/// ([`crate::params`]), each time over the rows the table holds then and
+/// pruned with the window's values.
+#[derive(Debug)]
+struct LiveScan {
+    table: Arc<WindowTable>,
+    /// Columns read, in the table's schema.
+    columns: Vec<usize>,
+    /// The filters pushed down (rows are filtered again above the scan).
+    filters: Vec<Expr>,
+    /// To fold the filters with, over the table's schema.
+    simplify: datafusion::logical_expr::simplify::SimplifyContext,
+    properties: Arc<PlanProperties>,
+}
+
+impl LiveScan {
+    fn new(
+        table: Arc<WindowTable>,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+    ) -> datafusion::error::Result<Self> {
+        let schema = &table.def.schema;
         let columns: Vec<usize> = match projection {
             Some(p) => p.clone(),
-            None => (0..self.def.schema.fields().len()).collect(),
+            None => (0..schema.fields().len()).collect(),
         };
-        match self.def.layout {
-            Layout::Table => Ok(MemorySourceConfig::try_new_exec(
-                &[batches],
-                Arc::clone(&self.def.schema),
-                Some(columns),
-            )?),
+        let projected = Arc::new(schema.project(&columns)?);
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(projected),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        )
+        .with_scheduling_type(SchedulingType::Cooperative);
+        let simplify = crate::params::context(Arc::new(datafusion::common::DFSchema::try_from(
+            Arc::clone(schema),
+        )?));
+        Ok(LiveScan {
+            columns,
+            filters: filters.to_vec(),
+            simplify,
+            properties: Arc::new(properties),
+            table,
+        })
+    }
+}
+
+impl DisplayAs for LiveScan {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "LiveScan: table={}", self.table.def.name)
+    }
+}
+
+impl ExecutionPlan for LiveScan {
+    fn name(&self) -> &'static str {
+        "LiveScan"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(
+            &Arc<dyn datafusion::physical_plan::PhysicalExpr>,
+        ) -> datafusion::error::Result<TreeNodeRecursion>,
+    ) -> datafusion::error::Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(datafusion::error::DataFusionError::Internal(
+                "a table scan has no children".into(),
+            ))
+        }
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> datafusion::error::Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(datafusion::error::DataFusionError::Internal(format!(
+                "a table scan has one partition, not {}",
+                partition + 1
+            )));
+        }
+        let def = &self.table.def;
+        let resolved: Vec<Expr> = self
+            .filters
+            .iter()
+            .map(|f| crate::params::resolve(f, &self.simplify).unwrap_or_else(|| f.clone()))
+            .collect();
+        let bounds = ScanBounds::new(&resolved, def.schema.field(def.time_column).name());
+        let batches = self.table.read(&bounds, context.memory_pool())?;
+        let stream = match def.layout {
+            Layout::Table => {
+                MemoryStream::try_new(batches, self.schema(), Some(self.columns.clone()))?
+            }
             Layout::Events => {
                 // the maps of the rows read, built now
-                let schema = Arc::new(self.def.schema.project(&columns)?);
+                let schema = self.schema();
                 let external = |e: Error| datafusion::error::DataFusionError::External(Box::new(e));
                 let rows = batches
                     .iter()
                     .map(|b| crate::events::as_queried(b, &schema))
                     .collect::<Result<Vec<_>>>()
                     .map_err(external)?;
-                Ok(MemorySourceConfig::try_new_exec(&[rows], schema, None)?)
+                MemoryStream::try_new(rows, schema, None)?
             }
-        }
+        };
+        Ok(Box::pin(cooperative(stream)))
     }
 }
 
@@ -729,7 +884,7 @@ impl Tables {
         let mut tables = BTreeMap::new();
         for def in defs {
             let name = def.name.clone();
-            tables.insert(name, Arc::new(WindowTable::new(def, history_dir)?));
+            tables.insert(name, WindowTable::new(def, history_dir)?);
         }
         Ok(Tables { tables, gate: None })
     }
@@ -742,9 +897,8 @@ impl Tables {
         let mut tables = BTreeMap::new();
         for def in defs {
             let name = def.name.clone();
-            let mut table = WindowTable::new(def, history_dir)?;
-            table.gate = Some(Arc::clone(&gate));
-            tables.insert(name, Arc::new(table));
+            let table = WindowTable::with_gate(def, history_dir, Some(Arc::clone(&gate)))?;
+            tables.insert(name, table);
         }
         Ok(Tables {
             tables,
