@@ -33,8 +33,11 @@ use crate::error::{Error, Result};
 use crate::rules::{EventBatcher, IDLE_TICK, RuleRunner, RulesState};
 
 /// Messages waiting for the rules thread at most (the event thread waits
-/// beyond): a message holds at most a window's rows or 8,192 events.
-const QUEUE: usize = 4;
+/// beyond): a message holds at most a window's rows or 8,192 events. Rules
+/// run in bursts (every rule of every model at a window close); 16 lets the
+/// event thread go on through one (a replay with the bundled rules: 16 was
+/// 10–15 % faster than 4, for 5–10 MiB more at its peak).
+const QUEUE: usize = 16;
 
 enum Message {
     /// Rows of the `events` table and the latest event time among them.

@@ -9,6 +9,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::execution::TaskContext;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::expr::Placeholder;
@@ -191,15 +192,25 @@ enum Bound {
     Prepared(Arc<Kept>, HashMap<String, ScalarValue>),
 }
 
-/// Runs `plan` in `state`, stopping at `limits`' deadline and row limit
+/// Where a lane's queries are planned and run.
+#[derive(Clone)]
+struct Lane {
+    state: Arc<SessionState>,
+    /// What a plan runs with, made once from `state` (making it copies the
+    /// session's configuration and function registries).
+    task: Arc<TaskContext>,
+}
+
+/// Runs `plan` in `lane`, stopping at `limits`' deadline and row limit
 /// between batches.
-async fn run(state: Arc<SessionState>, plan: Bound, limits: Limits) -> Result<Rows> {
+async fn run(lane: Lane, plan: Bound, limits: Limits) -> Result<Rows> {
+    let Lane { state, task } = lane;
     let deadline = Instant::now() + limits.timeout;
     match plan {
         Bound::Planned(plan) => {
             let physical = state.create_physical_plan(&plan).await?;
             let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-            collect(physical, schema, &state, &limits, deadline).await
+            collect(physical, schema, task, &limits, deadline).await
         }
         Bound::Prepared(kept, values) => {
             let compiled = kept.take(&state).await?;
@@ -215,14 +226,7 @@ async fn run(state: Arc<SessionState>, plan: Bound, limits: Limits) -> Result<Ro
             // operators that keep what they built (a join's build side)
             // start afresh
             let physical = reset_plan_states(Arc::clone(&compiled.plan))?;
-            let rows = collect(
-                physical,
-                Arc::clone(&kept.schema),
-                &state,
-                &limits,
-                deadline,
-            )
-            .await;
+            let rows = collect(physical, Arc::clone(&kept.schema), task, &limits, deadline).await;
             kept.put_back(compiled);
             rows
         }
@@ -233,11 +237,11 @@ async fn run(state: Arc<SessionState>, plan: Bound, limits: Limits) -> Result<Ro
 async fn collect(
     physical: Arc<dyn ExecutionPlan>,
     schema: SchemaRef,
-    state: &SessionState,
+    task: Arc<TaskContext>,
     limits: &Limits,
     deadline: Instant,
 ) -> Result<Rows> {
-    let mut stream = execute_stream(physical, state.task_ctx())?;
+    let mut stream = execute_stream(physical, task)?;
     let mut batches = Vec::new();
     let mut rows = 0;
     while let Some(batch) = stream.next().await {
@@ -442,7 +446,7 @@ pub struct Engine {
     /// For each lane, the session's state once every table, function and
     /// view is in it, with a memory pool of its own: queries run in it
     /// without copying it, and one query's memory limit is its own.
-    states: Vec<Arc<SessionState>>,
+    states: Vec<Lane>,
     lanes: &'static Lanes,
     /// Where the caller waits for its queries: its timers fire even while
     /// every lane is busy.
@@ -549,7 +553,10 @@ impl Engine {
             let state = SessionStateBuilder::new_from_existing(engine.ctx.state())
                 .with_runtime_env(env()?)
                 .build();
-            engine.states.push(Arc::new(state));
+            engine.states.push(Lane {
+                task: Arc::new(TaskContext::from(&state)),
+                state: Arc::new(state),
+            });
         }
         Ok(engine)
     }
@@ -796,9 +803,11 @@ impl Engine {
                     // the caller gets the answer, or the timeout, on time
                     // even when an operator computes for long stretches
                     // without yielding
-                    let state = Arc::clone(&self.states[lane]);
-                    let task =
-                        self.lanes.runtimes[lane].spawn(run(state, plan, self.limits.clone()));
+                    let task = self.lanes.runtimes[lane].spawn(run(
+                        self.states[lane].clone(),
+                        plan,
+                        self.limits.clone(),
+                    ));
                     let abort = task.abort_handle();
                     running.push(async move {
                         let outcome = tokio::time::timeout(limit, task).await;
