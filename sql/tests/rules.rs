@@ -743,6 +743,65 @@ fn a_prepared_query_returns_what_the_planned_one_returns() {
     assert_eq!(n.value(0), 40);
 }
 
+#[test]
+fn one_prepared_query_runs_for_two_windows_at_once_each_with_its_own_values() {
+    let _serial = serial();
+    let (_dir, _, engine, _history) = with_history();
+    let hours = [
+        ("2026-11-26T08:00:00Z", "2026-11-26T09:00:00Z", 20),
+        ("2026-11-26T09:00:00Z", "2026-11-26T10:00:00Z", 30),
+    ];
+    for (start, end, n) in hours {
+        engine
+            .tables()
+            .push("feature_drift", &drift_rows_at(n, start, end))
+            .expect("push");
+    }
+    let sql = "SELECT $window_end AS t, count(*) AS n FROM feature_drift \
+               WHERE window_end = $window_end AND feature IN \
+               (SELECT feature FROM feature_drift WHERE window_end = $window_end)";
+    let plan = engine.plan(sql).expect("plan");
+    let prepared = engine
+        .prepare(&plan, &WindowRef::param_types())
+        .expect("prepared");
+    let params: Vec<_> = hours
+        .iter()
+        .map(|(start, end, _)| {
+            let ms = |t: &str| {
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .expect("time")
+                    .timestamp_millis()
+            };
+            WindowRef {
+                start: ms(start),
+                end: ms(end),
+                ..window()
+            }
+            .params()
+        })
+        .collect();
+    let count = |rows: &driftwatch_sql::engine::Rows| {
+        arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(rows.1[0].column(1))
+            .value(0)
+    };
+    // the same query on both lanes at once, then again with the kept plans:
+    // each run reads its own window's value, and the join's build side of
+    // one run is not the next one's
+    for _ in 0..3 {
+        let answers = engine.execute_all(&[
+            driftwatch_sql::Query::Prepared(&prepared, &params[0]),
+            driftwatch_sql::Query::Prepared(&prepared, &params[1]),
+        ]);
+        let answers: Vec<_> = answers.into_iter().map(|a| a.expect("rows")).collect();
+        assert_eq!(
+            (count(&answers[0]), count(&answers[1])),
+            (20, 30),
+            "{}",
+            printed(&answers[1])
+        );
+    }
+}
+
 /// A count of `feature_drift` rows by the process-wide engine.
 fn drift_rows(engine: &Engine) -> i64 {
     driftwatch_sql::testing::count_rows(engine, "feature_drift").expect("a count")
