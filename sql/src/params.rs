@@ -56,12 +56,7 @@ impl Param {
         &self.id
     }
 
-    /// The type it was planned with.
-    pub fn data_type(&self) -> &DataType {
-        &self.data_type
-    }
-
-    /// Sets the value the next run reads (of [`data_type`](Self::data_type)).
+    /// Sets the value the next run reads (of the type it was planned with).
     pub fn set(&self, value: ScalarValue) {
         *self.value.write().unwrap_or_else(|e| e.into_inner()) = value;
     }
