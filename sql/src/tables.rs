@@ -648,8 +648,11 @@ impl WindowTable {
     /// files held every model, `model_id=` directories of the models they
     /// name).
     fn history_files(&self, dir: &Path, bounds: &ScanBounds) -> Result<Vec<PathBuf>> {
-        let mut day_parents = vec![dir.to_owned()];
-        for sub in subdirs(dir)? {
+        // the table's directory is listed once: its days, and the
+        // model_id= directories of the older layout with days of their own
+        let top = subdirs(dir)?;
+        let mut day_parents = Vec::new();
+        for sub in &top {
             let Some(model) = sub
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -662,29 +665,27 @@ impl WindowTable {
                 .as_ref()
                 .is_none_or(|m| m.iter().any(|m| *m == decode_partition(model)));
             if wanted {
-                day_parents.push(sub);
+                day_parents.push(subdirs(sub)?);
             }
         }
         let mut files = Vec::new();
-        for parent in day_parents {
-            for day in subdirs(&parent)? {
-                let Some(date) = day
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_prefix("date="))
-                else {
-                    continue;
-                };
-                if !bounds.allows_day(date) {
-                    continue;
-                }
-                for entry in read_dir(&day)? {
-                    let path = entry.path();
-                    let name = entry.file_name();
-                    let name = name.to_string_lossy();
-                    if name.ends_with(".parquet") && !name.starts_with('.') {
-                        files.push(path);
-                    }
+        for day in std::iter::once(top).chain(day_parents).flatten() {
+            let Some(date) = day
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("date="))
+            else {
+                continue;
+            };
+            if !bounds.allows_day(date) {
+                continue;
+            }
+            for entry in read_dir(&day)? {
+                let path = entry.path();
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.ends_with(".parquet") && !name.starts_with('.') {
+                    files.push(path);
                 }
             }
         }
@@ -1105,6 +1106,49 @@ mod tests {
     use arrow::array::TimestampMillisecondArray;
     use datafusion::common::ScalarValue;
     use datafusion::logical_expr::{col, lit};
+
+    #[test]
+    fn history_files_of_both_layouts_are_listed_by_day_and_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = WindowTable::new(def(), Some(dir.path())).unwrap();
+        let root = dir.path().join("t");
+        for file in [
+            "date=2026-11-26/w-1-1.parquet",
+            "date=2026-11-27/w-2-2.parquet",
+            "date=2026-11-26/.w-3-3.parquet.tmp",
+            // the older layout: a directory per model, with its days
+            "model_id=churn/date=2026-11-26/w-1-1.parquet",
+            "model_id=fraud/date=2026-11-26/w-1-1.parquet",
+        ] {
+            let path = root.join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::File::create(path).unwrap();
+        }
+        let listed = |bounds: &ScanBounds| {
+            let mut files: Vec<String> = table
+                .history_files(&root, bounds)
+                .unwrap()
+                .iter()
+                .map(|p| p.strip_prefix(&root).unwrap().display().to_string())
+                .collect();
+            files.sort();
+            files
+        };
+        let day = Some("2026-11-26".to_owned());
+        let churn_that_day = ScanBounds {
+            models: Some(vec!["churn".into()]),
+            days: (day.clone(), day),
+            ..ScanBounds::default()
+        };
+        assert_eq!(
+            listed(&churn_that_day),
+            [
+                "date=2026-11-26/w-1-1.parquet",
+                "model_id=churn/date=2026-11-26/w-1-1.parquet"
+            ]
+        );
+        assert_eq!(listed(&ScanBounds::default()).len(), 4);
+    }
 
     fn def() -> TableDef {
         use arrow::datatypes::{Field, Schema};
