@@ -178,6 +178,14 @@ pub fn resolve(filter: &Expr, context: &SimplifyContext) -> Option<Expr> {
     if !found {
         return None;
     }
+    // `window_end = <value>` as most rules have it: nothing to fold
+    let leaf = |e: &Expr| matches!(e, Expr::Column(_) | Expr::Literal(..));
+    if let Expr::BinaryExpr(b) = &replaced
+        && leaf(&b.left)
+        && leaf(&b.right)
+    {
+        return Some(replaced);
+    }
     // a filter that does not fold is still a filter: it only prunes less
     Some(
         ExprSimplifier::new(context.clone())
@@ -196,10 +204,13 @@ mod tests {
     fn a_filter_on_a_param_resolves_to_the_value_set_last() {
         let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
         let param = Arc::new(Param::new("window_end", ts.clone()).unwrap());
-        let call = Expr::ScalarFunction(ScalarFunction::new_udf(
-            Arc::new(ScalarUDF::new_from_shared_impl(Arc::clone(&param) as _)),
-            Vec::new(),
-        ));
+        let call_of = |param: &Arc<Param>| {
+            Expr::ScalarFunction(ScalarFunction::new_udf(
+                Arc::new(ScalarUDF::new_from_shared_impl(Arc::clone(param) as _)),
+                Vec::new(),
+            ))
+        };
+        let call = call_of(&param);
         let schema = context(Arc::new(
             DFSchema::try_from(Schema::new(vec![Field::new("window_end", ts, false)])).unwrap(),
         ));
@@ -222,5 +233,20 @@ mod tests {
         ));
         assert!(format!("{}", resolve(&filter, &schema).unwrap()).contains("2000"));
         assert_eq!(resolve(&col("window_end").is_null(), &schema), None);
+        // what the value makes constant is folded
+        let week = ScalarValue::new_interval_dt(7, 0);
+        let since =
+            col("window_end").gt(Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(
+                Box::new(call_of(&param)),
+                datafusion::logical_expr::Operator::Minus,
+                Box::new(lit(week)),
+            )));
+        assert_eq!(
+            resolve(&since, &schema).unwrap(),
+            col("window_end").gt(lit(ScalarValue::TimestampMillisecond(
+                Some(2_000 - 7 * 86_400_000),
+                Some("UTC".into())
+            )))
+        );
     }
 }
