@@ -35,8 +35,8 @@ use crate::rules::{EventBatcher, IDLE_TICK, RuleRunner, RulesState};
 /// Messages waiting for the rules thread at most (the event thread waits
 /// beyond): a message holds at most a window's rows or 8,192 events. Rules
 /// run in bursts (every rule of every model at a window close); 16 lets the
-/// event thread go on through one (a replay with the bundled rules: 16 was
-/// 10–15 % faster than 4, for 5–10 MiB more at its peak).
+/// event thread go on through one (a replay with the bundled rules took 16 %
+/// less wall time with 16 than with 4, for about 10 MiB more at its peak).
 const QUEUE: usize = 16;
 
 enum Message {

@@ -73,7 +73,7 @@ struct Kept {
 #[derive(Debug)]
 struct Compiled {
     plan: Arc<dyn ExecutionPlan>,
-    params: Vec<crate::params::ParamRef>,
+    params: Vec<Arc<crate::params::Param>>,
 }
 
 impl Kept {
@@ -215,7 +215,6 @@ async fn run(lane: Lane, plan: Bound, limits: Limits) -> Result<Rows> {
         Bound::Prepared(kept, values) => {
             let compiled = kept.take(&state).await?;
             for p in &compiled.params {
-                let p = p.param();
                 match values.get(p.id()) {
                     Some(v) => p.set(v.clone()),
                     None => {

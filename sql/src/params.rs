@@ -99,20 +99,9 @@ impl ScalarUDFImpl for Param {
     }
 }
 
-/// A shared [`Param`] as the function a plan calls.
-#[derive(Debug, Clone)]
-pub struct ParamRef(Arc<Param>);
-
-impl ParamRef {
-    /// The placeholder.
-    pub fn param(&self) -> &Param {
-        &self.0
-    }
-}
-
 /// `plan` with each typed placeholder replaced by a [`Param`] call (one
 /// per id, shared by its uses), subqueries included; returns them too.
-pub fn bind_late(plan: LogicalPlan) -> DfResult<(LogicalPlan, Vec<ParamRef>)> {
+pub fn bind_late(plan: LogicalPlan) -> DfResult<(LogicalPlan, Vec<Arc<Param>>)> {
     let mut params: Vec<Arc<Param>> = Vec::new();
     let plan = plan
         .transform_up_with_subqueries(|node| {
@@ -144,7 +133,7 @@ pub fn bind_late(plan: LogicalPlan) -> DfResult<(LogicalPlan, Vec<ParamRef>)> {
             })
         })?
         .data;
-    Ok((plan, params.into_iter().map(ParamRef).collect()))
+    Ok((plan, params))
 }
 
 /// What [`resolve`] folds the filters of a table of `schema` with.

@@ -653,11 +653,7 @@ impl WindowTable {
         let top = subdirs(dir)?;
         let mut day_parents = Vec::new();
         for sub in &top {
-            let Some(model) = sub
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_prefix("model_id="))
-            else {
+            let Some(model) = partition(sub, "model_id=") else {
                 continue;
             };
             let wanted = bounds
@@ -670,11 +666,7 @@ impl WindowTable {
         }
         let mut files = Vec::new();
         for day in std::iter::once(top).chain(day_parents).flatten() {
-            let Some(date) = day
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_prefix("date="))
-            else {
+            let Some(date) = partition(&day, "date=") else {
                 continue;
             };
             if !bounds.allows_day(date) {
@@ -709,9 +701,7 @@ impl WindowTable {
             let model = path
                 .parent()
                 .and_then(Path::parent)
-                .and_then(|p| p.file_name())
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_prefix("model_id="))
+                .and_then(|p| partition(p, "model_id="))
                 .map(decode_partition)
                 .ok_or_else(|| Error::Data {
                     context: format!("reading {}", path.display()),
@@ -754,6 +744,12 @@ impl WindowTable {
             })
             .collect()
     }
+}
+
+/// The value of a history directory named `key…` (`date=2026-11-26`,
+/// `model_id=churn`), as written.
+fn partition<'a>(dir: &'a Path, key: &str) -> Option<&'a str> {
+    dir.file_name()?.to_str()?.strip_prefix(key)
 }
 
 fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {

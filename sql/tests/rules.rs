@@ -654,6 +654,13 @@ fn history_a_query_loads_counts_against_its_memory_limit() {
     assert_eq!(count(&writer, "SELECT count(*) FROM feature_drift"), 20_000);
 }
 
+/// Milliseconds of an RFC 3339 time.
+fn ms(t: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .expect("time")
+        .timestamp_millis()
+}
+
 /// Every row of a query's answer, as text, in order.
 fn printed(rows: &driftwatch_sql::engine::Rows) -> String {
     arrow::util::pretty::pretty_format_batches(&rows.1)
@@ -697,11 +704,6 @@ fn a_prepared_query_returns_what_the_planned_one_returns() {
         if i == 0 {
             engine.tables().flush(&mut history).expect("flush");
         }
-        let ms = |t: &str| {
-            chrono::DateTime::parse_from_rfc3339(t)
-                .expect("time")
-                .timestamp_millis()
-        };
         for version in [Some("v1".to_owned()), None] {
             let window = WindowRef {
                 model_id: "churn".into(),
@@ -767,11 +769,6 @@ fn one_prepared_query_runs_for_two_windows_at_once_each_with_its_own_values() {
     let params: Vec<_> = hours
         .iter()
         .map(|(start, end, _)| {
-            let ms = |t: &str| {
-                chrono::DateTime::parse_from_rfc3339(t)
-                    .expect("time")
-                    .timestamp_millis()
-            };
             WindowRef {
                 start: ms(start),
                 end: ms(end),
