@@ -383,8 +383,14 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Reads a whole source; `progress` is told every few thousand records
-    /// how far the source is (its [`Source::progress`]: done, total).
+    /// Reads a whole source; `progress` is told after each batch of
+    /// records how far the source is (its [`Source::progress`]: done, total).
+    ///
+    /// The source is read, and its records decoded and validated, on a
+    /// thread of their own, a batch at a time, while this thread runs the
+    /// windows, the label join and the sinks. The records arrive here in
+    /// the order the source gives them, so the results are those of reading
+    /// and handling one record after the other.
     pub fn run_source(
         &mut self,
         source: &mut dyn Source,
@@ -392,19 +398,56 @@ impl Pipeline {
     ) -> Result<()> {
         let started = Instant::now();
         let read_before = self.summary.read;
-        let mut n: u64 = 0;
-        while let Some(record) = source.next_record(&mut self.decoder)? {
-            self.handle(record)?;
-            n += 1;
-            if n.is_multiple_of(8192) {
-                let (done, total) = source.progress();
-                progress(done, total);
+        // the decoder (its interned names) goes with the reading thread and
+        // comes back with it
+        let stand_in = Decoder::new(self.decoder.config().clone());
+        let mut decoder = std::mem::replace(&mut self.decoder, stand_in);
+        let name = source.name().to_owned();
+        let handled = std::thread::scope(|scope| {
+            let (batches, ready) = std::sync::mpsc::sync_channel(DECODE_QUEUE);
+            let (recycle, spare) = std::sync::mpsc::channel();
+            let decoder = &mut decoder;
+            let reader = std::thread::Builder::new()
+                .name("driftwatch-decode".into())
+                .spawn_scoped(scope, move || {
+                    decode_ahead(source, decoder, &batches, &spare);
+                })
+                .map_err(|e| Error::Stopped(format!("starting the decoding thread: {e}")))?;
+            let mut handled = Ok(());
+            // ends once the reader has sent its last batch and hung up
+            for batch in &ready {
+                let mut batch = match batch {
+                    Ok(b) => b,
+                    Err(e) => {
+                        handled = Err(e.into());
+                        break;
+                    }
+                };
+                let result = batch
+                    .records
+                    .drain(..)
+                    .try_for_each(|r| self.handle(r).map(drop));
+                if let Err(e) = result {
+                    handled = Err(e);
+                    break;
+                }
+                progress(batch.done, batch.total);
+                // once the reader has stopped, the vector is dropped here
+                let _ = recycle.send(batch.records);
             }
-        }
+            // a reader still sending stops at its next batch
+            drop(ready);
+            reader
+                .join()
+                .map_err(|_| Error::Stopped("the decoding thread panicked".into()))?;
+            handled
+        });
+        self.decoder = decoder;
+        handled?;
         let read = self.summary.read - read_before;
         let secs = started.elapsed().as_secs_f64();
         info!(
-            source = source.name(),
+            source = name,
             read,
             seconds = format!("{secs:.2}"),
             events_per_second = (read as f64 / secs.max(1e-9)) as u64,
@@ -535,6 +578,66 @@ impl Pipeline {
             self.summary.accepted + self.summary.rejected
         );
         Ok(self.summary)
+    }
+}
+
+/// Records read and decoded ahead of the event thread, in the source's order.
+struct Decoded {
+    records: Vec<Record>,
+    /// [`Source::progress`] after the last of them.
+    done: u64,
+    total: u64,
+}
+
+/// Records a [`Decoded`] batch holds at most.
+const DECODE_BATCH: usize = 512;
+/// Batches decoded ahead at most (the decoding thread waits beyond).
+const DECODE_QUEUE: usize = 4;
+
+/// Reads `source` to its end in batches sent on `batches`, reusing the
+/// vectors that come back on `spare`; a read error is the last message.
+/// Stops early once the event thread has hung up.
+fn decode_ahead(
+    source: &mut dyn Source,
+    decoder: &mut Decoder,
+    batches: &std::sync::mpsc::SyncSender<driftwatch_ingest::Result<Decoded>>,
+    spare: &std::sync::mpsc::Receiver<Vec<Record>>,
+) {
+    loop {
+        let mut records = spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(DECODE_BATCH));
+        let mut failed = None;
+        while records.len() < DECODE_BATCH {
+            match source.next_record(decoder) {
+                Ok(Some(record)) => records.push(record),
+                Ok(None) => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let last = failed.is_some() || records.len() < DECODE_BATCH;
+        if !records.is_empty() {
+            let (done, total) = source.progress();
+            if batches
+                .send(Ok(Decoded {
+                    records,
+                    done,
+                    total,
+                }))
+                .is_err()
+            {
+                return;
+            }
+        }
+        if let Some(e) = failed {
+            let _ = batches.send(Err(e));
+        }
+        if last {
+            return;
+        }
     }
 }
 
@@ -760,6 +863,102 @@ pub(crate) mod tests {
         assert_eq!(windows, summary.windows_closed);
         let performance = summary.performance.expect("performance on");
         assert!(performance.labels.joined > 0 && performance.revisions > 0);
+    }
+
+    /// Gives the records of `lines`, as a file source would, then fails
+    /// at `fail_at` records when set.
+    struct Lines {
+        lines: Vec<Vec<u8>>,
+        next: usize,
+        fail_at: Option<usize>,
+    }
+
+    impl Source for Lines {
+        fn next_record(
+            &mut self,
+            decoder: &mut Decoder,
+        ) -> driftwatch_ingest::Result<Option<Record>> {
+            if Some(self.next) == self.fail_at {
+                return Err(driftwatch_ingest::Error::Io {
+                    path: "lines.jsonl".into(),
+                    source: std::io::Error::other("the disk went away"),
+                });
+            }
+            let Some(bytes) = self.lines.get(self.next) else {
+                return Ok(None);
+            };
+            let position = Position::Generated {
+                seq: self.next as u64,
+            };
+            self.next += 1;
+            Ok(Some(match decoder.decode_json(bytes) {
+                Ok(event) => Record::Event(event, position),
+                Err(reason) => {
+                    Record::Rejected(Rejected::new(reason, position, bytes, bytes.len() as u64))
+                }
+            }))
+        }
+        fn progress(&self) -> (u64, u64) {
+            (self.next as u64, self.lines.len() as u64)
+        }
+        fn name(&self) -> &str {
+            "lines"
+        }
+    }
+
+    #[test]
+    fn a_source_decoded_on_its_own_thread_gives_what_handling_each_record_in_turn_gives() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = config(dir.path());
+        let mut lines = stream(3_000);
+        lines.insert(1_234, b"{not json".to_vec());
+        let (seen, dead) = (Seen::default(), Seen::default());
+        let mut p = pipeline(&config, &seen, &dead);
+        for (seq, bytes) in lines.iter().enumerate() {
+            p.handle_bytes(seq as u64, bytes).expect("handled");
+        }
+        let expected = (p.finish().expect("finished"), seen.lines(), dead.lines());
+
+        let (seen, dead) = (Seen::default(), Seen::default());
+        let mut p = pipeline(&config, &seen, &dead);
+        let mut told = Vec::new();
+        let mut source = Lines {
+            lines,
+            next: 0,
+            fail_at: None,
+        };
+        p.run_source(&mut source, &mut |done, total| told.push((done, total)))
+            .expect("read to the end");
+        let got = (p.finish().expect("finished"), seen.lines(), dead.lines());
+        assert_eq!(got.0, expected.0);
+        assert_eq!(got.1, expected.1);
+        assert_eq!(got.2, expected.2);
+        // a batch at a time, the last at the end of the source
+        assert_eq!(told.len(), 3_001usize.div_ceil(DECODE_BATCH));
+        assert_eq!(told.last(), Some(&(3_001, 3_001)));
+    }
+
+    #[test]
+    fn a_read_error_ends_the_source_after_the_records_read_before_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (seen, dead) = (Seen::default(), Seen::default());
+        let mut p = pipeline(&config(dir.path()), &seen, &dead);
+        let lines = stream(3_000);
+        let mut source = Lines {
+            lines: lines.clone(),
+            next: 0,
+            fail_at: Some(1_000),
+        };
+        let e = p
+            .run_source(&mut source, &mut |_, _| {})
+            .expect_err("the read fails");
+        assert!(e.to_string().contains("the disk went away"), "{e}");
+        assert_eq!(p.summary().read, 1_000);
+        // the pipeline goes on with the records read again from there
+        for (seq, bytes) in lines.iter().enumerate().skip(1_000) {
+            p.handle_bytes(seq as u64, bytes).expect("handled");
+        }
+        assert_eq!(p.finish().expect("finished").read, 3_000);
     }
 
     #[test]

@@ -167,6 +167,11 @@ impl Decoder {
         self.config.now()
     }
 
+    /// Its settings.
+    pub fn config(&self) -> &DecoderConfig {
+        &self.config
+    }
+
     /// Largest accepted payload in bytes.
     pub fn max_event_bytes(&self) -> u64 {
         self.config.max_event_bytes

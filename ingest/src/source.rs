@@ -124,8 +124,9 @@ pub enum Record {
     Rejected(Rejected),
 }
 
-/// A finite source of records.
-pub trait Source {
+/// A finite source of records. Sources are `Send`: a pipeline reads and
+/// decodes them on a thread of their own, ahead of the event thread.
+pub trait Source: Send {
     /// The next record, or `None` at the end.
     fn next_record(&mut self, decoder: &mut Decoder) -> Result<Option<Record>>;
     /// Progress as (done, total) in source-specific units (bytes or rows).
@@ -409,7 +410,7 @@ pub struct JsonlSource {
     name: Arc<str>,
     /// `Some((model, version))`: a plain feature table read as that model's predictions
     table: Option<(String, Option<String>)>,
-    lines: Option<LineReader<Box<dyn BufRead>>>,
+    lines: Option<LineReader<Box<dyn BufRead + Send>>>,
     read: Arc<AtomicU64>,
     total: u64,
     path: PathBuf,
@@ -425,7 +426,7 @@ impl fmt::Debug for JsonlSource {
 
 /// Opens a JSON Lines file (gzip told by its first bytes) for reading
 /// ahead on a thread of its own; `read` counts the file's bytes consumed.
-fn open_lines(path: &Path, read: &Arc<AtomicU64>) -> Result<Box<dyn BufRead>> {
+fn open_lines(path: &Path, read: &Arc<AtomicU64>) -> Result<Box<dyn BufRead + Send>> {
     let format = detect_format(path)?;
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let counting = Counting {
@@ -445,7 +446,7 @@ fn open_lines(path: &Path, read: &Arc<AtomicU64>) -> Result<Box<dyn BufRead>> {
 
 /// The lines of a JSON Lines file (plain or gzip) as bytes, for tools that
 /// pass events on without decoding them.
-pub fn raw_lines(path: &Path) -> Result<LineReader<Box<dyn BufRead>>> {
+pub fn raw_lines(path: &Path) -> Result<LineReader<Box<dyn BufRead + Send>>> {
     let read = Arc::new(AtomicU64::new(0));
     Ok(LineReader::new(open_lines(path, &read)?, u64::MAX))
 }
