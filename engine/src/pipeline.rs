@@ -246,6 +246,12 @@ impl Pipeline {
 
     /// Handles one record and says whether it was accepted.
     pub fn handle(&mut self, record: Record) -> Result<Outcome> {
+        self.handle_ref(&record)
+    }
+
+    /// [`handle`](Self::handle) for a record the caller keeps (and drops
+    /// on the thread that made it: see [`run_source`](Self::run_source)).
+    fn handle_ref(&mut self, record: &Record) -> Result<Outcome> {
         let outcome = self.handle_record(record)?;
         if let Some(r) = &mut self.rules {
             r.settle()?;
@@ -253,31 +259,31 @@ impl Pipeline {
         Ok(outcome)
     }
 
-    fn handle_record(&mut self, record: Record) -> Result<Outcome> {
+    fn handle_record(&mut self, record: &Record) -> Result<Outcome> {
         match record {
             Record::Rejected(rejected) => {
                 if self.summary.rejected < 20 {
                     warn!(position = %rejected.position, reason = rejected.reason.code(), "event rejected: {}", rejected.reason);
                 }
-                self.reject(&rejected)?;
-                Ok(Outcome::rejected(&rejected))
+                self.reject(rejected)?;
+                Ok(Outcome::rejected(rejected))
             }
             Record::Event(Event::Label(label), _) => {
                 self.summary.read += 1;
                 self.summary.accepted += 1;
-                self.label(&label)?;
+                self.label(label)?;
                 self.advance_performance()?;
                 Ok(Outcome::Accepted)
             }
-            Record::Event(Event::Prediction(prediction), position) => {
-                match self.windows.push(&prediction) {
+            Record::Event(event @ Event::Prediction(prediction), position) => {
+                match self.windows.push(prediction) {
                     Ok(()) => {
                         self.summary.read += 1;
                         self.summary.accepted += 1;
                         self.summary.predictions += 1;
                         self.model(&prediction.model_id).predictions += 1;
                         if let Some(t) = &mut self.performance {
-                            t.prediction(&prediction)?;
+                            t.prediction(prediction)?;
                         }
                         // a label the prediction carries (training data)
                         // arrives with it
@@ -285,7 +291,7 @@ impl Pipeline {
                             self.label(&label)?;
                         }
                         if let Some(r) = &mut self.rules {
-                            r.prediction(&prediction)?;
+                            r.prediction(prediction)?;
                         }
                         let closed = self.windows.close_ready()?;
                         self.emit(closed)?;
@@ -297,9 +303,9 @@ impl Pipeline {
                             self.model(&prediction.model_id).late += 1;
                         }
                         self.scratch.clear();
-                        encode_json(&Event::Prediction(prediction), &mut self.scratch);
+                        encode_json(event, &mut self.scratch);
                         let len = self.scratch.len() as u64;
-                        let rejected = Rejected::new(reason, position, &self.scratch, len);
+                        let rejected = Rejected::new(reason, position.clone(), &self.scratch, len);
                         self.reject(&rejected)?;
                         Ok(Outcome::rejected(&rejected))
                     }
@@ -416,7 +422,7 @@ impl Pipeline {
             let mut handled = Ok(());
             // ends once the reader has sent its last batch and hung up
             for batch in &ready {
-                let mut batch = match batch {
+                let batch = match batch {
                     Ok(b) => b,
                     Err(e) => {
                         handled = Err(e.into());
@@ -425,14 +431,16 @@ impl Pipeline {
                 };
                 let result = batch
                     .records
-                    .drain(..)
-                    .try_for_each(|r| self.handle(r).map(drop));
+                    .iter()
+                    .try_for_each(|r| self.handle_ref(r).map(drop));
                 if let Err(e) = result {
                     handled = Err(e);
                     break;
                 }
                 progress(batch.done, batch.total);
-                // once the reader has stopped, the vector is dropped here
+                // the records go back to be dropped where they were made:
+                // frees from another thread contend for the allocator's
+                // locks (once the reader has stopped, they are dropped here)
                 let _ = recycle.send(batch.records);
             }
             // a reader still sending stops at its next batch
@@ -590,9 +598,9 @@ struct Decoded {
 }
 
 /// Records a [`Decoded`] batch holds at most.
-const DECODE_BATCH: usize = 512;
+const DECODE_BATCH: usize = 256;
 /// Batches decoded ahead at most (the decoding thread waits beyond).
-const DECODE_QUEUE: usize = 4;
+const DECODE_QUEUE: usize = 2;
 
 /// Reads `source` to its end in batches sent on `batches`, reusing the
 /// vectors that come back on `spare`; a read error is the last message.
@@ -604,9 +612,13 @@ fn decode_ahead(
     spare: &std::sync::mpsc::Receiver<Vec<Record>>,
 ) {
     loop {
-        let mut records = spare
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(DECODE_BATCH));
+        let mut records = match spare.try_recv() {
+            Ok(mut handled) => {
+                handled.clear();
+                handled
+            }
+            Err(_) => Vec::with_capacity(DECODE_BATCH),
+        };
         let mut failed = None;
         while records.len() < DECODE_BATCH {
             match source.next_record(decoder) {
