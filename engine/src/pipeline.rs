@@ -472,12 +472,7 @@ impl Pipeline {
 
     /// Decodes and handles one JSON event found at `position`.
     pub fn handle_at(&mut self, position: Position, bytes: &[u8]) -> Result<Outcome> {
-        let record = match self.decoder.decode_json(bytes) {
-            Ok(event) => Record::Event(event, position),
-            Err(reason) => {
-                Record::Rejected(Rejected::new(reason, position, bytes, bytes.len() as u64))
-            }
-        };
+        let record = Record::from_json(&mut self.decoder, position, bytes);
         self.handle(record)
     }
 
@@ -903,12 +898,7 @@ pub(crate) mod tests {
                 seq: self.next as u64,
             };
             self.next += 1;
-            Ok(Some(match decoder.decode_json(bytes) {
-                Ok(event) => Record::Event(event, position),
-                Err(reason) => {
-                    Record::Rejected(Rejected::new(reason, position, bytes, bytes.len() as u64))
-                }
-            }))
+            Ok(Some(Record::from_json(decoder, position, bytes)))
         }
         fn progress(&self) -> (u64, u64) {
             (self.next as u64, self.lines.len() as u64)

@@ -124,6 +124,19 @@ pub enum Record {
     Rejected(Rejected),
 }
 
+impl Record {
+    /// The JSON event `bytes` found at `position`, or its refusal keeping
+    /// the payload.
+    pub fn from_json(decoder: &mut Decoder, position: Position, bytes: &[u8]) -> Self {
+        match decoder.decode_json(bytes) {
+            Ok(event) => Record::Event(event, position),
+            Err(reason) => {
+                Record::Rejected(Rejected::new(reason, position, bytes, bytes.len() as u64))
+            }
+        }
+    }
+}
+
 /// A finite source of records. Sources are `Send`: a pipeline reads and
 /// decodes them on a thread of their own, ahead of the event thread.
 pub trait Source: Send {
