@@ -72,7 +72,7 @@ pub fn print_instance(i: &AlertInstance) {
         line.push_str("  ");
         line.push_str(&extra.join(" "));
     }
-    if !i.held_long_enough() {
+    if !driftwatch_triggers::alert::held_long_enough(i) {
         line.push_str(&format!("  (pending: {} window(s) so far)", i.windows));
     }
     println!("{}", crate::output::printable(&line));

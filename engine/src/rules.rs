@@ -370,15 +370,18 @@ impl RuleRunner {
         self.track_versions()?;
         if self.rule_count() > 0 {
             for (w, closed) in &dirty {
-                let evaluation = self
+                let mut evaluation = self
                     .evaluator
                     .evaluate_some(w, |r| *closed || r.reads_any(PERFORMANCE_TABLES))?;
                 if let Some(t) = &mut self.triggers {
                     let engine = self.evaluator.engine();
                     let url = self.public_url.as_deref();
-                    t.observe(w, &evaluation.evaluated, &evaluation.instances, &mut |a| {
-                        evidence(engine, a, url)
-                    });
+                    t.observe(
+                        w,
+                        &evaluation.evaluated,
+                        &mut evaluation.instances,
+                        &mut |a| evidence(engine, a, url),
+                    );
                 }
                 // a retired version's rows raise no alert: not shown as one
                 let retired = self

@@ -1,8 +1,8 @@
 //! Evaluating rules for a window: each result row is an alert instance,
 //! identified by the rule's name and the row's columns other than `value`.
-//! The evaluator remembers, per rule and model version, which instances
-//! held at the last evaluated window and since when, so that `for` can be
-//! counted across windows (and across restarts: the state is checkpointed).
+//! What happens to an instance across windows (`for`, `keep_firing_for`)
+//! is the alert lifecycle's, in `driftwatch-triggers`; the evaluator keeps
+//! only its counters.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -39,9 +39,12 @@ pub struct AlertInstance {
     pub actions: Vec<String>,
     /// The window evaluated.
     pub window: WindowRef,
-    /// End of the first window of the current run of windows where the instance held.
+    /// End of the first window of the current run of windows where the
+    /// instance held (the evaluator says this window; the alert lifecycle
+    /// counts the run).
     pub active_since: i64,
-    /// Consecutive evaluated windows where it held (this one included).
+    /// Consecutive evaluated windows where it held, this one included (the
+    /// evaluator says 1; the alert lifecycle counts the run).
     pub windows: u32,
     /// The rule's `for`.
     pub hold_for: Hold,
@@ -63,14 +66,6 @@ impl AlertInstance {
             .filter(|(_, v)| !v.is_number())
             .collect();
         serde_json::to_string(&key).unwrap_or_default()
-    }
-
-    /// Whether the condition has held for the rule's `for`.
-    pub fn held_long_enough(&self) -> bool {
-        match self.hold_for {
-            Hold::Windows(n) => self.windows >= n,
-            Hold::Duration(d) => self.window.end - self.active_since >= d.as_millis() as i64,
-        }
     }
 }
 
@@ -99,20 +94,6 @@ pub struct Evaluation {
     /// Microseconds the whole evaluation took.
     pub micros: u64,
 }
-
-/// Where an instance stands: since when it held, in how many windows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Active {
-    since: i64,
-    last: i64,
-    windows: u32,
-}
-
-/// (rule, model, version).
-type StateKey = (String, String, Option<String>);
-
-/// Instances holding per (rule, model, version), by identity.
-type State = BTreeMap<StateKey, BTreeMap<String, Active>>;
 
 /// Counters of the evaluations.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,10 +260,6 @@ fn instances(
     Ok(out)
 }
 
-fn identity(instance: &AlertInstance) -> String {
-    instance.identity()
-}
-
 /// Rules evaluated over an engine's tables.
 #[derive(Debug)]
 pub struct Evaluator {
@@ -290,7 +267,6 @@ pub struct Evaluator {
     rules: Vec<LoadedRule>,
     /// Each rule's plan optimised once, where it can be.
     prepared: Vec<Option<Prepared>>,
-    state: State,
     stats: RuleStats,
 }
 
@@ -313,7 +289,6 @@ impl Evaluator {
             engine,
             rules,
             prepared,
-            state: State::new(),
             stats: RuleStats::default(),
         })
     }
@@ -368,13 +343,7 @@ impl Evaluator {
                     out.evaluated.push(rule.name.clone());
                     *self.stats.instances.entry(rule.name.clone()).or_default() +=
                         found.len() as u64;
-                    let key = (
-                        rule.name.clone(),
-                        window.model_id.clone(),
-                        window.model_version.clone(),
-                    );
-                    let held = self.state.entry(key).or_default();
-                    out.instances.extend(track(held, window, found));
+                    out.instances.extend(found);
                 }
                 Err(e) => {
                     // the failure names the rule and its file already
@@ -403,65 +372,31 @@ impl Evaluator {
         Ok(out)
     }
 
-    /// The evaluation state to checkpoint.
+    /// The evaluation state to checkpoint: the counters.
     pub fn snapshot(&self) -> Result<Vec<u8>> {
-        // JSON objects need string keys: the state goes as a list of entries
-        let entries: Vec<_> = self.state.iter().collect();
-        serde_json::to_vec(&(entries, &self.stats)).map_err(data("rule state"))
+        serde_json::to_vec(&self.stats).map_err(data("rule state"))
     }
 
     /// Continues from a [`snapshot`](Self::snapshot).
     pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
-        type Entries = Vec<(StateKey, BTreeMap<String, Active>)>;
-        let (state, stats): (Entries, RuleStats) =
-            serde_json::from_slice(bytes).map_err(data("rule state"))?;
-        self.state = state.into_iter().collect();
-        self.stats = stats;
+        self.stats = saved_stats(bytes)?;
         Ok(())
     }
 }
 
-/// Updates the instances holding for one rule and model version with an
-/// evaluation at `window`; returns `found` with `active_since` and `windows`
-/// filled in. An instance missing from a later window stops holding; an
-/// evaluation of an earlier window (metrics revised by late labels) only
-/// reports, it does not move the state back.
-fn track(
-    held: &mut BTreeMap<String, Active>,
-    window: &WindowRef,
-    mut found: Vec<AlertInstance>,
-) -> Vec<AlertInstance> {
-    let latest = held.values().map(|a| a.last).max().unwrap_or(i64::MIN);
-    if window.end < latest {
-        for i in &mut found {
-            if let Some(a) = held.get(&identity(i)) {
-                i.active_since = a.since.min(window.end);
-            }
-        }
-        return found;
+/// The counters of a [`Evaluator::snapshot`]. A snapshot of an earlier
+/// build also holds the runs `for` counted, which the alert lifecycle
+/// keeps now: they are left, and such runs start again.
+fn saved_stats(bytes: &[u8]) -> Result<RuleStats> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Saved {
+        Stats(RuleStats),
+        WithRuns(serde::de::IgnoredAny, RuleStats),
     }
-    let mut next = BTreeMap::new();
-    for i in &mut found {
-        let id = identity(i);
-        let active = match held.get(&id) {
-            Some(a) if a.last == window.end => a.clone(),
-            Some(a) => Active {
-                since: a.since,
-                last: window.end,
-                windows: a.windows.saturating_add(1),
-            },
-            None => Active {
-                since: window.end,
-                last: window.end,
-                windows: 1,
-            },
-        };
-        i.active_since = active.since;
-        i.windows = active.windows;
-        next.insert(id, active);
+    match serde_json::from_slice(bytes).map_err(data("rule state"))? {
+        Saved::Stats(stats) | Saved::WithRuns(_, stats) => Ok(stats),
     }
-    *held = next;
-    found
 }
 
 #[cfg(test)]
@@ -496,42 +431,32 @@ mod tests {
 
     #[test]
     fn numeric_columns_are_figures_not_part_of_the_identity() {
-        let mut held = BTreeMap::new();
         let with_psi = |end: i64, psi: f64| {
             let mut i = instance(&at(end), "x");
             i.columns.insert("psi".into(), serde_json::json!(psi));
             i
         };
-        track(&mut held, &at(10), vec![with_psi(10, 0.31)]);
-        let a = track(&mut held, &at(20), vec![with_psi(20, 0.47)]);
-        assert_eq!(a[0].windows, 2, "the same alert with another PSI");
-        assert_eq!(a[0].identity(), "{\"feature\":\"x\"}");
+        let (a, b) = (with_psi(10, 0.31), with_psi(20, 0.47));
+        assert_eq!(a.identity(), "{\"feature\":\"x\"}");
+        assert_eq!(
+            a.identity(),
+            b.identity(),
+            "the same alert with another PSI"
+        );
+        assert_ne!(a.identity(), instance(&at(10), "y").identity());
     }
 
     #[test]
-    fn an_instance_counts_consecutive_windows_and_restarts_after_a_gap() {
-        let mut held = BTreeMap::new();
-        let a = track(&mut held, &at(10), vec![instance(&at(10), "x")]);
-        assert_eq!((a[0].windows, a[0].active_since), (1, 10));
-        assert!(!a[0].held_long_enough());
-        // the same window evaluated again (a metrics revision) does not count twice
-        let a = track(&mut held, &at(10), vec![instance(&at(10), "x")]);
-        assert_eq!(a[0].windows, 1);
-        let a = track(
-            &mut held,
-            &at(20),
-            vec![instance(&at(20), "x"), instance(&at(20), "y")],
-        );
-        assert_eq!((a[0].windows, a[0].active_since), (2, 10));
-        assert!(a[0].held_long_enough());
-        assert_eq!(a[1].windows, 1);
-        // a late revision of window 10 reports without moving the state back
-        let a = track(&mut held, &at(10), vec![instance(&at(10), "y")]);
-        assert_eq!(a[0].windows, 1);
-        assert_eq!(held["{\"feature\":\"x\"}"].windows, 2);
-        // x gone at window 30: it starts over when it comes back
-        track(&mut held, &at(30), vec![instance(&at(30), "y")]);
-        let a = track(&mut held, &at(40), vec![instance(&at(40), "x")]);
-        assert_eq!((a[0].windows, a[0].active_since), (1, 40));
+    fn a_snapshot_of_an_earlier_build_with_its_runs_restores_the_counters() {
+        let stats = RuleStats {
+            evaluations: 3,
+            instances: [("r".to_owned(), 2)].into(),
+            errors: BTreeMap::new(),
+        };
+        let now = serde_json::to_vec(&stats).expect("encode");
+        assert_eq!(saved_stats(&now).expect("this build's"), stats);
+        let earlier = r#"[[[["r","m",null],{"{\"feature\":\"x\"}":{"since":10,"last":20,"windows":2}}]],{"evaluations":3,"instances":{"r":2},"errors":{}}]"#;
+        assert_eq!(saved_stats(earlier.as_bytes()).expect("earlier"), stats);
+        assert!(saved_stats(b"[1]").is_err());
     }
 }

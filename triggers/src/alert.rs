@@ -3,10 +3,13 @@
 //! resolved (gone for `keep_firing_for`). A pending alert that stops holding
 //! goes back to inactive without a notification.
 //!
-//! Time is event time: the end of the window evaluated. `for` is counted by
-//! the SQL evaluator ([`AlertInstance::held_long_enough`]); this module
-//! counts `keep_firing_for` the same way, in evaluated windows or in event
-//! time since the condition was first seen gone.
+//! Time is event time: the end of the window evaluated. Both `for` and
+//! `keep_firing_for` are counted here, in evaluated windows or in event
+//! time: `for` from the first window of the run of consecutive evaluated
+//! windows where the instance held ([`held_long_enough`]), `keep_firing_for`
+//! since the condition was first seen gone. The SQL evaluator only says
+//! which rows a rule returned for one window; the book is the lifecycle's
+//! one state, checkpointed with the triggers.
 
 use std::collections::BTreeMap;
 
@@ -124,11 +127,35 @@ struct Scope {
     alerts: BTreeMap<String, Alert>,
 }
 
-/// Every alert that is pending or firing.
+/// An instance's current run of consecutive evaluated windows where it
+/// held: since when, the latest window, how many windows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Run {
+    since: i64,
+    last: i64,
+    windows: u32,
+}
+
+/// Every alert that is pending or firing, and the runs `for` counts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AlertBook {
     /// By "rule\0model\0version".
     scopes: BTreeMap<String, Scope>,
+    /// By the same key, then by identity: the instances that held at the
+    /// latest window evaluated. Kept apart from the alerts: a retired
+    /// version's runs go on being counted while its evaluations raise
+    /// nothing, so that if it serves again they count from where they are.
+    #[serde(default)]
+    runs: BTreeMap<String, BTreeMap<String, Run>>,
+}
+
+/// Whether `instance` has held for its rule's `for`
+/// ([`AlertBook::hold`] counted its run).
+pub fn held_long_enough(instance: &AlertInstance) -> bool {
+    match instance.hold_for {
+        Hold::Windows(n) => instance.windows >= n,
+        Hold::Duration(d) => instance.window.end - instance.active_since >= d.as_millis() as i64,
+    }
 }
 
 fn scope_key(rule: &str, window: &WindowRef) -> String {
@@ -179,8 +206,53 @@ fn view(i: &AlertInstance, status: Status) -> AlertView {
 }
 
 impl AlertBook {
+    /// Counts the runs of one rule's evaluation for `window` (`found`: its
+    /// rows, maybe none), and fills in each instance's `active_since` and
+    /// `windows`. An instance missing from a later window stops holding;
+    /// the same window evaluated again counts once; an evaluation of an
+    /// earlier window (metrics revised by late labels) only reports, it
+    /// does not move the runs back.
+    pub fn hold(&mut self, rule: &str, window: &WindowRef, found: &mut [&mut AlertInstance]) {
+        let held = self.runs.entry(scope_key(rule, window)).or_default();
+        let latest = held.values().map(|r| r.last).max().unwrap_or(i64::MIN);
+        if window.end < latest {
+            for i in found.iter_mut() {
+                let since = held.get(&i.identity()).map_or(i64::MAX, |r| r.since);
+                i.active_since = since.min(window.end);
+                i.windows = 1;
+            }
+            return;
+        }
+        let mut next = BTreeMap::new();
+        for i in found.iter_mut() {
+            let id = i.identity();
+            let run = match held.get(&id) {
+                Some(r) if r.last == window.end => r.clone(),
+                Some(r) => Run {
+                    since: r.since,
+                    last: window.end,
+                    windows: r.windows.saturating_add(1),
+                },
+                None => Run {
+                    since: window.end,
+                    last: window.end,
+                    windows: 1,
+                },
+            };
+            i.active_since = run.since;
+            i.windows = run.windows;
+            next.insert(id, run);
+        }
+        if next.is_empty() {
+            self.runs.remove(&scope_key(rule, window));
+        } else {
+            *held = next;
+        }
+    }
+
     /// Applies one rule's evaluation for `window` (`found`: its rows, maybe
-    /// none) at event time `now`; returns what changed.
+    /// none) at event time `now`: counts the runs ([`hold`](Self::hold)),
+    /// then moves the alerts along; returns what changed.
     ///
     /// An evaluation of an earlier window than the latest one evaluated for
     /// the rule (metrics revised by late labels) can raise or update alerts
@@ -189,18 +261,19 @@ impl AlertBook {
         &mut self,
         rule: &str,
         window: &WindowRef,
-        found: &[&AlertInstance],
+        found: &mut [&mut AlertInstance],
         now: i64,
     ) -> Vec<Transition> {
+        self.hold(rule, window, found);
         let scope = self.scopes.entry(scope_key(rule, window)).or_default();
         let late = window.end < scope.latest;
         let mut out = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
-        for i in found {
+        for i in found.iter() {
             let fresh = view(i, Status::Pending);
             let fp = fresh.fingerprint.clone();
             seen.insert(fp.clone());
-            let held = i.held_long_enough();
+            let held = held_long_enough(i);
             match scope.alerts.get_mut(&fp) {
                 Some(a) => {
                     let from = a.view.status;
@@ -373,14 +446,8 @@ pub(crate) mod tests {
     }
 
     /// An instance of rule `r` for `feature` as the SQL evaluator hands it
-    /// over: held for `windows` windows.
-    pub(crate) fn instance(
-        end: i64,
-        feature: &str,
-        windows: u32,
-        hold: Hold,
-        keep: Hold,
-    ) -> AlertInstance {
+    /// over.
+    pub(crate) fn instance(end: i64, feature: &str, hold: Hold, keep: Hold) -> AlertInstance {
         AlertInstance {
             rule: "r".into(),
             severity: "warning".into(),
@@ -390,8 +457,8 @@ pub(crate) mod tests {
             annotations: BTreeMap::new(),
             actions: vec!["hook".into()],
             window: window(end),
-            active_since: end - 10 * i64::from(windows - 1),
-            windows,
+            active_since: end,
+            windows: 1,
             hold_for: hold,
             keep_firing_for: keep,
         }
@@ -405,19 +472,29 @@ pub(crate) mod tests {
     fn an_alert_is_pending_until_for_then_fires_and_resolves_after_keep_firing_for() {
         let mut book = AlertBook::default();
         let (two, one) = (Hold::Windows(2), Hold::Windows(1));
-        let t = book.observe("r", &window(10), &[&instance(10, "x", 1, two, one)], 10);
+        let t = book.observe(
+            "r",
+            &window(10),
+            &mut [&mut instance(10, "x", two, one)],
+            10,
+        );
         assert_eq!(states(&t), [(None, Status::Pending)]);
-        let t = book.observe("r", &window(20), &[&instance(20, "x", 2, two, one)], 20);
+        let t = book.observe(
+            "r",
+            &window(20),
+            &mut [&mut instance(20, "x", two, one)],
+            20,
+        );
         assert_eq!(states(&t), [(Some(Status::Pending), Status::Firing)]);
         assert_eq!(t[0].alert.fired_at, Some(20));
         assert_eq!(t[0].alert.starts_at, 10);
         // gone once: keep_firing_for = 1 window keeps it firing
-        let t = book.observe("r", &window(30), &[], 30);
+        let t = book.observe("r", &window(30), &mut [], 30);
         assert!(t.is_empty());
         // the same window re-evaluated (a revision) does not count twice
-        let t = book.observe("r", &window(30), &[], 31);
+        let t = book.observe("r", &window(30), &mut [], 31);
         assert!(t.is_empty());
-        let t = book.observe("r", &window(40), &[], 40);
+        let t = book.observe("r", &window(40), &mut [], 40);
         assert_eq!(states(&t), [(Some(Status::Firing), Status::Resolved)]);
         assert_eq!(t[0].alert.ends_at, Some(40));
         assert_eq!(book.current().count(), 0);
@@ -430,10 +507,10 @@ pub(crate) mod tests {
         book.observe(
             "r",
             &window(10),
-            &[&instance(10, "x", 1, two, Hold::default())],
+            &mut [&mut instance(10, "x", two, Hold::default())],
             10,
         );
-        let t = book.observe("r", &window(20), &[], 20);
+        let t = book.observe("r", &window(20), &mut [], 20);
         assert_eq!(states(&t), [(Some(Status::Pending), Status::Inactive)]);
     }
 
@@ -441,29 +518,29 @@ pub(crate) mod tests {
     fn keep_firing_for_a_duration_counts_event_time_since_the_condition_went() {
         let mut book = AlertBook::default();
         let keep = Hold::Duration(std::time::Duration::from_millis(25));
-        let i = instance(10, "x", 1, Hold::default(), keep);
-        let t = book.observe("r", &window(10), &[&i], 10);
+        let mut i = instance(10, "x", Hold::default(), keep);
+        let t = book.observe("r", &window(10), &mut [&mut i], 10);
         assert_eq!(states(&t), [(None, Status::Firing)]);
-        assert!(book.observe("r", &window(20), &[], 20).is_empty()); // gone at 20
-        assert!(book.observe("r", &window(30), &[], 30).is_empty()); // 10 ms
-        assert!(book.observe("r", &window(40), &[], 40).is_empty()); // 20 ms
-        let t = book.observe("r", &window(50), &[], 50); // 30 ms >= 25
+        assert!(book.observe("r", &window(20), &mut [], 20).is_empty()); // gone at 20
+        assert!(book.observe("r", &window(30), &mut [], 30).is_empty()); // 10 ms
+        assert!(book.observe("r", &window(40), &mut [], 40).is_empty()); // 20 ms
+        let t = book.observe("r", &window(50), &mut [], 50); // 30 ms >= 25
         assert_eq!(states(&t), [(Some(Status::Firing), Status::Resolved)]);
     }
 
     #[test]
     fn a_late_revision_raises_alerts_but_does_not_resolve_them() {
         let mut book = AlertBook::default();
-        let i = |end, f| instance(end, f, 1, Hold::default(), Hold::default());
-        book.observe("r", &window(30), &[&i(30, "x")], 30);
+        let i = |end, f| instance(end, f, Hold::default(), Hold::default());
+        book.observe("r", &window(30), &mut [&mut i(30, "x")], 30);
         // window 10 revised by late labels: y fires, x is not gone
-        let t = book.observe("r", &window(10), &[&i(10, "y")], 30);
+        let t = book.observe("r", &window(10), &mut [&mut i(10, "y")], 30);
         assert_eq!(states(&t), [(None, Status::Firing)]);
         assert_eq!(book.current().count(), 2);
         // a firing alert seen again is reported with its new figures
         let mut again = i(40, "x");
         again.value = Some(0.9);
-        let t = book.observe("r", &window(40), &[&again], 40);
+        let t = book.observe("r", &window(40), &mut [&mut again], 40);
         let x: Vec<_> = t
             .iter()
             .filter(|t| t.alert.labels["feature"] == "x")
@@ -479,17 +556,87 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_instance_counts_consecutive_windows_and_restarts_after_a_gap() {
+        let mut book = AlertBook::default();
+        let two = Hold::Windows(2);
+        let mut hold = |end: i64, features: &[&str]| {
+            let mut found: Vec<_> = features
+                .iter()
+                .map(|f| instance(end, f, two, Hold::default()))
+                .collect();
+            let mut refs: Vec<&mut _> = found.iter_mut().collect();
+            book.hold("r", &window(end), &mut refs);
+            found
+        };
+        let a = hold(10, &["x"]);
+        assert_eq!((a[0].windows, a[0].active_since), (1, 10));
+        assert!(!held_long_enough(&a[0]));
+        // the same window evaluated again (a metrics revision) does not count twice
+        assert_eq!(hold(10, &["x"])[0].windows, 1);
+        let a = hold(20, &["x", "y"]);
+        assert_eq!((a[0].windows, a[0].active_since), (2, 10));
+        assert!(held_long_enough(&a[0]));
+        assert_eq!(a[1].windows, 1);
+        // a late revision of window 10 reports without moving the runs back
+        let a = hold(10, &["y"]);
+        assert_eq!((a[0].windows, a[0].active_since), (1, 10));
+        assert_eq!(hold(20, &["x"])[0].windows, 2);
+        // x gone at window 30: it starts over when it comes back
+        hold(30, &["y"]);
+        let a = hold(40, &["x"]);
+        assert_eq!((a[0].windows, a[0].active_since), (1, 40));
+    }
+
+    #[test]
+    fn numeric_columns_do_not_break_a_run() {
+        let mut book = AlertBook::default();
+        let with_psi = |end: i64, psi: f64| {
+            let mut i = instance(end, "x", Hold::Windows(2), Hold::default());
+            i.columns.insert("psi".into(), serde_json::json!(psi));
+            i
+        };
+        book.observe("r", &window(10), &mut [&mut with_psi(10, 0.31)], 10);
+        let mut again = with_psi(20, 0.47);
+        let t = book.observe("r", &window(20), &mut [&mut again], 20);
+        assert_eq!(again.windows, 2, "the same alert with another PSI");
+        assert_eq!(states(&t), [(Some(Status::Pending), Status::Firing)]);
+    }
+
+    #[test]
+    fn for_counts_windows_across_a_checkpoint() {
+        let three = Hold::Windows(3);
+        let mut book = AlertBook::default();
+        for end in [10, 20] {
+            let mut i = instance(end, "x", three, Hold::default());
+            let t = book.observe("r", &window(end), &mut [&mut i], end);
+            assert_eq!(i.windows as i64, end / 10);
+            assert!(t.iter().all(|t| t.alert.status == Status::Pending));
+        }
+        let saved = serde_json::to_vec(&book).expect("encode");
+        let mut book: AlertBook = serde_json::from_slice(&saved).expect("decode");
+        let mut i = instance(30, "x", three, Hold::default());
+        let t = book.observe("r", &window(30), &mut [&mut i], 30);
+        assert_eq!((i.windows, i.active_since), (3, 10));
+        assert_eq!(states(&t), [(Some(Status::Pending), Status::Firing)]);
+        assert_eq!(t[0].alert.starts_at, 10);
+        // a book saved before it kept runs: its alerts restore, runs start again
+        let earlier = serde_json::json!({ "scopes": {} });
+        let book: AlertBook = serde_json::from_value(earlier).expect("an earlier book");
+        assert_eq!(book, AlertBook::default());
+    }
+
+    #[test]
     fn fingerprints_name_rule_model_and_identity() {
         let a = view(
-            &instance(10, "x", 1, Hold::default(), Hold::default()),
+            &instance(10, "x", Hold::default(), Hold::default()),
             Status::Firing,
         );
         let b = view(
-            &instance(20, "x", 3, Hold::default(), Hold::default()),
+            &instance(20, "x", Hold::default(), Hold::default()),
             Status::Firing,
         );
         let c = view(
-            &instance(10, "y", 1, Hold::default(), Hold::default()),
+            &instance(10, "y", Hold::default(), Hold::default()),
             Status::Firing,
         );
         assert_eq!(a.fingerprint, b.fingerprint);

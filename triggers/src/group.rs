@@ -308,19 +308,15 @@ mod tests {
             }
         }
 
-        /// Evaluates window `end` with `features` holding (each held since
-        /// `since`), then returns the notifications due at `end`.
+        /// Evaluates window `end` with `features` holding, then returns the
+        /// notifications due at `end`.
         fn at(&mut self, end: i64, features: &[&str]) -> Vec<Notification> {
-            let found: Vec<_> = features
+            let mut found: Vec<_> = features
                 .iter()
-                .map(|f| {
-                    let mut i = instance(end, f, 1, Hold::default(), Hold::default());
-                    i.active_since = 0;
-                    i
-                })
+                .map(|f| instance(end, f, Hold::default(), Hold::default()))
                 .collect();
-            let refs: Vec<&_> = found.iter().collect();
-            for t in self.book.observe("r", &window(end), &refs, end) {
+            let mut refs: Vec<&mut _> = found.iter_mut().collect();
+            for t in self.book.observe("r", &window(end), &mut refs, end) {
                 self.groups.apply(&self.actions, &t);
             }
             self.tick(end, self.wall)

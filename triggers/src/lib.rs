@@ -213,24 +213,28 @@ impl Triggers {
     }
 
     /// One window's evaluation: the rules that ran (`evaluated`) and the
-    /// instances they returned. `evidence` is asked for what the window
-    /// showed when an alert starts firing; notifications carry it. A
-    /// retired model version's evaluations raise nothing.
+    /// instances they returned, whose `active_since` and `windows` are
+    /// filled in (the rule's `for` is counted here). `evidence` is asked for
+    /// what the window showed when an alert starts firing; notifications
+    /// carry it. A retired model version's evaluations raise nothing.
     pub fn observe(
         &mut self,
         window: &WindowRef,
         evaluated: &[String],
-        instances: &[AlertInstance],
+        instances: &mut [AlertInstance],
         evidence: &mut dyn FnMut(&AlertView) -> Option<serde_json::Value>,
     ) {
         let now = self.state.now.max(window.end);
         self.state.now = now;
-        if self.is_retired(&window.model_id, window.model_version.as_deref()) {
-            return;
-        }
+        let retired = self.is_retired(&window.model_id, window.model_version.as_deref());
         for rule in evaluated {
-            let found: Vec<&AlertInstance> = instances.iter().filter(|i| &i.rule == rule).collect();
-            for mut t in self.state.book.observe(rule, window, &found, now) {
+            let mut found: Vec<&mut AlertInstance> =
+                instances.iter_mut().filter(|i| &i.rule == rule).collect();
+            if retired {
+                self.state.book.hold(rule, window, &mut found);
+                continue;
+            }
+            for mut t in self.state.book.observe(rule, window, &mut found, now) {
                 if t.alert.status == Status::Firing
                     && t.from != Some(Status::Firing)
                     && let Some(e) = evidence(&t.alert)

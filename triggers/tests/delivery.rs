@@ -69,21 +69,21 @@ impl Harness {
     }
 
     /// Rule `r` evaluated for the window ending at `end`: `held` lists the
-    /// features holding and for how many windows in a row.
+    /// features holding.
     fn window(
         &mut self,
         end: i64,
-        held: &[(&str, u32)],
+        held: &[&str],
         hold_for: Hold,
         keep: Hold,
     ) -> Vec<driftwatch_triggers::AlertRow> {
         let w = window(end);
-        let found: Vec<AlertInstance> = held
+        let mut found: Vec<AlertInstance> = held
             .iter()
-            .map(|(f, n)| instance(&w, f, *n, hold_for, keep))
+            .map(|f| instance(&w, f, hold_for, keep))
             .collect();
         self.triggers
-            .observe(&w, &["r".to_owned()], &found, &mut |_| None);
+            .observe(&w, &["r".to_owned()], &mut found, &mut |_| None);
         self.tick(end)
     }
 
@@ -123,13 +123,8 @@ fn window(end: i64) -> WindowRef {
     }
 }
 
-fn instance(
-    w: &WindowRef,
-    feature: &str,
-    windows: u32,
-    hold_for: Hold,
-    keep: Hold,
-) -> AlertInstance {
+/// An instance of rule `r` for `feature` as the SQL evaluator hands it over.
+fn instance(w: &WindowRef, feature: &str, hold_for: Hold, keep: Hold) -> AlertInstance {
     AlertInstance {
         rule: "r".into(),
         severity: "critical".into(),
@@ -148,8 +143,8 @@ fn instance(
         annotations: [("summary".to_owned(), format!("{feature} drifted"))].into(),
         actions: vec!["hook".into(), "mail".into(), "preset".into()],
         window: w.clone(),
-        active_since: w.end - HOUR * i64::from(windows - 1),
-        windows,
+        active_since: w.end,
+        windows: 1,
         hold_for,
         keep_firing_for: keep,
     }
@@ -218,13 +213,13 @@ group_by = ["model_id"]
     let (two, one) = (Hold::Windows(2), Hold::Windows(1));
 
     // window 1: a and b hold for the first time: pending, nothing sent
-    let rows = h.window(T0, &[("a", 1), ("b", 1)], two, one);
+    let rows = h.window(T0, &["a", "b"], two, one);
     assert_eq!(rows.iter().filter(|r| r.state == "pending").count(), 2);
     assert!(hook.requests().is_empty());
     assert!(smtp.messages().is_empty());
 
     // window 2: `for = 2` reached: both fire, in one request and one email
-    let rows = h.window(T0 + HOUR, &[("a", 2), ("b", 2)], two, one);
+    let rows = h.window(T0 + HOUR, &["a", "b"], two, one);
     assert_eq!(rows.iter().filter(|r| r.state == "firing").count(), 2);
     let requests = hook.wait_for(1, WAIT);
     assert_eq!(requests.len(), 1);
@@ -278,7 +273,7 @@ group_by = ["model_id"]
     );
 
     // window 3: b is gone once: `keep_firing_for = 1` keeps it firing, nothing new
-    let rows = h.window(T0 + 2 * HOUR, &[("a", 3)], two, one);
+    let rows = h.window(T0 + 2 * HOUR, &["a"], two, one);
     assert!(
         rows.iter().all(|r| r.state == "delivered"),
         "no transition: {rows:?}"
@@ -286,7 +281,7 @@ group_by = ["model_id"]
     assert_eq!(hook.requests().len(), 1);
 
     // window 4: b gone twice: resolved, announced with a still firing
-    let rows = h.window(T0 + 3 * HOUR, &[("a", 4)], two, one);
+    let rows = h.window(T0 + 3 * HOUR, &["a"], two, one);
     assert!(
         rows.iter()
             .any(|r| r.state == "resolved" && r.alert.labels["feature"] == "b")
@@ -340,9 +335,9 @@ fn group_wait_gathers_alerts_and_repeat_interval_reminds() {
     let mut h = Harness::new(&config, &[]);
     let (none, keep) = (Hold::default(), Hold::Windows(10));
     // a fires at T0; the group waits 90 minutes (event time) for more
-    h.window(T0, &[("a", 1)], none, keep);
+    h.window(T0, &["a"], none, keep);
     assert!(hook.requests().is_empty());
-    h.window(T0 + HOUR, &[("a", 2), ("b", 1)], none, keep);
+    h.window(T0 + HOUR, &["a", "b"], none, keep);
     assert!(hook.requests().is_empty(), "group_wait not over at +1h");
     h.tick(T0 + HOUR + HOUR / 2);
     let r = hook.wait_for(1, WAIT);
@@ -350,8 +345,8 @@ fn group_wait_gathers_alerts_and_repeat_interval_reminds() {
     assert_eq!(statuses(&r[0].json()), ["a:firing", "b:firing"]);
     assert_eq!(r[0].json()["repeat"], false);
     // still firing, nothing new: a reminder 3h after the last notification
-    h.window(T0 + 2 * HOUR, &[("a", 3), ("b", 2)], none, keep);
-    h.window(T0 + 4 * HOUR, &[("a", 4), ("b", 3)], none, keep);
+    h.window(T0 + 2 * HOUR, &["a", "b"], none, keep);
+    h.window(T0 + 4 * HOUR, &["a", "b"], none, keep);
     assert_eq!(
         hook.requests().len(),
         1,
@@ -373,7 +368,7 @@ fn a_receiver_failing_five_times_gets_one_delivery_after_backed_off_retries() {
         hook.url
     );
     let mut h = Harness::new(&config, &[]);
-    h.window(T0, &[("a", 1)], Hold::default(), Hold::default());
+    h.window(T0, &["a"], Hold::default(), Hold::default());
     let r = hook.wait_for(6, WAIT);
     assert_eq!(r.len(), 6, "5 failures, then the delivery");
     let key = r[0].header("idempotency-key").to_owned();
@@ -417,7 +412,7 @@ fn a_receiver_down_past_the_retry_limit_is_reported_failed() {
         closed_port()
     );
     let mut h = Harness::new(&config, &[]);
-    h.window(T0, &[("a", 1)], Hold::default(), Hold::default());
+    h.window(T0, &["a"], Hold::default(), Hold::default());
     let stats = h.dispatcher.stats();
     assert_eq!((stats.attempts, stats.failed, stats.delivered), (3, 1, 0));
     let failed = h.audit_events("failed");
@@ -465,7 +460,7 @@ X-Api-Key = "HOOK_KEY"
         &config,
         &[("HOOK_SECRET", "hmac-s3cret"), ("HOOK_KEY", "key-s3cret")],
     );
-    h.window(T0, &[("a", 1)], Hold::default(), Hold::default());
+    h.window(T0, &["a"], Hold::default(), Hold::default());
     let sent = hook.wait_for(1, WAIT);
     assert_eq!(sent[0].header("x-api-key"), "key-s3cret");
     assert!(!sent[0].header("x-driftwatch-signature").is_empty());
@@ -511,14 +506,14 @@ every_rule = true
         model_id: hostile.into(),
         ..window(T0)
     };
-    let mut alert = instance(&w, "a", 1, Hold::default(), Hold::default());
+    let mut alert = instance(&w, "a", Hold::default(), Hold::default());
     alert.actions = vec!["hook".into()];
     alert.labels.insert("model_id".into(), hostile.into());
     alert
         .annotations
         .insert("summary".into(), format!("{hostile} drifted"));
     h.triggers
-        .observe(&w, &["r".to_owned()], &[alert], &mut |_| None);
+        .observe(&w, &["r".to_owned()], &mut [alert], &mut |_| None);
     h.tick(T0);
     let body = hook.wait_for(1, WAIT)[0].json();
     let keys: Vec<&str> = body
@@ -569,7 +564,7 @@ X-Custom = "HOOK_KEY"
             ("HOOK_KEY", "key-s3cret"),
         ],
     );
-    h.window(T0, &[("a", 1)], Hold::default(), Hold::default());
+    h.window(T0, &["a"], Hold::default(), Hold::default());
     let sent = hook.wait_for(1, WAIT);
     assert!(sent[0].header("authorization").starts_with("Basic "));
     h.tick(T0);
@@ -611,7 +606,7 @@ fn a_silence_holds_back_matching_alerts_until_it_ends() {
         )
         .expect("silence");
     let keep = Hold::Windows(10);
-    h.window(T0, &[("a", 1), ("b", 1)], Hold::default(), keep);
+    h.window(T0, &["a", "b"], Hold::default(), keep);
     let r = hook.wait_for(1, WAIT);
     assert_eq!(statuses(&r[0].json()), ["a:firing"], "b is silenced");
     let silenced = h.audit_events("silenced");
@@ -645,12 +640,13 @@ fn a_retired_version_resolves_its_alerts_and_the_request_carries_the_evidence() 
     let mut h = Harness::new(&config, &[]);
     let keep = Hold::Windows(10);
     let w = window(T0);
-    let found = [instance(&w, "a", 1, Hold::default(), keep)];
+    let mut found = [instance(&w, "a", Hold::default(), keep)];
     let mut asked = Vec::new();
-    h.triggers.observe(&w, &["r".to_owned()], &found, &mut |a| {
-        asked.push(a.fingerprint.clone());
-        Some(serde_json::json!({ "drifted_features": [{ "feature": "a", "psi": 0.4 }] }))
-    });
+    h.triggers
+        .observe(&w, &["r".to_owned()], &mut found, &mut |a| {
+            asked.push(a.fingerprint.clone());
+            Some(serde_json::json!({ "drifted_features": [{ "feature": "a", "psi": 0.4 }] }))
+        });
     assert_eq!(
         asked.len(),
         1,
@@ -671,9 +667,9 @@ fn a_retired_version_resolves_its_alerts_and_the_request_carries_the_evidence() 
 
     // the next window still holds: no new evidence is asked for
     let w2 = window(T0 + HOUR);
-    let found = [instance(&w2, "a", 2, Hold::default(), keep)];
+    let mut found = [instance(&w2, "a", Hold::default(), keep)];
     h.triggers
-        .observe(&w2, &["r".to_owned()], &found, &mut |_| {
+        .observe(&w2, &["r".to_owned()], &mut found, &mut |_| {
             panic!("asked again for a firing alert")
         });
     h.triggers.retire("churn", Some("v7"), "v8", T0 + 2 * HOUR);
@@ -691,16 +687,16 @@ fn a_retired_version_resolves_its_alerts_and_the_request_carries_the_evidence() 
     assert_eq!(h.audit_events("version_retired").len(), 1);
     // a late revision of the retired version raises nothing
     let late = window(T0 + HOUR);
-    let found = [instance(&late, "a", 3, Hold::default(), keep)];
+    let mut found = [instance(&late, "a", Hold::default(), keep)];
     h.triggers
-        .observe(&late, &["r".to_owned()], &found, &mut |_| None);
+        .observe(&late, &["r".to_owned()], &mut found, &mut |_| None);
     assert!(!h.triggers.has_alerts("churn", Some("v7")));
     // serving again (a rollback), it alerts again
     h.triggers.unretire("churn", Some("v7"));
     let again = window(T0 + 3 * HOUR);
-    let found = [instance(&again, "a", 1, Hold::default(), keep)];
+    let mut found = [instance(&again, "a", Hold::default(), keep)];
     h.triggers
-        .observe(&again, &["r".to_owned()], &found, &mut |_| None);
+        .observe(&again, &["r".to_owned()], &mut found, &mut |_| None);
     assert!(h.triggers.has_alerts("churn", Some("v7")));
     // the state survives a checkpoint
     let snapshot = h.triggers.snapshot().expect("snapshot");
@@ -743,7 +739,7 @@ fn presets_send_the_documented_request_shapes() {
                 ("AF_PASSWORD", "pw"),
             ],
         );
-        h.window(T0, &[("a", 1)], Hold::default(), Hold::default());
+        h.window(T0, &["a"], Hold::default(), Hold::default());
         let r = receiver.wait_for(1, WAIT);
         assert_eq!(r.len(), 1, "{name}: one request");
         let got = &r[0];
@@ -808,7 +804,7 @@ fn email_goes_over_starttls_and_implicit_tls_and_checks_the_server_certificate()
     ]
     .join("\n");
     let mut h = Harness::new(&config, &[("U", "alerts"), ("P", "pw")]);
-    h.window(T0, &[("a", 1)], Hold::default(), Hold::default());
+    h.window(T0, &["a"], Hold::default(), Hold::default());
     assert_eq!(
         starttls.wait_for(1, WAIT).len(),
         1,
