@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Float64Type, UInt64Type};
-use driftwatch_detectors::ClosedWindow;
-use driftwatch_detectors::performance::{MetricsRevision, PerformanceOutput};
+use driftwatch_detectors::output::{CHANGE_POINTS, cell};
+use driftwatch_detectors::{About, Emitted, Revision, WindowKey};
 use driftwatch_engine::{RunSummary, WindowSink};
 use driftwatch_ingest::format_time;
 
@@ -96,39 +95,17 @@ pub struct ConsoleSummary {
 /// Windows whose estimate [`ConsoleSummary`] keeps at most (the oldest go).
 const MAX_ESTIMATES: usize = 10_000;
 
-fn table<'a>(window: &'a ClosedWindow, name: &str) -> Option<&'a RecordBatch> {
-    window
-        .tables
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, b)| b)
-}
-
-fn u64_at(batch: &RecordBatch, column: &str, row: usize) -> Option<u64> {
-    let c = batch
-        .column_by_name(column)?
-        .as_primitive_opt::<UInt64Type>()?;
-    (!c.is_null(row)).then(|| c.value(row))
-}
-
-fn f64_at(batch: &RecordBatch, column: &str, row: usize) -> Option<f64> {
-    let c = batch
-        .column_by_name(column)?
-        .as_primitive_opt::<Float64Type>()?;
-    (!c.is_null(row)).then(|| c.value(row))
-}
-
 /// The value of `metric` (whole model) in a `model_metrics` batch.
 fn metric(batch: &RecordBatch, name: &str) -> Option<f64> {
     let metrics = batch.column_by_name("metric")?.as_string_opt::<i32>()?;
     let classes = batch.column_by_name("class")?;
     (0..batch.num_rows())
         .find(|&i| metrics.value(i) == name && classes.is_null(i))
-        .and_then(|i| f64_at(batch, "value", i))
+        .and_then(|i| cell::f64(batch, "value", i))
 }
 
 impl ConsoleSummary {
-    fn revision(&mut self, r: &MetricsRevision) {
+    fn revision(&mut self, r: &Revision, batch: &RecordBatch) {
         // the first figures (window closed) and the last (all labels in); every one when verbose
         if !(self.verbose || r.revision == 0 || r.is_final) {
             return;
@@ -162,7 +139,7 @@ impl ConsoleSummary {
         } else {
             self.estimates.get(&key).copied()
         };
-        if let (Some((e, se)), Some(_)) = (estimate, metric(&r.batch, "accuracy")) {
+        if let (Some((e, se)), Some(_)) = (estimate, metric(batch, "accuracy")) {
             line.push_str(&format!("  estimated {e:.3} ± {:.3} →", 3.0 * se));
         }
         for (name, label) in [
@@ -172,58 +149,37 @@ impl ConsoleSummary {
             ("mae", "mae"),
             ("rmse", "rmse"),
         ] {
-            if let Some(v) = metric(&r.batch, name) {
+            if let Some(v) = metric(batch, name) {
                 line.push_str(&format!("  {label} {v:.3}"));
             }
         }
         println!("{}", printable(&line));
     }
-}
 
-impl WindowSink for ConsoleSummary {
-    fn performance(&mut self, out: &PerformanceOutput) -> driftwatch_engine::Result<()> {
-        for r in &out.revisions {
-            self.revision(r);
-        }
-        for p in &out.change_points {
-            println!(
-                "    change: {} {} {} by {} at {} (seen {}), statistic {:.3}",
-                printable(&p.model_id),
-                printable(p.model_version.as_deref().unwrap_or("-")),
-                p.metric,
-                p.detector,
-                &format_time(p.event_time)[..16],
-                &format_time(p.detected_at)[..16],
-                p.statistic
-            );
-        }
-        Ok(())
-    }
-
-    fn window(&mut self, w: &ClosedWindow) -> driftwatch_engine::Result<()> {
-        let start = format_time(w.key.start);
-        let end = format_time(w.key.end);
+    fn window(&mut self, key: &WindowKey, events: u64, w: &Emitted) {
+        let start = format_time(key.start);
+        let end = format_time(key.end);
         let mut line = format!(
             "{:<6} {:<4} {} → {}  events {:>7}",
-            w.key.model_id,
-            w.key.model_version.as_deref().unwrap_or("-"),
+            key.model_id,
+            key.model_version.as_deref().unwrap_or("-"),
             &start[..16],
             &end[11..16],
-            w.events
+            events
         );
-        if let Some(s) = table(w, "window_summary") {
-            if let Some(mean) = f64_at(s, "score_mean", 0) {
+        if let Some(s) = w.table("window_summary") {
+            if let Some(mean) = cell::f64(s, "score_mean", 0) {
                 line.push_str(&format!("  score μ {mean:.3}"));
             }
-            if let Some(mean) = f64_at(s, "value_mean", 0) {
+            if let Some(mean) = cell::f64(s, "value_mean", 0) {
                 line.push_str(&format!("  value μ {mean:.2}"));
             }
         }
-        if let Some(f) = table(w, "feature_summary") {
+        if let Some(f) = w.table("feature_summary") {
             let (mut present, mut missing) = (0, 0);
             for row in 0..f.num_rows() {
-                present += u64_at(f, "count", row).unwrap_or(0);
-                missing += u64_at(f, "missing", row).unwrap_or(0);
+                present += cell::u64(f, "count", row).unwrap_or(0);
+                missing += cell::u64(f, "missing", row).unwrap_or(0);
             }
             if present + missing > 0 {
                 line.push_str(&format!(
@@ -233,29 +189,29 @@ impl WindowSink for ConsoleSummary {
                 ));
             }
         }
-        if let Some(e) = table(w, "estimated_metrics")
+        if let Some(e) = w.table("estimated_metrics")
             && let Some(row) = (0..e.num_rows()).find(|&i| {
                 e.column_by_name("metric")
                     .and_then(|c| c.as_string_opt::<i32>())
                     .is_some_and(|c| c.value(i) == "accuracy")
             })
-            && let Some(value) = f64_at(e, "value", row)
+            && let Some(value) = cell::f64(e, "value", row)
         {
-            let se = f64_at(e, "sampling_error", row).unwrap_or(0.0);
+            let se = cell::f64(e, "sampling_error", row).unwrap_or(0.0);
             line.push_str(&format!("  est. accuracy {value:.3}"));
             if self.estimates.len() >= MAX_ESTIMATES {
                 self.estimates.pop_first();
             }
             self.estimates.insert(
                 (
-                    w.key.start,
-                    w.key.model_id.to_string(),
-                    w.key.model_version.as_deref().map(str::to_owned),
+                    key.start,
+                    key.model_id.to_string(),
+                    key.model_version.as_deref().map(str::to_owned),
                 ),
                 (value, se),
             );
         }
-        if let Some(d) = table(w, "drift_summary") {
+        if let Some(d) = w.table("drift_summary") {
             let reference = d
                 .column_by_name("is_reference")
                 .and_then(|c| c.as_boolean_opt())
@@ -263,14 +219,14 @@ impl WindowSink for ConsoleSummary {
             if reference {
                 line.push_str("  [reference]");
             } else if let (Some(n), Some(k)) = (
-                u64_at(d, "features_compared", 0),
-                u64_at(d, "features_drifted", 0),
+                cell::u64(d, "features_compared", 0),
+                cell::u64(d, "features_drifted", 0),
             ) {
                 line.push_str(&format!("  drifted {k}/{n}"));
             }
         }
         println!("{}", printable(&line));
-        if let Some(f) = table(w, "feature_drift") {
+        if let Some(f) = w.table("feature_drift") {
             let names = f.column_by_name("feature").map(|c| c.as_string::<i32>());
             let levels = f.column_by_name("level").map(|c| c.as_string::<i32>());
             if let (Some(names), Some(levels)) = (names, levels) {
@@ -280,9 +236,9 @@ impl WindowSink for ConsoleSummary {
                         continue;
                     }
                     let stat = match (
-                        f64_at(f, "wasserstein_norm", row),
-                        f64_at(f, "unseen_share", row),
-                        f64_at(f, "js", row),
+                        cell::f64(f, "wasserstein_norm", row),
+                        cell::f64(f, "unseen_share", row),
+                        cell::f64(f, "js", row),
                     ) {
                         (Some(w), _, _) => format!("W/sd {w:.2}"),
                         (None, Some(u), _) if u > 0.0 => format!("unseen {:.0}%", 100.0 * u),
@@ -297,23 +253,57 @@ impl WindowSink for ConsoleSummary {
             }
         }
         if self.verbose
-            && let Some(f) = table(w, "feature_summary")
+            && let Some(f) = w.table("feature_summary")
         {
             let names = f.column_by_name("feature").map(|c| c.as_string::<i32>());
             for row in 0..f.num_rows() {
                 let name = names.map(|n| n.value(row)).unwrap_or("?");
-                let count = u64_at(f, "count", row).unwrap_or(0);
-                let missing = u64_at(f, "missing", row).unwrap_or(0);
+                let count = cell::u64(f, "count", row).unwrap_or(0);
+                let missing = cell::u64(f, "missing", row).unwrap_or(0);
                 let stats = match (
-                    f64_at(f, "mean", row),
-                    f64_at(f, "min", row),
-                    f64_at(f, "max", row),
+                    cell::f64(f, "mean", row),
+                    cell::f64(f, "min", row),
+                    cell::f64(f, "max", row),
                 ) {
                     (Some(mean), Some(min), Some(max)) => format!("μ {mean:>10.3}  [{min}, {max}]"),
-                    _ => format!("categorical {}", u64_at(f, "categorical", row).unwrap_or(0)),
+                    _ => format!(
+                        "categorical {}",
+                        cell::u64(f, "categorical", row).unwrap_or(0)
+                    ),
                 };
                 let name = printable(name);
                 println!("    {name:<22} n {count:>7}  missing {missing:>5}  {stats}");
+            }
+        }
+    }
+}
+
+impl WindowSink for ConsoleSummary {
+    fn emit(&mut self, rows: &Emitted) -> driftwatch_engine::Result<()> {
+        if let About::Closed { key, events } = &rows.about {
+            self.window(key, *events, rows);
+            return Ok(());
+        }
+        for (r, batch) in rows.revisions() {
+            self.revision(r, &batch);
+        }
+        if let Some(p) = rows.table(CHANGE_POINTS) {
+            for i in 0..p.num_rows() {
+                let time = |column| {
+                    cell::time(p, column, i)
+                        .map(|t| format_time(t)[..16].to_owned())
+                        .unwrap_or_default()
+                };
+                println!(
+                    "    change: {} {} {} by {} at {} (seen {}), statistic {:.3}",
+                    printable(cell::text(p, "model_id", i).unwrap_or_default()),
+                    printable(cell::text(p, "model_version", i).unwrap_or("-")),
+                    cell::text(p, "metric", i).unwrap_or_default(),
+                    cell::text(p, "detector", i).unwrap_or_default(),
+                    time("event_time"),
+                    time("detected_at"),
+                    cell::f64(p, "statistic", i).unwrap_or(f64::NAN)
+                );
             }
         }
         Ok(())

@@ -3,8 +3,9 @@
 //! detectors plug in the same way).
 //!
 //! ```text
-//! ingest ─► Event ─► [ WindowSet: assign ─► component states ─► close at watermark ] ─► ClosedWindow (Arrow rows) ─► sql
-//!                          └─► late events refused with Reject::Late ─► dead-letter sink
+//! ingest ─► predictions ─► [ WindowSet: assign ─► component states ─► close at watermark ] ─► ClosedWindow ─┐
+//!    │            └─► late ones refused with Reject::Late ─► dead-letter sink                                ├─► Emitted ─► sinks, sql
+//!    └─► labels ─► [ PerformanceTracker: label join ─► metric revisions, change points ] ─► its report ───────┘  (named Arrow tables)
 //! ```
 //!
 //! A window `[start, end)` of a model version closes when the watermark
@@ -33,6 +34,7 @@ pub mod drift;
 pub mod error;
 pub mod labelfree;
 pub mod multivariate;
+pub mod output;
 pub mod performance;
 pub mod settings;
 pub mod sketch;
@@ -47,6 +49,7 @@ pub use component::{Component, Components, DynComponent};
 pub use drift::{Decision, DriftConfig, DriftDetector, Level, SharedReferences, Thresholds};
 pub use error::{Error, Result};
 pub use labelfree::{LabelFree, LabelFreeReference, LabelFreeReferences};
+pub use output::{About, Emitted, Revision};
 pub use slots::FeatureSlots;
 pub use summary::{FeatureSummary, WindowSummary};
 pub use window::{Watermark, WindowSpec};

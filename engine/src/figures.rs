@@ -419,7 +419,7 @@ fn float(b: &RecordBatch, column: usize, row: usize) -> Option<f64> {
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use driftwatch_detectors::ClosedWindow;
+    use driftwatch_detectors::{About, Emitted};
     use driftwatch_ingest::synth::{Synth, SynthConfig};
 
     use super::*;
@@ -430,11 +430,13 @@ mod tests {
     struct PerModel(Arc<Mutex<BTreeMap<String, (u64, u64)>>>);
 
     impl WindowSink for PerModel {
-        fn window(&mut self, w: &ClosedWindow) -> Result<()> {
-            let mut m = self.0.lock().expect("not poisoned");
-            let e = m.entry(w.key.model_id.to_string()).or_default();
-            e.0 += 1;
-            e.1 += w.events;
+        fn emit(&mut self, rows: &Emitted) -> Result<()> {
+            if let About::Closed { key, events } = &rows.about {
+                let mut m = self.0.lock().expect("not poisoned");
+                let e = m.entry(key.model_id.to_string()).or_default();
+                e.0 += 1;
+                e.1 += events;
+            }
             Ok(())
         }
     }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use driftwatch_detectors::performance::{PerformanceStats, PerformanceTracker};
 use driftwatch_detectors::{
-    ClosedWindow, DriftDetector, LabelFree, SharedReferences, WindowSet, components,
+    ClosedWindow, DriftDetector, Emitted, LabelFree, SharedReferences, WindowSet, components,
     summary_components,
 };
 use driftwatch_ingest::{
@@ -352,12 +352,18 @@ impl Pipeline {
             t.windows_closed(closed.iter().map(|w| &w.key))?;
         }
         for window in closed {
-            for sink in &mut self.sinks {
-                sink.window(&window)?;
-            }
-            if let Some(r) = &mut self.rules {
-                r.window(window)?;
-            }
+            self.emit_rows(Emitted::from(window))?;
+        }
+        Ok(())
+    }
+
+    /// Hands rows on to every sink and the rules.
+    fn emit_rows(&mut self, rows: Emitted) -> Result<()> {
+        for sink in &mut self.sinks {
+            sink.emit(&rows)?;
+        }
+        if let Some(r) = &mut self.rules {
+            r.emit(rows)?;
         }
         Ok(())
     }
@@ -378,15 +384,10 @@ impl Pipeline {
         };
         let out = t.drain();
         self.summary.performance = Some(t.stats().clone());
-        if !out.is_empty() {
-            for sink in &mut self.sinks {
-                sink.performance(&out)?;
-            }
-            if let Some(r) = &mut self.rules {
-                r.performance(out)?;
-            }
+        if out.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        self.emit_rows(Emitted::try_from(out)?)
     }
 
     /// Reads a whole source; `progress` is told after each batch of
@@ -715,7 +716,8 @@ impl RunSummary {
 pub(crate) mod tests {
     use std::sync::{Arc, Mutex};
 
-    use driftwatch_detectors::performance::{PerformanceConfig, PerformanceOutput};
+    use driftwatch_detectors::About;
+    use driftwatch_detectors::performance::PerformanceConfig;
     use driftwatch_detectors::{DriftConfig, Limits, WindowSpec};
     use driftwatch_ingest::synth::{Synth, SynthConfig};
     use driftwatch_ingest::{DecoderConfig, Event, KafkaConfig};
@@ -769,26 +771,16 @@ pub(crate) mod tests {
     }
 
     impl WindowSink for Seen {
-        fn window(&mut self, w: &ClosedWindow) -> Result<()> {
-            for (name, batch) in &w.tables {
-                let rows = arrow::util::pretty::pretty_format_batches(std::slice::from_ref(batch))
+        fn emit(&mut self, rows: &Emitted) -> Result<()> {
+            for (name, batch) in &rows.tables {
+                let table = arrow::util::pretty::pretty_format_batches(std::slice::from_ref(batch))
                     .expect("printable");
-                self.push(format!("window {:?} {name}\n{rows}", w.key));
+                let about = match &rows.about {
+                    About::Closed { key, .. } => format!("window {key:?}"),
+                    About::Revised(r) => format!("revised {r:?}"),
+                };
+                self.push(format!("{about} {name}\n{table}"));
             }
-            Ok(())
-        }
-
-        fn performance(&mut self, out: &PerformanceOutput) -> Result<()> {
-            for r in &out.revisions {
-                let rows =
-                    arrow::util::pretty::pretty_format_batches(std::slice::from_ref(&r.batch))
-                        .expect("printable");
-                self.push(format!("revision {:?} {}\n{rows}", r.key, r.revision));
-            }
-            self.push(format!(
-                "change points {:?} label stats {:?}",
-                out.change_points, out.label_stats
-            ));
             Ok(())
         }
     }

@@ -24,8 +24,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
-use driftwatch_detectors::ClosedWindow;
-use driftwatch_detectors::performance::PerformanceOutput;
+use driftwatch_detectors::{About, Emitted};
 use driftwatch_ingest::event::PredictionEvent;
 use driftwatch_sql::RuleStats;
 
@@ -42,8 +41,8 @@ const QUEUE: usize = 16;
 enum Message {
     /// Rows of the `events` table and the latest event time among them.
     Events(Vec<RecordBatch>, i64),
-    Window(ClosedWindow),
-    Performance(PerformanceOutput),
+    /// A closed window's rows, or the label join's.
+    Emit(Emitted),
     /// Evaluate the windows that changed; answer when done, if asked.
     Settle(Option<SyncSender<()>>),
     Snapshot(SyncSender<Result<(RulesState, RuleStats)>>),
@@ -172,16 +171,14 @@ impl RuleWorker {
         Ok(())
     }
 
-    /// A closed window's rows.
-    pub fn window(&mut self, window: ClosedWindow) -> Result<()> {
-        self.dirty = true;
-        self.send(Message::Window(window))
-    }
-
-    /// Metric revisions, change points, label counts.
-    pub fn performance(&mut self, out: PerformanceOutput) -> Result<()> {
-        self.dirty |= !out.revisions.is_empty();
-        self.send(Message::Performance(out))
+    /// A closed window's rows, or the label join's (metric revisions,
+    /// change points, label counts).
+    pub fn emit(&mut self, rows: Emitted) -> Result<()> {
+        self.dirty |= match &rows.about {
+            About::Closed { .. } => true,
+            About::Revised(revisions) => !revisions.is_empty(),
+        };
+        self.send(Message::Emit(rows))
     }
 
     /// Has the rules evaluated for every window that changed since the
@@ -303,8 +300,7 @@ fn work(mut runner: RuleRunner, inbox: Receiver<Message>, live: &LiveRuleStats) 
     while let Ok(message) = inbox.recv() {
         match message {
             Message::Events(batch, latest) => runner.events(&batch, latest)?,
-            Message::Window(w) => runner.window(&w)?,
-            Message::Performance(out) => runner.performance(&out)?,
+            Message::Emit(rows) => runner.emit(&rows)?,
             Message::Settle(done) => {
                 let started = Instant::now();
                 runner.settle()?;
@@ -381,12 +377,12 @@ for = 2
     }
 
     /// Hour `hour`'s window: psi high in hours 2, 3, 4 and 7.
-    fn window(hour: i64) -> ClosedWindow {
+    fn window(hour: i64) -> Emitted {
         version_window(hour, "v1")
     }
 
     /// Hour `hour`'s window of version `version`.
-    fn version_window(hour: i64, version: &str) -> ClosedWindow {
+    fn version_window(hour: i64, version: &str) -> Emitted {
         let (start, end) = (START + hour * HOUR, START + (hour + 1) * HOUR);
         let iso = |ms: i64| driftwatch_ingest::format_time(ms);
         let psi = if matches!(hour, 2..=4 | 7) { 0.9 } else { 0.1 };
@@ -400,14 +396,16 @@ for = 2
             })
             .collect();
         let batch = driftwatch_sql::testing::table_rows("feature_drift", &rows).expect("rows");
-        ClosedWindow {
-            key: WindowKey {
-                model_id: Arc::from("churn"),
-                model_version: Some(Arc::from(version)),
-                start,
-                end,
+        Emitted {
+            about: About::Closed {
+                key: WindowKey {
+                    model_id: Arc::from("churn"),
+                    model_version: Some(Arc::from(version)),
+                    start,
+                    end,
+                },
+                events: 10,
             },
-            events: 10,
             tables: vec![("feature_drift".to_owned(), batch)],
         }
     }
@@ -421,9 +419,9 @@ for = 2
         let mut in_place = runner(a.path());
         let mut worker = RuleWorker::start(runner(b.path())).expect("start");
         for hour in 0..10 {
-            in_place.window(&window(hour)).expect("window");
+            in_place.emit(&window(hour)).expect("window");
             in_place.settle().expect("settle");
-            worker.window(window(hour)).expect("window");
+            worker.emit(window(hour)).expect("window");
             worker.settle().expect("settle");
         }
         let expected = in_place.snapshot().expect("snapshot");
@@ -434,6 +432,7 @@ for = 2
         // the alert state (which instances hold, for how many windows) and
         // the history written are the same
         assert_eq!(state.evaluator, expected.evaluator);
+        assert_eq!(state.triggers, expected.triggers);
         assert_eq!(state.history_seq, expected.history_seq);
         let files = |dir: &std::path::Path| {
             let mut names: Vec<String> = walk(&dir.join("history"))
@@ -455,7 +454,7 @@ for = 2
         let dir = tempfile::tempdir().expect("dir");
         let mut run = runner(dir.path());
         for hour in 0..4 {
-            run.window(&window(hour)).expect("window");
+            run.emit(&window(hour)).expect("window");
             run.settle().expect("settle");
         }
         let triggers = run.triggers().expect("rules run");
@@ -471,7 +470,7 @@ for = 2
         assert!(evidence.get("links").is_none(), "no public_url");
         // hour 4 is v2's first window, a whole window without v1
         for hour in 4..6 {
-            run.window(&version_window(hour, "v2")).expect("window");
+            run.emit(&version_window(hour, "v2")).expect("window");
             run.settle().expect("settle");
             let t = run.triggers().expect("rules run");
             assert!(t.is_retired("churn", Some("v1")), "hour {hour}");
@@ -527,7 +526,7 @@ for = 2
     fn a_failure_on_the_rules_thread_reaches_the_caller() {
         let dir = tempfile::tempdir().expect("dir");
         let mut worker = RuleWorker::start(runner(dir.path())).expect("start");
-        worker.window(window(0)).expect("window");
+        worker.emit(window(0)).expect("window");
         // the history directory becomes a file: the flush cannot write
         let history = dir.path().join("history");
         let _ = std::fs::remove_dir_all(&history);

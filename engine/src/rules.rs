@@ -3,10 +3,7 @@
 //! instances go to the triggers, and the rows go to the history.
 
 use arrow::array::RecordBatch;
-use driftwatch_detectors::ClosedWindow;
-use driftwatch_detectors::performance::{
-    PerformanceOutput, change_points_batch, label_stats_batch,
-};
+use driftwatch_detectors::{About, Emitted};
 use driftwatch_ingest::event::PredictionEvent;
 use driftwatch_sql::{
     AlertInstance, Engine, Evaluator, EventRows, History, LoadedRule, RuleStats, WindowRef,
@@ -17,16 +14,9 @@ use driftwatch_triggers::{
 use serde::{Deserialize, Serialize};
 
 use crate::DataDir;
-use crate::error::{Error, Result, context};
+use crate::error::{Result, context};
 use crate::history_writer::{Done, HistoryWriter};
 use crate::versions::{Versions, WindowSeen};
-
-fn encode(what: &'static str) -> impl FnOnce(arrow::error::ArrowError) -> Error {
-    move |e| Error::Encode {
-        what,
-        message: e.to_string(),
-    }
-}
 
 /// What a [`RuleRunner`] needs to know of the settings.
 #[derive(Debug, Clone)]
@@ -161,9 +151,9 @@ fn evidence(
 
 /// Whether a closed window is its version's reference, and where the
 /// reference starts, from its `drift_summary` row (`None` without one).
-fn reference_of(window: &ClosedWindow) -> Option<(bool, Option<i64>)> {
+fn reference_of(window: &Emitted) -> Option<(bool, Option<i64>)> {
     use arrow::array::{Array, AsArray};
-    let (_, b) = window.tables.iter().find(|(n, _)| n == "drift_summary")?;
+    let b = window.table("drift_summary")?;
     if b.num_rows() == 0 {
         return None;
     }
@@ -274,18 +264,34 @@ impl RuleRunner {
         Ok(self.evaluator.engine().tables().push(name, batch)?)
     }
 
-    /// A closed window's rows.
-    pub fn window(&mut self, window: &ClosedWindow) -> Result<()> {
-        for (name, batch) in &window.tables {
+    /// Rows of a closed window, or of the label join (metric revisions,
+    /// change points, label counts): into the tables, and the windows they
+    /// are about marked for evaluation.
+    pub fn emit(&mut self, rows: &Emitted) -> Result<()> {
+        for (name, batch) in &rows.tables {
             self.push(name, batch)?;
         }
-        let w = WindowRef::from(&window.key);
-        self.seen.push(WindowSeen {
-            window: w.clone(),
-            predictions: window.events,
-            reference: reference_of(window),
-        });
-        self.dirty.insert(w, true);
+        match &rows.about {
+            About::Closed { key, events } => {
+                let w = WindowRef::from(key);
+                self.seen.push(WindowSeen {
+                    window: w.clone(),
+                    predictions: *events,
+                    reference: reference_of(rows),
+                });
+                self.dirty.insert(w, true);
+            }
+            About::Revised(revisions) => {
+                for r in revisions {
+                    let w = WindowRef::from(&r.key);
+                    if r.predictions > 0 {
+                        self.coverage
+                            .insert(w.clone(), r.labeled as f64 / r.predictions as f64);
+                    }
+                    self.dirty.entry(w).or_insert(false);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -297,32 +303,6 @@ impl RuleRunner {
                 self.push("events", batch)?;
             }
             self.latest_event = self.latest_event.max(latest);
-        }
-        Ok(())
-    }
-
-    /// Metric revisions, change points, label counts.
-    pub fn performance(&mut self, out: &PerformanceOutput) -> Result<()> {
-        for r in &out.revisions {
-            self.push("model_metrics", &r.batch)?;
-            let w = WindowRef::from(&r.key);
-            if r.predictions > 0 {
-                self.coverage
-                    .insert(w.clone(), r.labeled as f64 / r.predictions as f64);
-            }
-            self.dirty.entry(w).or_insert(false);
-        }
-        if !out.change_points.is_empty() {
-            self.push(
-                "change_points",
-                &change_points_batch(&out.change_points).map_err(encode("change_points rows"))?,
-            )?;
-        }
-        if !out.label_stats.is_empty() {
-            self.push(
-                "label_stats",
-                &label_stats_batch(&out.label_stats).map_err(encode("label_stats rows"))?,
-            )?;
         }
         Ok(())
     }
@@ -749,7 +729,7 @@ mod tests {
     }
 
     /// Hour `hour`'s window of model churn: two `feature_drift` rows.
-    fn closed(hour: i64) -> ClosedWindow {
+    fn closed(hour: i64) -> Emitted {
         use std::sync::Arc;
         let start = 1_795_651_200_000 + hour * 3_600_000; // from 2026-11-26T00:00:00Z
         let end = start + 3_600_000;
@@ -763,7 +743,7 @@ mod tests {
                     "reference_count": 10, "psi": 0.1, "level": "ok"})
             })
             .collect();
-        ClosedWindow {
+        driftwatch_detectors::ClosedWindow {
             key: driftwatch_detectors::WindowKey {
                 model_id: Arc::from("churn"),
                 model_version: None,
@@ -776,6 +756,7 @@ mod tests {
                 driftwatch_sql::testing::table_rows("feature_drift", &rows).expect("rows"),
             )],
         }
+        .into()
     }
 
     fn count(runner: &RuleRunner) -> i64 {
@@ -789,7 +770,7 @@ mod tests {
         let mut runner = replay_runner(dir.path());
         let mut in_flight = 0;
         for hour in 0..40 {
-            runner.window(&closed(hour)).expect("window");
+            runner.emit(&closed(hour)).expect("window");
             runner.settle().expect("settle");
             // a flush is on the writer thread now, or was just published,
             // and the one before was compacted: live or in a file, each row
@@ -845,7 +826,7 @@ mod tests {
         let mut compactions = 0;
         let mut state = None;
         for hour in 0..30 {
-            runner.window(&closed(hour)).expect("window");
+            runner.emit(&closed(hour)).expect("window");
             runner.settle().expect("settle");
             // each row once, whether a compaction is on the writer thread,
             // just published, or done

@@ -1,8 +1,9 @@
-//! Where closed windows and the label join's reports go: JSON Lines and
-//! Parquet files per output table ([`TableWriters`], a replay's `--out`),
-//! and one JSON file per window in the data directory ([`WindowFiles`], the
-//! service, run off the event thread by [`Background`]). All are
-//! [`WindowSink`]s; the binary adds one that prints.
+//! Where the detectors' rows go — closed windows and the label join's
+//! reports, both as [`Emitted`] tables: JSON Lines and Parquet files per
+//! output table ([`TableWriters`], a replay's `--out`), and one JSON file
+//! per window in the data directory ([`WindowFiles`], the service, run off
+//! the event thread by [`Background`]). All are [`WindowSink`]s, as is the
+//! rule runner; the binary adds one that prints.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -14,10 +15,8 @@ use std::thread::JoinHandle;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow::json::LineDelimitedWriter;
-use driftwatch_detectors::performance::{
-    PerformanceOutput, change_points_batch, label_stats_batch,
-};
-use driftwatch_detectors::{ClosedWindow, WindowKey};
+use driftwatch_detectors::output::{CHANGE_POINTS, LABEL_STATS, cell};
+use driftwatch_detectors::{About, Emitted, WindowKey};
 use driftwatch_ingest::format_time;
 use driftwatch_ingest::names::path_component;
 use parquet::arrow::ArrowWriter;
@@ -27,16 +26,11 @@ use parquet::file::properties::WriterProperties;
 use crate::error::join_worker;
 use crate::{DataDir, Error, Result};
 
-/// Receives each closed window.
+/// Receives the detectors' rows: each closed window, and each report of
+/// the label join (metric revisions, change points, label counts).
 pub trait WindowSink {
-    /// One closed window.
-    fn window(&mut self, window: &ClosedWindow) -> Result<()>;
-    /// Metric revisions, change points and label counts reported by the
-    /// label join.
-    fn performance(&mut self, output: &PerformanceOutput) -> Result<()> {
-        let _ = output;
-        Ok(())
-    }
+    /// Rows of named tables, and what they are about.
+    fn emit(&mut self, rows: &Emitted) -> Result<()>;
     /// Everything handed over so far is written (before a checkpoint,
     /// which must cover it).
     fn sync(&mut self) -> Result<()> {
@@ -53,8 +47,7 @@ pub trait WindowSink {
 const BACKGROUND_QUEUE: usize = 256;
 
 enum Job {
-    Window(ClosedWindow),
-    Performance(PerformanceOutput),
+    Emit(Emitted),
     Sync(SyncSender<()>),
 }
 
@@ -87,8 +80,7 @@ impl Background {
             .spawn(move || {
                 while let Ok(job) = inbox.recv() {
                     match job {
-                        Job::Window(w) => sink.window(&w)?,
-                        Job::Performance(out) => sink.performance(&out)?,
+                        Job::Emit(rows) => sink.emit(&rows)?,
                         Job::Sync(done) => {
                             sink.sync()?;
                             let _ = done.send(());
@@ -123,12 +115,8 @@ impl Background {
 }
 
 impl WindowSink for Background {
-    fn window(&mut self, window: &ClosedWindow) -> Result<()> {
-        self.send(Job::Window(window.clone()))
-    }
-
-    fn performance(&mut self, output: &PerformanceOutput) -> Result<()> {
-        self.send(Job::Performance(output.clone()))
+    fn emit(&mut self, rows: &Emitted) -> Result<()> {
+        self.send(Job::Emit(rows.clone()))
     }
 
     fn sync(&mut self) -> Result<()> {
@@ -169,13 +157,6 @@ impl std::fmt::Debug for TableWriters {
             .field("dir", &self.dir)
             .field("tables", &self.tables.keys().collect::<Vec<_>>())
             .finish()
-    }
-}
-
-fn batch_error(e: arrow::error::ArrowError) -> Error {
-    Error::Encode {
-        what: "the label join's rows",
-        message: e.to_string(),
     }
 }
 
@@ -240,28 +221,9 @@ impl TableWriters {
 }
 
 impl WindowSink for TableWriters {
-    fn window(&mut self, window: &ClosedWindow) -> Result<()> {
-        for (name, batch) in &window.tables {
+    fn emit(&mut self, rows: &Emitted) -> Result<()> {
+        for (name, batch) in &rows.tables {
             self.write(name, batch)?;
-        }
-        Ok(())
-    }
-
-    fn performance(&mut self, out: &PerformanceOutput) -> Result<()> {
-        for r in &out.revisions {
-            self.write("model_metrics", &r.batch)?;
-        }
-        if !out.change_points.is_empty() {
-            self.write(
-                "change_points",
-                &change_points_batch(&out.change_points).map_err(batch_error)?,
-            )?;
-        }
-        if !out.label_stats.is_empty() {
-            self.write(
-                "label_stats",
-                &label_stats_batch(&out.label_stats).map_err(batch_error)?,
-            )?;
         }
         Ok(())
     }
@@ -357,48 +319,80 @@ fn json_bytes(value: &serde_json::Value) -> Result<Vec<u8>> {
     })
 }
 
-impl WindowSink for WindowFiles {
-    fn window(&mut self, window: &ClosedWindow) -> Result<()> {
-        let k = &window.key;
-        let mut tables = serde_json::Map::new();
-        for (name, batch) in &window.tables {
-            tables.insert(name.clone(), rows_json(batch)?);
-        }
-        let doc = serde_json::json!({
-            "model_id": k.model_id.as_ref(),
-            "model_version": k.model_version.as_deref(),
-            "window_start": format_time(k.start),
-            "window_end": format_time(k.end),
-            "events": window.events,
-            "tables": tables,
-        });
-        let path = self.path("windows", &k.model_id, window_name(k));
-        crate::checkpoint::write_atomically(&path, &json_bytes(&doc)?)
+/// Time column `column` of `batch` at `row`, milliseconds, for a file name.
+fn time_at(batch: &RecordBatch, column: &str, row: usize) -> Result<i64> {
+    cell::time(batch, column, row).ok_or_else(|| Error::Encode {
+        what: "a result file's name",
+        message: format!("no time in column {column}"),
+    })
+}
+
+impl WindowFiles {
+    fn write(&self, table: &str, model: &str, name: String, rows: &RecordBatch) -> Result<()> {
+        let path = self.path(table, model, name);
+        crate::checkpoint::write_atomically(&path, &json_bytes(&rows_json(rows)?)?)
     }
 
-    fn performance(&mut self, out: &PerformanceOutput) -> Result<()> {
-        for r in &out.revisions {
-            let k = &r.key;
-            let path = self.path("metrics", &k.model_id, window_name(k));
-            crate::checkpoint::write_atomically(&path, &json_bytes(&rows_json(&r.batch)?)?)?;
+    /// One file per row of `batch`, named by `name` from the row.
+    fn each_row(
+        &self,
+        table: &str,
+        batch: &RecordBatch,
+        name: impl Fn(&RecordBatch, usize) -> Result<String>,
+    ) -> Result<()> {
+        for row in 0..batch.num_rows() {
+            let model = cell::text(batch, "model_id", row).unwrap_or_default();
+            self.write(table, model, name(batch, row)?, &batch.slice(row, 1))?;
         }
-        for p in &out.change_points {
-            let batch = change_points_batch(std::slice::from_ref(p)).map_err(batch_error)?;
-            let mut name = format!(
-                "{}_{}_{}_{}",
-                p.event_time, p.metric, p.detector, p.detected_at
-            );
-            if let Some(v) = &p.model_version {
-                name.push('_');
-                name.push_str(&path_component(v));
+        Ok(())
+    }
+}
+
+impl WindowSink for WindowFiles {
+    fn emit(&mut self, rows: &Emitted) -> Result<()> {
+        if let About::Closed { key: k, events } = &rows.about {
+            let mut tables = serde_json::Map::new();
+            for (name, batch) in &rows.tables {
+                tables.insert(name.clone(), rows_json(batch)?);
             }
-            let path = self.path("change_points", &p.model_id, name);
-            crate::checkpoint::write_atomically(&path, &json_bytes(&rows_json(&batch)?)?)?;
+            let doc = serde_json::json!({
+                "model_id": k.model_id.as_ref(),
+                "model_version": k.model_version.as_deref(),
+                "window_start": format_time(k.start),
+                "window_end": format_time(k.end),
+                "events": events,
+                "tables": tables,
+            });
+            let path = self.path("windows", &k.model_id, window_name(k));
+            return crate::checkpoint::write_atomically(&path, &json_bytes(&doc)?);
         }
-        for row in &out.label_stats {
-            let batch = label_stats_batch(std::slice::from_ref(row)).map_err(batch_error)?;
-            let path = self.path("label_stats", &row.0, format!("{}_{}", row.1, row.2));
-            crate::checkpoint::write_atomically(&path, &json_bytes(&rows_json(&batch)?)?)?;
+        for (r, metrics) in rows.revisions() {
+            self.write("metrics", &r.key.model_id, window_name(&r.key), &metrics)?;
+        }
+        if let Some(points) = rows.table(CHANGE_POINTS) {
+            self.each_row(CHANGE_POINTS, points, |b, row| {
+                let mut name = format!(
+                    "{}_{}_{}_{}",
+                    time_at(b, "event_time", row)?,
+                    cell::text(b, "metric", row).unwrap_or_default(),
+                    cell::text(b, "detector", row).unwrap_or_default(),
+                    time_at(b, "detected_at", row)?
+                );
+                if let Some(v) = cell::text(b, "model_version", row) {
+                    name.push('_');
+                    name.push_str(&path_component(v));
+                }
+                Ok(name)
+            })?;
+        }
+        if let Some(counts) = rows.table(LABEL_STATS) {
+            self.each_row(LABEL_STATS, counts, |b, row| {
+                Ok(format!(
+                    "{}_{}",
+                    time_at(b, "window_start", row)?,
+                    time_at(b, "window_end", row)?
+                ))
+            })?;
         }
         Ok(())
     }
@@ -407,6 +401,8 @@ impl WindowSink for WindowFiles {
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
+
+    use driftwatch_detectors::performance::PerformanceOutput;
 
     use super::*;
 
@@ -418,20 +414,20 @@ mod tests {
     }
 
     impl WindowSink for Recorder {
-        fn window(&mut self, w: &ClosedWindow) -> Result<()> {
+        fn emit(&mut self, rows: &Emitted) -> Result<()> {
+            let About::Closed { key, .. } = &rows.about else {
+                let n = rows.table(LABEL_STATS).map_or(0, RecordBatch::num_rows);
+                self.seen.lock().expect("lock").push(format!("labels {n}"));
+                return Ok(());
+            };
             std::thread::sleep(std::time::Duration::from_millis(2));
-            if self.fail_at == Some(w.key.end) {
-                return Err(Error::Stopped(format!("disk full at {}", w.key.end)));
+            if self.fail_at == Some(key.end) {
+                return Err(Error::Stopped(format!("disk full at {}", key.end)));
             }
             self.seen
                 .lock()
                 .expect("lock")
-                .push(format!("window {}", w.key.end));
-            Ok(())
-        }
-        fn performance(&mut self, out: &PerformanceOutput) -> Result<()> {
-            let n = out.label_stats.len();
-            self.seen.lock().expect("lock").push(format!("labels {n}"));
+                .push(format!("window {}", key.end));
             Ok(())
         }
         fn finish(&mut self) -> Result<()> {
@@ -440,15 +436,17 @@ mod tests {
         }
     }
 
-    fn closed(end: i64) -> ClosedWindow {
-        ClosedWindow {
-            key: WindowKey {
-                model_id: "churn".into(),
-                model_version: None,
-                start: end - 10,
-                end,
+    fn closed(end: i64) -> Emitted {
+        Emitted {
+            about: About::Closed {
+                key: WindowKey {
+                    model_id: "churn".into(),
+                    model_version: None,
+                    start: end - 10,
+                    end,
+                },
+                events: 1,
             },
-            events: 1,
             tables: Vec::new(),
         }
     }
@@ -463,19 +461,20 @@ mod tests {
         let mut sink = Background::start("test-files", Box::new(recorder)).expect("thread");
         let mut expected = Vec::new();
         for end in 1..=20 {
-            sink.window(&closed(end * 10)).expect("handed over");
+            sink.emit(&closed(end * 10)).expect("handed over");
             expected.push(format!("window {}", end * 10));
         }
         let labels = PerformanceOutput {
             label_stats: vec![("churn".into(), 0, 10, Default::default(), 3)],
             ..PerformanceOutput::default()
         };
-        sink.performance(&labels).expect("handed over");
+        sink.emit(&Emitted::try_from(labels).expect("rows"))
+            .expect("handed over");
         expected.push("labels 1".into());
         sink.sync().expect("written");
         // sync answered only once all of it was written
         assert_eq!(*seen.lock().expect("lock"), expected);
-        sink.window(&closed(500)).expect("handed over");
+        sink.emit(&closed(500)).expect("handed over");
         sink.finish().expect("finished");
         expected.extend(["window 500".into(), "finished".into()]);
         assert_eq!(*seen.lock().expect("lock"), expected);
@@ -491,7 +490,7 @@ mod tests {
         let mut sink = Background::start("test-files", Box::new(recorder)).expect("thread");
         let mut failed = None;
         for end in 1..=1000 {
-            if let Err(e) = sink.window(&closed(end * 10)) {
+            if let Err(e) = sink.emit(&closed(end * 10)) {
                 failed = Some(e);
                 break;
             }
@@ -504,6 +503,45 @@ mod tests {
         assert_eq!(*seen.lock().expect("lock"), ["window 10", "window 20"]);
         // and it stays stopped
         assert!(sink.sync().is_err());
+    }
+
+    #[test]
+    fn window_files_name_each_change_point_and_label_count_by_its_row() {
+        use driftwatch_detectors::performance::ChangePoint;
+        let dir = tempfile::tempdir().expect("dir");
+        let mut files = WindowFiles::new(DataDir::new(dir.path()));
+        let point = |version: Option<&str>| ChangePoint {
+            model_id: "churn".into(),
+            model_version: version.map(Into::into),
+            metric: "error_rate",
+            detector: "adwin",
+            event_time: 7,
+            detected_at: 9,
+            statistic: 0.25,
+            observations: 40,
+        };
+        let report = PerformanceOutput {
+            change_points: vec![point(Some("v/1")), point(None)],
+            label_stats: vec![("fraud".into(), 0, 10, Default::default(), 3)],
+            ..PerformanceOutput::default()
+        };
+        files
+            .emit(&Emitted::try_from(report).expect("rows"))
+            .expect("written");
+        let read = |path: &str| -> serde_json::Value {
+            let text = std::fs::read_to_string(dir.path().join(path)).expect(path);
+            serde_json::from_str(&text).expect("json")
+        };
+        let versioned = read(&format!(
+            "change_points/churn/7_error_rate_adwin_9_{}.json",
+            path_component("v/1")
+        ));
+        assert_eq!(versioned[0]["model_version"], "v/1");
+        assert_eq!(versioned.as_array().map(Vec::len), Some(1));
+        let plain = read("change_points/churn/7_error_rate_adwin_9.json");
+        assert_eq!(plain[0]["statistic"], 0.25);
+        let counts = read("label_stats/fraud/0_10.json");
+        assert_eq!(counts[0]["waiting"], 3);
     }
 
     #[test]
