@@ -251,7 +251,7 @@ impl Pipeline {
 
     /// [`handle`](Self::handle) for a record the caller keeps (and drops
     /// on the thread that made it: see [`run_source`](Self::run_source)).
-    fn handle_ref(&mut self, record: &Record) -> Result<Outcome> {
+    pub fn handle_ref(&mut self, record: &Record) -> Result<Outcome> {
         let outcome = self.handle_record(record)?;
         if let Some(r) = &mut self.rules {
             r.settle()?;

@@ -15,15 +15,26 @@
 //! - On revocation a partition is checkpointed, committed and released; on
 //!   assignment its checkpoint (written by this or another instance sharing
 //!   the data directory) is loaded.
+//!
+//! Two threads: `kafka-poll` polls the consumer and decodes and validates
+//! each message, handing the records over in batches; the engine thread
+//! (`kafka`) applies them to the partitions' pipelines, checkpoints and
+//! commits. librdkafka's rebalance callbacks run on the polling thread and
+//! only hand the rebalance over, after the records polled before it: a
+//! revocation waits until the engine has checkpointed the partitions and
+//! answered with the offsets to commit.
 //! - Closed windows are written one file per window, so re-emitting a window
 //!   after a restart replaces its file with the same content.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use driftwatch_ingest::kafka::{DeadLetterTopic, record_from_message};
-use driftwatch_ingest::{Assignment, DeadLetterFile, DeadLetterSink, Rejected};
+use driftwatch_ingest::source::Record;
+use driftwatch_ingest::{Assignment, DeadLetterFile, DeadLetterSink, Decoder, Rejected};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
@@ -56,7 +67,7 @@ fn partition_error(partition: i32, what: &'static str) -> impl FnOnce(Error) -> 
 }
 
 /// Writes `metrics.json` on a thread of its own: the figures of the models
-/// come from a query, which the poll loop does not wait for.
+/// come from a query, which the engine thread does not wait for.
 struct Reporter {
     tx: Option<std::sync::mpsc::SyncSender<IngestMetrics>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -194,8 +205,6 @@ struct State {
     dead_letter_name: String,
     partitions: BTreeMap<i32, Partition>,
     assigned: BTreeSet<(String, i32)>,
-    /// an error inside a rebalance callback, for the poll loop to report
-    error: Option<Error>,
     /// partitions assigned (and their state restored) at least once
     rebalanced: bool,
     last_checkpoint: Instant,
@@ -327,13 +336,68 @@ impl State {
     }
 }
 
+/// Records decoded on the polling thread, handed over at most this many at a time.
+const POLL_BATCH: usize = 256;
+
+/// Batches the polling thread may be ahead of the engine.
+const POLL_QUEUE: usize = 2;
+
+/// A record polled and decoded, with where it came from.
+struct Polled {
+    topic: Arc<str>,
+    partition: i32,
+    offset: i64,
+    record: Record,
+}
+
+/// What the polling thread hands the engine thread, in the order polled.
+enum Handover {
+    Records(Vec<Polled>),
+    /// Partitions revoked: the engine checkpoints and releases them and
+    /// answers with the offsets to commit before they go.
+    Revoke(Vec<(String, i32)>, SyncSender<TopicPartitionList>),
+    Assign(Vec<(String, i32)>),
+}
+
+/// The consumer's context: the rebalance callbacks (run on the polling
+/// thread, inside `poll`) hand each rebalance over to the engine thread,
+/// after the records polled before it.
 struct Rebalancer {
-    state: Arc<Mutex<State>>,
+    to_engine: SyncSender<Handover>,
+    /// records polled, not yet handed over
+    pending: Mutex<Vec<Polled>>,
+    /// vectors the engine thread is done with: their records are dropped
+    /// here, on the thread that made them
+    spare: Mutex<Receiver<Vec<Polled>>>,
 }
 
 impl Rebalancer {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
+    /// Hands the records polled so far over; false once the engine is gone.
+    fn flush(&self) -> bool {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.is_empty() {
+            return true;
+        }
+        let mut next = self
+            .spare
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .try_recv()
+            .unwrap_or_default();
+        next.clear();
+        let batch = std::mem::replace(&mut *pending, next);
+        drop(pending);
+        self.to_engine.send(Handover::Records(batch)).is_ok()
+    }
+
+    /// Keeps a polled record; hands the batch over once full. False once
+    /// the engine is gone.
+    fn push(&self, polled: Polled) -> bool {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.push(polled);
+        let full = pending.len() >= POLL_BATCH;
+        drop(pending);
+        !full || self.flush()
     }
 }
 
@@ -394,21 +458,62 @@ fn client_error(error: &KafkaError, reason: &str) {
     }
 }
 
+fn partitions_of(list: &TopicPartitionList) -> Vec<(String, i32)> {
+    list.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
+}
+
 impl ConsumerContext for Rebalancer {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(revoked) = rebalance else {
             return;
         };
-        let mut state = self.lock();
-        let partitions: BTreeSet<i32> = revoked.elements().iter().map(|e| e.partition()).collect();
-        let mut tpl = TopicPartitionList::new();
-        let durable = match state.dead_letters_durable(Some(DEAD_LETTER_WAIT)) {
-            Ok(durable) => durable,
-            Err(e) => {
-                state.error.get_or_insert(e);
-                return;
-            }
+        // the engine gone (stopping), the last checkpoint stands
+        let (reply, answer) = sync_channel(1);
+        if !self.flush()
+            || self
+                .to_engine
+                .send(Handover::Revoke(partitions_of(revoked), reply))
+                .is_err()
+        {
+            return;
+        }
+        let Ok(tpl) = answer.recv() else {
+            return;
         };
+        if tpl.count() > 0
+            && let Err(e) = consumer.commit(&tpl, CommitMode::Sync)
+        {
+            // the checkpoint is durable: the next owner skips what it holds
+            warn!(error = %e, "committing offsets of revoked partitions failed");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(assigned) => {
+                // the records of these partitions follow it
+                let _ = self.flush()
+                    && self
+                        .to_engine
+                        .send(Handover::Assign(partitions_of(assigned)))
+                        .is_ok();
+            }
+            Rebalance::Error(e) => warn!(error = %e, "rebalance failed"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+impl State {
+    /// Revoked partitions: checkpointed (once the dead letters are
+    /// durable) and released; returns the offsets to commit.
+    fn revoke(&mut self, revoked: &[(String, i32)]) -> Result<TopicPartitionList> {
+        let partitions: BTreeSet<i32> = revoked.iter().map(|(_, p)| *p).collect();
+        let mut tpl = TopicPartitionList::new();
+        let durable = self.dead_letters_durable(Some(DEAD_LETTER_WAIT))?;
         if !durable {
             // exact all the same: the next owner resumes from the last
             // checkpoint; only dead letters may be written twice
@@ -418,49 +523,119 @@ impl ConsumerContext for Rebalancer {
             );
         }
         for p in &partitions {
-            if !durable {
-                state.release(*p);
-                continue;
+            if durable {
+                self.checkpoint(*p, &mut tpl)
+                    .map_err(partition_error(*p, "checkpointing revoked"))?;
             }
-            if let Err(e) = state.checkpoint(*p, &mut tpl) {
-                state
-                    .error
-                    .get_or_insert(partition_error(*p, "checkpointing revoked")(e));
-                return;
-            }
-            state.release(*p);
+            self.release(*p);
         }
-        for e in revoked.elements() {
-            state
-                .assigned
-                .remove(&(e.topic().to_owned(), e.partition()));
-        }
-        if tpl.count() > 0
-            && let Err(e) = consumer.commit(&tpl, CommitMode::Sync)
-        {
-            // the checkpoint is durable: the next owner skips what it holds
-            warn!(error = %e, "committing offsets of revoked partitions failed");
+        for tp in revoked {
+            self.assigned.remove(tp);
         }
         info!(?partitions, "partitions revoked, checkpointed and released");
+        Ok(tpl)
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let mut state = self.lock();
-        match rebalance {
-            Rebalance::Assign(assigned) => {
-                for e in assigned.elements() {
-                    state.assigned.insert((e.topic().to_owned(), e.partition()));
-                    if let Err(err) = state.open_partition(e.partition()) {
-                        state
-                            .error
-                            .get_or_insert(partition_error(e.partition(), "opening")(err));
-                    }
-                }
-                state.rebalanced = true;
-                info!(assigned = ?state.assigned, "partitions assigned");
+    /// Assigned partitions: their state restored from their checkpoints.
+    fn assign(&mut self, assigned: Vec<(String, i32)>) -> Result<()> {
+        for (topic, p) in assigned {
+            self.open_partition(p)
+                .map_err(partition_error(p, "opening"))?;
+            self.assigned.insert((topic, p));
+        }
+        self.rebalanced = true;
+        info!(assigned = ?self.assigned, "partitions assigned");
+        Ok(())
+    }
+
+    /// Applies polled records to their partitions' pipelines (those before
+    /// a partition's checkpointed offsets are already in its state).
+    fn apply(&mut self, batch: &[Polled]) -> Result<()> {
+        for polled in batch {
+            let Some(p) = self.partitions.get_mut(&polled.partition) else {
+                warn!(topic = %polled.topic, partition = polled.partition, "message of a partition not assigned here; skipped");
+                continue;
+            };
+            let next = p.offsets.get(polled.topic.as_ref()).copied().unwrap_or(0);
+            if polled.offset >= next {
+                p.pipeline.handle_ref(&polled.record)?;
+                p.offsets
+                    .insert(polled.topic.to_string(), polled.offset + 1);
+                p.since_checkpoint += 1;
             }
-            Rebalance::Error(e) => warn!(error = %e, "rebalance failed"),
-            Rebalance::Revoke(_) => {}
+        }
+        Ok(())
+    }
+}
+
+/// The polling thread: polls the consumer, decodes each message (the
+/// rebalance callbacks hand rebalances over in between), until `stop` is
+/// set or the engine thread is gone.
+fn poll(
+    consumer: &BaseConsumer<Rebalancer>,
+    mut decoder: Decoder,
+    names: &HashMap<String, Arc<str>>,
+    stop: &AtomicBool,
+) {
+    let context = consumer.context();
+    while !stop.load(Ordering::Relaxed) {
+        let handed = match consumer.poll(Duration::from_millis(100)) {
+            None | Some(Err(KafkaError::PartitionEOF(_))) => context.flush(),
+            // transport errors: librdkafka reconnects by itself (the outage
+            // is reported by the lag probe); poll waits, no spinning
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "Kafka error");
+                true
+            }
+            Some(Ok(message)) => {
+                let topic = names
+                    .get(message.topic())
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from(message.topic()));
+                let record = record_from_message(&mut decoder, &topic, &message);
+                context.push(Polled {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    topic,
+                    record,
+                })
+            }
+        };
+        if !handed {
+            return;
+        }
+    }
+}
+
+/// The polling thread, stopped and joined when dropped (after the engine
+/// thread let go of what it hands over).
+struct Poller {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Poller {
+    fn start(
+        consumer: Arc<BaseConsumer<Rebalancer>>,
+        decoder: Decoder,
+        names: HashMap<String, Arc<str>>,
+    ) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("kafka-poll".into())
+            .spawn(move || poll(&consumer, decoder, &names, &flag))
+            .map_err(|e| Error::Stopped(format!("starting the kafka-poll thread: {e}")))?;
+        Ok(Poller {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
@@ -476,8 +651,6 @@ pub fn run(
     shared: Shared,
 ) -> Result<RunSummary> {
     shared.status.register(SOURCE);
-    let status = Arc::clone(&shared.status);
-    let queries = Arc::clone(&shared.queries);
     let kafka = &settings.kafka;
     let (dead_letter, dead_letter_name): (Box<dyn DeadLetterSink + Send>, String) =
         if kafka.dead_letter_topic.is_empty() {
@@ -492,7 +665,7 @@ pub fn run(
                 format!("kafka topic {}", kafka.dead_letter_topic),
             )
         };
-    let state = Arc::new(Mutex::new(State {
+    let mut state = State {
         settings: settings.clone(),
         checkpoints: CheckpointDir::new(
             settings.data_dir.checkpoints(&kafka.group_id),
@@ -502,18 +675,23 @@ pub fn run(
         dead_letter_name,
         partitions: BTreeMap::new(),
         assigned: BTreeSet::new(),
-        error: None,
         rebalanced: false,
         last_checkpoint: Instant::now(),
         shared,
-    }));
-    let context = Rebalancer {
-        state: Arc::clone(&state),
     };
-    let consumer: BaseConsumer<Rebalancer> = kafka
-        .consumer_config()
-        .create_with_context(context)
-        .map_err(kafka_error("creating the Kafka consumer"))?;
+    let (to_engine, handed) = sync_channel(POLL_QUEUE);
+    let (recycle, spare) = std::sync::mpsc::channel();
+    let context = Rebalancer {
+        to_engine,
+        pending: Mutex::new(Vec::with_capacity(POLL_BATCH)),
+        spare: Mutex::new(spare),
+    };
+    let consumer: Arc<BaseConsumer<Rebalancer>> = Arc::new(
+        kafka
+            .consumer_config()
+            .create_with_context(context)
+            .map_err(kafka_error("creating the Kafka consumer"))?,
+    );
     let probe: BaseConsumer<Quiet> = kafka
         .probe_config()
         .create_with_context(Quiet)
@@ -525,7 +703,7 @@ pub fn run(
             .map_err(kafka_error(format!("subscribing to {topics:?}")))?,
         Assignment::All => {
             let partitions = topic_partitions(&probe, &topics)?;
-            assign_all(&consumer, &mut lock(&state), &partitions)?
+            assign_all(&consumer, &mut state, &partitions)?
         }
     }
     info!(brokers = %kafka.brokers, group = %kafka.group_id, assignment = ?kafka.assignment, ?topics, "consuming");
@@ -534,157 +712,180 @@ pub fn run(
         .iter()
         .map(|t| (t.clone(), Arc::from(t.as_str())))
         .collect();
-    let mut check_end = false;
-    let mut said_ready = false;
-    let mut outage: Option<Instant> = None;
-    let mut last_probe = Instant::now();
-    let mut last_report = Instant::now();
-    let reporter = Reporter::start(queries, settings.data_dir.metrics())?;
-    loop {
-        // stopped (SIGTERM / SIGINT): checkpoint, commit and leave the group
-        if stop.is_cancelled() {
-            let mut state = lock(&state);
-            let tpl = state.checkpoint_all(Some(Duration::from_secs(10)))?;
-            let summary = state.summary();
-            drop(state);
-            match tpl {
-                Some(tpl) => {
-                    commit(&consumer, &tpl, CommitMode::Sync);
-                    info!("stopped by a signal; state checkpointed");
+    let mut poller = Poller::start(
+        Arc::clone(&consumer),
+        Decoder::new(settings.decoder.clone()),
+        names,
+    )?;
+    let engine = Consuming {
+        consumer: &consumer,
+        probe,
+        handed,
+        recycle,
+    };
+    let outcome = engine.run(&mut state, settings, options, stop);
+    // what the polling thread hands over is let go first (it may be waiting
+    // to hand over more), then it stops
+    poller.stop();
+    outcome
+}
+
+/// The engine thread's side of [`run`].
+struct Consuming<'a> {
+    consumer: &'a BaseConsumer<Rebalancer>,
+    probe: BaseConsumer<Quiet>,
+    handed: Receiver<Handover>,
+    recycle: Sender<Vec<Polled>>,
+}
+
+impl Consuming<'_> {
+    fn run(
+        self,
+        state: &mut State,
+        settings: &Config,
+        options: &RunOptions,
+        stop: &CancellationToken,
+    ) -> Result<RunSummary> {
+        let Consuming {
+            consumer,
+            probe,
+            handed,
+            recycle,
+        } = self;
+        let status = Arc::clone(&state.shared.status);
+        let queries = Arc::clone(&state.shared.queries);
+        let mut check_end = false;
+        let mut said_ready = false;
+        let mut outage: Option<Instant> = None;
+        let mut last_probe = Instant::now();
+        let mut last_report = Instant::now();
+        let reporter = Reporter::start(queries, settings.data_dir.metrics())?;
+        loop {
+            // stopped (SIGTERM / SIGINT): checkpoint, commit and leave the group
+            if stop.is_cancelled() {
+                let tpl = state.checkpoint_all(Some(Duration::from_secs(10)))?;
+                match tpl {
+                    Some(tpl) => {
+                        commit(consumer, &tpl, CommitMode::Sync);
+                        info!("stopped by a signal; state checkpointed");
+                    }
+                    None => warn!(
+                        "stopped by a signal; the dead-letter topic is not reachable, so the last checkpoint stands"
+                    ),
                 }
-                None => warn!(
-                    "stopped by a signal; the dead-letter topic is not reachable, so the last checkpoint stands"
-                ),
+                return Ok(state.summary());
             }
-            return Ok(summary);
-        }
-        match consumer.poll(Duration::from_millis(250)) {
-            None | Some(Err(KafkaError::PartitionEOF(_))) => check_end = true,
-            // transport errors: librdkafka reconnects by itself (the outage
-            // is reported by the lag probe below); poll waits, no spinning
-            Some(Err(e)) => tracing::debug!(error = %e, "Kafka error"),
-            Some(Ok(message)) => {
-                let mut state = lock(&state);
-                let topic = names
-                    .get(message.topic())
-                    .cloned()
-                    .unwrap_or_else(|| Arc::from(message.topic()));
-                let Some(p) = state.partitions.get_mut(&message.partition()) else {
-                    warn!(topic = %topic, partition = message.partition(), "message of a partition not assigned here; skipped");
-                    continue;
-                };
-                let next = p.offsets.get(topic.as_ref()).copied().unwrap_or(0);
-                if message.offset() >= next {
-                    let record = record_from_message(p.pipeline.decoder(), &topic, &message);
-                    p.pipeline.handle(record)?;
-                    p.offsets.insert(topic.to_string(), message.offset() + 1);
-                    p.since_checkpoint += 1;
+            match handed.recv_timeout(Duration::from_millis(250)) {
+                Err(RecvTimeoutError::Timeout) => check_end = true,
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Error::Stopped("the kafka-poll thread has stopped".into()));
                 }
+                Ok(Handover::Records(batch)) => {
+                    state.apply(&batch)?;
+                    // the records are dropped on the thread that made them
+                    let _ = recycle.send(batch);
+                }
+                Ok(Handover::Revoke(revoked, reply)) => {
+                    let _ = reply.send(state.revoke(&revoked)?);
+                }
+                Ok(Handover::Assign(assigned)) => state.assign(assigned)?,
             }
-        }
-        let mut state = lock(&state);
-        if let Some(e) = state.error.take() {
-            return Err(e);
-        }
-        if state.rebalanced && !said_ready {
-            said_ready = true;
+            if state.rebalanced && !said_ready {
+                said_ready = true;
+                status.set(
+                    SOURCE,
+                    SourceStatus {
+                        ready: true,
+                        metrics: state.metrics(None, outage),
+                    },
+                );
+            }
+            if state.due() {
+                if let Some(tpl) = state.checkpoint_all(Some(DEAD_LETTER_WAIT))? {
+                    commit(consumer, &tpl, CommitMode::Async);
+                }
+                continue;
+            }
+            // lag of every assigned partition: a metric, the end of a bounded
+            // run, and the broker's health
+            let probe_every = if options.exit_at_end && check_end {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(5)
+            };
+            if last_probe.elapsed() < probe_every {
+                continue;
+            }
+            last_probe = Instant::now();
+            check_end = false;
+            let probed = if state.assigned.is_empty() {
+                // nothing assigned (yet): whether the broker answers at all
+                probe
+                    .fetch_metadata(None, Duration::from_secs(5))
+                    .map(|_| BTreeMap::new())
+            } else {
+                probe_lag(&probe, state)
+            };
+            let lag = match probed {
+                Ok(lag) => {
+                    if let Some(since) = outage.take() {
+                        info!(
+                            seconds = since.elapsed().as_secs(),
+                            "the broker answers again"
+                        );
+                    }
+                    Some(lag)
+                }
+                Err(e) => {
+                    if outage.is_none() {
+                        warn!(
+                            error = %e,
+                            brokers = %settings.kafka.brokers,
+                            "the broker does not answer; waiting for it (check that it is up and that kafka.brokers names it)"
+                        );
+                        outage = Some(Instant::now());
+                    }
+                    None
+                }
+            };
+            let metrics = state.metrics(lag.as_ref(), outage);
+            if last_report.elapsed() >= Duration::from_secs(10) {
+                last_report = Instant::now();
+                info!(
+                    consumed = metrics.consumed,
+                    rejected = metrics.rejected,
+                    lag = lag.as_ref().map(|l| l.values().sum::<i64>()),
+                    checkpoint_age_s = metrics.checkpoint_age_seconds,
+                    "progress"
+                );
+            }
+            // in a group, the partitions this instance holds (its share of a
+            // backfill); with `assignment = "all"`, every partition
+            let at_end = !state.assigned.is_empty()
+                && lag.as_ref().is_some_and(|l| l.values().all(|n| *n <= 0));
+            if options.exit_at_end && at_end {
+                for p in state.partitions.values_mut() {
+                    p.pipeline.close_all()?;
+                }
+                // every window closed, the last ones still live (the checkpoint
+                // below moves them to the history): the figures read both
+                reporter.finish(state.metrics(lag.as_ref(), outage))?;
+                let tpl = state
+                    .checkpoint_all(None)?
+                    .unwrap_or_else(TopicPartitionList::new);
+                commit(consumer, &tpl, CommitMode::Sync);
+                info!("every assigned partition read to its end");
+                return Ok(state.summary());
+            }
             status.set(
                 SOURCE,
                 SourceStatus {
-                    ready: true,
-                    metrics: state.metrics(None, outage),
+                    ready: state.rebalanced,
+                    metrics: metrics.clone(),
                 },
             );
+            reporter.report(metrics);
         }
-        if state.due() {
-            let tpl = state.checkpoint_all(Some(DEAD_LETTER_WAIT))?;
-            drop(state);
-            if let Some(tpl) = tpl {
-                commit(&consumer, &tpl, CommitMode::Async);
-            }
-            continue;
-        }
-        // lag of every assigned partition: a metric, the end of a bounded
-        // run, and the broker's health
-        let probe_every = if options.exit_at_end && check_end {
-            Duration::from_secs(1)
-        } else {
-            Duration::from_secs(5)
-        };
-        if last_probe.elapsed() < probe_every {
-            continue;
-        }
-        last_probe = Instant::now();
-        check_end = false;
-        let probed = if state.assigned.is_empty() {
-            // nothing assigned (yet): whether the broker answers at all
-            probe
-                .fetch_metadata(None, Duration::from_secs(5))
-                .map(|_| BTreeMap::new())
-        } else {
-            probe_lag(&probe, &state)
-        };
-        let lag = match probed {
-            Ok(lag) => {
-                if let Some(since) = outage.take() {
-                    info!(
-                        seconds = since.elapsed().as_secs(),
-                        "the broker answers again"
-                    );
-                }
-                Some(lag)
-            }
-            Err(e) => {
-                if outage.is_none() {
-                    warn!(
-                        error = %e,
-                        brokers = %settings.kafka.brokers,
-                        "the broker does not answer; waiting for it (check that it is up and that kafka.brokers names it)"
-                    );
-                    outage = Some(Instant::now());
-                }
-                None
-            }
-        };
-        let metrics = state.metrics(lag.as_ref(), outage);
-        if last_report.elapsed() >= Duration::from_secs(10) {
-            last_report = Instant::now();
-            info!(
-                consumed = metrics.consumed,
-                rejected = metrics.rejected,
-                lag = lag.as_ref().map(|l| l.values().sum::<i64>()),
-                checkpoint_age_s = metrics.checkpoint_age_seconds,
-                "progress"
-            );
-        }
-        // in a group, the partitions this instance holds (its share of a
-        // backfill); with `assignment = "all"`, every partition
-        let at_end =
-            !state.assigned.is_empty() && lag.as_ref().is_some_and(|l| l.values().all(|n| *n <= 0));
-        if options.exit_at_end && at_end {
-            for p in state.partitions.values_mut() {
-                p.pipeline.close_all()?;
-            }
-            // every window closed, the last ones still live (the checkpoint
-            // below moves them to the history): the figures read both
-            reporter.finish(state.metrics(lag.as_ref(), outage))?;
-            let tpl = state
-                .checkpoint_all(None)?
-                .unwrap_or_else(TopicPartitionList::new);
-            let summary = state.summary();
-            drop(state);
-            commit(&consumer, &tpl, CommitMode::Sync);
-            info!("every assigned partition read to its end");
-            return Ok(summary);
-        }
-        status.set(
-            SOURCE,
-            SourceStatus {
-                ready: state.rebalanced,
-                metrics: metrics.clone(),
-            },
-        );
-        reporter.report(metrics);
     }
 }
 
@@ -755,13 +956,6 @@ fn commit(consumer: &BaseConsumer<Rebalancer>, tpl: &TopicPartitionList, mode: C
     {
         warn!(error = %e, "committing offsets failed (the checkpoint holds them)");
     }
-}
-
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    // a panic while holding the lock ends the process anyway
-    state
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Records not yet applied, per assigned `topic/partition`.
