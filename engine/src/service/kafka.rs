@@ -640,6 +640,12 @@ impl Poller {
     }
 }
 
+impl Drop for Poller {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// Consumes the configured topics until `stop` is cancelled (or, with
 /// [`RunOptions::exit_at_end`], until every assigned partition is read).
 /// The live rows of the partitions held are part of `queries`' tables
