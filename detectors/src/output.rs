@@ -12,7 +12,7 @@
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::concat_batches;
-use arrow::datatypes::{Float64Type, TimestampMillisecondType, UInt64Type};
+use arrow::datatypes::{ArrowPrimitiveType, Float64Type, TimestampMillisecondType, UInt64Type};
 
 use crate::error::{Error, Result};
 use crate::performance::tracker::model_metrics_schema;
@@ -160,28 +160,29 @@ pub mod cell {
         c.is_valid(row).then(|| c.value(row))
     }
 
+    /// A cell of a primitive column of Arrow type `T`.
+    fn primitive<T: ArrowPrimitiveType>(
+        batch: &RecordBatch,
+        column: &str,
+        row: usize,
+    ) -> Option<T::Native> {
+        let c = batch.column_by_name(column)?.as_primitive_opt::<T>()?;
+        c.is_valid(row).then(|| c.value(row))
+    }
+
     /// A time cell, milliseconds.
     pub fn time(batch: &RecordBatch, column: &str, row: usize) -> Option<i64> {
-        let c = batch
-            .column_by_name(column)?
-            .as_primitive_opt::<TimestampMillisecondType>()?;
-        c.is_valid(row).then(|| c.value(row))
+        primitive::<TimestampMillisecondType>(batch, column, row)
     }
 
     /// An unsigned integer cell.
     pub fn u64(batch: &RecordBatch, column: &str, row: usize) -> Option<u64> {
-        let c = batch
-            .column_by_name(column)?
-            .as_primitive_opt::<UInt64Type>()?;
-        c.is_valid(row).then(|| c.value(row))
+        primitive::<UInt64Type>(batch, column, row)
     }
 
     /// A floating-point cell.
     pub fn f64(batch: &RecordBatch, column: &str, row: usize) -> Option<f64> {
-        let c = batch
-            .column_by_name(column)?
-            .as_primitive_opt::<Float64Type>()?;
-        c.is_valid(row).then(|| c.value(row))
+        primitive::<Float64Type>(batch, column, row)
     }
 }
 
