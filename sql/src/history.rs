@@ -472,7 +472,9 @@ impl WriteJob {
                 let (schema, rows) = unified(&rows)?;
                 let rows = sorted_by_model(&schema, def.model_column, &rows)?;
                 let name = file_name(&self.writer, self.seq, self.seq);
-                let file = stage_file(&dir, &name, &schema, &rows)?;
+                let file = stage_file(&dir, &name, &schema, |w| {
+                    rows.iter().try_for_each(|b| w.write(b).map_err(Into::into))
+                })?;
                 outputs.push(Output {
                     dir,
                     file,
@@ -494,7 +496,10 @@ impl WriteJob {
 }
 
 impl CompactJob {
-    /// Writes each directory's merged file.
+    /// Writes each directory's merged file. The inputs are read a batch at a
+    /// time and merged as they are written (each is sorted by model), so a
+    /// compaction holds a few batches of each input, not the directory's
+    /// rows.
     pub fn run(self) -> Result<Staged> {
         let mut outputs = Vec::new();
         for (dir, inputs) in self.work {
@@ -502,12 +507,6 @@ impl CompactJob {
                 .iter()
                 .map(|&(f, l)| dir.join(file_name(&self.writer, f, l)))
                 .collect();
-            let (schema, batches) = read_files(&paths)?;
-            // the merged rows stay sorted by model, when the files hold the model
-            let batches = match schema.index_of("model_id") {
-                Ok(column) => sorted_by_model(&schema, column, &batches)?,
-                Err(_) => batches,
-            };
             // the inputs' rows in memory (as queries see them), when every
             // one of them is: the merged file's rows, in its order
             let cached: Option<Vec<RecordBatch>> = paths
@@ -527,12 +526,11 @@ impl CompactJob {
             };
             let first = inputs[0].0;
             let last = inputs.iter().map(|&(_, l)| l).max().unwrap_or(first);
-            let file = stage_file(
-                &dir,
-                &file_name(&self.writer, first, last),
-                &schema,
-                &batches,
-            )?;
+            let mut merge = Merge::open(&paths)?;
+            let schema = Arc::clone(&merge.schema);
+            let file = stage_file(&dir, &file_name(&self.writer, first, last), &schema, |w| {
+                merge.write_to(w)
+            })?;
             outputs.push(Output {
                 dir,
                 file,
@@ -545,52 +543,184 @@ impl CompactJob {
     }
 }
 
-/// The rows of Parquet files, in the union of their schemas
-/// ([`unified`]).
-fn read_files(paths: &[PathBuf]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let mut batches = Vec::new();
-    for path in paths {
-        let (file_schema, rows) = crate::cache::read_parquet(path)?;
-        if rows.is_empty() {
-            batches.push(RecordBatch::new_empty(file_schema));
-        } else {
-            batches.extend(rows);
-        }
-    }
-    if batches.is_empty() {
-        return Err(Error::Data {
-            context: "compacting the history".into(),
-            message: "no files".into(),
-        });
-    }
-    unified(&batches).map_err(|e| Error::Data {
-        context: format!("compacting {}", paths[0].display()),
-        message: format!("{e}; the directory cannot be compacted"),
-    })
+/// Rows read a batch at a time from history files, each sorted by model,
+/// and handed on in one order: by model, a model's rows file after file in
+/// the order given (what a stable sort of the files' rows, one file after
+/// the other, gives); without a model column, file after file.
+struct Merge {
+    /// The union of the files' schemas ([`union_schema`]).
+    schema: SchemaRef,
+    /// The model column in `schema`.
+    model: Option<usize>,
+    inputs: Vec<MergeInput>,
 }
 
-/// `batches` in one schema: the union of theirs, columns in the order they
-/// first come, each batch's columns matched by name and a column it lacks
-/// null. (Stored events have a column per feature and a batch per model;
-/// the other tables' batches have one schema already, returned as it is.)
+/// One file of a [`Merge`].
+struct MergeInput {
+    path: PathBuf,
+    reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    /// The batch being taken, in the merge's schema, and the next row of it.
+    batch: Option<(RecordBatch, usize)>,
+    /// The model of the rows last taken, to check the file's order.
+    last: Option<String>,
+}
+
+impl Merge {
+    fn open(paths: &[PathBuf]) -> Result<Merge> {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let mut builders = Vec::with_capacity(paths.len());
+        for path in paths {
+            let context = || format!("compacting {}", path.display());
+            let file = std::fs::File::open(path).map_err(io(context()))?;
+            builders.push(ParquetRecordBatchReaderBuilder::try_new(file).map_err(data(context()))?);
+        }
+        let schemas: Vec<SchemaRef> = builders.iter().map(|b| Arc::clone(b.schema())).collect();
+        let schema = union_schema(&schemas).map_err(|e| Error::Data {
+            context: format!(
+                "compacting {}",
+                paths
+                    .first()
+                    .map_or(String::new(), |p| p.display().to_string())
+            ),
+            message: format!("{e}; the directory cannot be compacted"),
+        })?;
+        let inputs = builders
+            .into_iter()
+            .zip(paths)
+            .map(|(b, path)| {
+                Ok(MergeInput {
+                    path: path.clone(),
+                    reader: b
+                        .build()
+                        .map_err(data(format!("compacting {}", path.display())))?,
+                    batch: None,
+                    last: None,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Merge {
+            model: schema.index_of("model_id").ok(),
+            schema,
+            inputs,
+        })
+    }
+
+    /// Writes every row to `writer`, in the merge's order.
+    fn write_to(&mut self, writer: &mut ArrowWriter<&mut std::fs::File>) -> std::io::Result<()> {
+        let invalid =
+            |e: Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string());
+        while let Some(rows) = self.next_rows().map_err(invalid)? {
+            writer.write(&rows)?;
+        }
+        Ok(())
+    }
+
+    /// The next rows of the merge: a run of one model's rows from one
+    /// batch of one file; `None` at the end.
+    fn next_rows(&mut self) -> Result<Option<RecordBatch>> {
+        for input in &mut self.inputs {
+            input.fill(&self.schema)?;
+        }
+        let Some(model) = self.model else {
+            // file after file, a batch at a time
+            let Some(input) = self.inputs.iter_mut().find(|i| i.batch.is_some()) else {
+                return Ok(None);
+            };
+            return Ok(input.batch.take().map(|(b, _)| b));
+        };
+        // the smallest model; the first file among those holding it
+        let mut next: Option<(usize, &str)> = None;
+        for (i, input) in self.inputs.iter().enumerate() {
+            if let Some((batch, row)) = &input.batch {
+                let id = batch.column(model).as_string::<i32>().value(*row);
+                if next.is_none_or(|(_, n)| id < n) {
+                    next = Some((i, id));
+                }
+            }
+        }
+        let Some((i, _)) = next else {
+            return Ok(None);
+        };
+        let input = &mut self.inputs[i];
+        let Some((batch, row)) = input.batch.take() else {
+            return Ok(None);
+        };
+        let ids = batch.column(model).as_string::<i32>();
+        let id = ids.value(row);
+        if input.last.as_deref().is_some_and(|last| id < last) {
+            return Err(input.unsorted());
+        }
+        let mut end = row + 1;
+        while end < ids.len() && ids.value(end) == id {
+            end += 1;
+        }
+        if end < ids.len() && ids.value(end) < id {
+            return Err(input.unsorted());
+        }
+        input.last = Some(id.to_owned());
+        let rows = batch.slice(row, end - row);
+        if end < batch.num_rows() {
+            input.batch = Some((batch, end));
+        }
+        Ok(Some(rows))
+    }
+}
+
+impl MergeInput {
+    /// Reads the file's next batch with rows, when the last one is taken.
+    fn fill(&mut self, schema: &SchemaRef) -> Result<()> {
+        while self.batch.is_none() {
+            let Some(read) = self.reader.next() else {
+                return Ok(());
+            };
+            let read = read.map_err(data(format!("compacting {}", self.path.display())))?;
+            if read.num_rows() > 0 {
+                self.batch = Some((conform(&read, schema)?, 0));
+            }
+        }
+        Ok(())
+    }
+
+    fn unsorted(&self) -> Error {
+        Error::Data {
+            context: format!("compacting {}", self.path.display()),
+            message: "its rows are not sorted by model_id; the directory cannot be compacted"
+                .into(),
+        }
+    }
+}
+
+/// `batches` in one schema: the union of theirs ([`union_schema`]), each
+/// batch [`conform`]ed to it. (Stored events have a column per feature and a
+/// batch per model; the other tables' batches have one schema already,
+/// returned as it is.)
 fn unified(batches: &[RecordBatch]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let Some(first) = batches.first() else {
+    let schemas: Vec<SchemaRef> = batches.iter().map(RecordBatch::schema).collect();
+    let schema = union_schema(&schemas)?;
+    let batches = batches
+        .iter()
+        .map(|b| conform(b, &schema))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((schema, batches))
+}
+
+/// The union of `schemas`: the first one when they all have its columns,
+/// else columns in the order they first come, a column some schema lacks
+/// nullable.
+fn union_schema(schemas: &[SchemaRef]) -> Result<SchemaRef> {
+    let Some(first) = schemas.first() else {
         return Err(Error::Data {
             context: "history rows".into(),
             message: "no batches".into(),
         });
     };
-    let schema = first.schema();
-    if batches
-        .iter()
-        .all(|b| b.schema().fields() == schema.fields())
-    {
-        return Ok((schema, batches.to_vec()));
+    if schemas.iter().all(|s| s.fields() == first.fields()) {
+        return Ok(Arc::clone(first));
     }
     let mut fields: Vec<arrow::datatypes::Field> = Vec::new();
     let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for b in batches {
-        for f in b.schema().fields() {
+    for s in schemas {
+        for f in s.fields() {
             match index.get(f.name()) {
                 Some(&i) if fields[i].data_type() != f.data_type() => {
                     return Err(Error::Data {
@@ -611,32 +741,30 @@ fn unified(batches: &[RecordBatch]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
             }
         }
     }
-    // a column some batch lacks holds nulls there
+    // a column some schema lacks holds nulls there
     for f in &mut fields {
-        if batches
-            .iter()
-            .any(|b| b.schema().index_of(f.name()).is_err())
-        {
+        if schemas.iter().any(|s| s.index_of(f.name()).is_err()) {
             *f = f.clone().with_nullable(true);
         }
     }
-    let schema = Arc::new(arrow::datatypes::Schema::new(fields));
-    let batches = batches
+    Ok(Arc::new(arrow::datatypes::Schema::new(fields)))
+}
+
+/// `batch` in `schema` (a union of its own): columns matched by name, a
+/// column it lacks null.
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch.clone());
+    }
+    let columns = schema
+        .fields()
         .iter()
-        .map(|b| {
-            let columns = schema
-                .fields()
-                .iter()
-                .map(|f| match b.schema().index_of(f.name()) {
-                    Ok(i) => Arc::clone(b.column(i)),
-                    Err(_) => arrow::array::new_null_array(f.data_type(), b.num_rows()),
-                })
-                .collect();
-            RecordBatch::try_new(Arc::clone(&schema), columns)
-                .map_err(data("history rows in one schema"))
+        .map(|f| match batch.schema().index_of(f.name()) {
+            Ok(i) => Arc::clone(batch.column(i)),
+            Err(_) => arrow::array::new_null_array(f.data_type(), batch.num_rows()),
         })
-        .collect::<Result<Vec<_>>>()?;
-    Ok((schema, batches))
+        .collect();
+    RecordBatch::try_new(Arc::clone(schema), columns).map_err(data("history rows in one schema"))
 }
 
 /// `batches` (of `schema`) sorted by the model column, rows of one model in
@@ -713,13 +841,14 @@ fn split(
     Ok(())
 }
 
-/// Writes `batches` for `dir/name` under a temporary name, synced: in place
-/// once committed (see [`driftwatch_ingest::durable::stage_with`]).
+/// Writes the rows that `fill` gives a writer of `schema` for `dir/name`
+/// under a temporary name, synced: in place once committed (see
+/// [`driftwatch_ingest::durable::stage_with`]).
 fn stage_file(
     dir: &Path,
     name: &str,
     schema: &SchemaRef,
-    batches: &[RecordBatch],
+    fill: impl FnOnce(&mut ArrowWriter<&mut std::fs::File>) -> std::io::Result<()>,
 ) -> Result<driftwatch_ingest::durable::StagedFile> {
     let path = dir.join(name);
     let mut props = WriterProperties::builder()
@@ -740,9 +869,7 @@ fn stage_file(
     let context = format!("writing {}", path.display());
     driftwatch_ingest::durable::stage_with(&path, |file| {
         let mut writer = ArrowWriter::try_new(file, Arc::clone(schema), Some(props))?;
-        for b in batches {
-            writer.write(b)?;
-        }
+        fill(&mut writer)?;
         writer.close()?;
         Ok(())
     })
@@ -840,6 +967,89 @@ mod tests {
         let mut expected = models;
         expected.sort();
         assert_eq!(read, expected);
+    }
+
+    /// A batch of the `windows` table of [`one_row`]: `(model, ms)` rows.
+    fn window_rows(rows: &[(String, i64)]) -> RecordBatch {
+        use arrow::array::{StringArray, TimestampMillisecondArray};
+        let (def, _) = one_row("windows", 0);
+        RecordBatch::try_new(
+            Arc::clone(&def.schema),
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.0))),
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.1),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_compaction_merges_the_files_model_by_model_in_flush_order() {
+        use arrow::datatypes::TimestampMillisecondType;
+        let dir = tempfile::tempdir().unwrap();
+        let mut history = History::open(dir.path(), "w").unwrap();
+        let (def, _) = one_row("windows", 0);
+        // each flush holds every model, more rows than a batch read at once
+        let mut written: Vec<(String, i64)> = Vec::new();
+        for flush in 0..COMPACT_FILES as i64 {
+            let rows: Vec<(String, i64)> = (0..1500)
+                .map(|i| (format!("m{}", (i * 7 + flush) % 5), flush * 1500 + i))
+                .collect();
+            history.write(&[(&def, vec![window_rows(&rows)])]).unwrap();
+            written.extend(rows);
+        }
+        let seq = history.seq();
+        let done = history.compact(seq).unwrap();
+        assert_eq!((done.directories, done.files), (1, COMPACT_FILES));
+        let (_, rows) = crate::cache::read_parquet(
+            &dir.path()
+                .join("windows/date=1970-01-01")
+                .join(file_name("w", 1, seq)),
+        )
+        .unwrap();
+        let read: Vec<(String, i64)> = rows
+            .iter()
+            .flat_map(|b| {
+                let ids = b.column(0).as_string::<i32>();
+                let times = b.column(1).as_primitive::<TimestampMillisecondType>();
+                (0..b.num_rows())
+                    .map(|r| (ids.value(r).to_owned(), times.value(r)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        // by model; a model's rows flush after flush, each in its order
+        written.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(read, written);
+    }
+
+    #[test]
+    fn a_file_not_sorted_by_model_is_not_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut history = History::open(dir.path(), "w").unwrap();
+        let (def, _) = one_row("windows", 0);
+        for i in 0..COMPACT_FILES as i64 {
+            let rows = [("a".to_owned(), i), ("b".to_owned(), i)];
+            history.write(&[(&def, vec![window_rows(&rows)])]).unwrap();
+        }
+        // a file written otherwise, its models out of order
+        let day = dir.path().join("windows/date=1970-01-01");
+        let third = day.join(file_name("w", 3, 3));
+        let unsorted = window_rows(&[("b".to_owned(), 0), ("a".to_owned(), 1)]);
+        let mut writer = ArrowWriter::try_new(
+            std::fs::File::create(&third).unwrap(),
+            unsorted.schema(),
+            None,
+        )
+        .unwrap();
+        writer.write(&unsorted).unwrap();
+        writer.close().unwrap();
+        let e = history.compact(history.seq()).unwrap_err().to_string();
+        assert!(e.contains("not sorted by model_id"), "{e}");
+        assert!(e.contains(&third.display().to_string()), "{e}");
+        // the inputs stay, and nothing else is left in the directory
+        assert_eq!(std::fs::read_dir(&day).unwrap().count(), COMPACT_FILES);
     }
 
     /// The model ids (first column) of `rows`, in their order.
