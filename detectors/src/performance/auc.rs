@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Distinct scores kept exactly before the counts fold into bins.
 pub const EXACT_SCORES: usize = 4096;
@@ -22,14 +22,120 @@ pub const BINS: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ScoreCounts {
     /// Per distinct score (by [`order_key`]): (positives, negatives).
-    Exact(BTreeMap<u64, (u64, u64)>),
+    Exact(Exact),
     /// Per bin of width `1 / BINS`: (positives, negatives).
     Binned(Vec<(u64, u64)>),
 }
 
 impl Default for ScoreCounts {
     fn default() -> Self {
-        ScoreCounts::Exact(BTreeMap::new())
+        ScoreCounts::Exact(Exact::default())
+    }
+}
+
+/// New scores wait unsorted in a tail of at most this many before they are
+/// merged into the sorted ones.
+const TAIL: usize = 32;
+
+/// The exact counts: (positives, negatives) per distinct score, by
+/// [`order_key`]. A window waiting out its label horizon keeps them for
+/// days, so they are kept as flat as they can be: a sorted vector (24 bytes
+/// a score, where a B-tree map took about 40), and the scores not seen
+/// before in a short unsorted tail, merged in when it fills (an insertion
+/// in the middle of the vector for each new score would move half of it).
+/// A score is in the vector or the tail, never both. Written and read like
+/// the map it replaces (a snapshot of either reads back as the other).
+#[derive(Debug, Clone, Default)]
+pub struct Exact {
+    sorted: Vec<(u64, (u64, u64))>,
+    tail: Vec<(u64, (u64, u64))>,
+}
+
+impl Exact {
+    /// Distinct scores counted.
+    fn len(&self) -> usize {
+        self.sorted.len() + self.tail.len()
+    }
+
+    fn add(&mut self, key: u64, pos: u64, neg: u64) {
+        let counts = match self.sorted.binary_search_by_key(&key, |e| e.0) {
+            Ok(i) => &mut self.sorted[i].1,
+            Err(_) => match self.tail.iter().position(|e| e.0 == key) {
+                Some(i) => &mut self.tail[i].1,
+                None => {
+                    if self.tail.len() == TAIL {
+                        self.merge_tail();
+                    }
+                    self.tail.push((key, (pos, neg)));
+                    return;
+                }
+            },
+        };
+        counts.0 += pos;
+        counts.1 += neg;
+    }
+
+    /// Moves the tail into the sorted vector, merging from the back.
+    fn merge_tail(&mut self) {
+        self.tail.sort_unstable_by_key(|e| e.0);
+        let (old, added) = (self.sorted.len(), self.tail.len());
+        if self.sorted.capacity() < old + added {
+            // about an eighth to spare, not the doubling of a push
+            self.sorted.reserve_exact(added + old / 8);
+        }
+        self.sorted.resize(old + added, (0, (0, 0)));
+        let (mut i, mut j) = (old, added);
+        for k in (0..old + added).rev() {
+            if j > 0 && (i == 0 || self.tail[j - 1].0 > self.sorted[i - 1].0) {
+                j -= 1;
+                self.sorted[k] = self.tail[j];
+            } else {
+                i -= 1;
+                self.sorted[k] = self.sorted[i];
+            }
+        }
+        self.tail.clear();
+    }
+
+    /// Every score's counts, in score order.
+    fn iter(&self) -> impl Iterator<Item = (u64, (u64, u64))> + '_ {
+        let mut tail = self.tail.clone();
+        tail.sort_unstable_by_key(|e| e.0);
+        let mut sorted = self.sorted.iter().copied().peekable();
+        let mut tail = tail.into_iter().peekable();
+        std::iter::from_fn(move || match (sorted.peek(), tail.peek()) {
+            (Some(a), Some(b)) if b.0 < a.0 => tail.next(),
+            (Some(_), _) => sorted.next(),
+            (None, _) => tail.next(),
+        })
+    }
+}
+
+impl PartialEq for Exact {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Serialize for Exact {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        // the length first: compact formats (the checkpoint's) need it
+        let mut map = serializer.serialize_map(Some(self.len()))?;
+        for (k, v) in self.iter() {
+            map.serialize_entry(&k, &v)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Exact {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<u64, (u64, u64)>::deserialize(deserializer)?;
+        Ok(Exact {
+            sorted: map.into_iter().collect(),
+            tail: Vec::new(),
+        })
     }
 }
 
@@ -66,9 +172,7 @@ impl ScoreCounts {
     fn add_n(&mut self, score: f64, pos: u64, neg: u64) {
         match self {
             ScoreCounts::Exact(scores) => {
-                let counts = scores.entry(order_key(score)).or_default();
-                counts.0 += pos;
-                counts.1 += neg;
+                scores.add(order_key(score), pos, neg);
                 if scores.len() > EXACT_SCORES {
                     self.fold();
                 }
@@ -84,7 +188,7 @@ impl ScoreCounts {
     fn fold(&mut self) {
         if let ScoreCounts::Exact(scores) = self {
             let mut bins = vec![(0, 0); BINS];
-            for (&k, &(p, n)) in scores.iter() {
+            for (k, (p, n)) in scores.iter() {
                 let b = &mut bins[bin(from_order_key(k))];
                 b.0 += p;
                 b.1 += n;
@@ -97,7 +201,7 @@ impl ScoreCounts {
     pub fn merge(&mut self, other: ScoreCounts) {
         match other {
             ScoreCounts::Exact(scores) => {
-                for (k, (p, n)) in scores {
+                for (k, (p, n)) in scores.iter() {
                     self.add_n(from_order_key(k), p, n);
                 }
             }
@@ -120,7 +224,7 @@ impl ScoreCounts {
 
     fn groups(&self) -> Box<dyn Iterator<Item = (u64, u64)> + '_> {
         match self {
-            ScoreCounts::Exact(scores) => Box::new(scores.values().copied()),
+            ScoreCounts::Exact(scores) => Box::new(scores.iter().map(|(_, c)| c)),
             ScoreCounts::Binned(bins) => Box::new(bins.iter().copied()),
         }
     }
@@ -191,15 +295,69 @@ mod tests {
             c.add(s, positive);
             if let ScoreCounts::Exact(v) = &mut exact {
                 // never folded: the exact reference
-                let c = v.entry(order_key(s)).or_default();
-                c.0 += u64::from(positive);
-                c.1 += u64::from(!positive);
+                v.add(order_key(s), u64::from(positive), u64::from(!positive));
             }
         }
         assert!(!c.is_exact());
         let (a, b) = (c.auc().unwrap_or(0.0), exact.auc().unwrap_or(1.0));
         assert!((a - b).abs() <= c.auc_error_bound(), "{a} vs {b}");
         assert!(c.auc_error_bound() < 0.005);
+    }
+
+    #[test]
+    fn exact_counts_are_those_of_a_map_across_tail_merges() {
+        let mut exact = Exact::default();
+        let mut map: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        let mut x: u64 = 7;
+        for i in 0..20_000u64 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            // about 3,000 distinct keys, each seen several times
+            let key = (x >> 33) % 3_000;
+            let (p, n) = (i % 3, (i + 1) % 2);
+            exact.add(key, p, n);
+            let c = map.entry(key).or_default();
+            c.0 += p;
+            c.1 += n;
+            if i % 997 == 0 {
+                assert_eq!(exact.len(), map.len());
+                assert!(exact.iter().eq(map.iter().map(|(&k, &c)| (k, c))));
+            }
+        }
+        assert!(!exact.tail.is_empty() || exact.sorted.len() == map.len());
+        assert!(exact.iter().eq(map.iter().map(|(&k, &c)| (k, c))));
+    }
+
+    /// `ScoreCounts` as it was written before its exact counts were a
+    /// sorted vector.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Written {
+        Exact(BTreeMap<u64, (u64, u64)>),
+        Binned(Vec<(u64, u64)>),
+    }
+
+    #[test]
+    fn exact_counts_are_written_as_the_map_they_replaced() {
+        let mut c = ScoreCounts::default();
+        let mut map: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        // scores in the sorted vector and in the tail
+        for i in 0..(3 * TAIL as u64 + 5) {
+            let s = (i * 37 % 101) as f64 / 101.0;
+            c.add(s, i % 2 == 0);
+            let e = map.entry(order_key(s)).or_default();
+            e.0 += u64::from(i % 2 == 0);
+            e.1 += u64::from(i % 2 != 0);
+        }
+        let ScoreCounts::Exact(exact) = &c else {
+            panic!("folded")
+        };
+        assert!(!exact.tail.is_empty() && !exact.sorted.is_empty());
+        let old = Written::Exact(map);
+        let bytes = postcard::to_allocvec(&c).unwrap();
+        assert_eq!(bytes, postcard::to_allocvec(&old).unwrap());
+        assert_eq!(postcard::from_bytes::<ScoreCounts>(&bytes).unwrap(), c);
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(json, serde_json::to_string(&old).unwrap());
+        assert_eq!(serde_json::from_str::<ScoreCounts>(&json).unwrap(), c);
     }
 
     #[test]
