@@ -238,6 +238,7 @@ struct MemRun {
     bloom: Bloom,
     dir: run::Directory,
     info: Info,
+    labels: Option<WaitingLabels>,
 }
 
 impl MemRun {
@@ -254,7 +255,10 @@ impl MemRun {
     }
 
     fn bytes(&self) -> usize {
-        self.records.capacity() * RECORD_BYTES + self.bloom.bytes() + self.dir.bytes()
+        self.records.capacity() * RECORD_BYTES
+            + self.bloom.bytes()
+            + self.dir.bytes()
+            + labels_bytes(&self.labels)
     }
 }
 
@@ -262,6 +266,20 @@ impl MemRun {
 struct Disk {
     run: DiskRun,
     info: Info,
+    labels: Option<WaitingLabels>,
+}
+
+/// The waiting labels of a run by when they expire, the latest first: (the
+/// clock of its expiry, its place in the run). Listed at the first sweep
+/// that visits the run (`None` before that, or after a label was written
+/// into the run in place), so that later sweeps read only the labels due,
+/// not every record of the run.
+type WaitingLabels = Vec<(EventTime, u32)>;
+
+fn labels_bytes(labels: &Option<WaitingLabels>) -> usize {
+    labels.as_ref().map_or(0, |l| {
+        l.capacity() * std::mem::size_of::<(EventTime, u32)>()
+    })
 }
 
 /// Where a key's newest record is.
@@ -509,7 +527,11 @@ impl PendingStore {
             + self.mem.iter().map(MemRun::bytes).sum::<usize>()
             + self.extras.memory()
             + self.strings.bytes()
-            + self.disk.iter().map(|d| d.run.bytes()).sum::<usize>()
+            + self
+                .disk
+                .iter()
+                .map(|d| d.run.bytes() + labels_bytes(&d.labels))
+                .sum::<usize>()
             + self.sweeps.times.capacity() * 8
     }
 
@@ -620,6 +642,8 @@ impl PendingStore {
                 m.info.min_stamp = m.info.min_stamp.min(r.stamp);
                 if let Some(due) = label_due {
                     m.info.label_due = m.info.label_due.min(due);
+                    // listed again at the next sweep that visits the run
+                    m.labels = None;
                 }
                 let gone = self.expiry.gone_at(&r);
                 m.info.all_gone = m.info.all_gone.max(gone);
@@ -660,6 +684,7 @@ impl PendingStore {
         }
         MemRun {
             info: self.info(&records),
+            labels: None,
             dir: run::Directory::new(&records),
             bloom,
             records,
@@ -855,7 +880,11 @@ impl PendingStore {
         drop(records);
         run.load_index().map_err(|e| self.err(e))?;
         let info = info.finish(self);
-        self.disk.push(Disk { run, info });
+        self.disk.push(Disk {
+            run,
+            info,
+            labels: None,
+        });
         loop {
             let n = self.disk.len();
             if n < 2 || self.disk[n - 1].run.len * 2 < self.disk[n - 2].run.len {
@@ -967,7 +996,14 @@ impl PendingStore {
                 older: self.older_runs(i),
                 ..info
             };
-            self.disk.insert(i, Disk { run, info });
+            self.disk.insert(
+                i,
+                Disk {
+                    run,
+                    info,
+                    labels: None,
+                },
+            );
         } else {
             self.doomed.push(seq);
         }
@@ -1011,28 +1047,47 @@ impl PendingStore {
             if self.mem[i].info.label_due > now {
                 continue;
             }
-            let mut next = EventTime::MAX;
-            for r in &self.mem[i].records {
-                if due_now(self, r) {
-                    given_up.push((Loc::Mem(i, 0), *r));
+            let m = &mut self.mem[i];
+            let mut labels = match m.labels.take() {
+                Some(labels) => labels,
+                None => waiting_labels(&self.expiry, m.records.iter().map(|r| Ok(*r)))?,
+            };
+            while let Some(&(at, j)) = labels.last()
+                && at <= now
+            {
+                labels.pop();
+                let r = self.mem[i].records[j as usize];
+                if due_now(self, &r) {
+                    given_up.push((Loc::Mem(i, 0), r));
                 }
-                next = next.min(still_due(self, r).unwrap_or(EventTime::MAX));
             }
-            self.mem[i].info.label_due = next;
+            let m = &mut self.mem[i];
+            m.info.label_due = labels.last().map_or(EventTime::MAX, |l| l.0);
+            m.labels = Some(labels);
         }
         for i in 0..self.disk.len() {
             if self.disk[i].info.label_due > now {
                 continue;
             }
-            let mut next = EventTime::MAX;
-            for r in self.disk[i].run.records().map_err(|e| self.err(e))? {
-                let r = r.map_err(|e| self.err(e))?;
+            let mut labels = match self.disk[i].labels.take() {
+                Some(labels) => labels,
+                None => {
+                    let records = self.disk[i].run.records().map_err(|e| self.err(e))?;
+                    waiting_labels(&self.expiry, records).map_err(|e| self.err(e))?
+                }
+            };
+            while let Some(&(at, j)) = labels.last()
+                && at <= now
+            {
+                labels.pop();
+                let r = self.disk[i].run.record_at(j).map_err(|e| self.err(e))?;
                 if due_now(self, &r) && !self.hidden(r.key(), i)? {
                     given_up.push((Loc::Disk(i), r));
                 }
-                next = next.min(still_due(self, &r).unwrap_or(EventTime::MAX));
             }
-            self.disk[i].info.label_due = next;
+            let d = &mut self.disk[i];
+            d.info.label_due = labels.last().map_or(EventTime::MAX, |l| l.0);
+            d.labels = Some(labels);
         }
         let mut models = Vec::with_capacity(given_up.len());
         for (loc, r) in given_up {
@@ -1262,7 +1317,11 @@ impl PendingStore {
             for (seq, len, info) in header.disk {
                 let run = DiskRun::open(&dir, seq, len as usize).map_err(|e| self.err(e))?;
                 named.push(seq);
-                self.disk.push(Disk { run, info });
+                self.disk.push(Disk {
+                    run,
+                    info,
+                    labels: None,
+                });
             }
             self.doomed = self
                 .files()?
@@ -1296,6 +1355,23 @@ impl PendingStore {
             false
         });
     }
+}
+
+/// The waiting labels among a run's `records` ([`WaitingLabels`]).
+fn waiting_labels<E>(
+    expiry: &Expiry,
+    records: impl Iterator<Item = std::result::Result<Record, E>>,
+) -> std::result::Result<WaitingLabels, E> {
+    let mut labels = Vec::new();
+    for (j, r) in records.enumerate() {
+        let r = r?;
+        if r.kind() == LABEL && !r.is_gone() {
+            // a run holds fewer than 2³² records: its memory budget says so
+            labels.push((expiry.label_expires(r.time), j as u32));
+        }
+    }
+    labels.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(labels)
 }
 
 /// Builds a run's [`Info`] from its records one at a time.

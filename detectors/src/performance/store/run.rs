@@ -276,6 +276,15 @@ impl DiskRun {
         Ok(None)
     }
 
+    /// Its record number `i` (in key order).
+    pub fn record_at(&self, i: u32) -> Result<Record, String> {
+        let mut buf = [0u8; RECORD_BYTES];
+        self.file
+            .read_exact_at(&mut buf, u64::from(i) * RECORD_BYTES as u64)
+            .map_err(|e| io_err(&self.path, e))?;
+        Ok(Record::read(&buf))
+    }
+
     /// The extra a record of this run points to.
     pub fn extra(&self, r: &Record) -> Result<Extra, String> {
         let ext = self.path.with_extension("ext");
