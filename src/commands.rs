@@ -289,9 +289,9 @@ fn sql(settings: &Config, args: &SqlArgs) -> Result<()> {
     Ok(())
 }
 
-/// `driftwatch run`: the API and HTTP ingest on one tokio runtime, Kafka
-/// (when configured) on a thread of its own; SIGTERM / SIGINT stop intake,
-/// checkpoint every source and exit.
+/// `driftwatch run`: the API, HTTP ingest and the delivery worker on one
+/// tokio runtime, Kafka (when configured) on a thread of its own; SIGTERM /
+/// SIGINT stop intake, checkpoint every source, drain the outboxes and exit.
 fn run_service(args: &crate::cli::RunArgs, settings: &crate::settings::Settings) -> Result<()> {
     use driftwatch_engine::service::{HttpIngest, Shared};
     let started = Instant::now();
@@ -336,7 +336,7 @@ fn run_service(args: &crate::cli::RunArgs, settings: &crate::settings::Settings)
     if matches!(rules, Some(RuleSource::Bundled(_))) {
         info!(dir = %config.sql.rules_dir.display(), "no rules directory (sql.rules_dir): the bundled rules");
     }
-    let shared = Shared::new(config, rules)?;
+    let shared = Shared::new(config, rules, runtime.handle())?;
     let ingest = if settings.api.ingest {
         Some(Arc::new(HttpIngest::start(config, &shared, &stop)?))
     } else {

@@ -144,8 +144,12 @@ pub fn runner(
     RuleRunner::new(&runner_config(config), engine, rules, writer)
 }
 
-/// The delivery worker, when actions are configured.
-pub fn dispatcher(config: &Config) -> Result<Option<Dispatcher>> {
+/// The delivery worker, when actions are configured: a task on `runtime`
+/// (the process's), or without one on a thread of its own.
+pub fn dispatcher(
+    config: &Config,
+    runtime: Option<&tokio::runtime::Handle>,
+) -> Result<Option<Dispatcher>> {
     if config.action_set.is_empty() {
         return Ok(None);
     }
@@ -153,8 +157,12 @@ pub fn dispatcher(config: &Config) -> Result<Option<Dispatcher>> {
         Audit::open(&config.data_dir.audit(), config.audit_sync)
             .map_err(context("opening the audit log"))?,
     );
-    let d = Dispatcher::start(config.action_set.clone(), audit, system_clock())
-        .map_err(context("starting the delivery worker"))?;
+    let actions = config.action_set.clone();
+    let d = match runtime {
+        Some(runtime) => Dispatcher::spawn(actions, audit, system_clock(), runtime),
+        None => Dispatcher::start(actions, audit, system_clock())
+            .map_err(context("starting the delivery worker"))?,
+    };
     Ok(Some(d))
 }
 

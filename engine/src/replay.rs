@@ -82,7 +82,8 @@ impl Replay {
             info!(rules = runner.rule_count(), "alert rules loaded");
         }
         let dispatcher = match runner.triggers() {
-            Some(_) => alerting::dispatcher(config)?,
+            // a replay has no runtime: the worker's thread brings one
+            Some(_) => alerting::dispatcher(config, None)?,
             None => None,
         };
         if let Some(d) = &dispatcher {

@@ -1,14 +1,17 @@
-//! The delivery worker: one thread with its own async runtime takes due
-//! entries from every outbox it was given, attempts them (several at once),
-//! and records each outcome in the outbox before anything else: retry at a
-//! later time (exponential backoff with jitter), delivered, or given up.
+//! The delivery worker: one task takes due entries from every outbox it was
+//! given, attempts them (several at once), and records each outcome in the
+//! outbox before anything else: retry at a later time (exponential backoff
+//! with jitter), delivered, or given up. The task runs on the process's
+//! runtime ([`Dispatcher::spawn`]: `driftwatch run`), or on a thread of its
+//! own with a runtime of its own where the process has none
+//! ([`Dispatcher::start`]: a replay, the demo).
 //!
 //! Pipelines never wait for a receiver; the worker never touches their
 //! state. What it learns reaches the `alerts` table through the outbox
 //! ([`crate::Triggers::tick`]).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,7 +19,8 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 use serde::Serialize;
 use serde_json::json;
-use tracing::{info, warn};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, warn};
 
 use crate::actions::{Attempt, attempt};
 use crate::audit::Audit;
@@ -51,7 +55,7 @@ struct Shared {
     outboxes: Mutex<Vec<Arc<Outbox>>>,
     audit: Arc<Audit>,
     clock: Clock,
-    stop: AtomicBool,
+    stop: CancellationToken,
     wake: tokio::sync::Notify,
     counters: Counters,
 }
@@ -59,7 +63,16 @@ struct Shared {
 /// The delivery worker.
 pub struct Dispatcher {
     shared: Arc<Shared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    worker: Mutex<Option<Worker>>,
+}
+
+/// Where the worker runs, to wait for its end.
+enum Worker {
+    /// A thread of its own.
+    Thread(JoinHandle<()>),
+    /// A task on a runtime it was given: disconnected when the task ends
+    /// (or the runtime drops it).
+    Task(std::sync::mpsc::Receiver<()>),
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -76,18 +89,24 @@ const BATCH: usize = 32;
 /// Longest sleep between looks at the outboxes.
 const IDLE: Duration = Duration::from_secs(1);
 
+fn shared(actions: Actions, audit: Arc<Audit>, clock: Clock) -> Arc<Shared> {
+    Arc::new(Shared {
+        actions,
+        outboxes: Mutex::new(Vec::new()),
+        audit,
+        clock,
+        stop: CancellationToken::new(),
+        wake: tokio::sync::Notify::new(),
+        counters: Counters::default(),
+    })
+}
+
 impl Dispatcher {
-    /// Starts the worker for `actions`.
+    /// Starts the worker for `actions` on a thread of its own
+    /// (`driftwatch-deliver`), with a runtime of its own: for a process
+    /// that has no runtime.
     pub fn start(actions: Actions, audit: Arc<Audit>, clock: Clock) -> Result<Self> {
-        let shared = Arc::new(Shared {
-            actions,
-            outboxes: Mutex::new(Vec::new()),
-            audit,
-            clock,
-            stop: AtomicBool::new(false),
-            wake: tokio::sync::Notify::new(),
-            counters: Counters::default(),
-        });
+        let shared = shared(actions, audit, clock);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -99,8 +118,36 @@ impl Dispatcher {
             .map_err(io("starting the delivery thread"))?;
         Ok(Dispatcher {
             shared,
-            thread: Mutex::new(Some(thread)),
+            worker: Mutex::new(Some(Worker::Thread(thread))),
         })
+    }
+
+    /// Starts the worker for `actions` as a task (its logs in the span
+    /// `deliver`) on `runtime`, the process's. [`stop`](Self::stop) ends it
+    /// and waits for it from outside the runtime; the process's
+    /// cancellation token does not, so that a shutdown can still deliver
+    /// what the sources left in their outboxes
+    /// ([`drain`](Self::drain)) before it stops the worker.
+    pub fn spawn(
+        actions: Actions,
+        audit: Arc<Audit>,
+        clock: Clock,
+        runtime: &tokio::runtime::Handle,
+    ) -> Self {
+        let shared = shared(actions, audit, clock);
+        let (ended, end) = std::sync::mpsc::channel::<()>();
+        let worker = shared.clone();
+        runtime.spawn(
+            async move {
+                run(worker).await;
+                drop(ended);
+            }
+            .instrument(tracing::info_span!("deliver")),
+        );
+        Dispatcher {
+            shared,
+            worker: Mutex::new(Some(Worker::Task(end))),
+        }
     }
 
     /// Delivers the entries of `outbox` too (those left by an earlier run first).
@@ -172,26 +219,37 @@ impl Dispatcher {
         }
     }
 
-    /// Stops the worker after the attempts under way.
+    /// Stops the worker after the attempts under way, and waits for it.
+    /// Not to be called from a task of the runtime a spawned worker runs
+    /// on (it would wait on the thread the worker needs).
     pub fn stop(&self) -> Result<()> {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        self.wake();
-        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = handle
-            && h.join().is_err()
-        {
-            return Err(Error::State {
+        self.shared.stop.cancel();
+        let worker = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match worker {
+            Some(Worker::Thread(h)) => h.join().map_err(|_| Error::State {
                 context: "the delivery thread".into(),
                 message: "it panicked".into(),
-            });
+            }),
+            Some(Worker::Task(end)) => {
+                // disconnected when the task ends, whether or not it panicked
+                let _ = end.recv();
+                Ok(())
+            }
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
 impl Drop for Dispatcher {
     fn drop(&mut self) {
-        let _ = self.stop();
+        // a task is only told to stop: the last handle may be dropped on
+        // its runtime, where waiting for it could hold up the thread it needs
+        let worker = self.worker.get_mut().unwrap_or_else(|p| p.into_inner());
+        if matches!(worker, Some(Worker::Task(_))) {
+            self.shared.stop.cancel();
+        } else {
+            let _ = self.stop();
+        }
     }
 }
 
@@ -208,7 +266,7 @@ async fn run(shared: Arc<Shared>) {
             return;
         }
     };
-    while !shared.stop.load(Ordering::SeqCst) {
+    while !shared.stop.is_cancelled() {
         let outboxes = shared
             .outboxes
             .lock()
@@ -238,6 +296,7 @@ async fn run(shared: Arc<Shared>) {
         });
         tokio::select! {
             () = shared.wake.notified() => {}
+            () = shared.stop.cancelled() => {}
             () = tokio::time::sleep(wait) => {}
         }
     }

@@ -37,7 +37,19 @@ struct Harness {
 }
 
 impl Harness {
+    /// With the delivery worker on a thread of its own.
     fn new(config: &str, env: &[(&str, &str)]) -> Self {
+        Harness::with_worker(config, env, |actions, audit| {
+            Dispatcher::start(actions, audit, system_clock()).expect("dispatcher")
+        })
+    }
+
+    /// With the delivery worker `start` makes.
+    fn with_worker(
+        config: &str,
+        env: &[(&str, &str)],
+        start: impl FnOnce(Actions, Arc<Audit>) -> Dispatcher,
+    ) -> Self {
         let raw: BTreeMap<String, ActionConfig> = toml::from_str(config).expect("config");
         let env: BTreeMap<String, String> = env
             .iter()
@@ -53,8 +65,7 @@ impl Harness {
         // silences are checked against this hand-moved clock
         let clock: Clock = Arc::new(move || w.load(Ordering::SeqCst));
         let silences = Silences::open(&dir.path().join("silences.json")).expect("silences");
-        let dispatcher =
-            Dispatcher::start(actions.clone(), audit.clone(), system_clock()).expect("dispatcher");
+        let dispatcher = start(actions.clone(), audit.clone());
         dispatcher.add(outbox.clone());
         let mut triggers = Triggers::new(actions, outbox, silences, audit, clock);
         triggers.set_waker(dispatcher.waker());
@@ -357,6 +368,44 @@ fn group_wait_gathers_alerts_and_repeat_interval_reminds() {
     assert_eq!(r.len(), 2);
     assert_eq!(r[1].json()["repeat"], true);
     assert_eq!(statuses(&r[1].json()), ["a:firing", "b:firing"]);
+}
+
+#[test]
+fn a_worker_spawned_on_the_process_runtime_delivers_and_ends_when_stopped() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let hook = Receiver::start();
+    let config = format!("[hook]\nkind = \"webhook\"\nurl = \"{}/\"\n", hook.url);
+    let mut h = Harness::with_worker(&config, &[], |actions, audit| {
+        Dispatcher::spawn(actions, audit, system_clock(), runtime.handle())
+    });
+    assert_eq!(runtime.metrics().num_alive_tasks(), 1, "the worker's task");
+    h.window(T0, &["a"], Hold::default(), Hold::default());
+    assert_eq!(hook.wait_for(1, WAIT).len(), 1);
+    assert_eq!(h.dispatcher.stats().delivered, 1);
+    // stopped: the task has ended when stop returns, and what is written
+    // to the outbox after it stays there
+    h.dispatcher.stop().expect("stop");
+    // the HTTP client's connection tasks close once the worker has dropped it
+    let deadline = std::time::Instant::now() + WAIT;
+    while runtime.metrics().num_alive_tasks() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(runtime.metrics().num_alive_tasks(), 0);
+    let w = window(T0 + HOUR);
+    h.triggers
+        .observe(&w, &["r".to_owned()], &mut [], &mut |_| None);
+    h.triggers.tick(T0 + HOUR).expect("tick");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(hook.requests().len(), 1);
+    assert_eq!(
+        h.dispatcher.pending().expect("pending"),
+        1,
+        "the resolved notice waits"
+    );
 }
 
 #[test]

@@ -162,12 +162,16 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The process SQL engine and the delivery worker `config` asks for;
-    /// every pipeline runs `rules`.
-    pub fn new(config: &Config, rules: Option<alerting::RuleSource>) -> Result<Self> {
+    /// The process SQL engine and the delivery worker `config` asks for,
+    /// a task on `runtime` (the process's); every pipeline runs `rules`.
+    pub fn new(
+        config: &Config,
+        rules: Option<alerting::RuleSource>,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Self> {
         Ok(Shared {
             queries: Arc::new(alerting::process_engine(config)?),
-            dispatcher: alerting::dispatcher(config)?.map(Arc::new),
+            dispatcher: alerting::dispatcher(config, Some(runtime))?.map(Arc::new),
             status: Arc::new(Status::default()),
             rules,
             references: Arc::new(SharedReferences::default()),
