@@ -380,6 +380,29 @@ fn events_posted_over_http_are_answered_per_line_and_seen_by_queries_and_metrics
     let summary = run_summary(dir.path());
     assert_eq!(summary["accepted"], accepted, "{summary}");
     assert_eq!(summary["rejected"], rejected, "{summary}");
+    // the refused lines of the first post are dead letters at their place
+    // in the ingest log (its lines 2 and 4: the log's events 1 and 2)
+    let dead =
+        std::fs::read_to_string(dir.path().join("data/ingest/http/dead-letter.jsonl")).unwrap();
+    let first: Vec<(String, i64)> = dead
+        .lines()
+        .take(2)
+        .map(|l| {
+            let d = json(l);
+            (
+                d["reason"].as_str().unwrap().to_owned(),
+                d["offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        first,
+        [
+            ("invalid_json".to_owned(), 1),
+            ("missing_field".to_owned(), 2)
+        ],
+        "{dead}"
+    );
 }
 
 #[test]

@@ -125,6 +125,17 @@ pub enum Record {
 }
 
 impl Record {
+    /// Says where the record was found (a source that decodes before it
+    /// knows the position: HTTP ingest numbers a post's lines once they
+    /// are in its log).
+    pub fn set_position(&mut self, at: Position) {
+        match self {
+            Record::Event(_, position) | Record::Rejected(Rejected { position, .. }) => {
+                *position = at;
+            }
+        }
+    }
+
     /// The JSON event `bytes` found at `position`, or its refusal keeping
     /// the payload.
     pub fn from_json(decoder: &mut Decoder, position: Position, bytes: &[u8]) -> Self {

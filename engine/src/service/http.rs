@@ -2,13 +2,20 @@
 //! acknowledged and applied by a pipeline of their own.
 //!
 //! ```text
-//! POST /v1/events ─► submit ─► (queue) ─► http-ingest thread:
+//! POST /v1/events ─► submit ─► (queue) ─► http-decode thread: decode and
+//!                                          validate each line (same decoding,
+//!                                          same refusals)
+//!                                            │ (queue)
+//!                                            ▼
+//!                                          http-ingest thread:
 //!                                          append to the log, fsync
-//!                                          apply each line (same decoding,
-//!                                            same dead letters)
+//!                                          apply each record (same dead letters)
 //!                                          reply: each line's outcome
 //!                                          checkpoint when due, roll the log
 //! ```
+//!
+//! The decoding thread works on the next posts while the ingest thread
+//! writes and applies the ones before; both keep the order of the posts.
 //!
 //! The log (`DATA_DIR/ingest/http/log/`) plays the part a Kafka partition
 //! plays for the Kafka source: its lines are numbered from 0, the
@@ -29,7 +36,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use driftwatch_ingest::durable::sync_dir;
-use driftwatch_ingest::{DeadLetterFile, Position};
+use driftwatch_ingest::{DeadLetterFile, Decoder, Position, Record};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -41,7 +48,9 @@ use crate::{CheckpointDir, Config, Error, Result};
 pub const SOURCE: &str = "http";
 /// The one partition of the source.
 const PARTITION: i32 = 0;
-/// Requests waiting for the pipeline; past them a post is told to retry.
+/// Requests waiting to be decoded; past them a post is told to retry.
+/// As many decoded ones may wait for the ingest thread, which writes those
+/// waiting together with one fsync.
 const QUEUE: usize = 64;
 /// How often the thread looks at the clock (checkpoint interval, status).
 const TICK: Duration = Duration::from_millis(200);
@@ -75,6 +84,9 @@ pub enum NotTaken {
 struct Request {
     /// (line in the body, the event on one line)
     events: Vec<(usize, Vec<u8>)>,
+    /// The events decoded, in their order (filled by the decoding thread;
+    /// the position is set when they are in the log).
+    records: Vec<Record>,
     reply: tokio::sync::oneshot::Sender<Result<Vec<LineResult>, String>>,
 }
 
@@ -94,13 +106,20 @@ impl HttpIngest {
         let lock = take_directory(&settings.data_dir.http_ingest())?;
         shared.status.register(SOURCE);
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let (decoded_tx, decoded) = std::sync::mpsc::sync_channel(QUEUE);
+        let decoder = Decoder::new(settings.decoder.clone());
+        let until = stop.clone();
+        std::thread::Builder::new()
+            .name("http-decode".into())
+            .spawn(move || decode_posts(decoder, &until, &rx, &decoded_tx))
+            .map_err(|e| Error::Stopped(format!("starting the HTTP decoding thread: {e}")))?;
         let (settings, shared, stop) = (settings.clone(), shared.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("http-ingest".into())
             .spawn(move || {
                 // held while the log is written
                 let _lock = lock;
-                let result = serve(&settings, &shared, &stop, &rx);
+                let result = serve(&settings, &shared, &stop, &decoded);
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "HTTP ingest stopped");
                     stop.cancel();
@@ -129,7 +148,12 @@ impl HttpIngest {
         let Some(tx) = tx.as_ref() else {
             return Err(NotTaken::Stopped);
         };
-        match tx.try_send(Request { events, reply }) {
+        let request = Request {
+            events,
+            records: Vec::new(),
+            reply,
+        };
+        match tx.try_send(request) {
             Ok(()) => Ok(submitted),
             Err(TrySendError::Full(_)) => Err(NotTaken::Busy),
             Err(TrySendError::Disconnected(_)) => Err(NotTaken::Stopped),
@@ -199,6 +223,41 @@ fn split_events(body: &[u8], single: bool) -> Vec<(usize, Vec<u8>)> {
         .collect()
 }
 
+/// The decoding thread's whole life: each post's lines decoded, in the
+/// order the posts came, until the posts stop (`stop`: those queued are
+/// still decoded) or the ingest thread has gone.
+fn decode_posts(
+    mut decoder: Decoder,
+    stop: &CancellationToken,
+    rx: &Receiver<Request>,
+    decoded: &SyncSender<Request>,
+) {
+    loop {
+        let mut request = if stop.is_cancelled() {
+            match rx.try_recv() {
+                Ok(r) => r,
+                Err(_) => return,
+            }
+        } else {
+            match rx.recv_timeout(TICK) {
+                Ok(r) => r,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        };
+        // numbered by the ingest thread, once in the log
+        let unplaced = Position::Http { offset: 0 };
+        request.records = request
+            .events
+            .iter()
+            .map(|(_, event)| Record::from_json(&mut decoder, unplaced.clone(), event))
+            .collect();
+        if decoded.send(request).is_err() {
+            return;
+        }
+    }
+}
+
 /// The ingest thread's whole life.
 fn serve(
     settings: &Config,
@@ -250,8 +309,9 @@ fn serve(
     let mut last_report = Instant::now();
     loop {
         let first = if stop.is_cancelled() {
-            // stop taking posts; those already queued are applied
-            match rx.try_recv() {
+            // stop taking posts; those already queued are applied: the
+            // decoding thread hands them on, then ends
+            match rx.recv() {
                 Ok(r) => Some(r),
                 Err(_) => break,
             }
@@ -315,8 +375,9 @@ impl Ingest<'_> {
         let mut answers = Vec::with_capacity(batch.len());
         for request in batch {
             let mut results = Vec::with_capacity(request.events.len());
-            for (line, event) in &request.events {
-                let outcome = pipeline.handle_at(Position::Http { offset }, event)?;
+            for ((line, _), mut record) in request.events.iter().zip(request.records) {
+                record.set_position(Position::Http { offset });
+                let outcome = pipeline.handle(record)?;
                 offset += 1;
                 results.push(LineResult {
                     line: *line,
