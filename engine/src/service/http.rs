@@ -94,6 +94,7 @@ struct Request {
 #[allow(missing_debug_implementations)]
 pub struct HttpIngest {
     tx: Mutex<Option<SyncSender<Request>>>,
+    decoding: Mutex<Option<std::thread::JoinHandle<()>>>,
     thread: Mutex<Option<std::thread::JoinHandle<Result<RunSummary>>>>,
 }
 
@@ -109,7 +110,7 @@ impl HttpIngest {
         let (decoded_tx, decoded) = std::sync::mpsc::sync_channel(QUEUE);
         let decoder = Decoder::new(settings.decoder.clone());
         let until = stop.clone();
-        std::thread::Builder::new()
+        let decoding = std::thread::Builder::new()
             .name("http-decode".into())
             .spawn(move || decode_posts(decoder, &until, &rx, &decoded_tx))
             .map_err(|e| Error::Stopped(format!("starting the HTTP decoding thread: {e}")))?;
@@ -129,6 +130,7 @@ impl HttpIngest {
             .map_err(|e| Error::Stopped(format!("starting the HTTP ingest thread: {e}")))?;
         Ok(HttpIngest {
             tx: Mutex::new(Some(tx)),
+            decoding: Mutex::new(Some(decoding)),
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -172,12 +174,25 @@ impl HttpIngest {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        match thread {
+        let summary = match thread {
             Some(t) => t
                 .join()
                 .map_err(|_| Error::Stopped("the HTTP ingest thread panicked".into()))?,
             None => Err(Error::Stopped("HTTP ingest already finished".into())),
+        };
+        // the queue is closed and the ingest thread gone: the decoding
+        // thread has ended or is about to
+        let decoding = self
+            .decoding
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(d) = decoding
+            && d.join().is_err()
+        {
+            return Err(Error::Stopped("the HTTP decoding thread panicked".into()));
         }
+        summary
     }
 }
 

@@ -274,11 +274,11 @@ struct Disk {
 /// that visits the run (`None` before that, or after a label was written
 /// into the run in place), so that later sweeps read only the labels due,
 /// not every record of the run.
-type WaitingLabels = Vec<(EventTime, u32)>;
+type WaitingLabels = Vec<(EventTime, u64)>;
 
 fn labels_bytes(labels: &Option<WaitingLabels>) -> usize {
     labels.as_ref().map_or(0, |l| {
-        l.capacity() * std::mem::size_of::<(EventTime, u32)>()
+        l.capacity() * std::mem::size_of::<(EventTime, u64)>()
     })
 }
 
@@ -1366,8 +1366,7 @@ fn waiting_labels<E>(
     for (j, r) in records.enumerate() {
         let r = r?;
         if r.kind() == LABEL && !r.is_gone() {
-            // a run holds fewer than 2³² records: its memory budget says so
-            labels.push((expiry.label_expires(r.time), j as u32));
+            labels.push((expiry.label_expires(r.time), j as u64));
         }
     }
     labels.sort_unstable_by(|a, b| b.cmp(a));

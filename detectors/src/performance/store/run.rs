@@ -277,10 +277,10 @@ impl DiskRun {
     }
 
     /// Its record number `i` (in key order).
-    pub fn record_at(&self, i: u32) -> Result<Record, String> {
+    pub fn record_at(&self, i: u64) -> Result<Record, String> {
         let mut buf = [0u8; RECORD_BYTES];
         self.file
-            .read_exact_at(&mut buf, u64::from(i) * RECORD_BYTES as u64)
+            .read_exact_at(&mut buf, i * RECORD_BYTES as u64)
             .map_err(|e| io_err(&self.path, e))?;
         Ok(Record::read(&buf))
     }
