@@ -147,8 +147,7 @@ pub(crate) fn window_query(
     // typed as a rule's placeholders are: a placeholder left to guess its
     // type from `w.model_id = $model_id AND …` is not planned
     let plan = engine
-        .plan(sql)
-        .and_then(|p| engine.prepare(&p, &driftwatch_sql::WindowRef::param_types()))
+        .prepared(sql, &driftwatch_sql::WindowRef::param_types())
         .map_err(context(what))?;
     let params = window.params();
     let (_, batches) = engine

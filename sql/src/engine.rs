@@ -452,7 +452,14 @@ pub struct Engine {
     waiter: tokio::runtime::Runtime,
     tables: Tables,
     limits: Limits,
+    /// The queries of [`prepared`](Self::prepared), by their text and
+    /// placeholder types: at most [`KEPT_QUERIES`].
+    kept: Mutex<HashMap<String, Prepared>>,
 }
+
+/// Queries [`Engine::prepared`] keeps; past it the kept ones are dropped and
+/// prepared again as they are asked for.
+const KEPT_QUERIES: usize = 64;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -539,6 +546,7 @@ impl Engine {
             waiter,
             tables,
             limits,
+            kept: Mutex::new(HashMap::new()),
         };
         for (name, base, sql) in VIEWS {
             if engine.tables.get(base).is_none() {
@@ -735,6 +743,33 @@ impl Engine {
         }
     }
 
+    /// `sql` [planned](Self::plan) and [prepared](Self::prepare) with
+    /// `types`, once: the queries the service asks itself again and again
+    /// with other values (an alert's evidence at every notification, a
+    /// model's windows) are kept by their text, and so is the physical plan
+    /// their runs leave behind.
+    pub fn prepared(&self, sql: &str, types: &HashMap<String, DataType>) -> Result<Prepared> {
+        let mut named: Vec<String> = types.iter().map(|(k, t)| format!("{k}: {t}")).collect();
+        named.sort_unstable();
+        let key = format!("{sql}\n-- {}", named.join(", "));
+        if let Some(p) = self
+            .kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(p.clone());
+        }
+        // planned outside the lock: two callers may both plan a new query
+        let prepared = self.prepare(&self.plan(sql)?, types)?;
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= KEPT_QUERIES {
+            kept.clear();
+        }
+        kept.insert(key, prepared.clone());
+        Ok(prepared)
+    }
+
     /// Plans `plan` with `params` and optimises it, without running it.
     pub fn check(&self, plan: &LogicalPlan, params: Option<ParamValues>) -> Result<()> {
         let plan = match params {
@@ -852,5 +887,86 @@ impl Engine {
     pub fn query(&self, sql: &str) -> Result<Rows> {
         let plan = self.plan(sql)?;
         self.execute(&plan, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int64Type;
+
+    use super::*;
+    use crate::WindowRef;
+
+    fn engine() -> Engine {
+        let tables = Tables::new(crate::standard_tables().expect("tables"), None).expect("tables");
+        Engine::new(tables, Limits::default()).expect("engine")
+    }
+
+    fn count(engine: &Engine, p: &Prepared, window: &WindowRef) -> i64 {
+        let params = window.params();
+        let (_, batches) = engine
+            .execute_all(&[Query::Prepared(p, &params)])
+            .pop()
+            .expect("one result")
+            .expect("runs");
+        let n = batches[0].column(0).as_primitive::<Int64Type>();
+        assert_eq!(n.len(), 1);
+        n.value(0)
+    }
+
+    #[test]
+    fn a_query_asked_again_is_prepared_once_and_sees_the_rows_of_each_run() {
+        let engine = engine();
+        let sql = "SELECT count(*) AS n FROM feature_drift \
+                   WHERE model_id = $model_id AND window_end = $window_end";
+        let types = WindowRef::param_types();
+        let first = engine.prepared(sql, &types).expect("prepared");
+        let window = WindowRef {
+            model_id: "churn".into(),
+            model_version: None,
+            start: 1_795_687_200_000, // 2026-11-26T10:00:00Z
+            end: 1_795_690_800_000,
+        };
+        assert_eq!(count(&engine, &first, &window), 0);
+        let rows: Vec<serde_json::Value> = (0..3)
+            .map(|i| {
+                serde_json::json!({
+                    "model_id": "churn", "model_version": "v1",
+                    "window_start": "2026-11-26T10:00:00Z", "window_end": "2026-11-26T11:00:00Z",
+                    "feature": format!("f{i}"), "kind": "numeric", "count": 10,
+                    "reference_count": 10, "psi": 0.1, "level": "ok",
+                })
+            })
+            .collect();
+        let batch = crate::testing::table_rows("feature_drift", &rows).expect("rows");
+        engine.tables().push("feature_drift", &batch).expect("push");
+        let again = engine.prepared(sql, &types).expect("prepared");
+        assert!(Arc::ptr_eq(&first.kept, &again.kept), "prepared again");
+        assert_eq!(count(&engine, &again, &window), 3);
+        let other = WindowRef {
+            model_id: "fraud".into(),
+            ..window
+        };
+        assert_eq!(count(&engine, &again, &other), 0);
+        // other placeholder types: another query
+        let mut types_b = types.clone();
+        types_b.insert("model_id".into(), DataType::LargeUtf8);
+        let typed = engine.prepared(sql, &types_b).expect("prepared");
+        assert!(!Arc::ptr_eq(&first.kept, &typed.kept));
+    }
+
+    #[test]
+    fn the_queries_kept_are_bounded() {
+        let engine = engine();
+        let types = WindowRef::param_types();
+        for i in 0..=KEPT_QUERIES {
+            engine
+                .prepared(&format!("SELECT {i} AS n"), &types)
+                .expect("prepared");
+            let kept = engine.kept.lock().expect("lock").len();
+            assert!(kept <= KEPT_QUERIES, "{kept} kept");
+        }
+        assert_eq!(engine.kept.lock().expect("lock").len(), 1);
     }
 }
