@@ -170,6 +170,12 @@ pub mod cell {
         c.is_valid(row).then(|| c.value(row))
     }
 
+    /// A boolean cell.
+    pub fn bool(batch: &RecordBatch, column: &str, row: usize) -> Option<bool> {
+        let c = batch.column_by_name(column)?.as_boolean_opt()?;
+        c.is_valid(row).then(|| c.value(row))
+    }
+
     /// A time cell, milliseconds.
     pub fn time(batch: &RecordBatch, column: &str, row: usize) -> Option<i64> {
         primitive::<TimestampMillisecondType>(batch, column, row)
@@ -276,6 +282,9 @@ mod tests {
             [(10, vec![Some(10); 2]), (20, vec![Some(20); 3])],
             "each revision's rows, in order"
         );
+        let metrics = rows.table(MODEL_METRICS).expect("metrics");
+        assert_eq!(cell::bool(metrics, "final", 0), Some(false));
+        assert_eq!(cell::bool(metrics, "model_id", 0), None, "not a boolean");
         let points = rows.table(CHANGE_POINTS).expect("change points");
         assert_eq!(cell::text(points, "detector", 0), Some("adwin"));
         assert_eq!(cell::text(points, "model_version", 0), None);

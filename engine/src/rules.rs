@@ -152,16 +152,12 @@ fn evidence(
 /// Whether a closed window is its version's reference, and where the
 /// reference starts, from its `drift_summary` row (`None` without one).
 fn reference_of(window: &Emitted) -> Option<(bool, Option<i64>)> {
-    use arrow::array::{Array, AsArray};
-    let b = window.table("drift_summary")?;
-    if b.num_rows() == 0 {
-        return None;
-    }
-    let own = b.column_by_name("is_reference")?.as_boolean_opt()?.value(0);
-    let start = b
-        .column_by_name("reference_start")?
-        .as_primitive_opt::<arrow::datatypes::TimestampMillisecondType>()?;
-    Some((own, (!start.is_null(0)).then(|| start.value(0))))
+    use driftwatch_detectors::output::cell;
+    let b = window.table("drift_summary").filter(|b| b.num_rows() > 0)?;
+    Some((
+        cell::bool(b, "is_reference", 0)?,
+        cell::time(b, "reference_start", 0),
+    ))
 }
 
 /// The runner's checkpointed state.
@@ -757,6 +753,47 @@ mod tests {
             )],
         }
         .into()
+    }
+
+    #[test]
+    fn a_windows_reference_is_read_from_its_drift_summary() {
+        use std::sync::Arc;
+        let window = |rows: &[serde_json::Value]| -> Emitted {
+            let tables = if rows.is_empty() {
+                Vec::new()
+            } else {
+                vec![(
+                    "drift_summary".to_owned(),
+                    driftwatch_sql::testing::table_rows("drift_summary", rows).expect("rows"),
+                )]
+            };
+            driftwatch_detectors::ClosedWindow {
+                key: driftwatch_detectors::WindowKey {
+                    model_id: Arc::from("churn"),
+                    model_version: None,
+                    start: 0,
+                    end: 3_600_000,
+                },
+                events: 20,
+                tables,
+            }
+            .into()
+        };
+        let row = |own: bool, start: Option<&str>| {
+            serde_json::json!({"model_id": "churn", "model_version": "v1",
+                "window_start": "2026-11-26T01:00:00Z", "window_end": "2026-11-26T02:00:00Z",
+                "features_compared": 3, "features_warning": 0, "features_drifted": 1,
+                "drift_share": 0.33, "is_reference": own, "reference_start": start})
+        };
+        assert_eq!(
+            reference_of(&window(&[row(false, Some("2026-11-20T00:00:00Z"))])),
+            Some((false, Some(1_795_132_800_000)))
+        );
+        assert_eq!(
+            reference_of(&window(&[row(true, None)])),
+            Some((true, None))
+        );
+        assert_eq!(reference_of(&window(&[])), None, "no drift summary");
     }
 
     fn count(runner: &RuleRunner) -> i64 {
