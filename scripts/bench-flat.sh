@@ -67,7 +67,7 @@ run() {
   n=$(wc -l <"$samples")
   plateau=$(tail -n "$((n - n / 2))" "$samples" | sort -n |
     awk '{a[NR] = $1} END {printf "%.1f", (NR ? a[int((NR + 1) / 2)] : 0) / 1024}')
-  printf "%s %.1f %s\n" "$wall" "$(echo "$rss / 1024" | bc -l)" "$plateau"
+  awk -v w="$wall" -v r="$rss" -v p="$plateau" 'BEGIN {printf "%s %.1f %s\n", w, r / 1024, p}'
 }
 
 printf "%-6s %-26s %-26s %-8s %s\n" round "$EVENTS events: wall, peak" "$LONG events: wall, peak" "time ×" "peak RSS × (plateau ×)"
