@@ -18,7 +18,7 @@ use arrow::json::LineDelimitedWriter;
 use driftwatch_detectors::output::{CHANGE_POINTS, LABEL_STATS, cell};
 use driftwatch_detectors::{About, Emitted, WindowKey};
 use driftwatch_ingest::format_time;
-use driftwatch_ingest::names::path_component;
+use driftwatch_ingest::names::{bounded_file_name, path_component};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -262,20 +262,41 @@ impl WindowSink for TableWriters {
 /// differ from those of an uninterrupted run, while each window's final
 /// metrics (`"final": true`) are the same (up to floating-point summation
 /// order) and the counters in the state count every label once.
+///
+/// File names are bounded ([`bounded_file_name`]), and a file that cannot
+/// be written is logged with its model and path and counted
+/// ([`failed`](Self::failed)): these files are a view of the state, which
+/// the checkpoint and the history hold, so one model's file never stops the
+/// pipeline for the others.
 #[derive(Debug)]
 pub struct WindowFiles {
     data: DataDir,
+    failed: u64,
 }
 
 impl WindowFiles {
     /// Result files in the data directory `data`.
     pub fn new(data: DataDir) -> Self {
-        WindowFiles { data }
+        WindowFiles { data, failed: 0 }
     }
 
-    fn path(&self, table: &str, model: &str, mut name: String) -> PathBuf {
+    /// How many files could not be written.
+    pub fn failed(&self) -> u64 {
+        self.failed
+    }
+
+    fn path(&self, table: &str, model: &str, name: String) -> PathBuf {
+        let mut name = bounded_file_name(name);
         name.push_str(".json");
         self.data.window_results(table, model).join(name)
+    }
+
+    /// Writes one file; an error is logged and counted, not returned.
+    fn put(&mut self, model: &str, path: &Path, bytes: Result<Vec<u8>>) {
+        if let Err(e) = bytes.and_then(|b| crate::checkpoint::write_atomically(path, &b)) {
+            self.failed += 1;
+            tracing::warn!(model, path = %path.display(), error = %e, "result file not written");
+        }
     }
 }
 
@@ -328,21 +349,21 @@ fn time_at(batch: &RecordBatch, column: &str, row: usize) -> Result<i64> {
 }
 
 impl WindowFiles {
-    fn write(&self, table: &str, model: &str, name: String, rows: &RecordBatch) -> Result<()> {
+    fn write(&mut self, table: &str, model: &str, name: String, rows: &RecordBatch) {
         let path = self.path(table, model, name);
-        crate::checkpoint::write_atomically(&path, &json_bytes(&rows_json(rows)?)?)
+        self.put(model, &path, rows_json(rows).and_then(|j| json_bytes(&j)));
     }
 
     /// One file per row of `batch`, named by `name` from the row.
     fn each_row(
-        &self,
+        &mut self,
         table: &str,
         batch: &RecordBatch,
         name: impl Fn(&RecordBatch, usize) -> Result<String>,
     ) -> Result<()> {
         for row in 0..batch.num_rows() {
             let model = cell::text(batch, "model_id", row).unwrap_or_default();
-            self.write(table, model, name(batch, row)?, &batch.slice(row, 1))?;
+            self.write(table, model, name(batch, row)?, &batch.slice(row, 1));
         }
         Ok(())
     }
@@ -364,10 +385,11 @@ impl WindowSink for WindowFiles {
                 "tables": tables,
             });
             let path = self.path("windows", &k.model_id, window_name(k));
-            return crate::checkpoint::write_atomically(&path, &json_bytes(&doc)?);
+            self.put(&k.model_id, &path, json_bytes(&doc));
+            return Ok(());
         }
         for (r, metrics) in rows.revisions() {
-            self.write("metrics", &r.key.model_id, window_name(&r.key), &metrics)?;
+            self.write("metrics", &r.key.model_id, window_name(&r.key), &metrics);
         }
         if let Some(points) = rows.table(CHANGE_POINTS) {
             self.each_row(CHANGE_POINTS, points, |b, row| {
@@ -542,6 +564,52 @@ mod tests {
         assert_eq!(plain[0]["statistic"], 0.25);
         let counts = read("label_stats/fraud/0_10.json");
         assert_eq!(counts[0]["waiting"], 3);
+    }
+
+    /// Regression (issue 41, S1): a version of 64 `/` named a change point's
+    /// file past 249 bytes, its temporary past 255; the write failed and
+    /// stopped the service, and every restart failed the same way.
+    #[test]
+    fn window_files_of_longest_ids_are_written_and_one_failure_stops_no_other_model() {
+        use driftwatch_detectors::performance::ChangePoint;
+        let dir = tempfile::tempdir().expect("dir");
+        let mut files = WindowFiles::new(DataDir::new(dir.path()));
+        let point = |model: &str, version: &str| ChangePoint {
+            model_id: model.into(),
+            model_version: Some(version.into()),
+            metric: "error_rate",
+            detector: "page_hinkley",
+            event_time: 1_764_547_200_000,
+            detected_at: 1_764_550_800_000,
+            statistic: 0.25,
+            observations: 40,
+        };
+        // a file where the model `blocked`'s directory would go
+        std::fs::create_dir_all(dir.path().join("change_points")).expect("dir");
+        std::fs::write(dir.path().join("change_points/blocked"), b"").expect("file");
+        let slashes = "/".repeat(64);
+        let accents = "\u{e9}".repeat(32);
+        let report = PerformanceOutput {
+            change_points: vec![
+                point("m", &slashes),
+                point("blocked", "v1"),
+                point("n", &accents),
+            ],
+            ..PerformanceOutput::default()
+        };
+        files
+            .emit(&Emitted::try_from(report).expect("rows"))
+            .expect("one model's failure is not the pipeline's");
+        assert_eq!(files.failed(), 1);
+        for model in ["m", "n"] {
+            let written: Vec<_> = std::fs::read_dir(dir.path().join("change_points").join(model))
+                .expect(model)
+                .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+                .collect();
+            assert_eq!(written.len(), 1, "{written:?}");
+            assert!(written[0].len() <= driftwatch_ingest::names::MAX_FILE_NAME_BYTES + 5);
+            assert!(written[0].ends_with(".json"), "{written:?}");
+        }
     }
 
     #[test]

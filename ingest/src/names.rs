@@ -61,6 +61,32 @@ pub fn path_component(value: &str) -> String {
     out
 }
 
+/// Longest name [`bounded_file_name`] returns, in bytes: with an extension
+/// of up to 16 bytes and the temporary prefix and suffix of an atomic write
+/// (`.{name}.{pid}.{n}.tmp`, at most 34 bytes more) a file name stays under
+/// the 255 bytes file systems allow.
+pub const MAX_FILE_NAME_BYTES: usize = 200;
+
+/// `name` (a file name made of escaped ids and other parts) if it is at most
+/// [`MAX_FILE_NAME_BYTES`] long; otherwise its start, `~` and a 128-bit hash
+/// of the whole name in hex, [`MAX_FILE_NAME_BYTES`] long. Escaped ids hold
+/// no `~`, so a shortened name never equals one kept whole, and two long
+/// names share a file only if their hashes collide.
+pub fn bounded_file_name(name: String) -> String {
+    if name.len() <= MAX_FILE_NAME_BYTES {
+        return name;
+    }
+    let hash = twox_hash::XxHash3_128::oneshot(name.as_bytes());
+    let suffix = format!("~{hash:032x}");
+    let mut keep = MAX_FILE_NAME_BYTES - suffix.len();
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    let mut out = name[..keep].to_owned();
+    out.push_str(&suffix);
+    out
+}
+
 /// The value [`path_component`] escaped.
 pub fn from_path_component(name: &str) -> String {
     let bytes = name.as_bytes();
@@ -102,6 +128,28 @@ mod tests {
         assert_eq!(path_component(""), "%");
         let longest = "/".repeat(MAX_ID_BYTES);
         assert!(path_component(&longest).len() + "model_id=".len() < 255);
+    }
+
+    /// Regression (issue 41, S1): a change point of a version made of 64 `/`
+    /// was named past 249 bytes, its temporary past 255, and writing it
+    /// stopped the service.
+    #[test]
+    fn file_names_made_from_long_ids_stay_under_the_limit() {
+        let version = path_component(&"/".repeat(MAX_ID_BYTES));
+        let long = format!("1764547200000_error_rate_page_hinkley_1764550800000_{version}.json");
+        assert!(long.len() > 240);
+        let bounded = bounded_file_name(long.clone());
+        assert_eq!(bounded.len(), MAX_FILE_NAME_BYTES);
+        assert!(bounded.starts_with("1764547200000_error_rate_page_hinkley_"));
+        let tmp = format!(".{bounded}.{}.{}.tmp", 4_194_304, u64::MAX);
+        assert!(tmp.len() < 255, "{}", tmp.len());
+        // the same name gives the same file; another long name another one
+        assert_eq!(bounded_file_name(long.clone()), bounded);
+        assert_ne!(bounded_file_name(long.replace("page", "adwin")), bounded);
+        // short names are kept, multi-byte ones are cut on a character
+        assert_eq!(bounded_file_name("a_b.json".into()), "a_b.json");
+        let wide = bounded_file_name("é".repeat(150));
+        assert!(wide.len() <= MAX_FILE_NAME_BYTES && wide.contains('~'));
     }
 
     #[test]
