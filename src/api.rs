@@ -246,11 +246,12 @@ async fn post_events(
         let status = match e {
             NotTaken::Busy | NotTaken::Stopped => StatusCode::SERVICE_UNAVAILABLE,
             NotTaken::Empty => StatusCode::BAD_REQUEST,
+            NotTaken::TooMany(_) => StatusCode::PAYLOAD_TOO_LARGE,
         };
         ApiError::new(status, e)
     })?;
-    let results = match submitted.await {
-        Ok(Ok(results)) => results,
+    let answer = match submitted.await {
+        Ok(Ok(answer)) => answer,
         Ok(Err(e)) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e)),
         Err(_) => {
             return Err(ApiError::new(
@@ -259,11 +260,8 @@ async fn post_events(
             ));
         }
     };
-    let accepted = results
-        .iter()
-        .filter(|r| r.outcome == Outcome::Accepted)
-        .count();
-    let rejected: Vec<Value> = results
+    let errors: Vec<Value> = answer
+        .listed
         .iter()
         .filter_map(|r| match &r.outcome {
             Outcome::Accepted => None,
@@ -273,9 +271,11 @@ async fn post_events(
         })
         .collect();
     Ok(axum::Json(json!({
-        "accepted": accepted,
-        "rejected": rejected.len(),
-        "errors": rejected,
+        "accepted": answer.accepted,
+        "rejected": answer.rejected,
+        "rejected_by_reason": answer.rejected_by_reason,
+        "errors": errors,
+        "errors_not_listed": answer.rejected - errors.len(),
     }))
     .into_response())
 }

@@ -21,7 +21,11 @@
 //! plays for the Kafka source: its lines are numbered from 0, the
 //! checkpoint records the number of the next line to apply, and after a
 //! crash the lines past it (acknowledged, not yet checkpointed) are applied
-//! again from the log, so an acknowledged event counts once. The log is cut
+//! again from the log, so an acknowledged event counts once. Each line
+//! holds the clock its post was decided at (`<ms> <event>`): applied again,
+//! an event is judged against that clock, not the one of the restart, so a
+//! refused future event stays refused and what was answered accepted is
+//! accepted again. The log is cut
 //! at every checkpoint: segments wholly before it are deleted, so it holds
 //! at most what arrived between two checkpoints.
 //!
@@ -64,8 +68,44 @@ pub struct LineResult {
     pub outcome: Outcome,
 }
 
-/// A post, handed over; the outcome of each event arrives when applied.
-pub type Submitted = tokio::sync::oneshot::Receiver<Result<Vec<LineResult>, String>>;
+/// Refused lines an answer lists with their reasons; the others are
+/// counted by reason (all are in the dead letters).
+pub const LISTED_REFUSALS: usize = 100;
+
+/// Most events one post may hold: what a post costs (its events, their
+/// outcomes) stays bounded whatever its lines are.
+pub const MAX_EVENTS_PER_POST: usize = 100_000;
+
+/// The answer to a post.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// Events taken.
+    pub accepted: usize,
+    /// Events refused.
+    pub rejected: usize,
+    /// Refusals by reason code.
+    pub rejected_by_reason: std::collections::BTreeMap<&'static str, usize>,
+    /// The first [`LISTED_REFUSALS`] refused lines, in order.
+    pub listed: Vec<LineResult>,
+}
+
+impl Answer {
+    fn add(&mut self, line: usize, outcome: Outcome) {
+        match &outcome {
+            Outcome::Accepted => self.accepted += 1,
+            Outcome::Rejected { reason, .. } => {
+                self.rejected += 1;
+                *self.rejected_by_reason.entry(reason).or_default() += 1;
+                if self.listed.len() < LISTED_REFUSALS {
+                    self.listed.push(LineResult { line, outcome });
+                }
+            }
+        }
+    }
+}
+
+/// A post, handed over; its answer arrives when it is applied.
+pub type Submitted = tokio::sync::oneshot::Receiver<Result<Answer, String>>;
 
 /// Why a post was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,15 +119,21 @@ pub enum NotTaken {
     /// Nothing in the body.
     #[error("the body holds no event")]
     Empty,
+    /// More events than one post may hold.
+    #[error("the body holds {0} events; one post takes at most {MAX_EVENTS_PER_POST}: split it")]
+    TooMany(usize),
 }
 
 struct Request {
     /// (line in the body, the event on one line)
     events: Vec<(usize, Vec<u8>)>,
+    /// The clock the events were decided at (ms since the epoch; set by the
+    /// decoding thread, written to the log with them).
+    clock: i64,
     /// The events decoded, in their order (filled by the decoding thread;
     /// the position is set when they are in the log).
     records: Vec<Record>,
-    reply: tokio::sync::oneshot::Sender<Result<Vec<LineResult>, String>>,
+    reply: tokio::sync::oneshot::Sender<Result<Answer, String>>,
 }
 
 /// The HTTP source of `driftwatch run`.
@@ -138,6 +184,12 @@ impl HttpIngest {
     /// Hands a body over: JSON Lines (one event per line, blank lines
     /// skipped), or with `single` one JSON event that may span lines.
     pub fn submit(&self, body: &[u8], single: bool) -> Result<Submitted, NotTaken> {
+        let lines = if single { 1 } else { line_count(body) };
+        if lines > MAX_EVENTS_PER_POST {
+            // counted before anything is copied (blank lines too: a bound on
+            // what the split would make)
+            return Err(NotTaken::TooMany(lines));
+        }
         let events = split_events(body, single);
         if events.is_empty() {
             return Err(NotTaken::Empty);
@@ -152,6 +204,7 @@ impl HttpIngest {
         };
         let request = Request {
             events,
+            clock: 0,
             records: Vec::new(),
             reply,
         };
@@ -217,6 +270,12 @@ fn take_directory(dir: &Path) -> Result<File> {
     }
 }
 
+/// The lines of a body (its newlines, and one more unless it ends with one).
+fn line_count(body: &[u8]) -> usize {
+    let newlines = body.iter().filter(|b| **b == b'\n').count();
+    newlines + usize::from(!body.ends_with(b"\n"))
+}
+
 /// The events of a body, each on one line, with their line numbers.
 fn split_events(body: &[u8], single: bool) -> Vec<(usize, Vec<u8>)> {
     if single {
@@ -262,11 +321,16 @@ fn decode_posts(
         };
         // numbered by the ingest thread, once in the log
         let unplaced = Position::Http { offset: 0 };
+        // one clock for the post, logged with it
+        let configured = decoder.config().clock;
+        request.clock = decoder.now();
+        decoder.set_clock(Some(request.clock));
         request.records = request
             .events
             .iter()
             .map(|(_, event)| Record::from_json(&mut decoder, unplaced.clone(), event))
             .collect();
+        decoder.set_clock(configured);
         if decoded.send(request).is_err() {
             return;
         }
@@ -300,11 +364,16 @@ fn serve(
         ),
     )?;
     let from = offsets.get(SOURCE).map_or(0, |o| (*o).max(0) as u64);
-    let mut log = Log::open(root.join("log"), from, |offset, line| {
+    let configured = pipeline.decoder().config().clock;
+    let mut log = Log::open(root.join("log"), from, |offset, clock, line| {
+        // judged as when it was answered (lines of an older log, without
+        // their clock, against the configured one)
+        pipeline.decoder().set_clock(clock.or(configured));
         pipeline
             .handle_at(Position::Http { offset }, line)
             .map(|_| ())
     })?;
+    pipeline.decoder().set_clock(configured);
     if log.next > from {
         info!(
             from,
@@ -378,7 +447,10 @@ impl Ingest<'_> {
     /// Makes the posts durable, applies them and answers each.
     fn apply(&mut self, pipeline: &mut Pipeline, log: &mut Log, batch: Vec<Request>) -> Result<()> {
         let first = log.next;
-        if let Err(e) = log.append(batch.iter().flat_map(|r| r.events.iter().map(|e| &e.1))) {
+        let lines = batch
+            .iter()
+            .flat_map(|r| r.events.iter().map(|e| (r.clock, &e.1)));
+        if let Err(e) = log.append(lines) {
             for r in batch {
                 let _ = r
                     .reply
@@ -389,24 +461,20 @@ impl Ingest<'_> {
         let mut offset = first;
         let mut answers = Vec::with_capacity(batch.len());
         for request in batch {
-            let mut results = Vec::with_capacity(request.events.len());
+            let mut answer = Answer::default();
             for ((line, _), mut record) in request.events.iter().zip(request.records) {
                 record.set_position(Position::Http { offset });
-                let outcome = pipeline.handle(record)?;
+                answer.add(*line, pipeline.handle(record)?);
                 offset += 1;
-                results.push(LineResult {
-                    line: *line,
-                    outcome,
-                });
             }
             self.since_checkpoint += request.events.len() as u64;
-            answers.push((request.reply, results));
+            answers.push((request.reply, answer));
         }
         // a poster that reads /metrics next sees its events counted
         self.report(pipeline, true);
-        for (reply, results) in answers {
+        for (reply, answer) in answers {
             // the poster may have gone: its events are in all the same
-            let _ = reply.send(Ok(results));
+            let _ = reply.send(Ok(answer));
         }
         Ok(())
     }
@@ -443,8 +511,14 @@ impl Ingest<'_> {
     }
 }
 
-/// The ingest log: segments of one event per line, named by the number of
-/// their first line.
+/// Extension of log segments whose lines are `<clock ms> <event>`.
+const SEGMENT: &str = "log";
+/// Extension of segments written before lines held their clock (read, and
+/// applied against the configured clock; never written).
+const OLD_SEGMENT: &str = "jsonl";
+
+/// The ingest log: segments of one event per line, each with the clock it
+/// was decided at, named by the number of their first line.
 struct Log {
     dir: PathBuf,
     out: BufWriter<File>,
@@ -456,13 +530,13 @@ struct Log {
 
 impl Log {
     /// Opens the log in `dir`, handing `apply` every line from number
-    /// `from` on (those after the last checkpoint), and starts a new
-    /// segment after them. A line cut short by a crash (no newline) was
-    /// never acknowledged; it is dropped.
+    /// `from` on (those after the last checkpoint) with the clock it was
+    /// decided at, and starts a new segment after them. A line cut short by
+    /// a crash (no newline) was never acknowledged; it is dropped.
     fn open(
         dir: PathBuf,
         from: u64,
-        mut apply: impl FnMut(u64, &[u8]) -> Result<()>,
+        mut apply: impl FnMut(u64, Option<i64>, &[u8]) -> Result<()>,
     ) -> Result<Self> {
         let io = |path: &Path| {
             let path = path.to_owned();
@@ -471,6 +545,7 @@ impl Log {
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let mut next = from;
         for (first, path) in segments(&dir)? {
+            let clocked = path.extension().is_some_and(|e| e == SEGMENT);
             if first > next {
                 return Err(Error::Damaged {
                     path,
@@ -490,7 +565,16 @@ impl Log {
                     break;
                 }
                 if number >= next {
-                    apply(number, &line[..line.len() - 1])?;
+                    let line = &line[..line.len() - 1];
+                    let (clock, event) = if clocked {
+                        split_clock(line).ok_or_else(|| Error::Damaged {
+                            path: path.clone(),
+                            message: format!("line {number} of the ingest log holds no clock"),
+                        })?
+                    } else {
+                        (None, line)
+                    };
+                    apply(number, clock, event)?;
                     next = number + 1;
                 }
                 number += 1;
@@ -506,7 +590,7 @@ impl Log {
     }
 
     fn segment(dir: &Path, first: u64) -> Result<BufWriter<File>> {
-        let path = dir.join(format!("{first:020}.jsonl"));
+        let path = dir.join(format!("{first:020}.{SEGMENT}"));
         let io = |source| Error::Io {
             path: path.clone(),
             source,
@@ -516,15 +600,17 @@ impl Log {
         Ok(BufWriter::new(file))
     }
 
-    /// Appends `events` and makes them durable.
-    fn append<'a>(&mut self, events: impl Iterator<Item = &'a Vec<u8>>) -> Result<()> {
-        let path = self.dir.join(format!("{:020}.jsonl", self.first));
+    /// Appends `events`, each with the clock it was decided at, and makes
+    /// them durable.
+    fn append<'a>(&mut self, events: impl Iterator<Item = (i64, &'a Vec<u8>)>) -> Result<()> {
+        let path = self.dir.join(format!("{:020}.{SEGMENT}", self.first));
         let io = |source| Error::Io {
             path: path.clone(),
             source,
         };
         let mut n = 0;
-        for event in events {
+        for (clock, event) in events {
+            write!(self.out, "{clock} ").map_err(io)?;
             self.out.write_all(event).map_err(io)?;
             self.out.write_all(b"\n").map_err(io)?;
             n += 1;
@@ -552,6 +638,14 @@ impl Log {
     }
 }
 
+/// A log line's clock and event.
+fn split_clock(line: &[u8]) -> Option<(Option<i64>, &[u8])> {
+    // an i64 has at most 20 characters
+    let space = line.iter().take(21).position(|b| *b == b' ')?;
+    let clock = std::str::from_utf8(&line[..space]).ok()?.parse().ok()?;
+    Some((Some(clock), &line[space + 1..]))
+}
+
 /// The segments in `dir`, by their first line.
 fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let io = |source| Error::Io {
@@ -564,8 +658,9 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
         let first = path
             .file_name()
             .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".jsonl"))
-            .and_then(|n| n.parse::<u64>().ok());
+            .and_then(|n| n.rsplit_once('.'))
+            .filter(|(_, ext)| [SEGMENT, OLD_SEGMENT].contains(ext))
+            .and_then(|(n, _)| n.parse::<u64>().ok());
         match first {
             Some(first) => found.push((first, path)),
             None => warn!(path = %path.display(), "not an ingest log segment; left alone"),
@@ -597,18 +692,85 @@ mod tests {
         assert!(split_events(b"\n", true).is_empty());
     }
 
-    fn replayed(dir: &Path, from: u64) -> (Log, Vec<(u64, String)>) {
+    /// Issue 41, S4: 4 MiB of junk lines were answered with a 210 MB list
+    /// of every line's error (4.25 GB peak). An answer lists the first
+    /// refusals and counts the rest by reason; a post holds a bounded
+    /// number of events.
+    #[test]
+    fn an_answer_lists_the_first_refusals_and_counts_the_rest() {
+        let mut answer = Answer::default();
+        let refused = |reason| Outcome::Rejected {
+            reason,
+            message: "why".into(),
+        };
+        for line in 1..=1_000 {
+            answer.add(line, refused("invalid_json"));
+        }
+        answer.add(1_001, Outcome::Accepted);
+        answer.add(1_002, refused("missing_field"));
+        assert_eq!((answer.accepted, answer.rejected), (1, 1_001));
+        assert_eq!(answer.listed.len(), LISTED_REFUSALS);
+        assert_eq!(answer.listed[99].line, 100);
+        assert_eq!(
+            answer.rejected_by_reason,
+            [("invalid_json", 1_000), ("missing_field", 1)].into()
+        );
+        assert_eq!(line_count(b"a\nb\n"), 2);
+        assert_eq!(line_count(b"a\nb"), 2);
+        assert_eq!(
+            line_count(&b"x\n".repeat(MAX_EVENTS_PER_POST + 1)),
+            MAX_EVENTS_PER_POST + 1
+        );
+    }
+
+    fn replayed_with_clocks(dir: &Path, from: u64) -> (Log, Vec<(u64, Option<i64>, String)>) {
         let mut seen = Vec::new();
-        let log = Log::open(dir.to_owned(), from, |n, line| {
-            seen.push((n, String::from_utf8_lossy(line).into_owned()));
+        let log = Log::open(dir.to_owned(), from, |n, clock, line| {
+            seen.push((n, clock, String::from_utf8_lossy(line).into_owned()));
             Ok(())
         })
         .expect("opens");
         (log, seen)
     }
 
+    fn replayed(dir: &Path, from: u64) -> (Log, Vec<(u64, String)>) {
+        let (log, seen) = replayed_with_clocks(dir, from);
+        (log, seen.into_iter().map(|(n, _, l)| (n, l)).collect())
+    }
+
     fn lines(events: &[&str]) -> Vec<Vec<u8>> {
         events.iter().map(|e| e.as_bytes().to_vec()).collect()
+    }
+
+    fn at(clock: i64, lines: &[Vec<u8>]) -> impl Iterator<Item = (i64, &Vec<u8>)> {
+        lines.iter().map(move |l| (clock, l))
+    }
+
+    /// Regression (issue 41, S2): the log was applied after a crash against
+    /// the clock of the restart, so a future event refused when posted was
+    /// taken, and the events answered accepted before it became late.
+    #[test]
+    fn each_line_comes_back_with_the_clock_it_was_decided_at() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("log");
+        let (mut log, _) = replayed(&dir, 0);
+        log.append(at(1_000, &lines(&["{\"a\": 1}", "7 b"])))
+            .expect("append");
+        log.append(at(2_000, &lines(&["c"]))).expect("append");
+        drop(log);
+        let (_, seen) = replayed_with_clocks(&dir, 0);
+        assert_eq!(
+            seen,
+            vec![
+                (0, Some(1_000), "{\"a\": 1}".into()),
+                (1, Some(1_000), "7 b".into()),
+                (2, Some(2_000), "c".into()),
+            ]
+        );
+        // a segment of an older log (no clocks) is read as it was written
+        std::fs::write(dir.join(format!("{:020}.jsonl", 3)), b"d\n").expect("old segment");
+        let (_, seen) = replayed_with_clocks(&dir, 3);
+        assert_eq!(seen, vec![(3, None, "d".into())]);
     }
 
     #[test]
@@ -617,7 +779,7 @@ mod tests {
         let dir = tmp.path().join("log");
         let (mut log, seen) = replayed(&dir, 0);
         assert!(seen.is_empty());
-        log.append(lines(&["a", "b", "c"]).iter()).expect("append");
+        log.append(at(0, &lines(&["a", "b", "c"]))).expect("append");
         assert_eq!(log.next, 3);
         // a crash: everything past the checkpoint (0) comes back
         drop(log);
@@ -627,9 +789,9 @@ mod tests {
             vec![(0, "a".into()), (1, "b".into()), (2, "c".into())]
         );
         // checkpointed at 3: the next open replays only what follows
-        log.append(lines(&["d"]).iter()).expect("append");
+        log.append(at(0, &lines(&["d"]))).expect("append");
         log.cut().expect("cut");
-        log.append(lines(&["e"]).iter()).expect("append");
+        log.append(at(0, &lines(&["e"]))).expect("append");
         assert_eq!(segments(&dir).expect("list").len(), 1, "older segments go");
         drop(log);
         let (log, seen) = replayed(&dir, 4);
@@ -637,13 +799,89 @@ mod tests {
         assert_eq!(log.next, 5);
     }
 
+    fn copy_tree(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("dir");
+        for entry in std::fs::read_dir(from).expect("read") {
+            let entry = entry.expect("entry");
+            let target = to.join(entry.file_name());
+            if entry.file_type().expect("type").is_dir() {
+                copy_tree(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).expect("copy");
+            }
+        }
+    }
+
+    /// Issue 41, S2, as the review saw it: with `max_future_skew = "10s"`,
+    /// an event 40 s ahead is refused and events 3 h old are accepted;
+    /// after a crash and a restart 40 s later, the refused event was taken
+    /// and every accepted one became `late_event` (122,000 of 122,000 in
+    /// the review; here 2,000). Now the restart decides as the posts were
+    /// answered.
+    #[test]
+    fn after_a_crash_the_log_is_applied_as_it_was_answered() {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let now: i64 = 1_764_547_200_000;
+        let settings = |dir: &Path, clock: i64| {
+            let mut c = crate::pipeline::tests::config(dir);
+            c.decoder.max_future_skew_ms = Some(10_000);
+            c.decoder.clock = Some(clock);
+            c
+        };
+        let event = |id: usize, t: i64| {
+            format!(
+                r#"{{"event_id":"e{id}","model_id":"m","timestamp":{t},"features":{{"x":{id}}},"prediction":{{"score":0.5}}}}"#
+            )
+        };
+        let first = settings(&tmp.path().join("a"), now);
+        let shared = Shared::new(&first, None, runtime.handle()).expect("shared");
+        let stop = CancellationToken::new();
+        let ingest = HttpIngest::start(&first, &shared, &stop).expect("started");
+        let answer = |body: String| {
+            ingest
+                .submit(body.as_bytes(), false)
+                .expect("taken")
+                .blocking_recv()
+                .expect("answered")
+                .expect("applied")
+        };
+        let future = answer(event(0, now + 40_000));
+        assert_eq!(future.rejected_by_reason, [("future_event", 1)].into());
+        let old = now - 3 * 3_600_000;
+        for post in 0..4 {
+            let body: Vec<String> = (0..500)
+                .map(|i| event(1 + post * 500 + i, old + (post * 500 + i) as i64))
+                .collect();
+            assert_eq!(answer(body.join("\n")).accepted, 500);
+        }
+        // the crash: the data directory as it is now, before any checkpoint
+        let crashed = tmp.path().join("b");
+        copy_tree(&tmp.path().join("a"), &crashed);
+        stop.cancel();
+        ingest.finish().expect("stopped");
+
+        let second = settings(&crashed, now + 40_000);
+        let shared = Shared::new(&second, None, runtime.handle()).expect("shared");
+        let stop = CancellationToken::new();
+        let ingest = HttpIngest::start(&second, &shared, &stop).expect("restarted");
+        stop.cancel();
+        let summary = ingest.finish().expect("stopped");
+        assert_eq!(summary.accepted, 2_000, "{summary:?}");
+        assert_eq!(
+            summary.rejected_by_reason,
+            [("future_event".to_owned(), 1)].into(),
+            "{summary:?}"
+        );
+    }
+
     #[test]
     fn a_line_cut_short_by_a_crash_is_dropped() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("log");
         let (mut log, _) = replayed(&dir, 0);
-        log.append(lines(&["a"]).iter()).expect("append");
-        let path = dir.join(format!("{:020}.jsonl", 0));
+        log.append(at(0, &lines(&["a"]))).expect("append");
+        let path = dir.join(format!("{:020}.{SEGMENT}", 0));
         drop(log);
         std::fs::OpenOptions::new()
             .append(true)
@@ -670,12 +908,12 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("log");
         let (mut log, _) = replayed(&dir, 0);
-        log.append(lines(&["a", "b"]).iter()).expect("append");
+        log.append(at(0, &lines(&["a", "b"]))).expect("append");
         log.cut().expect("cut");
-        log.append(lines(&["c"]).iter()).expect("append");
+        log.append(at(0, &lines(&["c"]))).expect("append");
         drop(log);
         // the checkpoint says 0, but lines 0 and 1 are gone
-        let err = Log::open(dir.clone(), 0, |_, _| Ok(()))
+        let err = Log::open(dir.clone(), 0, |_, _, _| Ok(()))
             .err()
             .expect("refused");
         assert!(err.to_string().contains("misses lines 0 to 1"), "{err}");

@@ -33,7 +33,7 @@ use crate::pipeline::{Pipeline, PipelineState, RunSummary};
 use crate::sinks::{Background, WindowFiles};
 use crate::{CheckpointDir, Config, Result};
 
-pub use http::{HttpIngest, LineResult, Submitted};
+pub use http::{Answer, HttpIngest, LineResult, Submitted};
 
 /// Figures of one source of the service, written to `DATA_DIR/metrics.json`
 /// every few seconds and served by the HTTP API.
