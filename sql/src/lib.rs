@@ -14,6 +14,7 @@
 //! window closes or its metrics are revised, with `$model_id`,
 //! `$model_version`, `$window_start` and `$window_end` bound to that window.
 
+pub mod bounded;
 pub mod cache;
 pub mod engine;
 pub mod error;
