@@ -40,6 +40,10 @@ impl FeatureSchema {
     }
 }
 
+/// Most segments one event may carry (`too_many_segments` past it): each
+/// is a column value of the `events` table, kept for its retention.
+pub const MAX_SEGMENTS: usize = 32;
+
 /// Decoder settings.
 #[derive(Debug, Clone)]
 pub struct DecoderConfig {
@@ -165,6 +169,13 @@ impl Decoder {
     /// unless a test fixed it), in ms since the epoch.
     pub fn now(&self) -> EventTime {
         self.config.now()
+    }
+
+    /// Fixes the clock future event times are checked against (`None`: the
+    /// wall clock). A source that must decide again as it decided before
+    /// (a log applied after a crash) sets the clock it decided at.
+    pub fn set_clock(&mut self, clock: Option<EventTime>) {
+        self.config.clock = clock;
     }
 
     /// Its settings.
@@ -388,6 +399,14 @@ impl Decoder {
         let Some(ScalarMap(raw)) = raw else {
             return Ok(Vec::new());
         };
+        if raw.len() > MAX_SEGMENTS {
+            return Err(Reject::TooMany {
+                code: "too_many_segments",
+                what: format!("{} segments in one event", raw.len()),
+                key: "segments per event",
+                limit: MAX_SEGMENTS as u64,
+            });
+        }
         let mut segments = Vec::with_capacity(raw.len());
         for (Str(name), value) in raw {
             if let Some(value) = value.to_category() {
@@ -835,6 +854,31 @@ mod tests {
             unchecked
                 .decode_json(event("9999-12-31T23:00:00Z", false).as_bytes())
                 .is_ok()
+        );
+    }
+
+    /// Issue 41, M4: 20,000 segments in one event were accepted, and
+    /// afterwards every query on `events` failed ("Resources exhausted").
+    #[test]
+    fn segments_past_the_bound_are_refused() {
+        let segments = |n: usize| {
+            (0..n)
+                .map(|i| format!(r#""s{i}":"v""#))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let event = |n| {
+            format!(
+                r#"{{"event_id":"a","model_id":"m","timestamp":1795608000000,"segments":{{{}}},"prediction":{{"score":0.5}}}}"#,
+                segments(n)
+            )
+        };
+        assert_eq!(decode(&event(MAX_SEGMENTS)).map(|_| ()), Ok(()));
+        let err = decode(&event(20_000)).expect_err("20,000 segments");
+        assert_eq!(err.code(), "too_many_segments");
+        assert_eq!(
+            err.to_string(),
+            "20000 segments in one event; the limit is segments per event = 32"
         );
     }
 
