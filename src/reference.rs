@@ -92,12 +92,12 @@ pub fn label_free_words(l: &driftwatch_engine::reference::LabelFreeSummary) -> S
                 .map(|e| format!(", the scores' calibration error {e:.3}"))
                 .unwrap_or_default()
         ),
-        None if l.labelled > 0 => format!(
-            "no performance estimation: {} labelled predictions (needs {} of two classes or more)",
-            l.labelled,
-            driftwatch_engine::reference::MIN_CALIBRATION_ROWS
+        None => format!(
+            "no performance estimation: {}",
+            l.no_calibration
+                .as_deref()
+                .unwrap_or("no labelled classifier predictions")
         ),
-        None => "no performance estimation: no labelled classifier predictions".to_owned(),
     };
     let multivariate = match l.components {
         Some((k, d)) => format!("multivariate drift on {k} components of {d} features"),
@@ -161,6 +161,7 @@ pub fn show(settings: &Config, model: &str, version: Option<&str>) -> Result<()>
             labelled: calibration.map_or(0, |c| c.labelled),
             labels_beyond_bound: 0,
             calibration,
+            no_calibration: None,
             components: l
                 .multivariate
                 .as_ref()

@@ -310,6 +310,9 @@ pub struct LabelFreeSummary {
     /// What the calibration's reference said (with enough labels of two
     /// classes or more).
     pub calibration: Option<CalibrationFigures>,
+    /// Why there is no calibration, for a person (when there is none and
+    /// the reason is known).
+    pub no_calibration: Option<String>,
     /// Principal components kept, of how many encoded features.
     pub components: Option<(usize, usize)>,
 }
@@ -378,10 +381,12 @@ fn scan(request: &BuildRequest<'_>, mut on: impl FnMut(Record, bool) -> Result<(
 struct Labelled {
     /// the configured task, else the first prediction's
     task: Option<Task>,
-    rows: Vec<(Outcome, String)>,
+    /// whether the task was configured (else its class names are learnt)
+    configured: bool,
+    rows: Vec<(Outcome, Label)>,
     waiting: HashMap<String, Outcome>,
-    /// labels before their prediction: the class
-    early: HashMap<String, String>,
+    /// labels before their prediction
+    early: HashMap<String, Label>,
     /// labels beyond the bound
     dropped: u64,
 }
@@ -395,6 +400,7 @@ impl Labelled {
 
     fn prediction(&mut self, p: &PredictionEvent, configured: Option<&Task>) {
         let task = self.task.get_or_insert_with(|| {
+            self.configured = configured.is_some();
             configured
                 .cloned()
                 .unwrap_or_else(|| Task::infer(&p.prediction))
@@ -402,10 +408,12 @@ impl Labelled {
         if matches!(task, Task::Regression) {
             return;
         }
+        if !self.configured {
+            task.learn_classes(&p.prediction);
+        }
         let outcome = Outcome::from(&p.prediction);
         let label = match &p.label {
-            Some(Label::Class(c)) => Some(c.clone()),
-            Some(Label::Value(_)) => return,
+            Some(label) => Some(label.clone()),
             None => self.early.remove(&p.event_id),
         };
         match label {
@@ -418,49 +426,100 @@ impl Labelled {
     }
 
     fn label(&mut self, l: &LabelEvent) {
-        let Label::Class(c) = &l.label else { return };
         match self.waiting.remove(&l.event_id) {
-            Some(outcome) => self.rows.push((outcome, c.clone())),
+            Some(outcome) => self.rows.push((outcome, l.label.clone())),
             // before its prediction
             None if self.room() => {
-                self.early.insert(l.event_id.clone(), c.clone());
+                self.early.insert(l.event_id.clone(), l.label.clone());
             }
             None => {}
         }
     }
 
-    /// The calibration, with enough labels of two classes or more.
-    fn calibration(&self) -> Option<Calibration> {
-        if self.rows.len() < MIN_CALIBRATION_ROWS {
-            return None;
+    /// The classes the labels name (at most `n`, sorted), for a message.
+    fn classes_seen(&self, task: &Task, n: usize) -> String {
+        let classes: std::collections::BTreeSet<String> = self
+            .rows
+            .iter()
+            .filter_map(|(_, y)| task.label_class(y).map(|c| format!("{c:?}")))
+            .take(100_000)
+            .collect();
+        let mut listed: Vec<String> = classes.iter().take(n).cloned().collect();
+        if classes.len() > n {
+            listed.push(format!("… ({} in all)", classes.len()));
         }
-        match self.task.as_ref()? {
-            task @ Task::Binary {
+        listed.join(", ")
+    }
+
+    /// The calibration, with enough labels of two classes or more; else
+    /// why there is none, for a person.
+    fn calibration(&self) -> Result<Calibration, String> {
+        let Some(task) = self.task.as_ref() else {
+            return Err("no classifier predictions".into());
+        };
+        if matches!(task, Task::Regression) {
+            return Err("a regression model (estimates are for classifiers)".into());
+        }
+        if self.rows.is_empty() {
+            return Err("no labelled predictions".into());
+        }
+        if self.rows.len() < MIN_CALIBRATION_ROWS {
+            return Err(format!(
+                "{} labelled predictions (needs {MIN_CALIBRATION_ROWS})",
+                self.rows.len()
+            ));
+        }
+        let unfit =
+            || "the labels could not be fitted (scores or probabilities all alike)".to_owned();
+        match task {
+            Task::Binary {
                 positive,
+                negative,
                 threshold,
-                ..
             } => {
                 let rows: Vec<(f64, bool, bool)> = self
                     .rows
                     .iter()
                     .filter_map(|(o, y)| {
                         let score = o.score.filter(|s| s.is_finite())?;
+                        let y = task.label_class(y)?;
                         let predicted = predicted_class(task, o)? == positive.as_str();
                         Some((score, y == positive.as_str(), predicted))
                     })
                     .collect();
                 let positives = rows.iter().filter(|r| r.1).count();
-                if rows.len() < MIN_CALIBRATION_ROWS || positives == 0 || positives == rows.len() {
-                    return None;
+                let negatives = self
+                    .rows
+                    .iter()
+                    .filter(|(_, y)| task.label_class(y).is_some_and(|c| c == negative.as_str()))
+                    .count();
+                if positives == 0 || negatives == 0 {
+                    return Err(format!(
+                        "the labels name the classes {} but the scores are the probability of \
+                         positive_class {positive:?} (negative_class {negative:?}): set both \
+                         under [models.<id>] when they are other names",
+                        self.classes_seen(task, 8)
+                    ));
                 }
-                Some(Calibration::Binary(BinaryCalibration {
+                if rows.len() < MIN_CALIBRATION_ROWS {
+                    return Err(format!(
+                        "{} labelled predictions with a score (needs {MIN_CALIBRATION_ROWS})",
+                        rows.len()
+                    ));
+                }
+                if positives == rows.len() {
+                    return Err(format!(
+                        "every labelled prediction with a score is of the class {positive:?}"
+                    ));
+                }
+                Ok(Calibration::Binary(BinaryCalibration {
                     positive: positive.to_string(),
                     threshold: *threshold,
-                    isotonic: Isotonic::fit(rows.iter().map(|r| (r.0, r.1)))?,
-                    reference: ReferenceFigures::of(&rows)?,
+                    isotonic: Isotonic::fit(rows.iter().map(|r| (r.0, r.1))).ok_or_else(unfit)?,
+                    reference: ReferenceFigures::of(&rows).ok_or_else(unfit)?,
                 }))
             }
-            task @ Task::Multiclass => {
+            Task::Multiclass => {
                 // the classes the probabilities name, sorted
                 let classes: Vec<String> = self
                     .rows
@@ -486,21 +545,29 @@ impl Labelled {
                                     .map_or(0.0, |(_, p)| *p)
                             })
                             .collect();
-                        Some((p, index(y)?, index(predicted_class(task, o)?)?))
+                        let y = task.label_class(y)?;
+                        Some((p, index(&y)?, index(predicted_class(task, o)?)?))
                     })
                     .collect();
                 let seen: std::collections::BTreeSet<usize> = rows.iter().map(|r| r.1).collect();
                 if rows.len() < MIN_CALIBRATION_ROWS || seen.len() < 2 {
-                    return None;
+                    return Err(format!(
+                        "{} labelled predictions with probabilities whose label is one of their \
+                         classes, of {} classes (needs {MIN_CALIBRATION_ROWS} of two classes or \
+                         more; the labels name {})",
+                        rows.len(),
+                        seen.len(),
+                        self.classes_seen(task, 8)
+                    ));
                 }
                 let fit: Vec<(Vec<f64>, usize)> =
                     rows.iter().map(|(p, y, _)| (p.clone(), *y)).collect();
-                Some(Calibration::Multiclass {
-                    reference: MulticlassFigures::of(&rows, classes.len())?,
-                    calibration: Multiclass::fit(classes, &fit)?,
+                Ok(Calibration::Multiclass {
+                    reference: MulticlassFigures::of(&rows, classes.len()).ok_or_else(unfit)?,
+                    calibration: Multiclass::fit(classes, &fit).ok_or_else(unfit)?,
                 })
             }
-            Task::Regression => None,
+            Task::Regression => Err("a regression model (estimates are for classifiers)".into()),
         }
     }
 }
@@ -700,12 +767,16 @@ pub fn build(data: &DataDir, request: &BuildRequest<'_>) -> Result<Built> {
     stored.save(&built.path)?;
     built.features = stored.features.len();
 
+    let (calibration, no_calibration) = match labelled.calibration() {
+        Ok(c) => (Some(c), None),
+        Err(why) => (None, Some(why)),
+    };
     let label_free = LabelFreeReference {
         format: LABEL_FREE_FORMAT,
         model_id: model.to_owned(),
         model_version: version.map(str::to_owned),
         profile_sha256: sha256_of(&built.path)?,
-        calibration: labelled.calibration(),
+        calibration,
         multivariate: multivariate(request, &stored)?,
     };
     let path = data.label_free(model, version);
@@ -713,6 +784,7 @@ pub fn build(data: &DataDir, request: &BuildRequest<'_>) -> Result<Built> {
         labelled: labelled.rows.len() as u64,
         labels_beyond_bound: labelled.dropped,
         calibration: label_free.calibration.as_ref().map(Calibration::figures),
+        no_calibration,
         components: label_free
             .multivariate
             .as_ref()

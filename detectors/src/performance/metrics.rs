@@ -9,6 +9,8 @@
 //! left out of the macro average. MAPE is taken over labels other than zero
 //! (a zero label makes the percentage undefined; those are counted instead).
 
+use std::borrow::Cow;
+
 use compact_str::CompactString;
 use driftwatch_ingest::{Label, Prediction};
 use serde::{Deserialize, Serialize};
@@ -57,6 +59,68 @@ impl Task {
         }
     }
 
+    /// The class `label` names for this task, `None` when it names none (a
+    /// regression task, or a number with a fraction). Integers are the
+    /// classes they spell (`1` is `"1"`, as pandas and scikit-learn write
+    /// labels), and for a binary task whose classes are `"1"`/`"0"`,
+    /// `true`/`false` are those classes.
+    pub fn label_class<'a>(&self, label: &'a Label) -> Option<Cow<'a, str>> {
+        let class = match label {
+            Label::Class(c) => Cow::Borrowed(c.as_str()),
+            Label::Value(v) if v.fract() == 0.0 && v.abs() < 9.0e15 => {
+                Cow::Owned(format!("{}", *v as i64))
+            }
+            Label::Value(_) => return None,
+        };
+        match self {
+            Task::Regression => None,
+            Task::Multiclass => Some(class),
+            Task::Binary {
+                positive, negative, ..
+            } => {
+                if class == positive.as_str() || class == negative.as_str() {
+                    return Some(class);
+                }
+                match (truth(&class), truth(positive), truth(negative)) {
+                    (Some(true), Some(true), Some(false)) => Some(Cow::Owned(positive.to_string())),
+                    (Some(false), Some(true), Some(false)) => {
+                        Some(Cow::Owned(negative.to_string()))
+                    }
+                    _ => Some(class),
+                }
+            }
+        }
+    }
+
+    /// Learns a binary task's class names from a prediction that carries
+    /// both its class and its score: a class said with a score at or above
+    /// the threshold is the positive class, below it the negative one. Only
+    /// names still at their defaults (`"1"`, `"0"`) are learnt, once each;
+    /// for a task whose classes were configured this is not called.
+    pub fn learn_classes(&mut self, prediction: &Prediction) {
+        let Task::Binary {
+            positive,
+            negative,
+            threshold,
+        } = self
+        else {
+            return;
+        };
+        let (Some(class), Some(score)) = (&prediction.class, prediction.score) else {
+            return;
+        };
+        if class == positive.as_str() || class == negative.as_str() || truth(class).is_some() {
+            return;
+        }
+        if score >= *threshold {
+            if positive == "1" {
+                *positive = class.as_str().into();
+            }
+        } else if negative == "0" {
+            *negative = class.as_str().into();
+        }
+    }
+
     /// The name used in configuration and output.
     pub fn name(&self) -> &'static str {
         match self {
@@ -66,6 +130,29 @@ impl Task {
         }
     }
 }
+
+/// A class name that spells a truth value (`1`/`true`, `0`/`false`).
+fn truth(class: &str) -> Option<bool> {
+    match class {
+        "1" | "1.0" | "true" | "True" | "TRUE" => Some(true),
+        "0" | "0.0" | "false" | "False" | "FALSE" => Some(false),
+        _ => None,
+    }
+}
+
+/// Most classes one window's counts tell apart; the classes seen after
+/// them are counted together as [`OTHER_CLASS`]. The confusion counts grow
+/// with the square of the classes: a stream of thousands of distinct class
+/// names must not make them gigabytes.
+pub const MAX_CLASSES: usize = 128;
+
+/// The class the classes past [`MAX_CLASSES`] are counted as.
+pub const OTHER_CLASS: &str = "(other)";
+
+/// The predicted class counted when a prediction and its label are two
+/// different classes past [`MAX_CLASSES`]: counted as `(other)` both, the
+/// prediction would count as right.
+pub const OTHER_MISMATCH_CLASS: &str = "(other, not the label)";
 
 /// What a prediction said, kept until its label arrives.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -103,6 +190,10 @@ pub enum Unscorable {
     /// A classifier's prediction carried neither a class, a score nor
     /// probabilities (or a regression prediction no value).
     NoPrediction,
+    /// A binary model's prediction carried only a score, and its label is
+    /// neither the positive nor the negative class: which class the score
+    /// is the probability of is unknown (`positive_class` is not set).
+    UnknownClass,
 }
 
 /// One metric value of a window: `metric` for `class` (`None`: the whole
@@ -174,6 +265,12 @@ impl Classification {
         if let Some(i) = self.classes.iter().position(|c| c == class) {
             return i;
         }
+        if self.classes.len() >= MAX_CLASSES
+            && class != OTHER_CLASS
+            && class != OTHER_MISMATCH_CLASS
+        {
+            return self.class_index(OTHER_CLASS);
+        }
         self.classes.push(class.into());
         for row in &mut self.confusion {
             row.push(0);
@@ -185,7 +282,11 @@ impl Classification {
     fn add(&mut self, task: &Task, outcome: &Outcome, truth: &str) -> Result<(), Unscorable> {
         let predicted = predicted_class(task, outcome).ok_or(Unscorable::NoPrediction)?;
         let t = self.class_index(truth);
-        let p = self.class_index(predicted);
+        let mut p = self.class_index(predicted);
+        if p == t && predicted != truth {
+            // two classes past the bound, counted as one
+            p = self.class_index(OTHER_MISMATCH_CLASS);
+        }
         self.confusion[t][p] += 1;
         let eps = f64::EPSILON;
         match task {
@@ -235,7 +336,15 @@ impl Classification {
         let map: Vec<usize> = other.classes.iter().map(|c| self.class_index(c)).collect();
         for (i, row) in other.confusion.iter().enumerate() {
             for (j, n) in row.iter().enumerate() {
-                self.confusion[map[i]][map[j]] += n;
+                if *n == 0 {
+                    continue;
+                }
+                let (t, mut p) = (map[i], map[j]);
+                if i != j && t == p {
+                    // two classes counted as one past the bound
+                    p = self.class_index(OTHER_MISMATCH_CLASS);
+                }
+                self.confusion[t][p] += n;
             }
         }
         self.log_loss += other.log_loss;
@@ -394,10 +503,11 @@ impl Metrics {
                 self.regression.add(predicted, *truth);
                 Ok(())
             }
-            (Task::Binary { .. } | Task::Multiclass, Label::Class(truth)) => {
-                self.classification.add(task, outcome, truth)
+            (Task::Regression, Label::Class(_)) => Err(Unscorable::LabelKind),
+            _ => {
+                let truth = scorable_class(task, outcome, label)?;
+                self.classification.add(task, outcome, &truth)
             }
-            _ => Err(Unscorable::LabelKind),
         }
     }
 
@@ -420,13 +530,29 @@ impl Metrics {
     /// Whether one labelled prediction was right: for classifiers the class,
     /// for regression `None` (see the absolute error instead).
     pub fn correct(task: &Task, outcome: &Outcome, label: &Label) -> Option<bool> {
-        match (task, label) {
-            (Task::Binary { .. } | Task::Multiclass, Label::Class(truth)) => {
-                predicted_class(task, outcome).map(|p| p == truth)
-            }
-            _ => None,
-        }
+        let truth = scorable_class(task, outcome, label).ok()?;
+        predicted_class(task, outcome).map(|p| p == truth)
     }
+}
+
+/// The class a classifier's label names, if it can be scored against
+/// `outcome` (see [`Unscorable`]).
+fn scorable_class<'a>(
+    task: &Task,
+    outcome: &Outcome,
+    label: &'a Label,
+) -> Result<Cow<'a, str>, Unscorable> {
+    let truth = task.label_class(label).ok_or(Unscorable::LabelKind)?;
+    if let Task::Binary {
+        positive, negative, ..
+    } = task
+        && outcome.class.is_none()
+        && truth != positive.as_str()
+        && truth != negative.as_str()
+    {
+        return Err(Unscorable::UnknownClass);
+    }
+    Ok(truth)
 }
 
 #[cfg(test)]
@@ -508,5 +634,143 @@ mod tests {
         assert_eq!(get(&v, "mape_zero_labels", None), Some(1.0));
         assert_eq!(get(&v, "mae", None), Some(1.0));
         assert_eq!(get(&v, "mean_error", None), Some(1.0));
+    }
+
+    /// Regression (issue 41, item 1): `"label": 1` (pandas, scikit-learn)
+    /// for a classifier of classes `"0"`/`"1"` was counted unscorable.
+    #[test]
+    fn integer_and_boolean_labels_are_the_classes_they_equal() {
+        let task = Task::binary();
+        let mut m = Metrics::default();
+        for (s, y) in [
+            (0.9, Label::Value(1.0)),
+            (0.8, Label::Value(0.0)),
+            (0.3, Label::Class("true".into())),
+            (0.1, Label::Class("false".into())),
+        ] {
+            m.add(&task, &scored(s), &y).expect("scored");
+        }
+        let v = m.values(&task);
+        assert_eq!(get(&v, "accuracy", None), Some(0.5));
+        assert_eq!(get(&v, "roc_auc", None), Some(0.75));
+        assert_eq!(
+            Metrics::correct(&task, &scored(0.9), &Label::Value(1.0)),
+            Some(true)
+        );
+        assert_eq!(
+            m.add(&task, &scored(0.9), &Label::Value(0.5)),
+            Err(Unscorable::LabelKind)
+        );
+        let multi = Task::Multiclass;
+        assert_eq!(multi.label_class(&Label::Value(3.0)).as_deref(), Some("3"));
+        assert_eq!(
+            multi.label_class(&Label::Value(-2.0)).as_deref(),
+            Some("-2")
+        );
+        // `true` is a class of its own where the classes are not 1/0
+        let named = Task::Binary {
+            positive: "yes".into(),
+            negative: "no".into(),
+            threshold: 0.5,
+        };
+        assert_eq!(
+            named.label_class(&Label::Class("true".into())).as_deref(),
+            Some("true")
+        );
+    }
+
+    /// Regression (issue 41, item 2): labels `"yes"`/`"no"` of a
+    /// score-only model without `positive_class` were scored against the
+    /// classes `"1"`/`"0"` (positive rate 0, ROC AUC NULL).
+    #[test]
+    fn labels_of_other_class_names_are_refused_or_learnt() {
+        let mut m = Metrics::default();
+        let task = Task::binary();
+        assert_eq!(
+            m.add(&task, &scored(0.9), &Label::Class("yes".into())),
+            Err(Unscorable::UnknownClass)
+        );
+        // predictions that say their class and score teach the names
+        let mut learnt = Task::binary();
+        let said = |class: &str, score: f64| Prediction {
+            class: Some(class.into()),
+            score: Some(score),
+            ..Prediction::default()
+        };
+        learnt.learn_classes(&said("yes", 0.8));
+        learnt.learn_classes(&said("maybe", 0.9));
+        learnt.learn_classes(&said("no", 0.2));
+        assert_eq!(
+            learnt,
+            Task::Binary {
+                positive: "yes".into(),
+                negative: "no".into(),
+                threshold: 0.5
+            }
+        );
+        let mut m = Metrics::default();
+        for (s, y) in [(0.9, "yes"), (0.8, "no"), (0.3, "yes"), (0.1, "no")] {
+            m.add(&learnt, &scored(s), &Label::Class(y.into()))
+                .expect("scored");
+        }
+        let v = m.values(&learnt);
+        assert_eq!(get(&v, "positive_rate", None), Some(0.5));
+        assert_eq!(get(&v, "roc_auc", None), Some(0.75));
+        // classes that spell truth values are not learnt as names
+        let mut plain = Task::binary();
+        plain.learn_classes(&said("1", 0.9));
+        plain.learn_classes(&said("false", 0.1));
+        assert_eq!(plain, Task::binary());
+    }
+
+    /// Issue 41, S5: 8,000 distinct classes and their labels in one post
+    /// made a window's confusion counts 8,000 × 8,000 (2.59 GB resident,
+    /// a 257 MB checkpoint). Classes past the bound count as one.
+    #[test]
+    fn classes_past_the_bound_are_counted_as_other() {
+        let task = Task::Multiclass;
+        let mut m = Metrics::default();
+        let said = |c: &str| Outcome {
+            class: Some(c.into()),
+            ..Outcome::default()
+        };
+        for i in 0..8_000 {
+            let class = format!("c{i}");
+            m.add(&task, &said(&class), &Label::Class(class.clone()))
+                .expect("scored");
+        }
+        // two different classes past the bound are no right prediction
+        m.add(&task, &said("c9001"), &Label::Class("c9002".into()))
+            .expect("scored");
+        assert_eq!(m.classification.classes.len(), MAX_CLASSES + 2);
+        assert_eq!(m.classification.confusion.len(), MAX_CLASSES + 2);
+        let v = m.values(&task);
+        assert_eq!(get(&v, "accuracy", None), Some(8_000.0 / 8_001.0));
+        let other = v
+            .iter()
+            .find(|x| {
+                x.metric == "confusion"
+                    && x.class.as_deref() == Some(OTHER_CLASS)
+                    && x.predicted.as_deref() == Some(OTHER_CLASS)
+            })
+            .and_then(|x| x.value);
+        assert_eq!(other, Some((8_000 - MAX_CLASSES) as f64));
+        // merging two windows keeps the bound, and the right predictions
+        let mut a = m.clone();
+        a.merge(m);
+        assert_eq!(a.classification.classes.len(), MAX_CLASSES + 2);
+        let v = a.values(&task);
+        assert_eq!(get(&v, "accuracy", None), Some(8_000.0 / 8_001.0));
+        let mut late = Metrics::default();
+        for (t, p) in [("x", "y"), ("z", "z")] {
+            late.add(&task, &said(p), &Label::Class(t.into()))
+                .expect("scored");
+        }
+        let mut full = a.clone();
+        full.merge(late);
+        let v = full.values(&task);
+        assert_eq!(get(&v, "accuracy", None), Some(16_001.0 / 16_004.0));
+        let bytes = serde_json::to_vec(&a).expect("json").len();
+        assert!(bytes < 1 << 20, "{bytes} bytes");
     }
 }

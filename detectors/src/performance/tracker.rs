@@ -39,7 +39,7 @@ use driftwatch_ingest::{EventTime, Label, LabelEvent, PredictionEvent};
 use serde::{Deserialize, Serialize};
 
 use super::change::{Adwin, AdwinConfig, Ddm, DdmConfig, PageHinkley, PageHinkleyConfig};
-use super::metrics::{Metrics, Outcome, Task};
+use super::metrics::{Metrics, Outcome, Task, Unscorable};
 use super::store::{Entry, Expiry, PendingStore, StoreConfig, StoredLabel, WaitingLabel};
 use crate::error::{Error, Result};
 use crate::window::{Watermark, WindowSpec};
@@ -381,6 +381,8 @@ pub struct PerformanceTracker {
     next_due: EventTime,
     stats: PerformanceStats,
     out: PerformanceOutput,
+    /// models whose labels of an unknown class were logged (once each)
+    unknown_class_told: std::collections::HashSet<Arc<str>>,
 }
 
 impl std::fmt::Debug for PerformanceTracker {
@@ -458,6 +460,7 @@ impl PerformanceTracker {
             next_due: EventTime::MIN,
             stats: PerformanceStats::default(),
             out: PerformanceOutput::default(),
+            unknown_class_told: Default::default(),
         })
     }
 
@@ -538,9 +541,21 @@ impl PerformanceTracker {
     pub fn prediction(&mut self, p: &PredictionEvent) -> Result<()> {
         self.clock.observe(p.timestamp);
         self.predictions_clock.observe(p.timestamp);
-        if !self.tasks.contains_key(&p.model_id) {
-            self.tasks
-                .insert(Arc::clone(&p.model_id), Task::infer(&p.prediction));
+        match self.tasks.get_mut(&p.model_id) {
+            None => {
+                let mut task = Task::infer(&p.prediction);
+                task.learn_classes(&p.prediction);
+                self.tasks.insert(Arc::clone(&p.model_id), task);
+            }
+            // a binary task not configured learns its class names from
+            // predictions that carry a class and a score
+            Some(task @ Task::Binary { .. })
+                if p.prediction.class.is_some()
+                    && !self.config.tasks.contains_key(&*p.model_id) =>
+            {
+                task.learn_classes(&p.prediction);
+            }
+            Some(_) => {}
         }
         let series = self.series_of(&p.model_id, &p.model_version);
         let keys: Vec<Wk> = self.window_keys(series, p.timestamp).collect();
@@ -689,9 +704,29 @@ impl PerformanceTracker {
                     }
                     scored = Some(true);
                 }
-                Err(_) => {
+                Err(why) => {
                     w.unscorable_labels += 1;
                     scored = Some(false);
+                    if why == Unscorable::UnknownClass
+                        && self.unknown_class_told.len() < 1_000
+                        && let (
+                            Task::Binary {
+                                positive, negative, ..
+                            },
+                            Some(class),
+                        ) = (&task, task.label_class(label))
+                        && self.unknown_class_told.insert(Arc::clone(&model))
+                    {
+                        tracing::warn!(
+                            model = %model,
+                            class = %class,
+                            positive_class = %positive,
+                            negative_class = %negative,
+                            "labels not scored: the label's class is neither the positive nor \
+                             the negative class, and the predictions carry only a score; set \
+                             positive_class and negative_class under [models.{model}]"
+                        );
+                    }
                 }
             }
         }
