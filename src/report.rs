@@ -51,11 +51,14 @@ pub fn html(report: &Report, now: i64) -> String {
          <link rel=\"icon\" href=\"data:,\"><title>{}</title><style>{STYLE}</style></head><body>",
         esc(&title)
     );
-    let latest = report
-        .performance
-        .iter()
-        .rev()
-        .find_map(|p| p.value.map(|a| (a, p.label_coverage)));
+    // the latest point labelled enough to judge it by (its first labels
+    // are a biased sample)
+    let latest = report.performance.iter().rev().find_map(|p| {
+        let c = p.label_coverage?;
+        (c >= driftwatch_engine::figures::MIN_REPORTED_COVERAGE)
+            .then_some(())
+            .and(p.value.map(|a| (a, c, p.start)))
+    });
     let _ = write!(
         out,
         "<header><h1>{}</h1><p class=\"facts\">{} → {} · <b>{}</b> windows · <b>{}</b> predictions",
@@ -65,15 +68,15 @@ pub fn html(report: &Report, now: i64) -> String {
         report.windows,
         report.predictions,
     );
-    if let Some((a, c)) = latest {
+    if let Some((a, c, start)) = latest {
         let _ = write!(
             out,
-            " · latest {} <b>{a:.3}</b>",
-            metric_name(&report.metric)
+            " · {} <b>{a:.3}</b> from {} ({:.0} % labelled; the latest with {:.0} % or more)",
+            metric_name(&report.metric),
+            esc(&when(start)),
+            c * 100.0,
+            driftwatch_engine::figures::MIN_REPORTED_COVERAGE * 100.0
         );
-        if let Some(c) = c {
-            let _ = write!(out, " ({:.0} % labelled)", c * 100.0);
-        }
     }
     if report.bucket_ms > 0 {
         let _ = write!(out, " · one point per {}", span_text(report.bucket_ms));

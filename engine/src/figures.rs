@@ -25,14 +25,22 @@ pub struct ModelFigures {
     pub features_compared: Option<u64>,
     /// Of those, drifted.
     pub features_drifted: Option<u64>,
-    /// Accuracy of its latest window with labels (latest revision).
+    /// Accuracy of its latest window with at least [`MIN_REPORTED_COVERAGE`]
+    /// of its predictions labelled (latest revision): a window's first
+    /// labels are too few to judge it by.
     pub accuracy: Option<f64>,
     /// Share of that window's predictions labelled.
     pub label_coverage: Option<f64>,
+    /// End of that window (RFC 3339).
+    pub accuracy_window_end: Option<String>,
     /// Accuracy estimated before the labels in its latest window with an
     /// estimate (versions with a label-free reference).
     pub estimated_accuracy: Option<f64>,
 }
+
+/// Share of a window's predictions labelled from which its accuracy is
+/// reported as the model's latest (as the bundled rules judge a window).
+pub const MIN_REPORTED_COVERAGE: f64 = 0.5;
 
 const QUERY: &str = "\
 WITH w AS (
@@ -44,17 +52,19 @@ d AS (
       row_number() OVER (PARTITION BY model_id ORDER BY window_end DESC) AS r
     FROM drift_summary WHERE NOT is_reference) WHERE r = 1),
 a AS (
-  SELECT model_id, value AS accuracy, label_coverage FROM (
-    SELECT model_id, value, label_coverage,
+  SELECT model_id, value AS accuracy, label_coverage, window_end FROM (
+    SELECT model_id, value, label_coverage, window_end,
       row_number() OVER (PARTITION BY model_id ORDER BY window_end DESC, revision DESC) AS r
-    FROM model_metrics WHERE metric = 'accuracy' AND class IS NULL) WHERE r = 1),
+    FROM model_metrics WHERE metric = 'accuracy' AND class IS NULL
+      AND label_coverage >= 0.5) WHERE r = 1),
 e AS (
   SELECT model_id, value AS estimated FROM (
     SELECT model_id, value,
       row_number() OVER (PARTITION BY model_id ORDER BY window_end DESC) AS r
     FROM estimated_metrics WHERE metric = 'accuracy') WHERE r = 1)
 SELECT w.model_id, w.windows, w.predictions, w.latest,
-  d.features_compared, d.features_drifted, a.accuracy, a.label_coverage, e.estimated
+  d.features_compared, d.features_drifted, a.accuracy, a.label_coverage, e.estimated,
+  a.window_end
 FROM w LEFT JOIN d ON w.model_id = d.model_id LEFT JOIN a ON w.model_id = a.model_id
   LEFT JOIN e ON w.model_id = e.model_id
 ORDER BY w.model_id";
@@ -81,6 +91,7 @@ pub fn model_figures(engine: &Engine) -> Result<BTreeMap<String, ModelFigures>> 
                     accuracy: float(b, 6, row),
                     label_coverage: float(b, 7, row),
                     estimated_accuracy: float(b, 8, row),
+                    accuracy_window_end: time(b, 9, row)?.map(driftwatch_ingest::format_time),
                 },
             );
         }
@@ -102,6 +113,11 @@ LEFT JOIN (SELECT model_id, model_version, window_start, window_end, value, labe
 WHERE w.model_id = $model_id AND w.window_end > $window_start AND w.window_start < $window_end
 ORDER BY w.window_start, w.model_version";
 
+/// The widest span of event times a query is asked about (ms since the
+/// epoch, the years 1685 to 2255): timestamps compared in nanoseconds
+/// overflow past it, and `i64::MIN`/`i64::MAX` as bounds matched no row.
+pub const ALL_TIME: (i64, i64) = (-9_000_000_000_000, 9_000_000_000_000);
+
 /// The closed windows of `model` that overlap `[from, to)` (ms since the
 /// epoch), oldest first, one row each: `model_version`, `window_start`,
 /// `window_end`, `events`, `score_mean`, `features_compared`,
@@ -111,8 +127,8 @@ pub fn model_windows(engine: &Engine, model: &str, from: i64, to: i64) -> Result
     let window = driftwatch_sql::WindowRef {
         model_id: model.to_owned(),
         model_version: None,
-        start: from,
-        end: to,
+        start: from.clamp(ALL_TIME.0, ALL_TIME.1),
+        end: to.clamp(ALL_TIME.0, ALL_TIME.1),
     };
     window_query(engine, WINDOWS, &window, "the windows of a model")
 }
@@ -530,6 +546,14 @@ mod tests {
                 "{model}"
             );
             assert!(f.latest_window_end.is_some() && f.features_compared.is_some());
+            // regression (issue 41, item 3): without `from` (or `to`) the API
+            // asked for i64::MIN..i64::MAX and got no window
+            let rows: usize = model_windows(&process, model, i64::MIN, i64::MAX)
+                .expect("windows")
+                .iter()
+                .map(RecordBatch::num_rows)
+                .sum();
+            assert_eq!(rows as u64, *windows, "{model}");
         }
         // a partition given up takes its live rows with it
         let churn = figures["churn"].windows;
