@@ -216,18 +216,26 @@ pub struct AlertsView {
 /// read by `engine` (the history, and the live rows it holds).
 pub fn alerts(engine: &Engine, recent: usize) -> Result<AlertsView> {
     let transitions = "state IN ('pending', 'firing', 'resolved', 'inactive')";
+    // transitions at the same event time in the order they happen (a
+    // version retired in the window its alert turned pending ends it there)
     let current = format!(
         "SELECT state, severity, rule, model_id, model_version, value, \
-           date_format(time, '%Y-%m-%dT%H:%M:%SZ') AS since, instance \
+           date_format(time, '%Y-%m-%dT%H:%M:%SZ') AS since_event_time, instance \
          FROM (SELECT *, row_number() OVER (PARTITION BY rule, model_id, model_version, instance \
-                 ORDER BY time DESC) AS latest \
+                 ORDER BY time DESC, CASE state WHEN 'pending' THEN 3 WHEN 'firing' THEN 2 \
+                   ELSE 1 END) AS latest \
                FROM alerts WHERE {transitions}) \
          WHERE latest = 1 AND state IN ('pending', 'firing') \
          ORDER BY state, severity, rule, model_id"
     );
+    // transitions happen at event times, deliveries (rows with an action)
+    // at the clock's: each in a column of its own
     let recent = format!(
-        "SELECT date_format(time, '%Y-%m-%dT%H:%M:%SZ') AS at, state, severity, rule, model_id, \
-           model_version, value, action, detail \
+        "SELECT CASE WHEN action IS NULL THEN date_format(time, '%Y-%m-%dT%H:%M:%SZ') END \
+             AS event_time, \
+           CASE WHEN action IS NOT NULL THEN date_format(time, '%Y-%m-%dT%H:%M:%SZ') END \
+             AS sent_at, \
+           state, severity, rule, model_id, model_version, value, action, detail \
          FROM alerts ORDER BY time DESC, rule LIMIT {recent}"
     );
     let read = |sql: &str| {
@@ -240,4 +248,59 @@ pub fn alerts(engine: &Engine, recent: usize) -> Result<AlertsView> {
         current: read(&current)?,
         recent: read(&recent)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, AsArray};
+
+    use super::*;
+
+    /// Regression (issue 41, item 4): after the demo, `driftwatch alerts`
+    /// listed `pending accuracy_drop churn v12` as current, while the
+    /// table recorded it pending → inactive at the same event time, when
+    /// v12 was retired.
+    #[test]
+    fn an_alert_ended_at_the_time_it_turned_pending_is_not_current() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = crate::pipeline::tests::config(dir.path());
+        let engine = sql_engine(&config, false).expect("engine");
+        let row = |state: &str, instance: &str, time: &str, action: Option<&str>| {
+            serde_json::json!({
+                "model_id": "churn", "model_version": "v12",
+                "window_start": "2026-11-01T10:00:00Z", "window_end": "2026-11-01T11:00:00Z",
+                "time": time, "rule": "accuracy_drop", "severity": "critical", "state": state,
+                "instance": instance, "value": 0.6, "annotations": "{}", "action": action,
+            })
+        };
+        // the ending first in the rows, as a later file may hold it
+        let rows = [
+            row("inactive", "a", "2026-11-01T11:00:00Z", None),
+            row("pending", "a", "2026-11-01T11:00:00Z", None),
+            row("pending", "b", "2026-11-01T11:00:00Z", None),
+            row("pending", "b", "2026-12-08T03:00:00Z", Some("retrain")),
+        ];
+        let batch = driftwatch_sql::testing::table_rows("alerts", &rows).expect("rows");
+        engine.tables().push("alerts", &batch).expect("pushed");
+        let view = alerts(&engine, 10).expect("alerts");
+        let instances: Vec<String> = view
+            .current
+            .iter()
+            .flat_map(|b| {
+                let c = b
+                    .column_by_name("instance")
+                    .expect("instance")
+                    .as_string::<i32>();
+                (0..c.len())
+                    .map(|i| c.value(i).to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(instances, ["b"]);
+        // event times and the clock's times of deliveries apart
+        let recent = &view.recent[0];
+        let sent = recent.column_by_name("sent_at").expect("sent_at");
+        let event = recent.column_by_name("event_time").expect("event_time");
+        assert_eq!((sent.null_count(), event.null_count()), (3, 1));
+    }
 }
