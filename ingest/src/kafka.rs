@@ -297,10 +297,16 @@ pub struct Produced {
     pub undecodable: u64,
 }
 
+/// How long [`produce_file`] waits for the brokers to answer at first, and
+/// for a message to be delivered.
+pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Publishes an event file to `topic`, one message per event, keyed by
 /// `model_id`. JSON Lines (plain or gzip) are sent byte for byte, bad lines
 /// included (without a key) so that a consumer's dead-letter handling can be
-/// tried; Parquet rows are sent as JSON events.
+/// tried; Parquet rows are sent as JSON events. Brokers that do not answer
+/// within [`PRODUCE_TIMEOUT`], or a topic they do not have, are an error
+/// before anything is sent.
 pub fn produce_file(
     config: &KafkaConfig,
     path: &Path,
@@ -312,8 +318,35 @@ pub fn produce_file(
         .set("linger.ms", "20")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.kbytes", "262144")
+        // a message not delivered in time is counted failed, not retried forever
+        .set(
+            "message.timeout.ms",
+            PRODUCE_TIMEOUT.as_millis().to_string(),
+        )
         .create_with_context(DeliveryCounter::default())
         .map_err(|e| Error::Kafka(format!("creating the producer: {e}")))?;
+    let metadata = producer
+        .client()
+        .fetch_metadata(Some(topic), PRODUCE_TIMEOUT)
+        .map_err(|e| {
+            Error::Kafka(format!(
+                "no broker of {} answered within {}s ({e}): is Kafka running there?",
+                config.brokers,
+                PRODUCE_TIMEOUT.as_secs()
+            ))
+        })?;
+    if let Some(err) = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .and_then(|t| t.error())
+    {
+        return Err(Error::Kafka(format!(
+            "topic {topic} on {}: {} (topics are not created automatically)",
+            config.brokers,
+            RDKafkaErrorCode::from(err)
+        )));
+    }
     let mut decoder = Decoder::new(crate::DecoderConfig::default());
     let mut produced = Produced::default();
     let mut send = |payload: &[u8], key: Option<&str>| -> Result<()> {
@@ -397,6 +430,38 @@ mod tests {
     use rdkafka::producer::BaseProducer;
 
     use super::*;
+
+    /// Regression (issue 41, item 8): `driftwatch produce FILE --brokers
+    /// 127.0.0.1:9` printed nothing and never ended.
+    #[test]
+    fn producing_to_brokers_that_do_not_answer_is_an_error_naming_them() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("events.jsonl");
+        std::fs::write(
+            &file,
+            r#"{"event_id":"a","model_id":"m","timestamp":0,"prediction":{"score":0.5}}"#,
+        )
+        .expect("file");
+        let config = KafkaConfig {
+            brokers: format!("127.0.0.1:{port}"),
+            ..KafkaConfig::default()
+        };
+        let started = std::time::Instant::now();
+        let err = produce_file(&config, &file, "predictions", |_| {}).expect_err("no broker");
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{port}")),
+            "{err}"
+        );
+        assert!(
+            started.elapsed() < PRODUCE_TIMEOUT * 2,
+            "{:?}",
+            started.elapsed()
+        );
+    }
 
     #[test]
     fn tls_and_sasl_settings_are_accepted() {
