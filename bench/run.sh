@@ -147,7 +147,7 @@ for i in 1 2 3; do
   for c in summaries drift all rules; do
     replay_config "$c"
     rm -rf "$WORK/data" "$WORK/dw-$c"
-    timed driftwatch "$c" "$WORK/dw-$c.txt" "$BIN" replay "$JSONL" -q --out "$WORK/dw-$c"
+    timed driftwatch "$c" "$WORK/dw-$c.txt" "$BIN" replay "$JSONL" -q --replace --out "$WORK/dw-$c"
   done
 done
 replay_unset
@@ -249,7 +249,7 @@ for SIZE in $SIZES; do
     replay_config "$c"
     rm -rf "$SCALE"
     scaled "dw-$c" driftwatch "$c" timed driftwatch "$c" /dev/null \
-      timeout -k 10 "$PEER_TIMEOUT" "$BIN" replay "$file" -q --out "$SCALE/out"
+      timeout -k 10 "$PEER_TIMEOUT" "$BIN" replay "$file" -q --replace --out "$SCALE/out"
     # a run that refused events did not do the work the peers did
     python3 - "$TIMES" "$SCALE/out/run-summary.json" <<'PY'
 import json, sys

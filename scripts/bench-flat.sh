@@ -48,7 +48,7 @@ run() {
   export DRIFTWATCH__DATA_DIR="$WORK/data-flat"
   : >"$samples"
   /usr/bin/time -f "%e %M" -o "$WORK/time.txt" \
-    "$BIN" replay "$file" -q --dead-letter "$WORK/dead-letter-flat.jsonl" >"$WORK/out.txt" 2>/dev/null &
+    "$BIN" replay "$file" -q --replace --dead-letter "$WORK/dead-letter-flat.jsonl" >"$WORK/out.txt" 2>/dev/null &
   local timer=$! pid="" k v _
   # sampled with shell builtins and one sleep: the sampler itself must
   # not take a share of the two cores worth measuring

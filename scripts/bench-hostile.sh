@@ -35,7 +35,7 @@ run() {
   local name=$1
   shift
   /usr/bin/time -f "%e %M" -o "$WORK/time.txt" \
-    "$BIN" replay "$@" -q --out "$WORK/out-$name" >/dev/null 2>&1
+    "$BIN" replay "$@" -q --replace --out "$WORK/out-$name" >/dev/null 2>&1
   read -r wall rss <"$WORK/time.txt"
   awk -v n="$name" -v w="$wall" -v r="$rss" 'BEGIN { printf "  %-9s wall %6.2fs  peak RSS %6.1f MiB\n", n, w, r / 1024 }'
 }
@@ -71,7 +71,7 @@ models() {
   shift
   rm -rf "$WORK/data"
   env "$@" /usr/bin/time -f "%e %M" -o "$WORK/time.txt" \
-    "$BIN" replay "$MODELS" -q --out "$WORK/out-models" >/dev/null 2>&1
+    "$BIN" replay "$MODELS" -q --replace --out "$WORK/out-models" >/dev/null 2>&1
   read -r wall rss <"$WORK/time.txt"
   local files
   files=$(find "$WORK/data/history" -name '*.parquet' | wc -l)

@@ -36,7 +36,7 @@ echo "file: $FILE ($(du -h "$FILE" | cut -f1))"
 run() {
   local file=$1
   /usr/bin/time -f "%e %U %S %M" -o "$WORK/time.txt" \
-    "$BIN" replay "$file" -q --dead-letter "$WORK/dead-letter.jsonl" >"$WORK/out.txt" 2>/dev/null
+    "$BIN" replay "$file" -q --replace --dead-letter "$WORK/dead-letter.jsonl" >"$WORK/out.txt" 2>/dev/null
   read -r wall user sys rss <"$WORK/time.txt"
   local records
   records=$(grep -oE '^read [0-9]+' "$WORK/out.txt" | cut -d' ' -f2)

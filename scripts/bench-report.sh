@@ -29,7 +29,7 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 cd "$WORK"
 "$BIN" gen --model churn --predictions "$PREDICTIONS" --interval-ms "$INTERVAL" \
   --numeric-features "$NUMERIC" --categorical-features "$CATEGORICAL" --out events.jsonl >/dev/null
-DRIFTWATCH__SQL__RULES_DIR="$OLDPWD/rules" "$BIN" replay events.jsonl >/dev/null
+DRIFTWATCH__SQL__RULES_DIR="$OLDPWD/rules" "$BIN" replay events.jsonl --replace >/dev/null
 "$BIN" sql "SELECT count(*) AS windows, min(window_start) AS first, max(window_end) AS last FROM window_summary" | head -4
 start=$(date +%s%N)
 "$BIN" report --model churn --out report.html >/dev/null

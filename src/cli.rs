@@ -243,6 +243,14 @@ pub struct ReplayArgs {
     /// Alert rules (directory or file) [default: sql.rules_dir when it exists].
     #[arg(long)]
     pub rules: Option<PathBuf>,
+    /// Add this replay's rows to the history earlier replays left in the
+    /// data directory (without it, or --replace, a replay into a history
+    /// is refused).
+    #[arg(long, conflicts_with = "replace")]
+    pub append: bool,
+    /// Remove the history earlier replays left, then replay.
+    #[arg(long)]
+    pub replace: bool,
 }
 
 /// `driftwatch demo`.

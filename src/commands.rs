@@ -20,7 +20,7 @@ use crate::cli::{
 use crate::output::ConsoleSummary;
 use crate::settings::Settings;
 use driftwatch_engine::alerting::{self, RuleSource};
-use driftwatch_engine::{Config, Replay, ReplayOptions, RunSummary, WindowSink};
+use driftwatch_engine::{Config, HistoryMode, Replay, ReplayOptions, RunSummary, WindowSink};
 
 /// Runs one subcommand.
 pub fn run(command: Command, settings: &Settings) -> Result<()> {
@@ -517,6 +517,11 @@ fn replay(args: ReplayArgs, config: &Config) -> Result<()> {
             sinks,
             rules,
             writer: "replay".into(),
+            history: match (args.append, args.replace) {
+                (true, _) => HistoryMode::Append,
+                (_, true) => HistoryMode::Replace,
+                _ => HistoryMode::Refuse,
+            },
             on_alert: (!args.quiet).then_some(crate::rules::print_instance as fn(&_)),
         },
     )?;
@@ -618,6 +623,8 @@ fn demo(args: DemoArgs, config: &Config) -> Result<()> {
             })],
             rules,
             writer: "demo".into(),
+            // the demo is a run of its own each time
+            history: HistoryMode::Replace,
             on_alert: Some(crate::rules::print_instance),
         },
     )?;

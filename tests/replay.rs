@@ -173,8 +173,13 @@ fn malformed_lines_go_to_the_dead_letter_file_and_good_lines_all_count() {
     );
 }
 
+/// Replays `input` into the data directory of `cwd` again (an earlier
+/// replay's history replaced) and reads its tables.
 fn replay_tables(input: &Path, out: &Path, cwd: &Path) -> (Value, String, String) {
-    ok(&["replay", p(input), "--out", p(out), "-q"], cwd);
+    ok(
+        &["replay", p(input), "--out", p(out), "-q", "--replace"],
+        cwd,
+    );
     (
         read_json(&out.join("run-summary.json")),
         std::fs::read_to_string(out.join("window_summary.jsonl")).expect("windows"),
@@ -383,7 +388,7 @@ fn hopping_windows_from_the_environment() {
     );
     let out = dir.path().join("out");
     let status = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-        .args(["replay", p(&file), "--out", p(&out), "-q"])
+        .args(["replay", p(&file), "--out", p(&out), "-q", "--replace"])
         .env("DRIFTWATCH__WINDOW__KIND", "hopping")
         .env("DRIFTWATCH__WINDOW__SIZE", "2h")
         .env("DRIFTWATCH__WINDOW__SLIDE", "30m")
@@ -1054,6 +1059,7 @@ fn separate_prediction_and_label_files_replay_like_the_merged_file() {
             "--out",
             p(&split_out),
             "-q",
+            "--replace",
         ],
         dir.path(),
     );

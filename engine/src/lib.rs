@@ -54,7 +54,7 @@ pub use config::{CheckpointEvery, Config, RawCheckpoint, RawSql, SqlConfig};
 pub use data_dir::DataDir;
 pub use error::{Error, Result};
 pub use pipeline::{Pipeline, RunSummary};
-pub use replay::{Replay, ReplayOptions};
+pub use replay::{HistoryMode, Replay, ReplayOptions};
 pub use rule_worker::{LiveRuleStats, RuleWorker};
 pub use rules::{Flushing, RuleRunner, RulesState, RunnerConfig};
 pub use sinks::WindowSink;

@@ -27,8 +27,23 @@ pub struct ReplayOptions {
     pub rules: Option<RuleSource>,
     /// The name the history is written under (`replay`, `demo`).
     pub writer: String,
+    /// What becomes of the history an earlier run of the same name left.
+    pub history: HistoryMode,
     /// Called with each alert instance the rules find.
     pub on_alert: Option<fn(&AlertInstance)>,
+}
+
+/// What a bounded run does with the history an earlier run under the same
+/// name left in the data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryMode {
+    /// Refuse to start while there is one ([`Error::Input`] saying so):
+    /// neither losing it nor counting the same file twice unasked.
+    Refuse,
+    /// Add this run's rows to it (daily files building one history).
+    Append,
+    /// Remove it first (the demo, a replay done again).
+    Replace,
 }
 
 /// A pipeline fed to its end by the caller, then [`finish`](Self::finish)ed.
@@ -50,8 +65,9 @@ pub struct Finished {
 }
 
 impl Replay {
-    /// A pipeline over `config` set up as `options` say. A replay's history
-    /// is the last replay's: files written earlier under the same name go.
+    /// A pipeline over `config` set up as `options` say; the history an
+    /// earlier run of the same name left is kept, added to or replaced as
+    /// `options.history` says.
     pub fn start(config: &Config, options: ReplayOptions) -> Result<Self> {
         let dlq = DeadLetterFile::open(&options.dead_letter)?;
         let pending = config.data_dir.replay_pending();
@@ -75,7 +91,23 @@ impl Replay {
             pipeline.add_sink(sink);
         }
         let mut runner = alerting::runner(config, options.rules.as_ref(), &options.writer, None)?;
-        runner.clear_history()?;
+        let earlier = runner.history_files();
+        match options.history {
+            HistoryMode::Replace => runner.clear_history()?,
+            HistoryMode::Refuse if earlier > 0 => {
+                return Err(Error::Input(format!(
+                    "{} holds {earlier} files of an earlier {} run: add this run's rows to \
+                     them (--append) or start the history over (--replace)",
+                    config.data_dir.history().display(),
+                    options.writer
+                )));
+            }
+            HistoryMode::Refuse | HistoryMode::Append => {
+                if earlier > 0 {
+                    info!(files = earlier, "adding to the history of earlier runs");
+                }
+            }
+        }
         runner.on_alert = options.on_alert;
         runner.flushing = Flushing::Bytes(crate::rules::FLUSH_BYTES);
         if runner.rule_count() > 0 {
@@ -205,6 +237,7 @@ mod tests {
                 sinks: Vec::new(),
                 rules: None,
                 writer: "replay".into(),
+                history: HistoryMode::Refuse,
                 on_alert: None,
             },
         )
@@ -250,5 +283,55 @@ mod tests {
         assert_eq!(lines(&dir.path().join("dead-letter.jsonl")), 1);
         // the predictions that waited for labels on disk are gone
         assert!(!config(dir.path()).data_dir.replay_pending().exists());
+    }
+
+    /// Regression (issue 41, item 7): each replay into the same data
+    /// directory deleted the previous one's history, so daily files could
+    /// not build up a history.
+    #[test]
+    fn a_replay_into_a_history_refuses_adds_or_replaces_as_asked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = config(dir.path());
+        config.sql.history = true;
+        let run = |history: HistoryMode| -> Result<usize> {
+            let mut replay = Replay::start(
+                &config,
+                ReplayOptions {
+                    out: None,
+                    dead_letter: dir.path().join("dead-letter.jsonl"),
+                    sinks: Vec::new(),
+                    rules: None,
+                    writer: "replay".into(),
+                    history,
+                    on_alert: None,
+                },
+            )?;
+            for (seq, bytes) in stream(3_000).iter().enumerate() {
+                replay.pipeline().handle_bytes(seq as u64, bytes)?;
+            }
+            replay.finish()?;
+            let mut files = Vec::new();
+            let mut stack = vec![dir.path().join("history")];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).expect("dir").flatten() {
+                    if e.path().is_dir() {
+                        stack.push(e.path());
+                    } else {
+                        files.push(e.path());
+                    }
+                }
+            }
+            Ok(files.len())
+        };
+        let first = run(HistoryMode::Refuse).expect("an empty history");
+        assert!(first > 0);
+        let err = run(HistoryMode::Refuse).expect_err("refused");
+        assert!(
+            err.to_string().contains("--append") && err.to_string().contains("--replace"),
+            "{err}"
+        );
+        let appended = run(HistoryMode::Append).expect("appended");
+        assert!(appended > first, "{appended} files after {first}");
+        assert_eq!(run(HistoryMode::Replace).expect("replaced"), first);
     }
 }

@@ -247,6 +247,11 @@ impl RuleRunner {
         self.evaluator.rules().count()
     }
 
+    /// How many history files this writer has (an earlier run's).
+    pub fn history_files(&self) -> usize {
+        self.history.as_ref().map_or(0, History::file_count)
+    }
+
     /// Removes every history file of this writer (a replay starts over).
     pub fn clear_history(&mut self) -> Result<()> {
         self.idle()?;
