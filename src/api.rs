@@ -18,6 +18,9 @@ use driftwatch_engine::service::{HttpIngest, Shared, http::NotTaken};
 use serde_json::{Value, json};
 
 mod metrics;
+mod serve;
+
+pub use serve::{ConnectionLimits, serve};
 
 /// What the routes share.
 struct Api {
@@ -365,6 +368,41 @@ struct Upload {
 /// body (prediction events as JSON Lines, gzip or Parquet; with `table`, a
 /// feature table) becomes that version's reference profile, stored in the
 /// data directory and used from the next window on.
+/// Most bytes an uploaded gzip file may decompress to, as a multiple of
+/// its own size (JSON Lines compress about ten times; 2 MB of gzip holding
+/// 2 GB of newlines took 160 CPU-seconds to be refused).
+const MAX_UPLOAD_EXPANSION: u64 = 64;
+
+/// Writes an uploaded file, a gzip one decompressed, at most
+/// [`MAX_UPLOAD_EXPANSION`] times its size.
+fn write_upload(path: &std::path::Path, body: &[u8]) -> driftwatch_engine::Result<()> {
+    use std::io::Read;
+    let io = |source| driftwatch_engine::Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if !body.starts_with(&[0x1f, 0x8b]) {
+        return std::fs::write(path, body).map_err(io);
+    }
+    let limit = MAX_UPLOAD_EXPANSION * body.len() as u64;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    let copied = std::io::copy(
+        &mut flate2::read::MultiGzDecoder::new(body).take(limit + 1),
+        &mut out,
+    )
+    .map_err(|e| {
+        driftwatch_engine::Error::Input(format!("the upload is not a readable gzip file: {e}"))
+    })?;
+    if copied > limit {
+        return Err(driftwatch_engine::Error::Input(format!(
+            "the upload decompresses to more than {limit} bytes ({MAX_UPLOAD_EXPANSION} times its \
+             {} bytes): send it uncompressed, or build the profile with `driftwatch reference build`",
+            body.len()
+        )));
+    }
+    std::io::Write::flush(&mut out).map_err(io)
+}
+
 async fn upload_reference(
     State(api): Shared_,
     Path((id, version)): Path<(String, String)>,
@@ -392,10 +430,11 @@ async fn upload_reference(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let upload = dir.join(format!(".upload-{}-{nanos}", std::process::id()));
-        std::fs::write(&upload, &body).map_err(|source| driftwatch_engine::Error::Io {
-            path: upload.clone(),
-            source,
-        })?;
+        let written = write_upload(&upload, &body);
+        if written.is_err() {
+            let _ = std::fs::remove_file(&upload);
+        }
+        written?;
         let built = driftwatch_engine::reference::store_uploaded(
             &config, &shared, &upload, &model, &v, kind.table,
         );

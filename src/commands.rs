@@ -379,10 +379,8 @@ fn run_service(args: &crate::cli::RunArgs, settings: &crate::settings::Settings)
                 warn!(error = %e, "signals cannot be watched; stop with SIGKILL");
             }
         });
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .await
-            .context("serving the API")
+        crate::api::serve(listener, router, settings.api.connections, stop.clone()).await;
+        anyhow::Ok(())
     });
     // whatever ended the API, the sources stop, checkpoint and report
     stop.cancel();

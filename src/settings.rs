@@ -76,6 +76,14 @@ pub struct RawApi {
     /// `"https://driftwatch.example.com"`: the evidence of an alert links
     /// there (default: the listen address, when it is not a wildcard).
     pub public_url: Option<String>,
+    /// Connections open at once (past them new ones wait).
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, e.g. `"30s"` (an
+    /// idle kept-alive connection is closed after it too).
+    pub header_timeout: String,
+    /// Time a request has to send its body and be answered (`408` past
+    /// it); longer than `sql.timeout`.
+    pub request_timeout: String,
 }
 
 impl Default for RawApi {
@@ -85,6 +93,9 @@ impl Default for RawApi {
             max_body: "16MiB".into(),
             ingest: None,
             public_url: None,
+            max_connections: 512,
+            header_timeout: "30s".into(),
+            request_timeout: "60s".into(),
         }
     }
 }
@@ -209,6 +220,8 @@ pub struct ApiSettings {
     pub ingest: bool,
     /// How long deliveries are waited for at shutdown.
     pub shutdown_drain: std::time::Duration,
+    /// Bounds on the API's connections.
+    pub connections: crate::api::ConnectionLimits,
 }
 
 /// Validated settings: the engine's, and the binary's own (logging, where
@@ -353,6 +366,45 @@ impl RawSettings {
         })
     }
 
+    /// `api.max_connections`, `api.header_timeout`, `api.request_timeout`.
+    fn connection_limits(&self) -> Result<crate::api::ConnectionLimits, Invalid> {
+        let ms = |key, value: &str| -> Result<std::time::Duration, Invalid> {
+            let ms = duration_ms(key, value)?;
+            if ms <= 0 {
+                return Err(Invalid::new(
+                    key,
+                    value,
+                    "a duration longer than zero, e.g. \"30s\"",
+                ));
+            }
+            Ok(std::time::Duration::from_millis(ms as u64))
+        };
+        if self.api.max_connections == 0 {
+            return Err(Invalid::new(
+                "api.max_connections",
+                "0",
+                "one connection or more, e.g. 512",
+            ));
+        }
+        let request_timeout = ms("api.request_timeout", &self.api.request_timeout)?;
+        let query_timeout = ms("sql.timeout", &self.sql.timeout)?;
+        if request_timeout <= query_timeout {
+            return Err(Invalid::new(
+                "api.request_timeout",
+                &self.api.request_timeout,
+                &format!(
+                    "longer than sql.timeout ({}): a query's answer must have time to be sent",
+                    self.sql.timeout
+                ),
+            ));
+        }
+        Ok(crate::api::ConnectionLimits {
+            max_connections: self.api.max_connections,
+            header_timeout: ms("api.header_timeout", &self.api.header_timeout)?,
+            request_timeout,
+        })
+    }
+
     /// `[api]` and `[shutdown]`, the binary's own sections.
     fn api_settings(&self) -> Result<ApiSettings, Invalid> {
         if let Some(url) = &self.api.public_url
@@ -381,6 +433,7 @@ impl RawSettings {
                 "shutdown.drain",
                 &self.shutdown.drain,
             )? as u64),
+            connections: self.connection_limits()?,
         })
     }
 }

@@ -623,6 +623,34 @@ fn an_uploaded_reference_is_the_new_versions_baseline() {
     let (status, answer) = put("/v1/models/churn/versions/v99/reference", body.as_bytes());
     assert_eq!(status, 400, "{answer}");
     assert!(json(&answer)["error"].is_string());
+    // gzip is taken, and a gzip bomb refused at once (issue 41, M2: 2 MB of
+    // gzip holding 2 GB of newlines took 160 CPU-seconds before its 400)
+    let gzip = |bytes: &[u8]| {
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut z, bytes).unwrap();
+        z.finish().unwrap()
+    };
+    let (status, answer) = put(
+        "/v1/models/churn/versions/v12/reference",
+        &gzip(body.as_bytes()),
+    );
+    assert_eq!(status, 201, "{answer}");
+    let bomb = gzip(&vec![b'\n'; 256 << 20]);
+    let started = Instant::now();
+    let (status, answer) = put("/v1/models/churn/versions/v12/reference", &bomb);
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        json(&answer)["error"]
+            .as_str()
+            .unwrap()
+            .contains("decompresses to more than"),
+        "{answer}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 
     post_all(port, &lines, 1_000);
     // churn v12's first window is compared with the upload; the other
@@ -688,6 +716,49 @@ fn a_service_without_ingest_stops_cleanly() {
     let (status, _) = post(port, "/v1/events", "application/x-ndjson", b"{}");
     assert_eq!(status, 404);
     assert_eq!(get(port, "/v1/models", Some(TOKEN)).unwrap().0, 200);
+    let log = service.log_text();
+    let status = service.stop();
+    assert!(status.success(), "{status}\n{log}");
+}
+
+/// Issue 41, M1: half-open connections were never timed out; about 20,000
+/// of them exhausted the file descriptors and `/healthz` stopped
+/// answering. Silent connections are closed after `api.header_timeout`, and
+/// at most `api.max_connections` are open at once.
+#[test]
+fn silent_connections_are_closed_and_health_still_answers() {
+    use std::io::Read;
+    let (dir, _) = setup(10);
+    let port = free_port();
+    let service = Service::start_with(
+        dir.path(),
+        port,
+        "bounded-connections",
+        &[
+            ("DRIFTWATCH__API__HEADER_TIMEOUT", "1s"),
+            ("DRIFTWATCH__API__MAX_CONNECTIONS", "8"),
+        ],
+    );
+    // more silent connections than the limit, and one that sends half a request
+    let mut silent: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    std::io::Write::write_all(&mut silent[0], b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let started = Instant::now();
+    let (status, body) = get(port, "/healthz", None).unwrap();
+    assert_eq!((status, body.trim()), (200, "ok"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    // the server closed the first ones: a read ends (EOF, or a 408 then EOF)
+    silent[0]
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = silent[0].read_to_end(&mut rest);
+    assert!(read.is_ok(), "not closed by the server: {read:?}");
     let log = service.log_text();
     let status = service.stop();
     assert!(status.success(), "{status}\n{log}");
