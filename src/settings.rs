@@ -392,7 +392,7 @@ impl RawSettings {
             return Err(Invalid::new(
                 "api.request_timeout",
                 &self.api.request_timeout,
-                &format!(
+                format!(
                     "longer than sql.timeout ({}): a query's answer must have time to be sent",
                     self.sql.timeout
                 ),
