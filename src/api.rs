@@ -172,7 +172,7 @@ async fn authorize(State(api): Shared_, request: Request, next: Next) -> Respons
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer_token);
     match given {
         Some(given) if same(given.as_bytes(), token.as_bytes()) => next.run(request).await,
         _ => {
@@ -186,6 +186,15 @@ async fn authorize(State(api): Shared_, request: Request, next: Next) -> Respons
             response
         }
     }
+}
+
+/// The token of an `Authorization` value of the Bearer scheme, whose name
+/// is case-insensitive (RFC 7235 § 2.1: `bearer`, `BEARER`).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
 }
 
 /// Compares in time that does not depend on where the inputs differ.
@@ -762,6 +771,17 @@ fn rows_json(batches: &[arrow::array::RecordBatch]) -> anyhow::Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (issue 41, m): `Authorization: bearer …` was refused; the
+    /// scheme's name is case-insensitive (RFC 7235).
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer t0k", "bearer t0k", "BEARER  t0k"] {
+            assert_eq!(bearer_token(value), Some("t0k"), "{value}");
+        }
+        assert_eq!(bearer_token("Basic t0k"), None);
+        assert_eq!(bearer_token("Bearert0k"), None);
+    }
 
     /// `docs/openapi.json` names each route once, with the right methods
     /// and security, and no route it does not name exists.

@@ -107,15 +107,16 @@ fn silence(settings: &Config, command: SilenceCommand) -> Result<()> {
             format_time(s.starts_at),
             format_time(s.ends_at),
             matchers.join(" "),
+            // typed by anyone who may add a silence: shown as text only
             if s.created_by.is_empty() {
-                "-"
+                "-".into()
             } else {
-                &s.created_by
+                crate::output::printable(&s.created_by)
             },
             if s.comment.is_empty() {
                 String::new()
             } else {
-                format!(": {}", s.comment)
+                format!(": {}", crate::output::printable(&s.comment))
             }
         )
     };
@@ -145,7 +146,7 @@ fn silence(settings: &Config, command: SilenceCommand) -> Result<()> {
             let s = silences.add(
                 matchers,
                 starts_at,
-                starts_at + length.as_millis() as i64,
+                starts_at.saturating_add(i64::try_from(length.as_millis()).unwrap_or(i64::MAX)),
                 &author,
                 &comment,
             )?;

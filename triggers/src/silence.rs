@@ -33,6 +33,12 @@ pub enum MatchOp {
 }
 
 /// `name=value`, `name!=value`, `name=~regex` or `name!~regex`. A label the
+/// Longest silence: a year, in ms.
+pub const MAX_SILENCE_MS: i64 = 366 * 24 * 3_600_000;
+
+/// Most bytes of a silence's comment, and of its author.
+pub const MAX_SILENCE_TEXT: usize = 4096;
+
 /// alert does not have counts as the empty string.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -252,7 +258,9 @@ impl Silences {
         self.list.iter().find(|s| s.silences(labels, now))
     }
 
-    /// Adds a silence; returns it with its id.
+    /// Adds a silence of `matchers` from `starts_at` to `ends_at` (at most
+    /// a year), its comment and author at most [`MAX_SILENCE_TEXT`] bytes;
+    /// returns it with its id.
     pub fn add(
         &mut self,
         matchers: Vec<Matcher>,
@@ -268,6 +276,16 @@ impl Silences {
         }
         if ends_at <= starts_at {
             return Err(Error::Silence("it must end after it starts".into()));
+        }
+        if ends_at.saturating_sub(starts_at) > MAX_SILENCE_MS {
+            return Err(Error::Silence(
+                "it may last at most a year (expire it and add another to go on)".into(),
+            ));
+        }
+        if comment.len() > MAX_SILENCE_TEXT || created_by.len() > MAX_SILENCE_TEXT {
+            return Err(Error::Silence(format!(
+                "its comment and author may hold at most {MAX_SILENCE_TEXT} bytes each"
+            )));
         }
         self.update(|list| {
             let text = format!(
@@ -379,5 +397,23 @@ mod tests {
         assert!(s.silenced_by(&l, 2_000).is_none());
         assert!(s.add(Vec::new(), 0, 1, "", "").is_err());
         assert!(other.expire("zzz", 0).is_err());
+    }
+
+    /// Regression (issue 41, m): a 5 MB comment and a 1e11-year silence
+    /// were taken.
+    #[test]
+    fn silences_are_bounded_in_length_and_text() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Silences::open(&dir.path().join("silences.json")).expect("open");
+        let m = || vec![Matcher::parse("model_id=churn").expect("matcher")];
+        let err = s
+            .add(m(), 0, i64::MAX, "ana", "")
+            .expect_err("a silence past a year");
+        assert!(err.to_string().contains("at most a year"), "{err}");
+        let long = "x".repeat(5 << 20);
+        assert!(s.add(m(), 0, 1_000, "ana", &long).is_err());
+        assert!(s.add(m(), 0, 1_000, &long, "").is_err());
+        s.add(m(), 0, MAX_SILENCE_MS, "ana", &"x".repeat(MAX_SILENCE_TEXT))
+            .expect("at the bounds");
     }
 }
