@@ -118,6 +118,12 @@ pub fn router(
     let guarded = guarded.route_layer(middleware::from_fn_with_state(Arc::clone(&api), authorize));
     open.merge(guarded)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this route does not take that method (docs/api.md lists each route's)",
+            )
+        })
         .layer(DefaultBodyLimit::max(options.max_body))
         .with_state(api)
 }

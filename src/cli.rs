@@ -30,9 +30,10 @@ pub enum Command {
     Demo(DemoArgs),
     /// Writes a synthetic event file (JSONL, `.gz` for gzip, `.parquet` for Parquet).
     Gen(GenArgs),
-    /// Runs the service: the HTTP API (with event ingest, `[api]`) and,
-    /// when `[kafka]` is configured, the Kafka topics; checkpoints its state
-    /// in the data directory, writes each closed window there.
+    /// Runs the service: the HTTP API on api.listen (default
+    /// 127.0.0.1:9797), taking events by `POST /v1/events` unless `[kafka]`
+    /// is configured, and then the Kafka topics; checkpoints its state in the
+    /// data directory, writes each closed window there.
     Run(RunArgs),
     /// Publishes an event file to a Kafka topic, keyed by model_id.
     #[cfg(feature = "kafka")]
@@ -131,9 +132,11 @@ pub enum SqlFormat {
 /// `driftwatch sql`.
 #[derive(Debug, Args)]
 pub struct SqlArgs {
-    /// One SELECT statement. Tables: model_metrics, model_metrics_latest,
-    /// feature_drift, data_quality, drift_summary, feature_summary,
-    /// window_summary, change_points, label_stats, rule_errors, alerts.
+    /// One SELECT statement. Tables: window_summary, model_metrics,
+    /// model_metrics_latest, estimated_metrics, feature_drift,
+    /// feature_sketches, feature_summary, drift_summary, multivariate_drift,
+    /// data_quality, change_points, label_stats, events, alerts,
+    /// rule_errors, model_versions, model_version_log (docs/sql.md).
     pub query: String,
     /// Output format.
     #[arg(long, value_enum, default_value_t = SqlFormat::Table)]
@@ -268,6 +271,9 @@ pub struct DemoArgs {
     /// Print each window's feature summary too.
     #[arg(long)]
     pub features: bool,
+    /// Do not print a line per closed window.
+    #[arg(long, short)]
+    pub quiet: bool,
     /// Alert rules (directory or file) [default: sql.rules_dir when it
     /// exists, else the bundled rules].
     #[arg(long)]
@@ -341,4 +347,39 @@ fn parse_deploy(text: &str) -> Result<(String, String, i64), String> {
         return Err(bad());
     }
     Ok((model.to_owned(), version.to_owned(), parse_instant(time)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Regression (issue 41, item 15): `sql --help` left out six tables.
+    #[test]
+    fn sql_help_names_every_table() {
+        let cli = Cli::command();
+        let sql = cli.find_subcommand("sql").expect("sql");
+        let help = sql
+            .get_arguments()
+            .find(|a| a.get_id() == "query")
+            .and_then(|a| a.get_help())
+            .map(ToString::to_string)
+            .expect("help of the query");
+        let tables =
+            driftwatch_sql::Tables::new(driftwatch_sql::standard_tables().expect("tables"), None)
+                .expect("tables");
+        let engine =
+            driftwatch_sql::Engine::new(tables, driftwatch_sql::Limits::default()).expect("engine");
+        let missing: Vec<String> = engine
+            .table_names()
+            .into_iter()
+            .filter(|t| {
+                !help
+                    .split(|c: char| !c.is_alphanumeric() && c != '_')
+                    .any(|w| w == t)
+            })
+            .collect();
+        assert!(missing.is_empty(), "{missing:?} not in: {help}");
+    }
 }

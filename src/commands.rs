@@ -249,9 +249,59 @@ fn write_report(
 }
 
 /// `driftwatch sql`: one query over the history.
+/// Whether `dir` holds a file, in it or below.
+fn holds_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.path().is_file() || holds_files(&e.path()))
+    })
+}
+
+/// Says on stderr why a query found no row: no history at all, or which
+/// models the history holds (a filter that names none of them).
+fn explain_no_rows(settings: &Config, engine: &driftwatch_sql::Engine) {
+    let history = settings.data_dir.history();
+    if !holds_files(&history) {
+        eprintln!(
+            "(no history in {}: `driftwatch replay`, `demo` and `run` write it there; \
+             data_dir or DRIFTWATCH__DATA_DIR says where)",
+            history.display()
+        );
+        return;
+    }
+    let models = engine
+        .query("SELECT DISTINCT model_id FROM window_summary ORDER BY model_id LIMIT 21")
+        .map(|(_, batches)| {
+            let mut names = Vec::new();
+            for b in &batches {
+                for row in 0..b.num_rows() {
+                    if let Some(m) = driftwatch_detectors::output::cell::text(b, "model_id", row) {
+                        names.push(crate::output::printable(m).into_owned());
+                    }
+                }
+            }
+            names
+        });
+    if let Ok(mut names) = models {
+        if names.len() > 20 {
+            names.truncate(20);
+            names.push("…".into());
+        }
+        eprintln!(
+            "(the history in {} holds the models: {})",
+            history.display(),
+            names.join(", ")
+        );
+    }
+}
+
 fn sql(settings: &Config, args: &SqlArgs) -> Result<()> {
     let engine = alerting::sql_engine(settings, true)?;
     let (schema, batches) = engine.query(&args.query)?;
+    if batches.iter().all(|b| b.num_rows() == 0) {
+        explain_no_rows(settings, &engine);
+    }
     let mut out = std::io::stdout().lock();
     match args.format {
         SqlFormat::Table => {
@@ -616,10 +666,14 @@ fn demo(args: DemoArgs, config: &Config) -> Result<()> {
         ReplayOptions {
             out: args.out.clone(),
             dead_letter: default_dead_letter(settings, out),
-            sinks: vec![Box::new(ConsoleSummary {
-                verbose: args.features,
-                ..ConsoleSummary::default()
-            })],
+            sinks: if args.quiet {
+                Vec::new()
+            } else {
+                vec![Box::new(ConsoleSummary {
+                    verbose: args.features,
+                    ..ConsoleSummary::default()
+                })]
+            },
             rules,
             writer: "demo".into(),
             // the demo is a run of its own each time

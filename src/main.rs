@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     match commands::run(cli.command, &settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", output::error_text(&e));
             ExitCode::FAILURE
         }
     }

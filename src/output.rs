@@ -13,6 +13,24 @@ use driftwatch_detectors::{About, Emitted, Revision, WindowKey};
 use driftwatch_engine::{RunSummary, WindowSink};
 use driftwatch_ingest::format_time;
 
+/// An error and its causes on one line, each cause said once: a cause
+/// whose text its error already holds (`FILE: No such file or directory`
+/// wrapping the OS error) is not repeated.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let said = cause.to_string();
+        if text.contains(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
+}
+
 /// `text` safe to show on a terminal or in a text log: control characters
 /// (C0, DEL, C1: escape sequences, newlines, bells) and the bidirectional
 /// overrides that reorder what a reader sees are written as escapes
@@ -433,4 +451,24 @@ pub fn print_retraining_loops(engine: &driftwatch_sql::Engine) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 41, item 14): `reference build nope.jsonl` said the
+    /// OS error twice.
+    #[test]
+    fn an_error_says_each_cause_once() {
+        let os = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let e = anyhow::Error::new(std::io::Error::other(format!("nope.jsonl: {os}")))
+            .context("reading the reference");
+        assert_eq!(
+            error_text(&e),
+            "reading the reference: nope.jsonl: No such file or directory"
+        );
+        let chained = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&chained), "outer: inner");
+    }
 }

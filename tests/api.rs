@@ -205,6 +205,13 @@ fn events_posted_over_http_are_answered_per_line_and_seen_by_queries_and_metrics
     assert_eq!(reply["errors"][0]["reason"], "invalid_json", "{body}");
     assert_eq!(reply["errors"][1]["line"], 4, "{body}");
     assert_eq!(reply["errors"][1]["reason"], "missing_field", "{body}");
+    assert_eq!(reply["rejected_by_reason"]["invalid_json"], 1, "{body}");
+    assert_eq!(reply["errors_not_listed"], 0, "{body}");
+    // regression (issue 41, item 14): a route asked with another method
+    // answered 405 with an empty body
+    let (status, body) = get(port, "/v1/events", Some(TOKEN)).unwrap();
+    assert_eq!(status, 405, "{body}");
+    assert!(json(&body)["error"].is_string(), "{body}");
     // one JSON event spanning lines
     let pretty = serde_json::to_string_pretty(&json(&lines[1])).unwrap();
     let (status, body) = post(port, "/v1/events", "application/json", pretty.as_bytes());

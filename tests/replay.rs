@@ -1347,3 +1347,34 @@ fn gen_writes_one_models_predictions_with_the_features_asked_for() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Regression (issue 41, item 9): `driftwatch sql` in a directory with no
+/// data answered `0 row(s)` and nothing else.
+#[test]
+fn a_query_that_finds_nothing_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let query = |sql: &str| {
+        let out = driftwatch(&["sql", sql], dir.path());
+        assert!(out.status.success(), "{out:?}");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (stdout, stderr) = query("SELECT * FROM window_summary");
+    assert!(stdout.contains("0 row(s)"), "{stdout}");
+    assert!(stderr.contains("no history in"), "{stderr}");
+    let file = dir.path().join("e.jsonl");
+    ok(&["gen", "--events", "20000", "--out", p(&file)], dir.path());
+    ok(&["replay", p(&file), "-q"], dir.path());
+    let (_, stderr) = query("SELECT * FROM window_summary WHERE model_id = 'chrun'");
+    assert!(
+        stderr.contains("holds the models: churn, eta, fraud"),
+        "{stderr}"
+    );
+    let (stdout, stderr) = query("SELECT count(*) AS n FROM window_summary");
+    assert!(
+        stdout.contains("1 row(s)") && stderr.is_empty(),
+        "{stdout}{stderr}"
+    );
+}

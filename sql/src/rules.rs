@@ -21,14 +21,48 @@ use crate::error::{Error, Result};
 
 /// How long a condition must hold before the alert fires, or keeps firing
 /// after it stops holding: a number of evaluated windows, or a duration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Hold {
     /// Consecutive windows.
     Windows(u32),
     /// Event time.
-    #[serde(with = "duration_text")]
+    #[serde(serialize_with = "duration_text")]
     Duration(Duration),
+}
+
+impl<'de> Deserialize<'de> for Hold {
+    /// A number of windows (`3`, `"3 windows"`) or a duration (`"30m"`);
+    /// anything else is refused saying so, with what was written.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Number(u32),
+            Text(String),
+        }
+        let expected = "a number of windows (e.g. 3) or a duration (e.g. \"30m\")";
+        match Written::deserialize(d)
+            .map_err(|_| serde::de::Error::custom(format!("expected {expected}")))?
+        {
+            Written::Number(n) => Ok(Hold::Windows(n)),
+            Written::Text(text) => {
+                let t = text.trim();
+                let windows = t
+                    .strip_suffix("windows")
+                    .or_else(|| t.strip_suffix("window"))
+                    .and_then(|n| n.trim().parse().ok());
+                if let Some(n) = windows {
+                    return Ok(Hold::Windows(n));
+                }
+                humantime::parse_duration(t)
+                    .map(Hold::Duration)
+                    .map_err(|e| {
+                        serde::de::Error::custom(format!("expected {expected}, got {text:?}: {e}"))
+                    })
+            }
+        }
+    }
 }
 
 impl Default for Hold {
@@ -37,23 +71,9 @@ impl Default for Hold {
     }
 }
 
-mod duration_text {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "expected a number of windows or a duration like \"30m\", got {text:?}: {e}"
-            ))
-        })
-    }
+/// A duration as text (`"1h 30m"`).
+fn duration_text<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 
 /// Severities a rule may carry.
@@ -486,6 +506,20 @@ mod tests {
         assert_eq!(t.a, Hold::Windows(3));
         assert_eq!(t.b, Hold::Duration(Duration::from_secs(5400)));
         assert!(toml::from_str::<T>("a = 3\nb = \"soon\"").is_err());
+        // regression (issue 41, item 14): `for = "2 windws"` was refused as
+        // "data did not match any variant of untagged enum Hold"
+        let t: T =
+            toml::from_str("a = \"2 windows\"\nb = \"1 window\"").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((t.a, t.b), (Hold::Windows(2), Hold::Windows(1)));
+        let err = toml::from_str::<T>("a = \"2 windws\"\nb = 1")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("expected a number of windows (e.g. 3) or a duration (e.g. \"30m\"), got \"2 windws\""),
+            "{err}"
+        );
+        assert!(!err.contains("untagged"), "{err}");
     }
 
     #[test]
