@@ -1378,3 +1378,115 @@ fn a_query_that_finds_nothing_says_why() {
         "{stdout}{stderr}"
     );
 }
+
+/// Issue 41, a new user's path: a labelled training file and a label file
+/// with integer labels (as pandas and scikit-learn write them) → `reference
+/// build` makes an estimator → `replay` → `driftwatch sql` shows realised
+/// and estimated accuracy of the user's model, and a bundled rule fires on
+/// the drift injected halfway.
+#[test]
+fn a_new_users_model_with_integer_labels_is_monitored_end_to_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // deterministic draws in [0, 1)
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut uniform = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut event = |id: String, t: chrono::DateTime<chrono::Utc>, shift: f64| {
+        let x = uniform() + uniform() + uniform() - 1.5 + shift;
+        let score = 1.0 / (1.0 + (-2.0 * x).exp());
+        let label = i64::from(uniform() < score);
+        let plan = ["basic", "pro", "team"][(uniform() * 3.0) as usize];
+        let prediction = serde_json::json!({
+            "event_id": id, "model_id": "mymodel", "timestamp": t.to_rfc3339(),
+            "features": {"x": x, "plan": plan}, "prediction": {"score": score},
+        });
+        (prediction, label)
+    };
+    let train_start = chrono::DateTime::parse_from_rfc3339("2026-10-01T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    let training: Vec<String> = (0..3_000)
+        .map(|i| {
+            let (mut p, label) = event(
+                format!("t{i}"),
+                train_start + chrono::Duration::minutes(i),
+                0.0,
+            );
+            p["label"] = label.into();
+            p.to_string()
+        })
+        .collect();
+    let train = dir.path().join("training.jsonl");
+    std::fs::write(&train, training.join("\n")).expect("write");
+    let built = ok(
+        &["reference", "build", p(&train), "--model", "mymodel"],
+        dir.path(),
+    );
+    assert!(
+        built.contains("performance estimation from 3000 labelled predictions"),
+        "{built}"
+    );
+
+    // twelve hours of traffic, the feature (and so the score) shifted after six
+    let live_start = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    let (mut predictions, mut labels) = (Vec::new(), Vec::new());
+    for i in 0..2_880 {
+        let t = live_start + chrono::Duration::seconds(15 * i);
+        let shift = if i >= 1_440 { 1.5 } else { 0.0 };
+        let (p, label) = event(format!("p{i}"), t, shift);
+        predictions.push(p.to_string());
+        labels.push(
+            serde_json::json!({
+                "event_id": format!("p{i}"), "model_id": "mymodel",
+                "timestamp": (t + chrono::Duration::minutes(5)).to_rfc3339(), "label": label,
+            })
+            .to_string(),
+        );
+    }
+    let (live, truth) = (
+        dir.path().join("live.jsonl"),
+        dir.path().join("labels.jsonl"),
+    );
+    std::fs::write(&live, predictions.join("\n")).expect("write");
+    std::fs::write(&truth, labels.join("\n")).expect("write");
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    ok(
+        &["replay", p(&live), p(&truth), "--rules", p(&rules), "-q"],
+        dir.path(),
+    );
+    let count = |sql: &str| -> u64 {
+        let out = ok(&["sql", sql, "--format", "json"], dir.path());
+        let row: Value = serde_json::from_str(out.lines().next().unwrap_or("{}")).expect("json");
+        row["n"].as_u64().unwrap_or_else(|| panic!("{sql}: {out}"))
+    };
+    let realised = count(
+        "SELECT count(*) AS n FROM model_metrics_latest WHERE model_id = 'mymodel' \
+         AND metric = 'accuracy' AND class IS NULL AND label_coverage > 0.9 AND value > 0.5",
+    );
+    assert!(realised >= 10, "{realised} windows with their accuracy");
+    let estimated = count(
+        "SELECT count(*) AS n FROM estimated_metrics WHERE model_id = 'mymodel' \
+         AND metric = 'accuracy' AND value > 0.5",
+    );
+    assert!(estimated >= 10, "{estimated} windows with an estimate");
+    let unscorable = count(
+        "SELECT CAST(coalesce(sum(unscorable), 0) AS BIGINT) AS n FROM label_stats \
+         WHERE model_id = 'mymodel'",
+    );
+    assert_eq!(unscorable, 0, "integer labels are scored");
+    let fired = count(
+        "SELECT count(*) AS n FROM alerts WHERE model_id = 'mymodel' \
+         AND rule = 'prediction_drift' AND state = 'firing' \
+         AND window_start >= '2026-11-01T06:00:00Z'",
+    );
+    assert!(
+        fired >= 1,
+        "the bundled prediction_drift rule fires on the drift"
+    );
+}
