@@ -92,31 +92,54 @@ impl Task {
         }
     }
 
-    /// Learns a binary task's class names from a prediction that carries
-    /// both its class and its score: a class said with a score at or above
-    /// the threshold is the positive class, below it the negative one. Only
-    /// names still at their defaults (`"1"`, `"0"`) are learnt, once each;
-    /// for a task whose classes were configured this is not called.
-    pub fn learn_classes(&mut self, prediction: &Prediction) {
+    /// Whether [`learn_classes`](Self::learn_classes) would learn a class
+    /// name from `prediction` (cheap: no allocation, no look-up).
+    pub fn learns_from(&self, prediction: &Prediction) -> bool {
         let Task::Binary {
             positive,
             negative,
             threshold,
         } = self
         else {
-            return;
+            return false;
         };
         let (Some(class), Some(score)) = (&prediction.class, prediction.score) else {
-            return;
+            return false;
         };
         if class == positive.as_str() || class == negative.as_str() || truth(class).is_some() {
-            return;
+            return false;
         }
         if score >= *threshold {
-            if positive == "1" {
-                *positive = class.as_str().into();
-            }
-        } else if negative == "0" {
+            positive == "1"
+        } else {
+            negative == "0"
+        }
+    }
+
+    /// Learns a binary task's class names from a prediction that carries
+    /// both its class and its score: a class said with a score at or above
+    /// the threshold is the positive class, below it the negative one. Only
+    /// names still at their defaults (`"1"`, `"0"`) are learnt, once each;
+    /// for a task whose classes were configured this is not called.
+    pub fn learn_classes(&mut self, prediction: &Prediction) {
+        if !self.learns_from(prediction) {
+            return;
+        }
+        let (
+            Task::Binary {
+                positive,
+                negative,
+                threshold,
+            },
+            Some(class),
+            Some(score),
+        ) = (self, &prediction.class, prediction.score)
+        else {
+            return;
+        };
+        if score >= *threshold {
+            *positive = class.as_str().into();
+        } else {
             *negative = class.as_str().into();
         }
     }

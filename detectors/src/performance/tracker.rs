@@ -549,8 +549,8 @@ impl PerformanceTracker {
             }
             // a binary task not configured learns its class names from
             // predictions that carry a class and a score
-            Some(task @ Task::Binary { .. })
-                if p.prediction.class.is_some()
+            Some(task)
+                if task.learns_from(&p.prediction)
                     && !self.config.tasks.contains_key(&*p.model_id) =>
             {
                 task.learn_classes(&p.prediction);
