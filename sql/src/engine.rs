@@ -663,6 +663,15 @@ impl Engine {
                     Some(f) => Error::Refused(format!(
                         "function `{f}` is not allowed: it allocates as much as its arguments ask, outside the memory limit"
                     )),
+                    // a table not found: say which there are
+                    None if text.contains("not found") && text.contains("table '") => {
+                        Error::Refused(format!(
+                            "{}; the tables are: {}",
+                            text.trim_start_matches("Error during planning: ")
+                                .replace("datafusion.public.", ""),
+                            self.table_names().join(", ")
+                        ))
+                    }
                     None => Error::from(e),
                 }
             })?;
@@ -915,6 +924,22 @@ mod tests {
         let n = batches[0].column(0).as_primitive::<Int64Type>();
         assert_eq!(n.len(), 1);
         n.value(0)
+    }
+
+    /// Regression (issue 41, item 14): a missing table was named without
+    /// the tables there are.
+    #[test]
+    fn a_missing_table_is_named_with_the_tables_there_are() {
+        let err = engine()
+            .query("SELECT * FROM windows")
+            .expect_err("no such table");
+        let text = err.to_string();
+        assert!(text.contains("table 'windows' not found"), "{text}");
+        assert!(
+            text.contains("window_summary") && text.contains("model_metrics_latest"),
+            "{text}"
+        );
+        assert_eq!(text.matches("not found").count(), 1, "{text}");
     }
 
     /// Issue 41, S3: with `memory_limit = "64MiB"`, `replace` of a
