@@ -14,7 +14,7 @@
 //! and the limit; under it the built-in runs as it is.
 
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::{ScalarValue, exec_err};
 use datafusion::error::Result;
 use datafusion::execution::FunctionRegistry;
@@ -87,30 +87,22 @@ fn lengths(arg: &ColumnarValue, rows: usize) -> Vec<u128> {
         }
         ColumnarValue::Array(a) => a,
     };
-    let of = |i: usize, len: usize| if array.is_null(i) { 0 } else { len as u128 };
-    match array.data_type() {
-        DataType::Utf8 => {
-            let a = array.as_string::<i32>();
-            (0..a.len()).map(|i| of(i, a.value(i).len())).collect()
-        }
-        DataType::LargeUtf8 => {
-            let a = array.as_string::<i64>();
-            (0..a.len()).map(|i| of(i, a.value(i).len())).collect()
-        }
-        DataType::Utf8View => {
-            let a = array.as_string_view();
-            (0..a.len()).map(|i| of(i, a.value(i).len())).collect()
-        }
-        DataType::Binary => {
-            let a = array.as_binary::<i32>();
-            (0..a.len()).map(|i| of(i, a.value(i).len())).collect()
-        }
-        DataType::LargeBinary => {
-            let a = array.as_binary::<i64>();
-            (0..a.len()).map(|i| of(i, a.value(i).len())).collect()
-        }
-        _ => vec![0; array.len()],
-    }
+    // arrow's own kernel: byte lengths of any string or binary array
+    let Ok(lengths) = arrow::compute::kernels::length::length(array)
+        .and_then(|l| arrow::compute::cast(&l, &DataType::Int64))
+    else {
+        return vec![0; array.len()];
+    };
+    let lengths = lengths.as_primitive::<Int64Type>();
+    (0..lengths.len())
+        .map(|i| {
+            if lengths.is_null(i) {
+                0
+            } else {
+                lengths.value(i).max(0) as u128
+            }
+        })
+        .collect()
 }
 
 impl Bounded {

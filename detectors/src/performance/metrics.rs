@@ -125,7 +125,7 @@ impl Task {
         if !self.learns_from(prediction) {
             return;
         }
-        let (
+        if let (
             Task::Binary {
                 positive,
                 negative,
@@ -134,13 +134,13 @@ impl Task {
             Some(class),
             Some(score),
         ) = (self, &prediction.class, prediction.score)
-        else {
-            return;
-        };
-        if score >= *threshold {
-            *positive = class.as_str().into();
-        } else {
-            *negative = class.as_str().into();
+        {
+            let name = if score >= *threshold {
+                positive
+            } else {
+                negative
+            };
+            *name = class.as_str().into();
         }
     }
 
